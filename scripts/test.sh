@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs the system
+# packages the tests need when they are missing (as root, with apt-get), or
+# says exactly what to install; then formatting, lints, unit and
+# integration tests (which build the plugins and the test-only plugins).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package
+need=(
+  "curl:curl"
+)
+missing=()
+for pair in "${need[@]}"; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "the tests need these Debian packages: ${missing[*]}" >&2
+    echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --all-features

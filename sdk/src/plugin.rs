@@ -1,0 +1,475 @@
+//! The handler trait, the phases, and the shims that turn a Rust
+//! [`Handler`] into the FFI table (with every panic caught).
+
+use crate::abi::{
+    CreateCtxV1, HandleResultV1, HostV1, Instance, LogEntryV1, PluginV1, RecordV1, RequestV1,
+    RoleV1,
+};
+use crate::request::{Request, Vhost};
+use crate::response::ResponseBuilder;
+use abi_stable::std_types::{RResult, RStr, RString};
+use std::any::Any;
+use std::ffi::c_void;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+/// What `handle` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response in the builder is the answer.
+    Done,
+    /// Not mine: the core tries the next route (same prefix, then shorter).
+    Decline,
+    /// Serve this local path (`/x?q` allowed) instead, internally, as GET
+    /// (a CGI `Location: /local`).
+    Redirect(String),
+    /// Failed on the server's side: the core answers 500 and logs the text
+    /// in the vhost's error log, naming the plugin.
+    Error(String),
+}
+
+/// A request handler, logger, or both. Every method has a no-op default.
+///
+/// One instance is built per route (or per logger entry) from its
+/// `options:`, and is shared by all worker threads: hence `Send + Sync`.
+/// Keep per-request state on the stack; use atomics or locks for shared
+/// counters.
+pub trait Handler: Send + Sync + 'static {
+    /// Content phase, on a worker thread. Fill `res` and return
+    /// [`Outcome::Done`], or return [`Outcome::Decline`] to pass. It may
+    /// block on what it owns (files, child processes) and on reading the
+    /// request body.
+    fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        let _ = (req, res);
+        Outcome::Decline
+    }
+    /// Log phase: after the response is complete (or failed), for the
+    /// vhost's loggers.
+    fn log(&self, entry: &LogEntry) {
+        let _ = entry;
+    }
+    /// A log record (plugin errors, panics, CGI stderr) routed by the host
+    /// to the vhost's loggers.
+    fn record(&self, rec: &Record) {
+        let _ = rec;
+    }
+    /// Reopen files (the server got SIGUSR1).
+    fn reopen(&self) {}
+    /// Flush buffers (about once a second and before shutdown).
+    fn flush(&self) {}
+    /// The server is stopping; the instance is dropped afterwards.
+    fn shutdown(&self) {}
+}
+
+/// What an instance is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A route's content handler.
+    Handler,
+    /// A vhost's logger (`loggers:`).
+    Logger,
+}
+
+/// A route's (or logger's) `options:` and where they come from.
+pub struct Options<'a> {
+    yaml: &'a str,
+    role: Role,
+    vhost: Vhost<'a>,
+    route: &'a str,
+}
+
+impl<'a> Options<'a> {
+    #[doc(hidden)]
+    pub fn new(yaml: &'a str, role: Role, vhost: Vhost<'a>, route: &'a str) -> Self {
+        Options {
+            yaml,
+            role,
+            vhost,
+            route,
+        }
+    }
+    /// Parses the options into your own type with serde. Use
+    /// `#[serde(deny_unknown_fields)]` so admins' typos are caught; a
+    /// missing `options:` parses as an empty mapping.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        let text = if self.yaml.trim().is_empty() || self.yaml.trim() == "null" {
+            "{}"
+        } else {
+            self.yaml
+        };
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+    /// A single string option, for quick plugins.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let v: serde_yaml::Value = serde_yaml::from_str(self.yaml).ok()?;
+        match v.get(key)? {
+            serde_yaml::Value::String(s) => Some(s.clone()),
+            serde_yaml::Value::Number(n) => Some(n.to_string()),
+            serde_yaml::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    /// The options as YAML text.
+    pub fn yaml(&self) -> &'a str {
+        self.yaml
+    }
+    /// Handler or logger.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The vhost the instance serves.
+    pub fn vhost(&self) -> Vhost<'a> {
+        self.vhost
+    }
+    /// The route prefix (empty for a logger).
+    pub fn route(&self) -> &'a str {
+        self.route
+    }
+}
+
+/// The log phase's view of a finished exchange.
+pub struct LogEntry<'a> {
+    raw: &'a LogEntryV1<'a>,
+}
+
+impl<'a> LogEntry<'a> {
+    #[doc(hidden)]
+    pub fn from_raw(raw: &'a LogEntryV1<'a>) -> Self {
+        LogEntry { raw }
+    }
+    /// The request (its body is no longer readable).
+    pub fn request(&self) -> Request<'a> {
+        Request::from_raw(self.raw.request)
+    }
+    /// Status sent.
+    pub fn status(&self) -> u16 {
+        self.raw.status
+    }
+    /// Body bytes actually sent (less than planned if the client left).
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.raw.body_bytes_sent
+    }
+    /// All bytes sent, head included.
+    pub fn bytes_sent(&self) -> u64 {
+        self.raw.bytes_sent
+    }
+    /// Bytes received, head and body.
+    pub fn bytes_received(&self) -> u64 {
+        self.raw.bytes_received
+    }
+    /// Time from the request's first byte to the response's last.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.raw.duration_us)
+    }
+    /// When the request started.
+    pub fn start(&self) -> std::time::SystemTime {
+        unix_us_to_time(self.raw.start_unix_us)
+    }
+    /// Why it failed, if it did.
+    pub fn error(&self) -> Option<&'a str> {
+        let e = self.raw.error.as_str();
+        (!e.is_empty()).then_some(e)
+    }
+    /// Whether the whole response went out.
+    pub fn completed(&self) -> bool {
+        self.raw.completed
+    }
+}
+
+/// A log record routed to the vhost's loggers.
+pub struct Record<'a> {
+    raw: &'a RecordV1<'a>,
+}
+
+impl<'a> Record<'a> {
+    #[doc(hidden)]
+    pub fn from_raw(raw: &'a RecordV1<'a>) -> Self {
+        Record { raw }
+    }
+    /// Severity.
+    pub fn level(&self) -> log::Level {
+        level_from_u8(self.raw.level)
+    }
+    /// Where it came from: a plugin name, `tamada`, or `cgi:<script>`.
+    pub fn source(&self) -> &'a str {
+        self.raw.source.as_str()
+    }
+    /// The text.
+    pub fn message(&self) -> &'a str {
+        self.raw.message.as_str()
+    }
+    /// The vhost, if known.
+    pub fn vhost(&self) -> Option<&'a str> {
+        let v = self.raw.vhost.as_str();
+        (!v.is_empty()).then_some(v)
+    }
+    /// The client of the request the record belongs to.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.raw
+            .peer
+            .as_ref()
+            .map(crate::request::addr)
+            .into_option()
+    }
+    /// When it was recorded.
+    pub fn time(&self) -> std::time::SystemTime {
+        unix_us_to_time(self.raw.unix_us)
+    }
+}
+
+fn unix_us_to_time(us: i64) -> std::time::SystemTime {
+    let base = std::time::UNIX_EPOCH;
+    if us >= 0 {
+        base + std::time::Duration::from_micros(us as u64)
+    } else {
+        base - std::time::Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+/// `log::Level` from the ABI's number.
+#[doc(hidden)]
+pub fn level_from_u8(l: u8) -> log::Level {
+    match l {
+        0 | 1 => log::Level::Error,
+        2 => log::Level::Warn,
+        3 => log::Level::Info,
+        4 => log::Level::Debug,
+        _ => log::Level::Trace,
+    }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_owned()
+    }
+}
+
+// ---------------------------------------------------------------------
+// The forwarding logger: every cdylib has its own `log` global, so the SDK
+// installs this one at load; it sends records to the host.
+
+static HOST: OnceLock<&'static HostV1> = OnceLock::new();
+
+struct Forwarder;
+
+impl log::Log for Forwarder {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        if let Some(host) = HOST.get() {
+            let msg = record.args().to_string();
+            (host.log)(
+                record.level() as u8,
+                RStr::from_str(record.target()),
+                RStr::from_str(&msg),
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+static FORWARDER: Forwarder = Forwarder;
+
+// ---------------------------------------------------------------------
+// The shims. Everything below is called through the FFI table; each one
+// catches panics so that none crosses the boundary.
+
+type Constructor = fn(&Options) -> Result<Box<dyn Handler>, String>;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use super::*;
+    use crate::abi::{MAGIC, PluginDeclV1, PluginHeader, SDK_MAJOR, SDK_MINOR};
+    pub use abi_stable;
+    use abi_stable::StableAbi;
+
+    /// Boxes a user constructor's result.
+    pub fn boxed<H, F>(o: &Options, f: F) -> Result<Box<dyn Handler>, String>
+    where
+        H: Handler,
+        F: FnOnce(&Options) -> Result<H, String>,
+    {
+        f(o).map(|h| Box::new(h) as Box<dyn Handler>)
+    }
+
+    /// The frozen bootstrap record.
+    pub fn header() -> PluginHeader {
+        PluginHeader {
+            magic: MAGIC,
+            sdk_major: SDK_MAJOR,
+            sdk_minor: SDK_MINOR,
+        }
+    }
+
+    /// The v1 declaration.
+    pub fn decl(table: &'static PluginV1) -> PluginDeclV1 {
+        PluginDeclV1 {
+            layout: <PluginV1 as StableAbi>::LAYOUT,
+            table,
+        }
+    }
+
+    /// Builds the table; `create` is the macro's monomorphic shim.
+    pub const fn table(
+        name: &'static str,
+        version: &'static str,
+        create: extern "C" fn(RStr<'_>, &CreateCtxV1<'_>) -> RResult<Instance, RString>,
+    ) -> PluginV1 {
+        PluginV1 {
+            name: RStr::from_str(name),
+            version: RStr::from_str(version),
+            init,
+            create,
+            handle,
+            log: log_shim,
+            record,
+            reopen,
+            flush,
+            shutdown,
+            destroy,
+        }
+    }
+
+    /// Called by the macro's `create` shim.
+    pub fn create(
+        options: RStr<'_>,
+        ctx: &CreateCtxV1<'_>,
+        ctor: Constructor,
+    ) -> RResult<Instance, RString> {
+        let role = match ctx.role {
+            RoleV1::Handler => Role::Handler,
+            RoleV1::Logger => Role::Logger,
+        };
+        let opts = Options::new(
+            options.as_str(),
+            role,
+            Vhost::from_raw(ctx.vhost),
+            ctx.route.as_str(),
+        );
+        match catch_unwind(AssertUnwindSafe(|| ctor(&opts))) {
+            Ok(Ok(h)) => {
+                let ptr = Box::into_raw(Box::new(h)) as *const c_void;
+                RResult::ROk(Instance(ptr))
+            }
+            Ok(Err(e)) => RResult::RErr(RString::from(e)),
+            Err(p) => RResult::RErr(RString::from(format!(
+                "panicked while reading options: {}",
+                panic_message(&p)
+            ))),
+        }
+    }
+
+    extern "C" fn init(host: &'static HostV1) {
+        let _ = HOST.set(host);
+        // Fails only if this cdylib already has a logger: keep it then.
+        if log::set_logger(&FORWARDER).is_ok() {
+            log::set_max_level(log::LevelFilter::Trace);
+        }
+    }
+
+    fn inst(i: Instance) -> &'static dyn Handler {
+        // SAFETY: `i` was made by `create` from a `Box<Box<dyn Handler>>`
+        // and the host calls nothing after `destroy`. The 'static here is
+        // bounded by that contract: callers use it only during the call.
+        unsafe { &**(i.0 as *const Box<dyn Handler>) }
+    }
+
+    extern "C" fn handle(i: Instance, req: &RequestV1<'_>) -> HandleResultV1 {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let request = Request::from_raw(req);
+            let mut res = ResponseBuilder::new();
+            let outcome = inst(i).handle(&request, &mut res);
+            (outcome, res)
+        }));
+        match r {
+            Ok((Outcome::Done, res)) => HandleResultV1::Respond(res.into_raw()),
+            Ok((Outcome::Decline, _)) => HandleResultV1::Decline,
+            Ok((Outcome::Redirect(p), _)) => HandleResultV1::Redirect(RString::from(p)),
+            Ok((Outcome::Error(e), _)) => HandleResultV1::Error(RString::from(e)),
+            Err(p) => HandleResultV1::Error(RString::from(format!("panic: {}", panic_message(&p)))),
+        }
+    }
+
+    fn guard(what: &str, f: impl FnOnce()) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+            log::error!("panic in {what}: {}", panic_message(&p));
+        }
+    }
+
+    extern "C" fn log_shim(i: Instance, e: &LogEntryV1<'_>) {
+        guard("log", || inst(i).log(&LogEntry::from_raw(e)));
+    }
+    extern "C" fn record(i: Instance, r: &RecordV1<'_>) {
+        // No log::error! on panic here: that record would come straight back.
+        let _ = catch_unwind(AssertUnwindSafe(|| inst(i).record(&Record::from_raw(r))));
+    }
+    extern "C" fn reopen(i: Instance) {
+        guard("reopen", || inst(i).reopen());
+    }
+    extern "C" fn flush(i: Instance) {
+        guard("flush", || inst(i).flush());
+    }
+    extern "C" fn shutdown(i: Instance) {
+        guard("shutdown", || inst(i).shutdown());
+    }
+    extern "C" fn destroy(i: Instance) {
+        // SAFETY: see `inst`; destroy is the last call for this instance.
+        let b = unsafe { Box::from_raw(i.0 as *mut Box<dyn Handler>) };
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(b)));
+    }
+}
+
+/// Exports a plugin: its name and the constructor that builds a
+/// [`Handler`] from a route's [`Options`].
+///
+/// ```ignore
+/// tamada_sdk::export_plugin!(name: "hello", new: |options: &Options| {
+///     Ok(Hello { greeting: options.get("greeting").unwrap_or("hello".into()) })
+/// });
+/// ```
+///
+/// Use it once per crate. It generates the exported symbols; the plugin's
+/// own code stays free of `unsafe` and `extern "C"`.
+#[macro_export]
+macro_rules! export_plugin {
+    (name: $name:expr, new: $new:expr $(,)?) => {
+        #[doc(hidden)]
+        pub mod __tamada_export {
+            use super::*;
+            use $crate::plugin::__private as p;
+
+            fn construct(o: &$crate::Options) -> ::core::result::Result<::std::boxed::Box<dyn $crate::Handler>, ::std::string::String> {
+                p::boxed(o, $new)
+            }
+
+            extern "C" fn create(
+                options: p::abi_stable::std_types::RStr<'_>,
+                ctx: &$crate::abi::CreateCtxV1<'_>,
+            ) -> p::abi_stable::std_types::RResult<$crate::abi::Instance, p::abi_stable::std_types::RString> {
+                p::create(options, ctx, construct)
+            }
+
+            static TABLE: $crate::abi::PluginV1 =
+                p::table($name, ::core::env!("CARGO_PKG_VERSION"), create);
+
+            /// The frozen bootstrap symbol.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_header() -> $crate::abi::PluginHeader {
+                p::header()
+            }
+
+            /// The v1 table.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_v1() -> $crate::abi::PluginDeclV1 {
+                p::decl(&TABLE)
+            }
+        }
+    };
+}

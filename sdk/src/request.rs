@@ -1,0 +1,216 @@
+//! The request as a plugin sees it: a borrowed view of the core's parsed
+//! request, with the body as a streaming reader.
+
+use crate::abi::{AddrV1, HeaderV1, RequestV1, VhostV1};
+use abi_stable::std_types::RSliceMut;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+/// A request, borrowed for the duration of a phase.
+pub struct Request<'a> {
+    raw: &'a RequestV1<'a>,
+}
+
+impl<'a> Request<'a> {
+    /// Wraps the raw view (the SDK's shims and the testing helpers do this).
+    #[doc(hidden)]
+    pub fn from_raw(raw: &'a RequestV1<'a>) -> Self {
+        Request { raw }
+    }
+
+    /// The method token, e.g. `GET`.
+    pub fn method(&self) -> &'a str {
+        self.raw.method.as_str()
+    }
+    /// The request target exactly as the client sent it (still encoded).
+    pub fn target(&self) -> &'a str {
+        self.raw.target.as_str()
+    }
+    /// The normalised path: percent-decoded, dot segments removed, always
+    /// starting with `/`. Never contains NUL or climbs above `/`.
+    pub fn path(&self) -> &'a str {
+        self.raw.path.as_str()
+    }
+    /// The raw query string (without `?`), if the target had one.
+    pub fn query(&self) -> Option<&'a str> {
+        self.raw.query.as_ref().map(|q| q.as_str()).into_option()
+    }
+    /// `(1, 0)` or `(1, 1)`.
+    pub fn version(&self) -> (u8, u8) {
+        (1, self.raw.version_minor)
+    }
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'a str {
+        self.raw.scheme.as_str()
+    }
+    /// The host name the client asked for, lowercased, without port.
+    pub fn host(&self) -> &'a str {
+        self.raw.host.as_str()
+    }
+    /// The server's address on this connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        addr(&self.raw.local)
+    }
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        addr(&self.raw.peer)
+    }
+    /// The virtual host serving this request.
+    pub fn vhost(&self) -> Vhost<'a> {
+        Vhost {
+            raw: self.raw.vhost,
+        }
+    }
+    /// The prefix of the route that matched.
+    pub fn route(&self) -> &'a str {
+        self.raw.route.as_str()
+    }
+    /// The path after the route prefix (starts with `/`, or is empty).
+    pub fn rest(&self) -> &'a str {
+        self.raw.rest.as_str()
+    }
+    /// How many internal redirects led here (0 for a client's own request).
+    pub fn redirects(&self) -> u8 {
+        self.raw.redirects
+    }
+    /// All headers in the order received.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.raw
+            .headers
+            .as_slice()
+            .iter()
+            .map(|h: &'a HeaderV1<'a>| (h.name.as_str(), h.value.as_slice()))
+    }
+    /// The first header of that name (case-insensitive), if it is text.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+    /// The first header of that name (case-insensitive), as bytes.
+    pub fn header_bytes(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+    /// Every header of that name, in order (repeated headers).
+    pub fn header_all(&self, name: &str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let name = name.to_owned();
+        self.headers()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(&name))
+            .map(|(_, v)| v)
+    }
+    /// Every value of a list header joined with `, ` (RFC 9110 section 5.3).
+    pub fn header_joined(&self, name: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        for v in self.header_all(name) {
+            let v = String::from_utf8_lossy(v);
+            match &mut out {
+                None => out = Some(v.into_owned()),
+                Some(s) => {
+                    s.push_str(", ");
+                    s.push_str(&v);
+                }
+            }
+        }
+        out
+    }
+    /// Content-Length of the body, `None` when chunked. `Some(0)` when there is none.
+    pub fn content_length(&self) -> Option<u64> {
+        u64::try_from(self.raw.body.content_length).ok()
+    }
+    /// The body as a reader. It streams from the socket (de-chunked when
+    /// needed) and never buffers the whole body. Reading past the vhost's
+    /// `max_body` fails; the core then answers 413.
+    pub fn body(&self) -> BodyReader<'a> {
+        BodyReader { raw: self.raw }
+    }
+    /// The raw view (for the SDK's own use).
+    #[doc(hidden)]
+    pub fn raw(&self) -> &'a RequestV1<'a> {
+        self.raw
+    }
+}
+
+/// The request body; implements [`std::io::Read`].
+pub struct BodyReader<'a> {
+    raw: &'a RequestV1<'a>,
+}
+
+impl io::Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let b = self.raw.body;
+        match (b.read)(b.ctx, RSliceMut::from_mut_slice(buf)).into_result() {
+            Ok(n) => Ok(n),
+            Err(e) => Err(io::Error::other(e.into_string())),
+        }
+    }
+}
+
+/// A virtual host.
+#[derive(Clone, Copy)]
+pub struct Vhost<'a> {
+    raw: VhostV1<'a>,
+}
+
+impl<'a> Vhost<'a> {
+    #[doc(hidden)]
+    pub fn from_raw(raw: VhostV1<'a>) -> Self {
+        Vhost { raw }
+    }
+    /// The `vhost:` name.
+    pub fn name(&self) -> &'a str {
+        self.raw.name.as_str()
+    }
+    /// Absolute document root.
+    pub fn document_root(&self) -> &'a Path {
+        Path::new(self.raw.document_root.as_str())
+    }
+    /// Absolute cgi-bin folder, if configured.
+    pub fn cgi_bin(&self) -> Option<&'a Path> {
+        non_empty(self.raw.cgi_bin.as_str()).map(Path::new)
+    }
+    /// Absolute log folder, if configured.
+    pub fn log_dir(&self) -> Option<&'a Path> {
+        non_empty(self.raw.log_dir.as_str()).map(Path::new)
+    }
+    /// The vhost's YAML file.
+    pub fn config_file(&self) -> &'a Path {
+        Path::new(self.raw.config_file.as_str())
+    }
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Converts an FFI address.
+pub(crate) fn addr(a: &AddrV1) -> SocketAddr {
+    let ip = if a.family == 6 {
+        IpAddr::V6(Ipv6Addr::from(a.ip))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(a.ip[0], a.ip[1], a.ip[2], a.ip[3]))
+    };
+    SocketAddr::new(ip, a.port)
+}
+
+/// Converts to an FFI address.
+#[doc(hidden)]
+pub fn addr_to_raw(a: SocketAddr) -> AddrV1 {
+    let mut ip = [0u8; 16];
+    let family = match a.ip() {
+        IpAddr::V4(v4) => {
+            ip[..4].copy_from_slice(&v4.octets());
+            4
+        }
+        IpAddr::V6(v6) => {
+            ip = v6.octets();
+            6
+        }
+    };
+    AddrV1 {
+        family,
+        ip,
+        port: a.port(),
+    }
+}

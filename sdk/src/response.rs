@@ -1,0 +1,300 @@
+//! Building a response: status, headers and one of the body forms.
+//!
+//! | form | use it for | how the core sends it |
+//! |---|---|---|
+//! | [`Body::Bytes`] | small generated pages | one write with the head |
+//! | [`Body::File`] | a file or a range of it | `sendfile`, zero-copy; the core closes the file |
+//! | [`Body::Segments`] | bytes and file ranges mixed (`multipart/byteranges`) | writes and `sendfile`s in order |
+//! | [`Body::Stream`] | output of unknown length (a child process) | pulled as the socket drains; chunked on HTTP/1.1 |
+
+use crate::abi::{BodyV1, OwnedHeaderV1, ResponseV1, SegmentV1, SegmentsV1, StreamV1};
+use abi_stable::std_types::{RResult, RSliceMut, RString, RVec};
+use std::ffi::c_void;
+use std::fs::File;
+use std::io;
+use std::os::fd::IntoRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// A body the core pulls from, for output whose length is not known up
+/// front. `read` may block on what the plugin owns (a pipe, a child).
+pub trait BodyStream: Send + 'static {
+    /// Fills `buf`; `Ok(0)` ends the body. An error ends the response early
+    /// (the core closes the connection, since the head is already sent).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Called once when the core is done with the stream; `client_gone` is
+    /// true when the client left (or the core gave up) before the end.
+    fn close(&mut self, client_gone: bool) {
+        let _ = client_gone;
+    }
+}
+
+impl<R: io::Read + Send + 'static> BodyStream for ReadStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// Adapts any `Read + Send` as a [`BodyStream`].
+pub struct ReadStream<R>(pub R);
+
+/// One piece of a [`Body::Segments`] body.
+pub enum Segment {
+    /// Bytes.
+    Bytes(Vec<u8>),
+    /// A range of a file given to [`Segments::file`].
+    File {
+        /// What [`Segments::file`] returned.
+        file: FileId,
+        /// Start.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+}
+
+/// Names a file inside a [`Segments`] body.
+#[derive(Clone, Copy, Debug)]
+pub struct FileId(usize);
+
+/// A body made of bytes and file ranges, sent in order (zero-copy for the
+/// file ranges).
+#[derive(Default)]
+pub struct Segments {
+    files: Vec<File>,
+    parts: Vec<Segment>,
+}
+
+impl Segments {
+    /// An empty body.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Hands a file to the body; ranges of it may then be added any number of times.
+    pub fn file(&mut self, f: File) -> FileId {
+        self.files.push(f);
+        FileId(self.files.len() - 1)
+    }
+    /// Appends bytes.
+    pub fn bytes(&mut self, b: impl Into<Vec<u8>>) -> &mut Self {
+        self.parts.push(Segment::Bytes(b.into()));
+        self
+    }
+    /// Appends a file range.
+    pub fn range(&mut self, file: FileId, offset: u64, len: u64) -> &mut Self {
+        self.parts.push(Segment::File { file, offset, len });
+        self
+    }
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Segment::Bytes(b) => b.len() as u64,
+                Segment::File { len, .. } => *len,
+            })
+            .sum()
+    }
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The body forms.
+#[derive(Default)]
+pub enum Body {
+    /// No body.
+    #[default]
+    Empty,
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+    /// `len` bytes of a file from `offset`; the core sends it zero-copy and
+    /// closes it.
+    File {
+        /// The open file.
+        file: File,
+        /// Start.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Bytes and file ranges.
+    Segments(Segments),
+    /// Pulled by the core as the client drains it.
+    Stream(Box<dyn BodyStream>),
+}
+
+/// Collects a response in a handler.
+pub struct ResponseBuilder {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Body,
+}
+
+impl Default for ResponseBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResponseBuilder {
+    /// 200 with no headers and no body.
+    pub fn new() -> Self {
+        ResponseBuilder {
+            status: 200,
+            headers: Vec::new(),
+            body: Body::Empty,
+        }
+    }
+    /// Sets the status code.
+    pub fn status(&mut self, code: u16) -> &mut Self {
+        self.status = code;
+        self
+    }
+    /// Adds a header (repeats are kept). `Content-Length`,
+    /// `Transfer-Encoding` and `Connection` belong to the core and are
+    /// dropped, except `Content-Length` with a [`Body::Stream`], which the
+    /// core trusts and enforces.
+    pub fn header(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        self.headers
+            .push((name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+    /// Sets the body.
+    pub fn body(&mut self, body: impl Into<Body>) -> &mut Self {
+        self.body = body.into();
+        self
+    }
+    /// The status set so far.
+    pub fn get_status(&self) -> u16 {
+        self.status
+    }
+    /// The headers set so far.
+    pub fn get_headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+    /// The first header of that name set so far.
+    pub fn get_header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+    /// The body set so far.
+    pub fn get_body(&self) -> &Body {
+        &self.body
+    }
+    /// Takes the body out (leaving `Empty`).
+    pub fn take_body(&mut self) -> Body {
+        std::mem::take(&mut self.body)
+    }
+
+    #[doc(hidden)]
+    pub fn into_raw(self) -> ResponseV1 {
+        ResponseV1 {
+            status: self.status,
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(n, v)| OwnedHeaderV1 {
+                    name: RString::from(n),
+                    value: RVec::from(v),
+                })
+                .collect(),
+            body: body_into_raw(self.body),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Body::Bytes(v)
+    }
+}
+impl From<String> for Body {
+    fn from(v: String) -> Self {
+        Body::Bytes(v.into_bytes())
+    }
+}
+impl From<&str> for Body {
+    fn from(v: &str) -> Self {
+        Body::Bytes(v.as_bytes().to_vec())
+    }
+}
+impl From<&[u8]> for Body {
+    fn from(v: &[u8]) -> Self {
+        Body::Bytes(v.to_vec())
+    }
+}
+impl From<Segments> for Body {
+    fn from(v: Segments) -> Self {
+        Body::Segments(v)
+    }
+}
+
+fn body_into_raw(b: Body) -> BodyV1 {
+    match b {
+        Body::Empty => BodyV1::Empty,
+        Body::Bytes(v) => BodyV1::Bytes(RVec::from(v)),
+        Body::File { file, offset, len } => BodyV1::File {
+            fd: file.into_raw_fd(),
+            offset,
+            len,
+        },
+        Body::Segments(s) => BodyV1::Segments(SegmentsV1 {
+            files: s.files.into_iter().map(|f| f.into_raw_fd()).collect(),
+            segments: s
+                .parts
+                .into_iter()
+                .map(|p| match p {
+                    Segment::Bytes(b) => SegmentV1 {
+                        bytes: RVec::from(b),
+                        file: -1,
+                        offset: 0,
+                        len: 0,
+                    },
+                    Segment::File { file, offset, len } => SegmentV1 {
+                        bytes: RVec::new(),
+                        file: file.0 as i32,
+                        offset,
+                        len,
+                    },
+                })
+                .collect(),
+        }),
+        Body::Stream(s) => BodyV1::Stream(stream_into_raw(s)),
+    }
+}
+
+/// Turns a boxed stream into the FFI form.
+#[doc(hidden)]
+pub fn stream_into_raw(s: Box<dyn BodyStream>) -> StreamV1 {
+    let ctx = Box::into_raw(Box::new(s)) as *mut c_void;
+    StreamV1 {
+        ctx,
+        read: stream_read,
+        close: stream_close,
+    }
+}
+
+extern "C" fn stream_read(ctx: *mut c_void, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+    // SAFETY: ctx was made by `stream_into_raw` from a `Box<Box<dyn
+    // BodyStream>>` and the core calls read/close from one thread at a time,
+    // never after close.
+    let s = unsafe { &mut *(ctx as *mut Box<dyn BodyStream>) };
+    match catch_unwind(AssertUnwindSafe(|| s.read(buf.as_mut_slice()))) {
+        Ok(Ok(n)) => RResult::ROk(n),
+        Ok(Err(e)) => RResult::RErr(RString::from(e.to_string())),
+        Err(p) => RResult::RErr(RString::from(format!(
+            "panic in body stream: {}",
+            crate::plugin::panic_message(&p)
+        ))),
+    }
+}
+
+extern "C" fn stream_close(ctx: *mut c_void, client_gone: bool) {
+    // SAFETY: as in `stream_read`; close is the last call and takes the box back.
+    let mut s = unsafe { Box::from_raw(ctx as *mut Box<dyn BodyStream>) };
+    let _ = catch_unwind(AssertUnwindSafe(|| s.close(client_gone)));
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(s)));
+}

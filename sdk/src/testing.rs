@@ -1,0 +1,239 @@
+//! Test doubles (feature `testing`): build a [`Request`] in a unit test and
+//! run a handler on it without loading a `.so`.
+//!
+//! ```
+//! use tamada_sdk::prelude::*;
+//! use tamada_sdk::testing::TestRequest;
+//!
+//! struct Hi;
+//! impl Handler for Hi {
+//!     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+//!         res.status(200).body(format!("hi {}", req.path()));
+//!         Outcome::Done
+//!     }
+//! }
+//!
+//! let out = TestRequest::get("/there").run(&Hi);
+//! assert_eq!(out.outcome, Outcome::Done);
+//! assert_eq!(out.response.get_status(), 200);
+//! assert_eq!(out.body_bytes(), b"hi /there");
+//! ```
+
+use crate::abi::{BodyReaderV1, HeaderV1, RequestV1, VhostV1};
+use crate::plugin::{Handler, Options, Outcome, Role};
+use crate::request::{Request, Vhost, addr_to_raw};
+use crate::response::{Body, ResponseBuilder};
+use abi_stable::std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RString};
+use std::ffi::c_void;
+use std::io::Read;
+use std::net::SocketAddr;
+
+/// A request made in a test.
+#[derive(Clone, Debug)]
+pub struct TestRequest {
+    /// Method.
+    pub method: String,
+    /// Raw target.
+    pub target: String,
+    /// Normalised path (defaults to the target's path, not decoded).
+    pub path: String,
+    /// Query.
+    pub query: Option<String>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Send the body as if chunked (content length unknown).
+    pub chunked: bool,
+    /// Vhost name.
+    pub vhost: String,
+    /// Document root.
+    pub document_root: String,
+    /// cgi-bin folder.
+    pub cgi_bin: String,
+    /// Route prefix.
+    pub route: String,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Server address.
+    pub local: SocketAddr,
+}
+
+/// What a handler did with a [`TestRequest`].
+pub struct TestResponse {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The response it built.
+    pub response: ResponseBuilder,
+}
+
+impl TestResponse {
+    /// The body read whole (file and stream bodies are read; a file body
+    /// honours its offset and length).
+    pub fn body_bytes(mut self) -> Vec<u8> {
+        use std::io::{Seek, SeekFrom};
+        match self.response.take_body() {
+            Body::Empty => Vec::new(),
+            Body::Bytes(b) => b,
+            Body::File {
+                mut file,
+                offset,
+                len,
+            } => {
+                let mut out = Vec::new();
+                file.seek(SeekFrom::Start(offset)).expect("seek");
+                file.take(len).read_to_end(&mut out).expect("read");
+                out
+            }
+            Body::Segments(_) => panic!("segments body: inspect response.get_body()"),
+            Body::Stream(mut s) => {
+                let mut out = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = s.read(&mut buf).expect("stream read");
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&buf[..n]);
+                }
+                s.close(false);
+                out
+            }
+        }
+    }
+}
+
+impl TestRequest {
+    /// A GET for `target`.
+    pub fn get(target: &str) -> Self {
+        Self::new("GET", target)
+    }
+    /// Any method.
+    pub fn new(method: &str, target: &str) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        TestRequest {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            path,
+            query,
+            headers: vec![("Host".into(), b"localhost".to_vec())],
+            body: Vec::new(),
+            chunked: false,
+            vhost: "localhost".into(),
+            document_root: ".".into(),
+            cgi_bin: String::new(),
+            route: "/".into(),
+            peer: "127.0.0.1:40000".parse().expect("literal address"),
+            local: "127.0.0.1:8080".parse().expect("literal address"),
+        }
+    }
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+    /// Sets the document root.
+    pub fn document_root(mut self, root: impl Into<String>) -> Self {
+        self.document_root = root.into();
+        self
+    }
+    /// Sets the route prefix.
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = route.into();
+        self
+    }
+
+    /// Builds the handler's options as the server would.
+    pub fn options<'a>(&'a self, yaml: &'a str) -> Options<'a> {
+        Options::new(
+            yaml,
+            Role::Handler,
+            Vhost::from_raw(self.vhost_raw()),
+            &self.route,
+        )
+    }
+
+    fn vhost_raw(&self) -> VhostV1<'_> {
+        VhostV1 {
+            name: RStr::from_str(&self.vhost),
+            document_root: RStr::from_str(&self.document_root),
+            cgi_bin: RStr::from_str(&self.cgi_bin),
+            log_dir: RStr::from_str(""),
+            config_file: RStr::from_str(""),
+        }
+    }
+
+    /// Runs `f` with a [`Request`] view of this test request.
+    pub fn with<R>(&self, f: impl FnOnce(&Request) -> R) -> R {
+        let headers: Vec<HeaderV1> = self
+            .headers
+            .iter()
+            .map(|(n, v)| HeaderV1 {
+                name: RStr::from_str(n),
+                value: RSlice::from_slice(v),
+            })
+            .collect();
+        let mut cursor = std::io::Cursor::new(self.body.as_slice());
+        let reader = BodyReaderV1 {
+            ctx: &mut cursor as *mut std::io::Cursor<&[u8]> as *mut c_void,
+            read: read_cursor,
+            content_length: if self.chunked {
+                -1
+            } else {
+                self.body.len() as i64
+            },
+        };
+        let rest = self
+            .path
+            .strip_prefix(self.route.trim_end_matches('/'))
+            .unwrap_or(&self.path);
+        let raw = RequestV1 {
+            method: RStr::from_str(&self.method),
+            target: RStr::from_str(&self.target),
+            path: RStr::from_str(&self.path),
+            query: match &self.query {
+                Some(q) => ROption::RSome(RStr::from_str(q)),
+                None => ROption::RNone,
+            },
+            version_minor: 1,
+            headers: RSlice::from_slice(&headers),
+            scheme: RStr::from_str("http"),
+            host: RStr::from_str(&self.vhost),
+            local: addr_to_raw(self.local),
+            peer: addr_to_raw(self.peer),
+            vhost: self.vhost_raw(),
+            route: RStr::from_str(&self.route),
+            rest: RStr::from_str(rest),
+            body: &reader,
+            redirects: 0,
+        };
+        f(&Request::from_raw(&raw))
+    }
+
+    /// Runs a handler's content phase on this request.
+    pub fn run(&self, h: &dyn Handler) -> TestResponse {
+        self.with(|req| {
+            let mut response = ResponseBuilder::new();
+            let outcome = h.handle(req, &mut response);
+            TestResponse { outcome, response }
+        })
+    }
+}
+
+extern "C" fn read_cursor(ctx: *mut c_void, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+    // SAFETY: ctx points at the cursor on `TestRequest::with`'s stack,
+    // which outlives every use of the request view.
+    let c = unsafe { &mut *(ctx as *mut std::io::Cursor<&[u8]>) };
+    match c.read(buf.as_mut_slice()) {
+        Ok(n) => RResult::ROk(n),
+        Err(e) => RResult::RErr(RString::from(e.to_string())),
+    }
+}

@@ -1,0 +1,529 @@
+//! `conf.d/`: one YAML file per virtual host plus `server.yaml`.
+//!
+//! This module only reads and checks files; `runtime.rs` turns the result
+//! into routes with plugin instances. Every error names the file, and the
+//! line and column where it can be found.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error, printed as `file:line:column: message`.
+#[derive(Debug)]
+pub struct ConfError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfError {}
+
+/// A size in bytes, written `1048576`, `512KiB`, `10MB`, `1GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 4096, 512KiB, 10MB, 1GiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        u => {
+            return Err(format!(
+                "unknown size unit `{u}` in `{s}` (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size `{s}` is too large"))
+}
+
+/// A duration, written `5` (seconds), `5s`, `500ms`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secs(pub Duration);
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            F(f64),
+            S(String),
+        }
+        let bad = |s: &str| format!("`{s}` is not a duration (examples: 5, 5s, 500ms, 2m)");
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Secs(Duration::from_secs(n))),
+            Raw::F(f) if f.is_finite() && f >= 0.0 => Ok(Secs(Duration::from_secs_f64(f))),
+            Raw::F(f) => Err(serde::de::Error::custom(bad(&f.to_string()))),
+            Raw::S(s) => {
+                let t = s.trim();
+                let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
+                    (n, 1u64)
+                } else if let Some(n) = t.strip_suffix('s') {
+                    (n, 1000)
+                } else if let Some(n) = t.strip_suffix('m') {
+                    (n, 60_000)
+                } else if let Some(n) = t.strip_suffix('h') {
+                    (n, 3_600_000)
+                } else {
+                    (t, 1000)
+                };
+                let n: u64 = num
+                    .trim()
+                    .parse()
+                    .map_err(|_| serde::de::Error::custom(bad(&s)))?;
+                Ok(Secs(Duration::from_millis(n.saturating_mul(mult_ms))))
+            }
+        }
+    }
+}
+
+/// `server.yaml`: server-wide settings. Command-line flags override them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Worker threads that run handlers.
+    pub workers: usize,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Secs,
+    /// How long a client may take to send a request head.
+    pub header_timeout: Secs,
+    /// How long a request body may stall between reads.
+    pub body_timeout: Secs,
+    /// How long a response may stall on a slow client.
+    pub send_timeout: Secs,
+    /// How long SIGTERM waits for requests in flight.
+    pub shutdown_timeout: Secs,
+    /// Longest request line (414 past it).
+    pub max_request_line: Size,
+    /// Largest request head (431 past it).
+    pub max_header_size: Size,
+    /// Most header fields in a request (431 past it).
+    pub max_headers: usize,
+    /// Most connections open at once; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// Where plugins are loaded from (default: the binary's folder).
+    pub plugin_dir: Option<PathBuf>,
+    /// The server's own log level: error, warn, info, debug, trace.
+    pub log_level: String,
+    /// The server's own log file (default: stderr).
+    pub log_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            workers: 64,
+            idle_timeout: Secs(Duration::from_secs(5)),
+            header_timeout: Secs(Duration::from_secs(10)),
+            body_timeout: Secs(Duration::from_secs(30)),
+            send_timeout: Secs(Duration::from_secs(60)),
+            shutdown_timeout: Secs(Duration::from_secs(10)),
+            max_request_line: Size(8 << 10),
+            max_header_size: Size(32 << 10),
+            max_headers: 100,
+            max_connections: 16384,
+            plugin_dir: None,
+            log_level: "info".into(),
+            log_file: None,
+        }
+    }
+}
+
+/// One route of a vhost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConf {
+    pub path: String,
+    pub handler: String,
+    pub max_body: Option<Size>,
+    #[serde(default)]
+    pub options: serde_yaml::Value,
+}
+
+/// One logger of a vhost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerConf {
+    pub handler: String,
+    #[serde(default)]
+    pub options: serde_yaml::Value,
+}
+
+/// A vhost file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VhostRaw {
+    vhost: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    ip: IpAddr,
+    port: u16,
+    document_root: PathBuf,
+    cgi_bin: Option<PathBuf>,
+    log: Option<PathBuf>,
+    #[serde(default)]
+    default: bool,
+    max_body: Option<Size>,
+    routes: Option<Vec<RouteConf>>,
+    loggers: Option<Vec<LoggerConf>>,
+}
+
+/// A vhost, checked, with absolute paths and its defaults filled in.
+#[derive(Debug, Clone)]
+pub struct VhostConf {
+    pub file: PathBuf,
+    /// The file's text, kept to point at lines in later errors.
+    pub text: String,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub addr: SocketAddr,
+    pub document_root: PathBuf,
+    pub cgi_bin: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+    pub default: bool,
+    pub max_body: u64,
+    pub routes: Vec<RouteConf>,
+    pub loggers: Vec<LoggerConf>,
+}
+
+impl VhostConf {
+    /// An error about this file, at the line of the `nth` (0-based)
+    /// occurrence of `key:` (or line 0 when it cannot be found).
+    pub fn error_at(&self, key: &str, nth: usize, message: String) -> ConfError {
+        let (line, column) = locate_key(&self.text, key, nth).unwrap_or((0, 0));
+        ConfError {
+            file: self.file.clone(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// Everything in conf.d.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub settings: Settings,
+    pub vhosts: Vec<VhostConf>,
+}
+
+/// 1 GiB, the default request body limit.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
+
+/// Finds the line and column of the `nth` occurrence of `key:` as a
+/// mapping key in block-style YAML.
+pub fn locate_key(text: &str, key: &str, nth: usize) -> Option<(usize, usize)> {
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let (t, extra) = match trimmed.strip_prefix("- ") {
+            Some(t) => {
+                let t2 = t.trim_start();
+                (t2, 2 + t.len() - t2.len())
+            }
+            None => (trimmed, 0),
+        };
+        if let Some(after) = t.strip_prefix(key)
+            && after.trim_start().starts_with(':')
+        {
+            if seen == nth {
+                return Some((i + 1, indent + extra + 1));
+            }
+            seen += 1;
+        }
+    }
+    None
+}
+
+fn yaml_error(file: &Path, e: serde_yaml::Error) -> ConfError {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    // serde_yaml_ng appends " at line L column C" to some messages: the
+    // location is already in front, so drop it.
+    let mut message = e.to_string();
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    ConfError {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+fn plain(file: &Path, message: impl Into<String>) -> ConfError {
+    ConfError {
+        file: file.to_owned(),
+        line: 0,
+        column: 0,
+        message: message.into(),
+    }
+}
+
+/// Reads `server.yaml` (if present) and every other `*.yaml` in `dir`.
+pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return Err(vec![plain(dir, format!("cannot read conf.d folder: {e}"))]),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+
+    let mut settings = Settings::default();
+    let mut vhosts = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(plain(&file, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if stem == "server" {
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_yaml::from_str::<Settings>(&text) {
+                Ok(s) => settings = s,
+                Err(e) => errors.push(yaml_error(&file, e)),
+            }
+            continue;
+        }
+        match serde_yaml::from_str::<VhostRaw>(&text) {
+            Ok(raw) => match check_vhost(&file, text, raw) {
+                Ok(v) => vhosts.push(v),
+                Err(e) => errors.push(e),
+            },
+            Err(e) => errors.push(yaml_error(&file, e)),
+        }
+    }
+    if let Some(p) = &settings.plugin_dir
+        && p.is_relative()
+    {
+        settings.plugin_dir = Some(dir.join(p));
+    }
+    if let Some(p) = &settings.log_file
+        && p.is_relative()
+    {
+        settings.log_file = Some(dir.join(p));
+    }
+    if settings.workers == 0 {
+        errors.push(plain(
+            &dir.join("server.yaml"),
+            "workers: must be at least 1",
+        ));
+    }
+    if vhosts.is_empty() && errors.is_empty() {
+        errors.push(plain(dir, "no virtual host files (*.yaml) in conf.d"));
+    }
+    check_duplicates(&vhosts, &mut errors);
+    if errors.is_empty() {
+        Ok(Config {
+            dir: dir.to_owned(),
+            settings,
+            vhosts,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn check_vhost(file: &Path, text: String, raw: VhostRaw) -> Result<VhostConf, ConfError> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let abs = |p: &Path| -> PathBuf {
+        let j = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        };
+        std::path::absolute(&j).unwrap_or(j)
+    };
+    let mut v = VhostConf {
+        file: file.to_owned(),
+        text,
+        name: raw.vhost.to_ascii_lowercase(),
+        aliases: raw.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
+        addr: SocketAddr::new(raw.ip, raw.port),
+        document_root: abs(&raw.document_root),
+        cgi_bin: raw.cgi_bin.as_deref().map(abs),
+        log: raw.log.as_deref().map(abs),
+        default: raw.default,
+        max_body: raw.max_body.map(|s| s.0).unwrap_or(DEFAULT_MAX_BODY),
+        routes: Vec::new(),
+        loggers: Vec::new(),
+    };
+    if v.name.is_empty() {
+        return Err(v.error_at("vhost", 0, "vhost: must not be empty".into()));
+    }
+    let dirs = [
+        ("document_root", Some(&v.document_root)),
+        ("cgi_bin", v.cgi_bin.as_ref()),
+        ("log", v.log.as_ref()),
+    ];
+    for (key, dir) in dirs {
+        if let Some(d) = dir
+            && !d.is_dir()
+        {
+            return Err(v.error_at(key, 0, format!("{key}: {} is not a folder", d.display())));
+        }
+    }
+    v.routes = match raw.routes {
+        Some(r) => r,
+        None => {
+            let mut r = Vec::new();
+            if v.cgi_bin.is_some() {
+                r.push(RouteConf {
+                    path: "/cgi-bin/".into(),
+                    handler: "cgi".into(),
+                    max_body: None,
+                    options: serde_yaml::Value::Null,
+                });
+            }
+            r.push(RouteConf {
+                path: "/".into(),
+                handler: "static".into(),
+                max_body: None,
+                options: serde_yaml::Value::Null,
+            });
+            r
+        }
+    };
+    for (i, r) in v.routes.iter().enumerate() {
+        if !r.path.starts_with('/') {
+            return Err(v.error_at(
+                "path",
+                i,
+                format!("routes[{i}].path: `{}` must start with /", r.path),
+            ));
+        }
+    }
+    v.loggers = match raw.loggers {
+        Some(l) => l,
+        None if v.log.is_some() => vec![LoggerConf {
+            handler: "logging".into(),
+            options: serde_yaml::Value::Null,
+        }],
+        None => Vec::new(),
+    };
+    Ok(v)
+}
+
+fn check_duplicates(vhosts: &[VhostConf], errors: &mut Vec<ConfError>) {
+    let mut names: BTreeMap<(SocketAddr, String), &Path> = BTreeMap::new();
+    let mut defaults: BTreeMap<SocketAddr, &Path> = BTreeMap::new();
+    for v in vhosts {
+        for (i, n) in std::iter::once(&v.name).chain(&v.aliases).enumerate() {
+            if let Some(prev) = names.insert((v.addr, n.clone()), &v.file) {
+                let key = if i == 0 { "vhost" } else { "aliases" };
+                errors.push(v.error_at(
+                    key,
+                    0,
+                    format!(
+                        "{key}: `{n}` on {} is already served by {}",
+                        v.addr,
+                        prev.display()
+                    ),
+                ));
+            }
+        }
+        if v.default
+            && let Some(prev) = defaults.insert(v.addr, &v.file)
+        {
+            errors.push(v.error_at(
+                "default",
+                0,
+                format!(
+                    "default: {} already has a default vhost in {}",
+                    v.addr,
+                    prev.display()
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
+        assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn locates_nth_key() {
+        let t = "vhost: a\nroutes:\n  - path: /x/\n    handler: h\n  - path: /\n";
+        assert_eq!(locate_key(t, "path", 1), Some((5, 5)));
+        assert_eq!(locate_key(t, "vhost", 0), Some((1, 1)));
+        assert_eq!(locate_key(t, "handler", 0), Some((4, 5)));
+    }
+}

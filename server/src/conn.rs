@@ -1,0 +1,183 @@
+//! One client connection and its state machine, run by a worker:
+//!
+//! ```text
+//! READ_HEAD --complete--> HANDLE (exchange.rs) --> WRITE (output.rs) --> back to READ_HEAD
+//!     |                                               |
+//!     +--would block: park in reactor for READABLE     +--would block: park for WRITABLE
+//! ```
+//!
+//! `serve` runs until the socket would block (the connection then goes back
+//! to the reactor with a deadline) or the connection is done. Pipelined
+//! requests already in the buffer are answered in order before reading more.
+
+use crate::Shared;
+use crate::exchange;
+use crate::http::Limits;
+use crate::http::request::parse;
+use crate::output::{Drive, Output};
+use mio::net::TcpStream;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// The read buffer: unparsed bytes from the client.
+#[derive(Default)]
+pub struct Buf {
+    data: Vec<u8>,
+    start: usize,
+}
+
+/// How much one read asks for.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Buf {
+    pub fn data(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.start == self.data.len()
+    }
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.data.len() {
+            self.data.clear();
+            self.start = 0;
+        }
+    }
+    /// Frees the memory of an empty buffer (idle connections cost little).
+    pub fn shrink(&mut self) {
+        if self.is_empty() {
+            self.data = Vec::new();
+            self.start = 0;
+        }
+    }
+    /// One read from `sock` (non-blocking). `Ok(0)` is end of stream.
+    pub fn fill(&mut self, mut sock: &TcpStream) -> io::Result<usize> {
+        if self.start > 0 {
+            self.data.drain(..self.start);
+            self.start = 0;
+        }
+        let old = self.data.len();
+        self.data.resize(old + READ_CHUNK, 0);
+        let r = loop {
+            match sock.read(&mut self.data[old..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        self.data.truncate(old + *r.as_ref().unwrap_or(&0));
+        r
+    }
+}
+
+/// A connection, owned by exactly one thread at a time.
+pub struct Conn {
+    pub sock: TcpStream,
+    /// The listening socket it came from (selects the site).
+    pub bind: SocketAddr,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub buf: Buf,
+    /// A response being written.
+    pub out: Option<Box<Output>>,
+    /// Requests answered on this connection.
+    pub served: u64,
+    /// When the first byte of the head being read arrived.
+    pub head_started: Option<Instant>,
+}
+
+/// What the connection waits for next.
+pub enum Verdict {
+    /// Park until readable or the deadline.
+    Read(Instant),
+    /// Park until writable or the deadline.
+    Write(Instant),
+    /// Done: close it.
+    Close,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, bind: SocketAddr, peer: SocketAddr) -> Conn {
+        let local = sock.local_addr().unwrap_or(bind);
+        Conn {
+            sock,
+            bind,
+            local,
+            peer,
+            buf: Buf::default(),
+            out: None,
+            served: 0,
+            head_started: None,
+        }
+    }
+}
+
+/// Runs the connection until it would block or is done.
+pub fn serve(conn: &mut Conn, shared: &Shared) -> Verdict {
+    let rt = shared.runtime.load();
+    let s = &rt.settings;
+    let limits = Limits {
+        max_request_line: s.max_request_line.0 as usize,
+        max_header_size: s.max_header_size.0 as usize,
+        max_headers: s.max_headers,
+    };
+    loop {
+        if let Some(out) = conn.out.as_mut() {
+            match out.drive(&conn.sock) {
+                Drive::Blocked => return Verdict::Write(Instant::now() + s.send_timeout.0),
+                Drive::Done => {
+                    let out = conn.out.take();
+                    let close = out.as_ref().is_some_and(|o| o.close);
+                    if let Some(o) = out {
+                        o.finish(None);
+                    }
+                    conn.served += 1;
+                    if close {
+                        return Verdict::Close;
+                    }
+                }
+                Drive::Failed(e) => {
+                    if let Some(o) = conn.out.take() {
+                        o.finish(Some(e));
+                    }
+                    return Verdict::Close;
+                }
+            }
+        }
+        match parse(conn.buf.data(), &limits) {
+            Ok(Some(head)) => {
+                let started = conn.head_started.take().unwrap_or_else(Instant::now);
+                conn.buf.consume(head.head_len);
+                let out = exchange::run(conn, head, started, shared);
+                conn.out = Some(out);
+            }
+            Ok(None) => match conn.buf.fill(&conn.sock) {
+                Ok(0) => return Verdict::Close,
+                Ok(_) => {
+                    if conn.head_started.is_none() {
+                        conn.head_started = Some(Instant::now());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let deadline = match conn.head_started {
+                        Some(t) if !conn.buf.is_empty() => t + s.header_timeout.0,
+                        _ if conn.served == 0 => Instant::now() + s.header_timeout.0,
+                        _ => Instant::now() + s.idle_timeout.0,
+                    };
+                    if conn.buf.is_empty() {
+                        conn.head_started = None;
+                    }
+                    conn.buf.shrink();
+                    return Verdict::Read(deadline);
+                }
+                Err(_) => return Verdict::Close,
+            },
+            Err(e) => {
+                // Framing is unknown past a bad head: answer and close.
+                conn.buf.consume(conn.buf.data().len());
+                let started = conn.head_started.take().unwrap_or_else(Instant::now);
+                conn.out = Some(exchange::early_error(conn, e, started, shared));
+            }
+        }
+    }
+}

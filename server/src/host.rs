@@ -1,0 +1,106 @@
+//! The services the host gives to plugins (`HostV1`), and the routing of
+//! log records: a record made while a worker serves a request goes to that
+//! vhost's loggers (`record` phase), tagged with the plugin and the client;
+//! any other record goes to the server's own log.
+
+use crate::runtime::Vhost;
+use abi_stable::std_types::{ROption, RStr};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tamada_sdk::abi::{HostV1, RecordV1};
+use tamada_sdk::request::addr_to_raw;
+
+/// The table every plugin gets in `init`.
+pub static HOST_V1: HostV1 = HostV1 { log: host_log };
+
+/// What the current worker thread is serving.
+#[derive(Clone)]
+pub struct Context {
+    pub vhost: Arc<Vhost>,
+    pub peer: SocketAddr,
+    /// The plugin currently called, to tag its records.
+    pub plugin: Option<String>,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
+    /// Set while records are being delivered, so a logger that logs does
+    /// not loop back into itself.
+    static DELIVERING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets the thread's context for the duration of `f`.
+pub fn with_context<R>(ctx: Context, f: impl FnOnce() -> R) -> R {
+    let prev = CONTEXT.with(|c| c.replace(Some(ctx)));
+    let r = f();
+    CONTEXT.with(|c| *c.borrow_mut() = prev);
+    r
+}
+
+/// Marks which plugin is being called (for tagging its records).
+pub fn set_plugin(name: Option<&str>) {
+    CONTEXT.with(|c| {
+        if let Some(ctx) = c.borrow_mut().as_mut() {
+            ctx.plugin = name.map(str::to_owned);
+        }
+    });
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn level_of(l: u8) -> log::Level {
+    tamada_sdk::plugin::__private::level_from_u8(l)
+}
+
+/// Sends a record to the vhost's loggers, or to the server log when the
+/// vhost has none.
+pub fn record(vhost: &Vhost, peer: Option<SocketAddr>, level: log::Level, source: &str, msg: &str) {
+    if vhost.loggers.is_empty() || DELIVERING.with(|d| d.get()) {
+        log::log!(level, "[{}] {source}: {msg}", vhost.name);
+        return;
+    }
+    let rec = RecordV1 {
+        level: level as u8,
+        source: RStr::from_str(source),
+        message: RStr::from_str(msg),
+        vhost: RStr::from_str(&vhost.name),
+        peer: match peer {
+            Some(p) => ROption::RSome(addr_to_raw(p)),
+            None => ROption::RNone,
+        },
+        unix_us: now_us(),
+    };
+    DELIVERING.with(|d| d.set(true));
+    for l in &vhost.loggers {
+        (l.plugin.table.record)(l.inst, &rec);
+    }
+    DELIVERING.with(|d| d.set(false));
+}
+
+/// A record about the current request from the core itself.
+pub fn record_here(level: log::Level, source: &str, msg: &str) {
+    let ctx = CONTEXT.with(|c| c.borrow().clone());
+    match ctx {
+        Some(ctx) => record(&ctx.vhost, Some(ctx.peer), level, source, msg),
+        None => log::log!(level, "{source}: {msg}"),
+    }
+}
+
+extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
+    let level = level_of(level);
+    let ctx = CONTEXT.with(|c| c.borrow().clone());
+    match ctx {
+        Some(ctx) => {
+            let source = ctx.plugin.as_deref().unwrap_or(target.as_str());
+            record(&ctx.vhost, Some(ctx.peer), level, source, message.as_str());
+        }
+        None => log::log!(level, "{}: {}", target.as_str(), message.as_str()),
+    }
+}

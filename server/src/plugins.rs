@@ -1,0 +1,286 @@
+//! Loading plugin `.so` files and making instances of them.
+//!
+//! Every `lib*.so` in the plugin folder is opened on its own with
+//! libloading (never through abi_stable's per-type module cache, which
+//! would hand back the first plugin for every file). A file is checked in
+//! this order, and the first failure skips it with one line:
+//! 1. it exports `tamada_plugin_header` with the tamada magic (else: not a
+//!    tamada plugin);
+//! 2. its SDK major equals ours;
+//! 3. it exports `tamada_plugin_v1`, whose table layout abi_stable finds
+//!    compatible with ours;
+//! 4. its name is not taken by an earlier file.
+//!
+//! Libraries are never unloaded: their code may be running on any thread.
+
+use crate::host::HOST_V1;
+use abi_stable::StableAbi;
+use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+use abi_stable::std_types::RStr;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tamada_sdk::abi::{
+    CreateCtxV1, HEADER_SYMBOL, Instance, MAGIC, PluginDeclV1, PluginHeader, PluginV1, RoleV1,
+    SDK_MAJOR, SDK_MINOR, V1_SYMBOL, VhostV1,
+};
+
+/// A loaded plugin.
+pub struct Plugin {
+    pub name: String,
+    pub version: String,
+    pub sdk: (u16, u16),
+    pub file: PathBuf,
+    pub table: &'static PluginV1,
+}
+
+/// A file that was not loaded, and why (one line).
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.reason)
+    }
+}
+
+/// Every plugin loaded from one folder.
+#[derive(Default)]
+pub struct Registry {
+    pub dir: PathBuf,
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Registry {
+    /// Loads every `lib*.so` in `dir`, sorted by file name.
+    pub fn load_dir(dir: &Path, verbose: bool) -> std::io::Result<Registry> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("lib") && n.ends_with(".so"))
+            })
+            .collect();
+        files.sort();
+        let mut reg = Registry {
+            dir: dir.to_owned(),
+            ..Registry::default()
+        };
+        for file in files {
+            match load_file(&file, verbose) {
+                Ok(p) => {
+                    if let Some(prev) = reg.plugins.get(&p.name) {
+                        let reason = format!(
+                            "plugin name `{}` is already taken by {}",
+                            p.name,
+                            prev.file.display()
+                        );
+                        log::warn!("skipped plugin {}: {reason}", file.display());
+                        reg.skipped.push(Skipped { file, reason });
+                        continue;
+                    }
+                    log::info!(
+                        "loaded plugin `{}` {} (SDK {}.{}) from {}",
+                        p.name,
+                        p.version,
+                        p.sdk.0,
+                        p.sdk.1,
+                        file.display()
+                    );
+                    (p.table.init)(&HOST_V1);
+                    reg.plugins.insert(p.name.clone(), Arc::new(p));
+                }
+                Err(reason) => {
+                    log::warn!("skipped plugin {}: {reason}", file.display());
+                    reg.skipped.push(Skipped { file, reason });
+                }
+            }
+        }
+        Ok(reg)
+    }
+
+    /// The message for a route naming a plugin that is not loaded.
+    pub fn missing(&self, name: &str) -> String {
+        let mut m = format!(
+            "no plugin named `{name}` is loaded from {}",
+            self.dir.display()
+        );
+        let loaded: Vec<&str> = self.plugins.keys().map(|s| s.as_str()).collect();
+        m.push_str(&format!(
+            " (loaded: {})",
+            if loaded.is_empty() {
+                "none".to_owned()
+            } else {
+                loaded.join(", ")
+            }
+        ));
+        for s in &self.skipped {
+            m.push_str(&format!("\n  skipped {s}"));
+        }
+        m
+    }
+}
+
+fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
+    // SAFETY: loading a library runs its initialisers. The plugin folder is
+    // trusted code by the admin's choice, like nginx's modules folder.
+    let lib = unsafe { libloading::Library::new(file) }.map_err(|e| format!("cannot load: {e}"))?;
+    // SAFETY: the symbol's type is the frozen bootstrap signature; a plugin
+    // that exports this name promises it.
+    let header: PluginHeader = unsafe {
+        let f = lib
+            .get::<extern "C" fn() -> PluginHeader>(HEADER_SYMBOL)
+            .map_err(|_| "not a tamada plugin (no `tamada_plugin_header` export)".to_owned())?;
+        f()
+    };
+    if header.magic != MAGIC {
+        return Err("not a tamada plugin (bad magic in its header)".into());
+    }
+    if header.sdk_major != SDK_MAJOR {
+        return Err(format!(
+            "built for tamada SDK {}.{}, this server speaks SDK {}.{}: rebuild it against tamada-sdk {}.x",
+            header.sdk_major, header.sdk_minor, SDK_MAJOR, SDK_MINOR, SDK_MAJOR
+        ));
+    }
+    // SAFETY: same-major plugins export this symbol with this signature;
+    // the table it returns is checked below before anything in it is used.
+    let decl: PluginDeclV1 = unsafe {
+        let f = lib
+            .get::<extern "C" fn() -> PluginDeclV1>(V1_SYMBOL)
+            .map_err(|_| {
+                format!(
+                    "SDK {}.{} plugin without the `tamada_plugin_v1` export it needs",
+                    header.sdk_major, header.sdk_minor
+                )
+            })?;
+        f()
+    };
+    if let Err(e) = check_layout_compatibility(<PluginV1 as StableAbi>::LAYOUT, decl.layout) {
+        if verbose {
+            log::warn!("{}: layout check:\n{e}", file.display());
+        }
+        return Err(format!(
+            "its plugin table (SDK {}.{}) does not match this server's (SDK {}.{}): {}; rebuild it against this server's tamada-sdk (-v shows abi_stable's full report)",
+            header.sdk_major,
+            header.sdk_minor,
+            SDK_MAJOR,
+            SDK_MINOR,
+            summarise(&e)
+        ));
+    }
+    let table = decl.table;
+    let plugin = Plugin {
+        name: table.name.as_str().to_owned(),
+        version: table.version.as_str().to_owned(),
+        sdk: (header.sdk_major, header.sdk_minor),
+        file: file.to_owned(),
+        table,
+    };
+    if plugin.name.is_empty() {
+        return Err("the plugin declares an empty name".into());
+    }
+    // Never unloaded (DESIGN.md): the table and code stay mapped for good.
+    std::mem::forget(lib);
+    Ok(plugin)
+}
+
+/// One line out of abi_stable's long layout report.
+fn summarise(e: &abi_stable::abi_stability::abi_checking::AbiInstabilityErrors) -> String {
+    use abi_stable::abi_stability::abi_checking::AbiInstability as A;
+    let Some(first) = e.errors.first() else {
+        return "layouts differ".into();
+    };
+    let at: Vec<String> = first
+        .stack_trace
+        .iter()
+        .map(|ef| match &ef.expected {
+            abi_stable::type_layout::TLFieldOrFunction::Field(f) => f.name().to_owned(),
+            abi_stable::type_layout::TLFieldOrFunction::Function(f) => format!("{f}"),
+        })
+        .collect();
+    let at = if at.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{}`", at.join("."))
+    };
+    let what = match first.errs.first() {
+        Some(A::FieldCountMismatch(x)) => {
+            format!("{} fields where {} are expected", x.found, x.expected)
+        }
+        Some(A::UnexpectedField(x)) => format!(
+            "field `{}` where `{}` is expected",
+            x.found.name(),
+            x.expected.name()
+        ),
+        Some(A::Package(x)) => format!(
+            "a table declared in package `{}` where `{}` is expected",
+            x.found, x.expected
+        ),
+        Some(A::Size(x)) => format!("{} bytes where {} are expected", x.found, x.expected),
+        Some(A::Alignment(x)) => format!("alignment {} where {} is expected", x.found, x.expected),
+        Some(A::Name(x)) => format!("type `{}` where `{}` is expected", x.found, x.expected),
+        Some(other) => {
+            let d = format!("{other:?}");
+            d.split(['(', ' ', '{'])
+                .next()
+                .unwrap_or("layouts differ")
+                .to_owned()
+        }
+        None => "layouts differ".to_owned(),
+    };
+    format!("{what}{at}")
+}
+
+/// A live instance of a plugin (one per route or logger entry).
+pub struct PluginInstance {
+    pub plugin: Arc<Plugin>,
+    pub inst: Instance,
+}
+
+impl PluginInstance {
+    /// Builds an instance from options YAML.
+    pub fn create(
+        plugin: &Arc<Plugin>,
+        options_yaml: &str,
+        role: RoleV1,
+        vhost: VhostV1<'_>,
+        route: &str,
+    ) -> Result<PluginInstance, String> {
+        let ctx = CreateCtxV1 {
+            role,
+            vhost,
+            route: RStr::from_str(route),
+        };
+        match (plugin.table.create)(RStr::from_str(options_yaml), &ctx).into_result() {
+            Ok(inst) => Ok(PluginInstance {
+                plugin: plugin.clone(),
+                inst,
+            }),
+            Err(e) => Err(e.into_string()),
+        }
+    }
+    pub fn name(&self) -> &str {
+        &self.plugin.name
+    }
+    pub fn reopen(&self) {
+        (self.plugin.table.reopen)(self.inst)
+    }
+    pub fn flush(&self) {
+        (self.plugin.table.flush)(self.inst)
+    }
+    pub fn shutdown(&self) {
+        (self.plugin.table.shutdown)(self.inst)
+    }
+}
+
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        (self.plugin.table.flush)(self.inst);
+        (self.plugin.table.destroy)(self.inst);
+    }
+}

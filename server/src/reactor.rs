@@ -1,0 +1,449 @@
+//! The reactor: one thread with a mio `Poll` over every listening socket,
+//! every parked connection, the workers' return channel (a `Waker`) and the
+//! signals.
+//!
+//! # How a connection's ownership moves (the oneshot rule)
+//! A connection belongs to exactly one thread at a time:
+//! - **Parked** in the reactor's slab (`Slot::Parked`) with an interest
+//!   (readable or writable) and a deadline. Idle keep-alive connections live
+//!   here and cost no thread.
+//! - On a readiness event the reactor moves the `Conn` out of the slab
+//!   (`Slot::Busy` stays behind) and sends it to the worker pool. mio is
+//!   edge-triggered and has no oneshot flag: events that arrive for a Busy
+//!   slot are ignored, which is safe because of the next step.
+//! - The worker serves it until the socket would block, then sends it back
+//!   with its new interest. The reactor *re-registers* it
+//!   (`EPOLL_CTL_MOD`), which reports readiness that is already there, so
+//!   bytes that arrived while the worker held the socket are never lost.
+//!   Or the worker reports it closed and the slot is freed.
+//!
+//! Deadlines (header, idle, send timeouts) are swept twice a second.
+
+use crate::Shared;
+use crate::conn::{Conn, Verdict};
+use crate::runtime::Runtime;
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const LISTENER_BASE: usize = 2;
+const MAX_LISTENERS: usize = 4096;
+const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
+
+/// A connection handed to a worker.
+pub struct Job {
+    pub token: usize,
+    pub conn: Box<Conn>,
+}
+
+/// A worker's report.
+pub struct Back {
+    pub token: usize,
+    pub conn: Option<Box<Conn>>,
+    pub verdict: Verdict,
+}
+
+enum Slot {
+    Parked {
+        conn: Box<Conn>,
+        deadline: Instant,
+        writing: bool,
+    },
+    Busy,
+}
+
+/// Builds a new runtime on SIGHUP (conf.d re-read and checked).
+pub type Reloader = Box<dyn FnMut() -> Result<Runtime, String> + Send>;
+
+pub struct Reactor {
+    poll: Poll,
+    listeners: Slab<(SocketAddr, TcpListener)>,
+    conns: Slab<Slot>,
+    signals: Signals,
+    pub waker: Arc<Waker>,
+    jobs: Sender<Job>,
+    back: Receiver<Back>,
+    shared: Arc<Shared>,
+    reload: Reloader,
+}
+
+/// Binds every address; errors name the address.
+pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, TcpListener)>, String> {
+    addrs
+        .iter()
+        .map(|a| {
+            TcpListener::bind(*a)
+                .map(|l| (*a, l))
+                .map_err(|e| format!("cannot listen on {a}: {e}"))
+        })
+        .collect()
+}
+
+impl Reactor {
+    pub fn new(
+        listeners: Vec<(SocketAddr, TcpListener)>,
+        jobs: Sender<Job>,
+        back: Receiver<Back>,
+        shared: Arc<Shared>,
+        reload: Reloader,
+    ) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let mut r = Reactor {
+            poll,
+            listeners: Slab::new(),
+            conns: Slab::new(),
+            signals,
+            waker,
+            jobs,
+            back,
+            shared,
+            reload,
+        };
+        for (a, l) in listeners {
+            r.add_listener(a, l)?;
+        }
+        Ok(r)
+    }
+
+    fn add_listener(&mut self, addr: SocketAddr, mut l: TcpListener) -> io::Result<()> {
+        let e = self.listeners.vacant_entry();
+        if e.key() >= MAX_LISTENERS {
+            return Err(io::Error::other("too many listening sockets"));
+        }
+        self.poll.registry().register(
+            &mut l,
+            Token(LISTENER_BASE + e.key()),
+            Interest::READABLE,
+        )?;
+        e.insert((addr, l));
+        Ok(())
+    }
+
+    /// Runs until SIGTERM/SIGINT and the drain that follows.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            match self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(250)))
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    SIGNALS => {
+                        if self.on_signals() && drain_deadline.is_none() {
+                            let t = self.shared.runtime.load().settings.shutdown_timeout.0;
+                            drain_deadline = Some(Instant::now() + t);
+                            self.start_drain();
+                        }
+                    }
+                    Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
+                        self.accept(t - LISTENER_BASE)
+                    }
+                    Token(t) => self.dispatch(t - CONN_BASE),
+                }
+            }
+            self.take_back();
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= Duration::from_millis(500) {
+                last_sweep = now;
+                self.sweep(now);
+            }
+            if let Some(d) = drain_deadline {
+                let busy = self
+                    .conns
+                    .iter()
+                    .filter(|(_, s)| matches!(s, Slot::Busy | Slot::Parked { writing: true, .. }))
+                    .count();
+                if busy == 0 {
+                    log::info!("all requests finished; stopping");
+                    return Ok(());
+                }
+                if now >= d {
+                    log::warn!("shutdown timeout: stopping with {busy} responses unfinished");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Handles pending signals; true when the server should stop.
+    fn on_signals(&mut self) -> bool {
+        let mut stop = false;
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGTERM | SIGINT => {
+                    log::info!(
+                        "got {}: finishing requests in flight, then stopping",
+                        if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
+                    );
+                    stop = true;
+                }
+                SIGHUP => self.reload(),
+                SIGUSR1 => {
+                    log::info!("got SIGUSR1: reopening log files");
+                    let rt = self.shared.runtime.load_full();
+                    std::thread::spawn(move || {
+                        for i in rt.instances() {
+                            i.reopen();
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+        stop
+    }
+
+    fn reload(&mut self) {
+        log::info!("got SIGHUP: reloading configuration");
+        let rt = match (self.reload)() {
+            Ok(rt) => rt,
+            Err(e) => {
+                log::error!("reload failed; keeping the running configuration:\n{e}");
+                return;
+            }
+        };
+        let wanted: Vec<SocketAddr> = rt.sites.keys().copied().collect();
+        let have: BTreeMap<SocketAddr, usize> =
+            self.listeners.iter().map(|(k, (a, _))| (*a, k)).collect();
+        let new: Vec<SocketAddr> = wanted
+            .iter()
+            .filter(|a| !have.contains_key(a))
+            .copied()
+            .collect();
+        let bound = match bind_all(&new) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("reload failed; keeping the running configuration: {e}");
+                return;
+            }
+        };
+        for (a, l) in bound {
+            if let Err(e) = self.add_listener(a, l) {
+                log::error!("cannot watch {a}: {e}");
+            }
+            log::info!("listening on {a}");
+        }
+        for (a, k) in have {
+            if !wanted.contains(&a) {
+                let (_, mut l) = self.listeners.remove(k);
+                let _ = self.poll.registry().deregister(&mut l);
+                log::info!("stopped listening on {a}");
+            }
+        }
+        let n: usize = rt
+            .sites
+            .values()
+            .flat_map(|s| s.groups.values())
+            .map(|g| g.vhosts.len())
+            .sum();
+        self.shared.runtime.store(Arc::new(rt));
+        log::info!("reloaded configuration: {n} vhosts");
+    }
+
+    fn start_drain(&mut self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        for (_, mut l) in self.listeners.drain() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        // Idle connections go now; responses being written finish.
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Parked { writing: false, .. }))
+            .map(|(k, _)| k)
+            .collect();
+        for k in idle {
+            self.conns.remove(k);
+        }
+    }
+
+    fn accept(&mut self, idx: usize) {
+        let max = self.shared.runtime.load().settings.max_connections;
+        loop {
+            let Some((bind, l)) = self.listeners.get(idx) else {
+                return;
+            };
+            let bind = *bind;
+            match l.accept() {
+                Ok((sock, peer)) => {
+                    if self.conns.len() >= max {
+                        log::warn!("{max} connections open (max_connections): refusing {peer}");
+                        continue;
+                    }
+                    let _ = sock.set_nodelay(true);
+                    self.park_new(sock, bind, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays in the
+                    // backlog; log and try again on the next event.
+                    log::error!("accept on {bind}: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn park_new(&mut self, sock: TcpStream, bind: SocketAddr, peer: SocketAddr) {
+        let timeout = self.shared.runtime.load().settings.header_timeout.0;
+        let e = self.conns.vacant_entry();
+        let token = Token(CONN_BASE + e.key());
+        let mut conn = Box::new(Conn::new(sock, bind, peer));
+        if let Err(err) = self
+            .poll
+            .registry()
+            .register(&mut conn.sock, token, Interest::READABLE)
+        {
+            log::error!("cannot register connection from {peer}: {err}");
+            return;
+        }
+        e.insert(Slot::Parked {
+            conn,
+            deadline: Instant::now() + timeout,
+            writing: false,
+        });
+    }
+
+    fn dispatch(&mut self, key: usize) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        if matches!(slot, Slot::Busy) {
+            return;
+        }
+        let Slot::Parked { conn, .. } = std::mem::replace(slot, Slot::Busy) else {
+            return;
+        };
+        if self.jobs.send(Job { token: key, conn }).is_err() {
+            log::error!("worker pool is gone");
+            self.conns.remove(key);
+        }
+    }
+
+    fn take_back(&mut self) {
+        while let Ok(b) = self.back.try_recv() {
+            let draining = self.shared.draining.load(Ordering::Relaxed);
+            let (interest, deadline, writing) = match b.verdict {
+                Verdict::Close => {
+                    self.conns.try_remove(b.token);
+                    continue;
+                }
+                Verdict::Read(_) if draining => {
+                    self.conns.try_remove(b.token);
+                    continue;
+                }
+                Verdict::Read(d) => (Interest::READABLE, d, false),
+                Verdict::Write(d) => (Interest::WRITABLE, d, true),
+            };
+            let Some(mut conn) = b.conn else {
+                self.conns.try_remove(b.token);
+                continue;
+            };
+            let token = Token(CONN_BASE + b.token);
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.sock, token, interest)
+                .is_err()
+            {
+                self.conns.try_remove(b.token);
+                continue;
+            }
+            if let Some(slot) = self.conns.get_mut(b.token) {
+                *slot = Slot::Parked {
+                    conn,
+                    deadline,
+                    writing,
+                };
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Parked { deadline, .. } if *deadline <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for k in expired {
+            if let Slot::Parked { conn, writing, .. } = self.conns.remove(k)
+                && writing
+            {
+                log::debug!("send timeout: closing connection from {}", conn.peer);
+                if let Some(out) = conn.out {
+                    out.finish(Some("send timeout".into()));
+                }
+            }
+        }
+    }
+}
+
+/// Starts `n` worker threads serving jobs from `jobs`.
+pub fn start_workers(
+    n: usize,
+    jobs: Receiver<Job>,
+    back: Sender<Back>,
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+) {
+    for i in 0..n {
+        let jobs = jobs.clone();
+        let back = back.clone();
+        let waker = waker.clone();
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || {
+                while let Ok(Job { token, mut conn }) = jobs.recv() {
+                    let verdict = crate::conn::serve(&mut conn, &shared);
+                    let conn = match verdict {
+                        Verdict::Close => {
+                            drop(conn);
+                            None
+                        }
+                        _ => Some(conn),
+                    };
+                    if back
+                        .send(Back {
+                            token,
+                            conn,
+                            verdict,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let _ = waker.wake();
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start worker {i}: {e}");
+        }
+    }
+}

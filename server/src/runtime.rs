@@ -1,0 +1,268 @@
+//! The running configuration: vhosts with their routes and loggers as
+//! plugin instances, grouped by the socket they are served on. Built from
+//! `config::Config` and the plugin registry at start-up and on SIGHUP, then
+//! swapped in whole (`arc_swap`), so a request sees one configuration from
+//! start to end.
+
+use crate::config::{ConfError, Config, Settings, VhostConf};
+use crate::plugins::{PluginInstance, Registry};
+use abi_stable::std_types::RStr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tamada_sdk::abi::{RoleV1, VhostV1};
+
+/// A route: a path prefix and the handler instance behind it.
+pub struct Route {
+    pub prefix: String,
+    pub max_body: u64,
+    pub handler: PluginInstance,
+}
+
+impl Route {
+    /// Whether `path` is under this prefix on a segment boundary.
+    pub fn matches(&self, path: &str) -> bool {
+        let p = &self.prefix;
+        path.starts_with(p.as_str())
+            && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+    }
+    /// The part of `path` after the prefix (starting with `/`, or empty).
+    pub fn rest<'a>(&self, path: &'a str) -> &'a str {
+        let n = self.prefix.trim_end_matches('/').len();
+        &path[n.min(path.len())..]
+    }
+}
+
+/// A vhost ready to serve.
+pub struct Vhost {
+    pub name: String,
+    pub file: PathBuf,
+    pub document_root: String,
+    pub cgi_bin: String,
+    pub log_dir: String,
+    pub config_file: String,
+    pub max_body: u64,
+    /// Longest prefix first; equal prefixes keep file order.
+    pub routes: Vec<Route>,
+    pub loggers: Vec<PluginInstance>,
+}
+
+impl Vhost {
+    pub fn raw(&self) -> VhostV1<'_> {
+        VhostV1 {
+            name: RStr::from_str(&self.name),
+            document_root: RStr::from_str(&self.document_root),
+            cgi_bin: RStr::from_str(&self.cgi_bin),
+            log_dir: RStr::from_str(&self.log_dir),
+            config_file: RStr::from_str(&self.config_file),
+        }
+    }
+    /// The largest body any route may accept: a Content-Length above it is
+    /// refused before routing.
+    pub fn max_body_for(&self, path: &str) -> u64 {
+        self.routes
+            .iter()
+            .find(|r| r.matches(path))
+            .map(|r| r.max_body)
+            .unwrap_or(self.max_body)
+    }
+}
+
+/// The vhosts configured for one address on a port.
+#[derive(Default)]
+pub struct Group {
+    pub vhosts: Vec<Arc<Vhost>>,
+    pub names: HashMap<String, usize>,
+    pub default: usize,
+}
+
+/// Everything served on one listening socket.
+#[derive(Default)]
+pub struct Site {
+    /// By configured IP (a wildcard IP is the unspecified address).
+    pub groups: BTreeMap<IpAddr, Group>,
+}
+
+impl Site {
+    /// The vhost for a request that reached `local` asking for `host`.
+    pub fn pick(&self, local: IpAddr, host: &str) -> Option<&Arc<Vhost>> {
+        let local = canonical(local);
+        let group = self.groups.get(&local).or_else(|| {
+            self.groups
+                .iter()
+                .find(|(ip, _)| ip.is_unspecified() && ip.is_ipv4() == local.is_ipv4())
+                .or_else(|| self.groups.iter().find(|(ip, _)| ip.is_unspecified()))
+                .map(|(_, g)| g)
+        })?;
+        let i = group.names.get(host).copied().unwrap_or(group.default);
+        group.vhosts.get(i)
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The whole running configuration.
+pub struct Runtime {
+    pub settings: Settings,
+    /// Listening socket address -> what it serves.
+    pub sites: BTreeMap<SocketAddr, Site>,
+    pub registry: Arc<Registry>,
+}
+
+impl Runtime {
+    /// Every plugin instance (for lifecycle hooks).
+    pub fn instances(&self) -> impl Iterator<Item = &PluginInstance> {
+        self.sites
+            .values()
+            .flat_map(|s| s.groups.values())
+            .flat_map(|g| g.vhosts.iter())
+            .flat_map(|v| v.routes.iter().map(|r| &r.handler).chain(v.loggers.iter()))
+    }
+
+    /// Builds every route's and logger's instance. Errors name the file,
+    /// the line of the route, and the plugin's message.
+    pub fn build(config: &Config, registry: Arc<Registry>) -> Result<Runtime, Vec<ConfError>> {
+        let mut errors = Vec::new();
+        let binds = bind_addresses(&config.vhosts);
+        let mut sites: BTreeMap<SocketAddr, Site> = BTreeMap::new();
+        for vc in &config.vhosts {
+            match build_vhost(vc, &registry) {
+                Ok(v) => {
+                    let bind = binds[&vc.addr];
+                    let group = sites
+                        .entry(bind)
+                        .or_default()
+                        .groups
+                        .entry(vc.addr.ip())
+                        .or_default();
+                    let idx = group.vhosts.len();
+                    for n in std::iter::once(&vc.name).chain(&vc.aliases) {
+                        group.names.insert(n.clone(), idx);
+                    }
+                    if vc.default {
+                        group.default = idx;
+                    }
+                    group.vhosts.push(Arc::new(v));
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Runtime {
+                settings: config.settings.clone(),
+                sites,
+                registry,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Which socket serves each configured address: a wildcard on a port
+/// takes every address of that port and family (Linux refuses to bind
+/// 127.0.0.1:P beside 0.0.0.0:P).
+pub fn bind_addresses(vhosts: &[VhostConf]) -> BTreeMap<SocketAddr, SocketAddr> {
+    let mut out = BTreeMap::new();
+    for v in vhosts {
+        let wildcard = vhosts.iter().find(|w| {
+            w.addr.port() == v.addr.port()
+                && w.addr.ip().is_unspecified()
+                && w.addr.is_ipv4() == v.addr.is_ipv4()
+        });
+        out.insert(v.addr, wildcard.map(|w| w.addr).unwrap_or(v.addr));
+    }
+    out
+}
+
+fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfError>> {
+    let s = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut v = Vhost {
+        name: vc.name.clone(),
+        file: vc.file.clone(),
+        document_root: vc.document_root.to_string_lossy().into_owned(),
+        cgi_bin: s(&vc.cgi_bin),
+        log_dir: s(&vc.log),
+        config_file: vc.file.to_string_lossy().into_owned(),
+        max_body: vc.max_body,
+        routes: Vec::new(),
+        loggers: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    let mut routes = Vec::new();
+    for (i, r) in vc.routes.iter().enumerate() {
+        let Some(plugin) = registry.plugins.get(&r.handler) else {
+            errors.push(vc.error_at(
+                "handler",
+                i,
+                format!("routes[{i}] ({}): {}", r.path, registry.missing(&r.handler)),
+            ));
+            continue;
+        };
+        let yaml = options_yaml(&r.options);
+        match PluginInstance::create(plugin, &yaml, RoleV1::Handler, v.raw(), &r.path) {
+            Ok(inst) => routes.push(Route {
+                prefix: r.path.clone(),
+                max_body: r.max_body.map(|m| m.0).unwrap_or(vc.max_body),
+                handler: inst,
+            }),
+            Err(e) => errors.push(vc.error_at(
+                "path",
+                i,
+                format!(
+                    "routes[{i}] ({}): plugin `{}` refused its options: {e}",
+                    r.path, r.handler
+                ),
+            )),
+        }
+    }
+    // Stable sort: equal prefixes keep their file order.
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    v.routes = routes;
+    let mut loggers = Vec::new();
+    for (i, l) in vc.loggers.iter().enumerate() {
+        let Some(plugin) = registry.plugins.get(&l.handler) else {
+            errors.push(vc.error_at(
+                "loggers",
+                0,
+                format!("loggers[{i}]: {}", registry.missing(&l.handler)),
+            ));
+            continue;
+        };
+        let yaml = options_yaml(&l.options);
+        match PluginInstance::create(plugin, &yaml, RoleV1::Logger, v.raw(), "") {
+            Ok(inst) => loggers.push(inst),
+            Err(e) => errors.push(vc.error_at(
+                "loggers",
+                0,
+                format!(
+                    "loggers[{i}]: plugin `{}` refused its options: {e}",
+                    l.handler
+                ),
+            )),
+        }
+    }
+    v.loggers = loggers;
+    if errors.is_empty() {
+        Ok(v)
+    } else {
+        Err(errors)
+    }
+}
+
+fn options_yaml(v: &serde_yaml::Value) -> String {
+    if v.is_null() {
+        return String::new();
+    }
+    serde_yaml::to_string(v).unwrap_or_default()
+}

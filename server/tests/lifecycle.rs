@@ -1,0 +1,282 @@
+//! Plugins loading and failing, `-t`, reload and shutdown.
+
+use crate::harness::*;
+use std::time::Duration;
+
+#[test]
+fn a_panicking_plugin_gives_500_and_the_server_keeps_serving() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n    options: { panic_on: /boom, fail_on: /fail }\n",
+        )
+        .file("www/.keep", "")
+        .start();
+    let mut c = Client::connect(s.port());
+    let r = c.request("GET /boom HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 500);
+    let r = c.request("GET /fine HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo("path"), "/fine");
+    assert!(
+        s.log.wait_for(
+            "plugin `echo` failed on GET /boom: panic: echo was told to panic on /boom",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        s.log.text()
+    );
+    let r = get(s.port(), "/fail", "a");
+    assert_eq!(r.status, 500);
+    // The plugin's own log::error! reaches the host, tagged with the plugin.
+    assert!(
+        s.log
+            .wait_for("echo: echo fails on /fail", Duration::from_secs(5)),
+        "{}",
+        s.log.text()
+    );
+}
+
+#[test]
+fn plugin_load_errors_are_one_line_each_and_skipped() {
+    let f = Fixture::new()
+        .plugins(Plugins::WithBroken)
+        .file("conf.d/a.yaml", &echo_vhost("a", "{port0}", ""))
+        .file("www/.keep", "");
+    let (_dir, conf, plugins, _ports) = f.write();
+    let (code, out, _err) = run_tamada(&[
+        "--plugins",
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "-c",
+        conf.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let skipped: Vec<&str> = out.lines().filter(|l| l.starts_with("skipped")).collect();
+    let line = |file: &str| {
+        skipped
+            .iter()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("no skipped line for {file}:\n{out}"))
+            .to_string()
+    };
+    assert!(
+        line("libtest_notplugin.so").contains("not a tamada plugin"),
+        "{out}"
+    );
+    assert!(
+        line("libtest_wrongmajor.so")
+            .contains("built for tamada SDK 9.3, this server speaks SDK 0."),
+        "{out}"
+    );
+    assert!(
+        line("libtest_badlayout.so").contains("does not match this server's"),
+        "{out}"
+    );
+    assert!(
+        line("libtest_zdup.so").contains("plugin name `echo` is already taken by"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("echo\t") && l.contains("libtest_echo.so")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("placeholder\t")), "{out}");
+    // The server still starts and serves with the good plugins.
+    let mut s = f_start_with(&plugins, &conf);
+    assert_eq!(get(s.port(), "/", "a").status, 200);
+    assert!(s.log.text().contains("skipped plugin"), "{}", s.log.text());
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+fn f_start_with(plugins: &std::path::Path, conf: &std::path::Path) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(conf.join("a.yaml")).unwrap();
+    let port: u16 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("port: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    TestServer::spawn(dir, conf, plugins, vec![port], &[])
+}
+
+#[test]
+fn a_route_naming_a_missing_plugin_stops_startup_listing_the_skipped() {
+    let f = Fixture::new()
+        .plugins(Plugins::WithBroken)
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n  - path: /x/\n    handler: nosuch\n",
+        )
+        .file("www/.keep", "");
+    let (_dir, conf, plugins, _ports) = f.write();
+    let (code, _out, err) = run_tamada(&[
+        "-t",
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "-c",
+        conf.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("a.yaml:9:5: routes[1] (/x/): no plugin named `nosuch` is loaded"),
+        "{err}"
+    );
+    assert!(
+        err.contains("skipped") && err.contains("libtest_wrongmajor.so: built for tamada SDK 9.3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dash_t_points_at_the_broken_line() {
+    let f = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutse:\n  - path: /\n",
+        )
+        .file(
+            "conf.d/b.yaml",
+            "vhost: b\nip: 127.0.0.1\nport: 80800\ndocument_root: ../www\n",
+        )
+        .file(
+            "conf.d/c.yaml",
+            "vhost: c\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../nowhere\n",
+        )
+        .file("www/.keep", "");
+    let (_dir, conf, plugins, _) = f.write();
+    let (code, _out, err) = run_tamada(&[
+        "-t",
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "-c",
+        conf.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("a.yaml:5:1: unknown field `routse`"), "{err}");
+    assert!(
+        err.contains("b.yaml:3:7: port: invalid value") || err.contains("b.yaml:3:7:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("c.yaml:4:1: document_root:") && err.contains("is not a folder"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dash_t_reports_a_plugin_options_error_with_file_and_route() {
+    let f = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n    options: { tga: x }\n",
+        )
+        .file("www/.keep", "");
+    let (_dir, conf, plugins, _) = f.write();
+    let (code, _out, err) = run_tamada(&[
+        "-t",
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "-c",
+        conf.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "a.yaml:6:5: routes[0] (/): plugin `echo` refused its options: unknown field `tga`"
+        ),
+        "{err}"
+    );
+    // And a good file passes.
+    let good = Fixture::new()
+        .file("conf.d/a.yaml", &echo_vhost("a", "{port0}", ""))
+        .file("www/.keep", "");
+    let (_dir, conf, plugins, _) = good.write();
+    let (code, out, err) = run_tamada(&[
+        "-t",
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+        "-c",
+        conf.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is OK"));
+}
+
+#[test]
+fn sighup_swaps_a_good_config_and_keeps_the_running_one_on_errors() {
+    let s = Fixture::new()
+        .ports(2)
+        .file("conf.d/a.yaml", &echo_vhost("a", "{port0}", ""))
+        .file("www/.keep", "")
+        .start();
+    let mut c = Client::connect(s.port());
+    assert_eq!(
+        c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").echo("tag"),
+        "a"
+    );
+    // A broken file: the running config stays.
+    std::fs::write(s.conf().join("b.yaml"), "vhost: b\nport: nope\n").unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log.wait_for(
+            "reload failed; keeping the running configuration",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        s.log.text()
+    );
+    assert!(s.log.text().contains("b.yaml"), "{}", s.log.text());
+    assert_eq!(
+        c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").echo("tag"),
+        "a"
+    );
+    // A good change: new tag, and a new port, without dropping `c`.
+    std::fs::remove_file(s.conf().join("b.yaml")).unwrap();
+    let text = std::fs::read_to_string(s.conf().join("a.yaml"))
+        .unwrap()
+        .replace("tag: a", "tag: reloaded");
+    std::fs::write(s.conf().join("a.yaml"), text).unwrap();
+    std::fs::write(
+        s.conf().join("c.yaml"),
+        echo_vhost("c", &s.ports[1].to_string(), ""),
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log
+            .wait_for("reloaded configuration", Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    assert_eq!(
+        c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").echo("tag"),
+        "reloaded"
+    );
+    assert_eq!(get(s.ports[1], "/", "c").echo("tag"), "c");
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight() {
+    let mut s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n    options: { sleep_ms: 1500 }\n",
+        )
+        .file("www/.keep", "")
+        .start();
+    let mut c = Client::connect(s.port());
+    c.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGTERM);
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo("path"), "/slow");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(s.wait_exit(Duration::from_secs(15)), Some(0));
+    // New connections are refused once it stopped listening.
+    assert!(std::net::TcpStream::connect(s.addr()).is_err());
+}

@@ -1,0 +1,8 @@
+//! One integration-test binary for the server: each feature file is a
+//! module sharing the harness (STYLE.md).
+
+mod harness;
+
+mod core_http;
+mod lifecycle;
+mod vhosts;

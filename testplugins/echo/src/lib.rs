@@ -1,0 +1,111 @@
+//! Test plugin `echo`: reports what it saw of the request, so tests can
+//! assert on the core's parsing, routing and body reading.
+//!
+//! Options: `tag` (put in the reply), `decline` (pass every request on),
+//! `panic_on` (a path that panics), `sleep_ms` (delay before answering),
+//! `stream` (answer with a streamed body of that many lines),
+//! `redirect` (answer with an internal redirect to this path),
+//! `fail_on` (a path answered with Outcome::Error), `status`.
+
+use serde::Deserialize;
+use std::io::Read;
+use tamada_sdk::prelude::*;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Echo {
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    decline: bool,
+    panic_on: Option<String>,
+    fail_on: Option<String>,
+    #[serde(default)]
+    sleep_ms: u64,
+    stream: Option<usize>,
+    redirect: Option<String>,
+    status: Option<u16>,
+}
+
+struct Lines {
+    left: usize,
+    n: usize,
+}
+
+impl BodyStream for Lines {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        self.left -= 1;
+        self.n += 1;
+        let line = format!("line {}\n", self.n);
+        buf[..line.len()].copy_from_slice(line.as_bytes());
+        Ok(line.len())
+    }
+}
+
+impl Handler for Echo {
+    fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        if self.decline {
+            return Outcome::Decline;
+        }
+        if self.panic_on.as_deref() == Some(req.path()) {
+            panic!("echo was told to panic on {}", req.path());
+        }
+        if self.fail_on.as_deref() == Some(req.path()) {
+            log::error!("echo fails on {}", req.path());
+            return Outcome::Error(format!("echo was told to fail on {}", req.path()));
+        }
+        if let Some(to) = &self.redirect
+            && req.redirects() == 0
+        {
+            return Outcome::Redirect(to.clone());
+        }
+        if self.sleep_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
+        }
+        if let Some(n) = self.stream {
+            res.status(200)
+                .header("content-type", "text/plain")
+                .body(Body::Stream(Box::new(Lines { left: n, n: 0 })));
+            return Outcome::Done;
+        }
+        let mut body = Vec::new();
+        let body_result = req.body().read_to_end(&mut body);
+        let mut out = String::new();
+        out.push_str(&format!("tag={}\n", self.tag));
+        out.push_str(&format!("method={}\n", req.method()));
+        out.push_str(&format!("target={}\n", req.target()));
+        out.push_str(&format!("path={}\n", req.path()));
+        out.push_str(&format!("query={}\n", req.query().unwrap_or("-")));
+        out.push_str(&format!("host={}\n", req.host()));
+        out.push_str(&format!("vhost={}\n", req.vhost().name()));
+        out.push_str(&format!("route={}\n", req.route()));
+        out.push_str(&format!("rest={}\n", req.rest()));
+        out.push_str(&format!("version=1.{}\n", req.version().1));
+        out.push_str(&format!("peer={}\n", req.peer_addr()));
+        out.push_str(&format!("local={}\n", req.local_addr()));
+        out.push_str(&format!("redirects={}\n", req.redirects()));
+        out.push_str(&format!("x-multi={}\n", req.header_joined("x-multi").unwrap_or_default()));
+        match body_result {
+            Ok(_) => {
+                out.push_str(&format!("body-len={}\n", body.len()));
+                out.push_str(&format!("body-sum={}\n", body.iter().map(|&b| b as u64).sum::<u64>()));
+                if body.len() <= 256 {
+                    out.push_str(&format!("body={}\n", String::from_utf8_lossy(&body)));
+                }
+            }
+            Err(e) => {
+                out.push_str(&format!("body-error={e}\n"));
+            }
+        }
+        res.status(self.status.unwrap_or(200))
+            .header("content-type", "text/plain")
+            .header("x-echo-tag", &self.tag)
+            .body(out);
+        Outcome::Done
+    }
+}
+
+tamada_sdk::export_plugin!(name: "echo", new: |o: &Options| o.parse::<Echo>());
