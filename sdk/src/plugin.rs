@@ -429,10 +429,16 @@ pub mod __private {
 /// Exports a plugin: its name and the constructor that builds a
 /// [`Handler`] from a route's [`Options`].
 ///
-/// ```ignore
+/// ```
+/// use tamada_sdk::prelude::*;
+///
+/// struct Hello { greeting: String }
+/// impl Handler for Hello {}
+///
 /// tamada_sdk::export_plugin!(name: "hello", new: |options: &Options| {
-///     Ok(Hello { greeting: options.get("greeting").unwrap_or("hello".into()) })
+///     Ok(Hello { greeting: options.get("greeting").unwrap_or_else(|| "hello".into()) })
 /// });
+/// # fn main() {}
 /// ```
 ///
 /// Use it once per crate. It generates the exported symbols; the plugin's
