@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 # command -> Debian package
 need=(
   "curl:curl"
+  "git:git"
+  "perl:perl"
+  "python3:python3"
+  "php-cgi:php-cgi"
 )
 missing=()
 for pair in "${need[@]}"; do

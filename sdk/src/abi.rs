@@ -107,6 +107,15 @@ pub struct HostV1 {
     /// `log::Level`. The host adds the vhost and client of the request the
     /// calling thread serves, if any.
     pub log: extern "C" fn(level: u8, target: RStr<'_>, message: RStr<'_>),
+    /// A record for a named vhost's error log, from any thread (a CGI
+    /// stderr reader, a background task). `source` tags it (`cgi:x.py`).
+    pub record: extern "C" fn(
+        vhost: RStr<'_>,
+        peer: ROption<AddrV1>,
+        level: u8,
+        source: RStr<'_>,
+        message: RStr<'_>,
+    ),
 }
 
 /// What an instance is built for.

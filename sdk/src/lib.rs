@@ -62,7 +62,7 @@ pub mod response;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use plugin::{Handler, LogEntry, Options, Outcome, Record, Role};
+pub use plugin::{Handler, LogEntry, Options, Outcome, Record, Role, record_for};
 pub use request::{BodyReader, Request, Vhost};
 pub use response::{Body, BodyStream, FileId, ReadStream, ResponseBuilder, Segment, Segments};
 

@@ -277,6 +277,32 @@ impl log::Log for Forwarder {
 
 static FORWARDER: Forwarder = Forwarder;
 
+/// Sends a record to a vhost's error log (its loggers' `record` phase)
+/// from any thread, also outside a request: for example a CGI script's
+/// stderr read by a thread of its own. `source` says where it comes from
+/// (`cgi:tool.py`). Records made with `log::error!` and friends while a
+/// request is being handled reach the same place without this.
+pub fn record_for(
+    vhost: &str,
+    peer: Option<SocketAddr>,
+    level: log::Level,
+    source: &str,
+    message: &str,
+) {
+    if let Some(host) = HOST.get() {
+        (host.record)(
+            RStr::from_str(vhost),
+            match peer {
+                Some(p) => abi_stable::std_types::ROption::RSome(crate::request::addr_to_raw(p)),
+                None => abi_stable::std_types::ROption::RNone,
+            },
+            level as u8,
+            RStr::from_str(source),
+            RStr::from_str(message),
+        );
+    }
+}
+
 // ---------------------------------------------------------------------
 // The shims. Everything below is called through the FFI table; each one
 // catches panics so that none crosses the boundary.

@@ -12,6 +12,7 @@
 
 use crate::Shared;
 use crate::exchange;
+use crate::host;
 use crate::http::Limits;
 use crate::http::request::parse;
 use crate::output::{Drive, Output};
@@ -123,7 +124,18 @@ pub fn serve(conn: &mut Conn, shared: &Shared) -> Verdict {
     };
     loop {
         if let Some(out) = conn.out.as_mut() {
-            match out.drive(&conn.sock) {
+            // A stream body is pulled from plugin code: give its log
+            // records the request's vhost and client.
+            let ctx = out.info.as_ref().map(|i| host::Context {
+                vhost: i.vhost.clone(),
+                peer: i.peer,
+                plugin: None,
+            });
+            let drive = match ctx {
+                Some(ctx) if out.has_stream() => host::with_context(ctx, || out.drive(&conn.sock)),
+                _ => out.drive(&conn.sock),
+            };
+            match drive {
                 Drive::Blocked => return Verdict::Write(Instant::now() + s.send_timeout.0),
                 Drive::Done => {
                     let out = conn.out.take();

@@ -3,17 +3,30 @@
 //! vhost's loggers (`record` phase), tagged with the plugin and the client;
 //! any other record goes to the server's own log.
 
+use crate::Shared;
 use crate::runtime::Vhost;
 use abi_stable::std_types::{ROption, RStr};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tamada_sdk::abi::AddrV1;
 use tamada_sdk::abi::{HostV1, RecordV1};
 use tamada_sdk::request::addr_to_raw;
 
 /// The table every plugin gets in `init`.
-pub static HOST_V1: HostV1 = HostV1 { log: host_log };
+pub static HOST_V1: HostV1 = HostV1 {
+    log: host_log,
+    record: host_record,
+};
+
+/// The running configuration, for records addressed to a vhost by name.
+static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// Called once at start-up.
+pub fn set_shared(s: Arc<Shared>) {
+    let _ = SHARED.set(s);
+}
 
 /// What the current worker thread is serving.
 #[derive(Clone)]
@@ -102,5 +115,47 @@ extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
             record(&ctx.vhost, Some(ctx.peer), level, source, message.as_str());
         }
         None => log::log!(level, "{}: {}", target.as_str(), message.as_str()),
+    }
+}
+
+extern "C" fn host_record(
+    vhost: RStr<'_>,
+    peer: ROption<AddrV1>,
+    level: u8,
+    source: RStr<'_>,
+    message: RStr<'_>,
+) {
+    let level = level_of(level);
+    let peer = peer
+        .as_ref()
+        .map(|a| {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&a.ip);
+            let ip = if a.family == 6 {
+                std::net::IpAddr::from(ip)
+            } else {
+                std::net::IpAddr::from([ip[0], ip[1], ip[2], ip[3]])
+            };
+            SocketAddr::new(ip, a.port)
+        })
+        .into_option();
+    let rt = SHARED.get().map(|s| s.runtime.load_full());
+    let v = rt.as_ref().and_then(|rt| {
+        rt.sites
+            .values()
+            .flat_map(|s| s.groups.values())
+            .flat_map(|g| g.vhosts.iter())
+            .find(|v| v.name == vhost.as_str())
+            .cloned()
+    });
+    match v {
+        Some(v) => record(&v, peer, level, source.as_str(), message.as_str()),
+        None => log::log!(
+            level,
+            "[{}] {}: {}",
+            vhost.as_str(),
+            source.as_str(),
+            message.as_str()
+        ),
     }
 }

@@ -219,6 +219,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         draining: AtomicBool::new(false),
     });
 
+    host::set_shared(shared.clone());
     let (job_tx, job_rx) = crossbeam_channel::unbounded();
     let (back_tx, back_rx) = crossbeam_channel::unbounded();
     let reload_args = (conf_dir.clone(), args.workers, registry.clone());

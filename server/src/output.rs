@@ -177,6 +177,11 @@ impl Output {
         self.head.extend_from_slice(bytes);
     }
 
+    /// Whether the body is pulled from a plugin's stream.
+    pub fn has_stream(&self) -> bool {
+        matches!(self.body, OutBody::Stream(_))
+    }
+
     /// Body bytes sent so far.
     pub fn body_sent(&self) -> u64 {
         self.total_sent.saturating_sub(self.head_len as u64)

@@ -3,6 +3,9 @@
 
 mod harness;
 
+mod cgi;
 mod core_http;
 mod lifecycle;
+mod logging;
+mod static_files;
 mod vhosts;
