@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 # command -> Debian package
 need=(
   "curl:curl"
+  "wget:wget"
   "git:git"
   "perl:perl"
   "python3:python3"

@@ -1,0 +1,636 @@
+//! `static`: serves files from the vhost's `document_root` (or the route's
+//! `root`), zero-copy: every body is an open file (or file ranges) that the
+//! core sends with `sendfile`.
+//!
+//! A request goes: method check -> path components (dotfiles) -> open
+//! beneath the root (`resolve.rs`) -> directory handling (slash redirect,
+//! index files, autoindex) -> precompressed sibling -> validators and
+//! preconditions (`cond.rs`) -> ranges (`range.rs`) -> body.
+
+mod cond;
+mod listing;
+mod range;
+mod resolve;
+
+use cond::{Conditions, Precondition};
+use range::Ranges;
+use resolve::Miss;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+use tamada_sdk::prelude::*;
+
+/// How ETags are made.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EtagMode {
+    /// From size, modification time (with nanoseconds) and inode.
+    #[default]
+    Metadata,
+    /// From a hash of the content, computed once per file identity.
+    Content,
+    /// No ETag.
+    Off,
+}
+
+/// Where symlinks may lead.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Symlinks {
+    /// Only to files inside the root.
+    #[default]
+    Inside,
+    /// Anywhere (as nginx's `disable_symlinks off`).
+    Follow,
+}
+
+/// The route's `options:`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Serve this folder for the route (the rest of the path after the
+    /// route prefix maps into it), instead of the vhost's document_root.
+    pub root: Option<PathBuf>,
+    /// Index files tried for a directory, in order.
+    pub index: Vec<String>,
+    /// List directories without an index file.
+    pub autoindex: bool,
+    /// Serve dotfiles and dot-directories (`.well-known/` always is).
+    pub dotfiles: bool,
+    pub symlinks: Symlinks,
+    /// Served (200) for a missing path whose last segment has no extension.
+    pub fallback: Option<String>,
+    /// Pages served with their original status, e.g. `404: /404.html`.
+    pub error_pages: BTreeMap<u16, String>,
+    /// Extension (with or without dot) -> Content-Type, over the table.
+    pub mime_types: BTreeMap<String, String>,
+    pub etag: EtagMode,
+    /// Serve `x.br` / `x.gz` beside `x` to clients that accept them.
+    pub precompressed: bool,
+    /// A Cache-Control value for every file.
+    pub cache_control: Option<String>,
+    /// Most ranges in one request (after coalescing); more -> 200.
+    pub max_ranges: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: None,
+            index: vec!["index.html".into()],
+            autoindex: false,
+            dotfiles: false,
+            symlinks: Symlinks::Inside,
+            fallback: None,
+            error_pages: BTreeMap::new(),
+            mime_types: BTreeMap::new(),
+            etag: EtagMode::Metadata,
+            precompressed: false,
+            cache_control: None,
+            max_ranges: 32,
+        }
+    }
+}
+
+/// The handler of one route.
+pub struct Static {
+    cfg: Config,
+    /// Absolute root when `root` is set (alias semantics).
+    root: Option<PathBuf>,
+    mime: HashMap<String, String>,
+    /// Content hashes by file identity (dev, inode, size, mtime ns).
+    hashes: Mutex<HashMap<(u64, u64, u64, i128), String>>,
+}
+
+/// Builds the handler from its options.
+pub fn new(options: &Options) -> Result<Static, String> {
+    let cfg: Config = options.parse()?;
+    let root = match &cfg.root {
+        Some(r) => {
+            let base = options
+                .vhost()
+                .config_file()
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_default();
+            let abs = if r.is_absolute() {
+                r.clone()
+            } else {
+                base.join(r)
+            };
+            if !abs.is_dir() {
+                return Err(format!("root: {} is not a folder", abs.display()));
+            }
+            Some(abs)
+        }
+        None => None,
+    };
+    for (code, page) in &cfg.error_pages {
+        if !(400..=599).contains(code) {
+            return Err(format!(
+                "error_pages: {code} is not an error status (400-599)"
+            ));
+        }
+        if !page.starts_with('/') {
+            return Err(format!("error_pages: {code}: `{page}` must start with /"));
+        }
+    }
+    if let Some(f) = &cfg.fallback
+        && !f.starts_with('/')
+    {
+        return Err(format!("fallback: `{f}` must start with /"));
+    }
+    if cfg.index.iter().any(|i| i.contains('/') || i.is_empty()) {
+        return Err("index: names must be plain file names".into());
+    }
+    let mime = cfg
+        .mime_types
+        .iter()
+        .map(|(k, v)| (k.trim_start_matches('.').to_ascii_lowercase(), v.clone()))
+        .collect();
+    Ok(Static {
+        cfg,
+        root,
+        mime,
+        hashes: Mutex::new(HashMap::new()),
+    })
+}
+
+tamada_sdk::export_plugin!(name: "static", new: new);
+
+/// A file chosen to be served.
+struct Chosen {
+    file: File,
+    md: Metadata,
+    /// Name used for the content type (without `.gz`/`.br`).
+    type_name: String,
+    encoding: Option<&'static str>,
+    /// Whether compressed siblings exist (Vary: Accept-Encoding).
+    vary: bool,
+}
+
+fn mtime_ns(md: &Metadata) -> i128 {
+    md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128
+}
+
+fn modified(md: &Metadata) -> std::time::SystemTime {
+    md.modified().unwrap_or(UNIX_EPOCH)
+}
+
+/// Whether a content coding is acceptable (q > 0) per Accept-Encoding.
+fn accepts(ae: Option<&str>, coding: &str) -> bool {
+    let Some(ae) = ae else { return false };
+    let mut star = None;
+    for item in ae.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let q = parts
+            .find_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+            })
+            .unwrap_or(1.0);
+        if name.eq_ignore_ascii_case(coding) {
+            return q > 0.0;
+        }
+        if name == "*" {
+            star = Some(q > 0.0);
+        }
+    }
+    star.unwrap_or(false)
+}
+
+impl Static {
+    fn root<'a>(&'a self, req: &Request<'a>) -> &'a Path {
+        self.root
+            .as_deref()
+            .unwrap_or_else(|| req.vhost().document_root())
+    }
+
+    /// The path inside the root for this request.
+    fn rel<'a>(&self, req: &Request<'a>) -> &'a str {
+        if self.root.is_some() {
+            req.rest()
+        } else {
+            req.path()
+        }
+    }
+
+    fn content_type(&self, name: &str) -> String {
+        let ext = Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        if let Some(t) = self.mime.get(&ext) {
+            return t.clone();
+        }
+        let m = mime_guess::from_ext(&ext)
+            .first_raw()
+            .unwrap_or("application/octet-stream");
+        let text = m.starts_with("text/")
+            || matches!(
+                m,
+                "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
+            );
+        if text {
+            format!("{m}; charset=utf-8")
+        } else {
+            m.to_owned()
+        }
+    }
+
+    fn etag(&self, c: &Chosen) -> Option<String> {
+        let md = &c.md;
+        match self.cfg.etag {
+            EtagMode::Off => None,
+            EtagMode::Metadata => Some(format!(
+                "\"{:x}-{:x}.{:x}-{:x}\"",
+                md.size(),
+                md.mtime(),
+                md.mtime_nsec(),
+                md.ino()
+            )),
+            EtagMode::Content => {
+                let key = (md.dev(), md.ino(), md.size(), mtime_ns(md));
+                if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).cloned()) {
+                    return Some(h);
+                }
+                let mut f = c.file.try_clone().ok()?;
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                use std::io::{Read, Seek, SeekFrom};
+                f.seek(SeekFrom::Start(0)).ok()?;
+                loop {
+                    let n = f.read(&mut buf).ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                let tag = format!("\"{:032x}\"", h.digest128());
+                if let Ok(mut m) = self.hashes.lock() {
+                    if m.len() > 100_000 {
+                        m.clear();
+                    }
+                    m.insert(key, tag.clone());
+                }
+                Some(tag)
+            }
+        }
+    }
+
+    /// Opens a path (relative to the root) as a regular file or a directory.
+    fn open(&self, root: &Path, rel: &str) -> Result<(File, Metadata), Miss> {
+        let f = resolve::open_beneath(root, rel, self.cfg.symlinks == Symlinks::Follow)?;
+        let md = f.metadata().map_err(|_| Miss::NotFound)?;
+        if md.is_file() || md.is_dir() {
+            Ok((f, md))
+        } else {
+            Err(Miss::Forbidden)
+        }
+    }
+
+    fn choose(&self, req: &Request, root: &Path, rel: &str, file: File, md: Metadata) -> Chosen {
+        let type_name = rel.rsplit('/').next().unwrap_or(rel).to_owned();
+        if !self.cfg.precompressed {
+            return Chosen {
+                file,
+                md,
+                type_name,
+                encoding: None,
+                vary: false,
+            };
+        }
+        let ae = req.header("accept-encoding");
+        let mut vary = false;
+        for (ext, coding) in [("br", "br"), ("gz", "gzip")] {
+            let sib = format!("{rel}.{ext}");
+            if let Ok((f, m)) = self.open(root, &sib)
+                && m.is_file()
+            {
+                vary = true;
+                if accepts(ae, coding) {
+                    return Chosen {
+                        file: f,
+                        md: m,
+                        type_name,
+                        encoding: Some(coding),
+                        vary: true,
+                    };
+                }
+            }
+        }
+        Chosen {
+            file,
+            md,
+            type_name,
+            encoding: None,
+            vary,
+        }
+    }
+
+    fn common_headers(&self, res: &mut ResponseBuilder, c: &Chosen, etag: Option<&str>) {
+        if let Some(e) = etag {
+            res.header("etag", e);
+        }
+        res.header("last-modified", httpdate::fmt_http_date(modified(&c.md)));
+        if let Some(cc) = &self.cfg.cache_control {
+            res.header("cache-control", cc);
+        }
+        if c.vary {
+            res.header("vary", "Accept-Encoding");
+        }
+    }
+
+    /// Serves a chosen file with validators, preconditions and ranges.
+    fn serve_file(
+        &self,
+        req: &Request,
+        res: &mut ResponseBuilder,
+        c: Chosen,
+        status: u16,
+    ) -> Outcome {
+        let etag = self.etag(&c);
+        let size = c.md.size();
+        let ctype = self.content_type(&c.type_name);
+        if status != 200 {
+            // An error page: no conditionals, no ranges.
+            res.status(status).header("content-type", &ctype);
+            self.common_headers(res, &c, etag.as_deref());
+            res.body(Body::File {
+                file: c.file,
+                offset: 0,
+                len: size,
+            });
+            return Outcome::Done;
+        }
+        let range_hdr = if req.method() == "GET" {
+            req.header("range")
+        } else {
+            None
+        };
+        let conds = Conditions {
+            if_match: req.header("if-match"),
+            if_none_match: req.header("if-none-match"),
+            if_modified_since: req.header("if-modified-since"),
+            if_unmodified_since: req.header("if-unmodified-since"),
+            if_range: req.header("if-range"),
+            has_range: range_hdr.is_some(),
+            get_or_head: true,
+        };
+        match cond::evaluate(&conds, etag.as_deref(), modified(&c.md)) {
+            Precondition::NotModified => {
+                res.status(304);
+                self.common_headers(res, &c, etag.as_deref());
+                Outcome::Done
+            }
+            Precondition::Failed => {
+                res.status(412)
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body("412 Precondition Failed\n");
+                Outcome::Done
+            }
+            Precondition::Proceed { range_ok } => {
+                res.header("accept-ranges", "bytes");
+                if let Some(enc) = c.encoding {
+                    res.header("content-encoding", enc);
+                }
+                self.common_headers(res, &c, etag.as_deref());
+                if range_ok && let Some(r) = range_hdr {
+                    match range::parse(r, size, self.cfg.max_ranges) {
+                        Ranges::Ignore => {}
+                        Ranges::Unsatisfiable => {
+                            res.status(416)
+                                .header("content-range", format!("bytes */{size}"))
+                                .header("content-type", "text/plain; charset=utf-8")
+                                .body("416 Range Not Satisfiable\n");
+                            return Outcome::Done;
+                        }
+                        Ranges::Parts(parts) if parts.len() == 1 => {
+                            let (a, b) = parts[0];
+                            res.status(206)
+                                .header("content-type", &ctype)
+                                .header("content-range", format!("bytes {a}-{b}/{size}"))
+                                .body(Body::File {
+                                    file: c.file,
+                                    offset: a,
+                                    len: b - a + 1,
+                                });
+                            return Outcome::Done;
+                        }
+                        Ranges::Parts(parts) => {
+                            let boundary = format!(
+                                "tamada-{:016x}",
+                                xxhash_rust::xxh3::xxh3_64(
+                                    format!("{etag:?}{size}{:?}", std::time::SystemTime::now())
+                                        .as_bytes()
+                                )
+                            );
+                            let mut seg = Segments::new();
+                            let id = seg.file(c.file);
+                            for (a, b) in parts {
+                                seg.bytes(format!(
+                                    "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n"
+                                ));
+                                seg.range(id, a, b - a + 1);
+                            }
+                            seg.bytes(format!("\r\n--{boundary}--\r\n"));
+                            res.status(206)
+                                .header(
+                                    "content-type",
+                                    format!("multipart/byteranges; boundary={boundary}"),
+                                )
+                                .body(seg);
+                            return Outcome::Done;
+                        }
+                    }
+                }
+                res.status(200)
+                    .header("content-type", &ctype)
+                    .body(Body::File {
+                        file: c.file,
+                        offset: 0,
+                        len: size,
+                    });
+                Outcome::Done
+            }
+        }
+    }
+
+    /// Answers an error status, with the configured page if any.
+    fn error(&self, req: &Request, res: &mut ResponseBuilder, status: u16) -> Outcome {
+        if let Some(page) = self.cfg.error_pages.get(&status) {
+            let root = self.root(req);
+            let rel = page.trim_start_matches('/');
+            if let Ok((f, md)) = self.open(root, rel)
+                && md.is_file()
+            {
+                let c = Chosen {
+                    file: f,
+                    md,
+                    type_name: rel.to_owned(),
+                    encoding: None,
+                    vary: false,
+                };
+                return self.serve_file(req, res, c, status);
+            }
+            log::warn!(
+                "error page {page} for {status} is missing under {}",
+                root.display()
+            );
+        }
+        let reason = match status {
+            403 => "Forbidden",
+            404 => "Not Found",
+            _ => "Error",
+        };
+        res.status(status)
+            .header("content-type", "text/html; charset=utf-8")
+            .body(format!(
+                "<!DOCTYPE html>\n<html><head><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1></body></html>\n"
+            ));
+        Outcome::Done
+    }
+
+    fn not_found(&self, req: &Request, res: &mut ResponseBuilder, rel: &str) -> Outcome {
+        if let Some(fb) = &self.cfg.fallback {
+            let last = rel.rsplit('/').next().unwrap_or("");
+            if !last.contains('.') {
+                let root = self.root(req);
+                let frel = fb.trim_start_matches('/');
+                if let Ok((f, md)) = self.open(root, frel)
+                    && md.is_file()
+                {
+                    let c = self.choose(req, root, frel, f, md);
+                    return self.serve_file(req, res, c, 200);
+                }
+            }
+        }
+        self.error(req, res, 404)
+    }
+}
+
+impl Handler for Static {
+    fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        let method = req.method();
+        if method != "GET" && method != "HEAD" {
+            res.status(405)
+                .header("allow", "GET, HEAD")
+                .header("content-type", "text/plain; charset=utf-8")
+                .body("405 Method Not Allowed\n");
+            return Outcome::Done;
+        }
+        let root = self.root(req);
+        let rel_full = self.rel(req);
+        let rel = rel_full.trim_start_matches('/');
+        if resolve::check_components(rel, self.cfg.dotfiles).is_err() {
+            return self.error(req, res, 404);
+        }
+        let (file, md) = match self.open(root, rel) {
+            Ok(x) => x,
+            Err(Miss::NotFound) => return self.not_found(req, res, rel),
+            Err(Miss::Forbidden) => return self.error(req, res, 403),
+        };
+        if md.is_dir() {
+            if !rel_full.ends_with('/') && !rel_full.is_empty() {
+                // 301 to the slash form, relative to the Host the client used.
+                let target = req.target();
+                let (p, q) = match target.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (target, None),
+                };
+                let p = match p.find("://") {
+                    // Absolute-form target: keep only its path.
+                    Some(i) => p[i + 3..].find('/').map(|j| &p[i + 3 + j..]).unwrap_or("/"),
+                    None => p,
+                };
+                let mut loc = format!("{p}/");
+                if let Some(q) = q {
+                    loc.push('?');
+                    loc.push_str(q);
+                }
+                res.status(301)
+                    .header("location", &loc)
+                    .header("content-type", "text/html; charset=utf-8")
+                    .body(format!(
+                        "<!DOCTYPE html>\n<html><head><title>301 Moved Permanently</title></head>\n<body><h1>301 Moved Permanently</h1><p><a href=\"{}\">{}</a></p></body></html>\n",
+                        listing::html_escape(&loc),
+                        listing::html_escape(&loc)
+                    ));
+                return Outcome::Done;
+            }
+            drop(file);
+            for idx in &self.cfg.index {
+                let irel = format!(
+                    "{rel}{}{idx}",
+                    if rel.is_empty() || rel.ends_with('/') {
+                        ""
+                    } else {
+                        "/"
+                    }
+                );
+                match self.open(root, &irel) {
+                    Ok((f, m)) if m.is_file() => {
+                        let c = self.choose(req, root, &irel, f, m);
+                        return self.serve_file(req, res, c, 200);
+                    }
+                    Err(Miss::Forbidden) => return self.error(req, res, 403),
+                    _ => {}
+                }
+            }
+            if self.cfg.autoindex {
+                let dir = root.join(rel);
+                return match listing::render(&dir, req.path(), self.cfg.dotfiles) {
+                    Ok(html) => {
+                        res.status(200)
+                            .header("content-type", "text/html; charset=utf-8")
+                            .header("last-modified", httpdate::fmt_http_date(modified(&md)))
+                            .body(html);
+                        Outcome::Done
+                    }
+                    Err(_) => self.error(req, res, 403),
+                };
+            }
+            return self.error(req, res, 403);
+        }
+        let c = self.choose(req, root, rel, file, md);
+        self.serve_file(req, res, c, 200)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tamada_sdk::testing::TestRequest;
+
+    #[test]
+    fn serves_a_file_with_validators() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.txt"), "hello").unwrap();
+        let req = TestRequest::get("/a.txt").document_root(d.path().to_str().unwrap());
+        let h = new(&req.options("")).unwrap();
+        let out = req.run(&h);
+        assert_eq!(out.response.get_status(), 200);
+        assert_eq!(
+            out.response.get_header("content-type"),
+            Some(&b"text/plain; charset=utf-8"[..])
+        );
+        assert!(out.response.get_header("etag").is_some());
+        assert_eq!(out.body_bytes(), b"hello");
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert!(accepts(Some("gzip, br;q=0.5"), "br"));
+        assert!(!accepts(Some("gzip, br;q=0"), "br"));
+        assert!(accepts(Some("*"), "gzip"));
+        assert!(!accepts(None, "gzip"));
+        assert!(!accepts(Some("identity"), "gzip"));
+    }
+}
