@@ -35,6 +35,10 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"TMDA");
 pub const HEADER_SYMBOL: &[u8] = b"tamada_plugin_header";
 /// Symbol of the v1 declaration: `extern "C" fn() -> PluginDeclV1`.
 pub const V1_SYMBOL: &[u8] = b"tamada_plugin_v1";
+/// Symbol of the optional lifecycle table:
+/// `extern "C" fn() -> LifecycleDeclV1`. A plugin without it has no log,
+/// record or lifecycle hooks (they are no-ops).
+pub const LIFECYCLE_V1_SYMBOL: &[u8] = b"tamada_plugin_lifecycle_v1";
 
 /// The bootstrap record. Frozen for all SDK versions.
 #[repr(C)]
@@ -76,6 +80,23 @@ pub struct PluginV1 {
         extern "C" fn(options: RStr<'_>, ctx: &CreateCtxV1<'_>) -> RResult<Instance, RString>,
     /// Content phase.
     pub handle: extern "C" fn(inst: Instance, req: &RequestV1<'_>) -> HandleResultV1,
+    /// Frees an instance; the host never uses it again.
+    pub destroy: extern "C" fn(inst: Instance),
+}
+
+/// What [`LIFECYCLE_V1_SYMBOL`] returns.
+#[repr(C)]
+pub struct LifecycleDeclV1 {
+    /// `<LifecycleV1 as StableAbi>::LAYOUT` as the plugin saw it.
+    pub layout: &'static TypeLayout,
+    /// The plugin's table.
+    pub table: &'static LifecycleV1,
+}
+
+/// The optional table of the log and lifecycle phases.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct LifecycleV1 {
     /// Log phase: after the response is complete.
     pub log: extern "C" fn(inst: Instance, entry: &LogEntryV1<'_>),
     /// A log record routed by the host to the vhost's loggers.
@@ -86,8 +107,6 @@ pub struct PluginV1 {
     pub flush: extern "C" fn(inst: Instance),
     /// Lifecycle: the server is stopping.
     pub shutdown: extern "C" fn(inst: Instance),
-    /// Frees an instance; the host never uses it again.
-    pub destroy: extern "C" fn(inst: Instance),
 }
 
 /// An instance pointer, `Send + Sync` by the contract of [`crate::Handler`].

@@ -312,7 +312,9 @@ type Constructor = fn(&Options) -> Result<Box<dyn Handler>, String>;
 #[doc(hidden)]
 pub mod __private {
     pub use super::*;
-    use crate::abi::{MAGIC, PluginDeclV1, PluginHeader, SDK_MAJOR, SDK_MINOR};
+    use crate::abi::{
+        LifecycleDeclV1, LifecycleV1, MAGIC, PluginDeclV1, PluginHeader, SDK_MAJOR, SDK_MINOR,
+    };
     pub use abi_stable;
     use abi_stable::StableAbi;
 
@@ -354,12 +356,24 @@ pub mod __private {
             init,
             create,
             handle,
-            log: log_shim,
-            record,
-            reopen,
-            flush,
-            shutdown,
             destroy,
+        }
+    }
+
+    /// The optional lifecycle table (every SDK plugin has it).
+    pub static LIFECYCLE: LifecycleV1 = LifecycleV1 {
+        log: log_shim,
+        record,
+        reopen,
+        flush,
+        shutdown,
+    };
+
+    /// The lifecycle declaration.
+    pub fn lifecycle_decl() -> LifecycleDeclV1 {
+        LifecycleDeclV1 {
+            layout: <LifecycleV1 as StableAbi>::LAYOUT,
+            table: &LIFECYCLE,
         }
     }
 
@@ -501,6 +515,12 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tamada_plugin_v1() -> $crate::abi::PluginDeclV1 {
                 p::decl(&TABLE)
+            }
+
+            /// The optional lifecycle table.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_lifecycle_v1() -> $crate::abi::LifecycleDeclV1 {
+                p::lifecycle_decl()
             }
         }
     };

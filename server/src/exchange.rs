@@ -89,7 +89,7 @@ impl LogInfo {
         host::with_context(ctx, || {
             for l in &self.vhost.loggers {
                 host::set_plugin(Some(l.name()));
-                (l.plugin.table.log)(l.inst, &entry);
+                l.log(&entry);
             }
         });
     }

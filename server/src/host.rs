@@ -92,7 +92,7 @@ pub fn record(vhost: &Vhost, peer: Option<SocketAddr>, level: log::Level, source
     };
     DELIVERING.with(|d| d.set(true));
     for l in &vhost.loggers {
-        (l.plugin.table.record)(l.inst, &rec);
+        l.record(&rec);
     }
     DELIVERING.with(|d| d.set(false));
 }

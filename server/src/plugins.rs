@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tamada_sdk::abi::{
-    CreateCtxV1, HEADER_SYMBOL, Instance, MAGIC, PluginDeclV1, PluginHeader, PluginV1, RoleV1,
-    SDK_MAJOR, SDK_MINOR, V1_SYMBOL, VhostV1,
+    CreateCtxV1, HEADER_SYMBOL, Instance, LIFECYCLE_V1_SYMBOL, LifecycleDeclV1, LifecycleV1, MAGIC,
+    PluginDeclV1, PluginHeader, PluginV1, RoleV1, SDK_MAJOR, SDK_MINOR, V1_SYMBOL, VhostV1,
 };
 
 /// A loaded plugin.
@@ -32,6 +32,8 @@ pub struct Plugin {
     pub sdk: (u16, u16),
     pub file: PathBuf,
     pub table: &'static PluginV1,
+    /// The optional lifecycle table; without it those hooks are no-ops.
+    pub lifecycle: Option<&'static LifecycleV1>,
 }
 
 /// A file that was not loaded, and why (one line).
@@ -174,12 +176,35 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         ));
     }
     let table = decl.table;
+    // Optional tables: probed by name; absent means the ability is absent.
+    // SAFETY: a plugin exporting this name promises this signature; the
+    // table is layout-checked before use.
+    let lifecycle = match unsafe {
+        lib.get::<extern "C" fn() -> LifecycleDeclV1>(LIFECYCLE_V1_SYMBOL)
+    } {
+        Ok(f) => {
+            let d = f();
+            if let Err(e) = check_layout_compatibility(<LifecycleV1 as StableAbi>::LAYOUT, d.layout)
+            {
+                if verbose {
+                    log::warn!("{}: lifecycle layout check:\n{e}", file.display());
+                }
+                return Err(format!(
+                    "its lifecycle table does not match this server's (SDK {SDK_MAJOR}.{SDK_MINOR}): {}",
+                    summarise(&e)
+                ));
+            }
+            Some(d.table)
+        }
+        Err(_) => None,
+    };
     let plugin = Plugin {
         name: table.name.as_str().to_owned(),
         version: table.version.as_str().to_owned(),
         sdk: (header.sdk_major, header.sdk_minor),
         file: file.to_owned(),
         table,
+        lifecycle,
     };
     if plugin.name.is_empty() {
         return Err("the plugin declares an empty name".into());
@@ -268,19 +293,37 @@ impl PluginInstance {
         &self.plugin.name
     }
     pub fn reopen(&self) {
-        (self.plugin.table.reopen)(self.inst)
+        if let Some(l) = self.plugin.lifecycle {
+            (l.reopen)(self.inst)
+        }
     }
     pub fn flush(&self) {
-        (self.plugin.table.flush)(self.inst)
+        if let Some(l) = self.plugin.lifecycle {
+            (l.flush)(self.inst)
+        }
     }
     pub fn shutdown(&self) {
-        (self.plugin.table.shutdown)(self.inst)
+        if let Some(l) = self.plugin.lifecycle {
+            (l.shutdown)(self.inst)
+        }
+    }
+    /// Log phase.
+    pub fn log(&self, entry: &tamada_sdk::abi::LogEntryV1<'_>) {
+        if let Some(l) = self.plugin.lifecycle {
+            (l.log)(self.inst, entry)
+        }
+    }
+    /// Record phase.
+    pub fn record(&self, rec: &tamada_sdk::abi::RecordV1<'_>) {
+        if let Some(l) = self.plugin.lifecycle {
+            (l.record)(self.inst, rec)
+        }
     }
 }
 
 impl Drop for PluginInstance {
     fn drop(&mut self) {
-        (self.plugin.table.flush)(self.inst);
+        self.flush();
         (self.plugin.table.destroy)(self.inst);
     }
 }

@@ -78,7 +78,7 @@ pub fn plugin_dir(which: Plugins, into: &Path) -> PathBuf {
         }
     }
     let test = test_plugin_dir();
-    let mut names = vec!["libtest_echo.so"];
+    let mut names = vec!["libtest_echo.so", "libtest_minimal.so"];
     if which == Plugins::WithBroken {
         names.extend([
             "libtest_notplugin.so",

@@ -280,3 +280,18 @@ fn sigterm_finishes_the_request_in_flight() {
     // New connections are refused once it stopped listening.
     assert!(std::net::TcpStream::connect(s.addr()).is_err());
 }
+
+#[test]
+fn a_plugin_without_the_optional_lifecycle_table_loads_and_serves() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\nroutes:\n  - path: /\n    handler: minimal\nloggers:\n  - handler: minimal\n",
+        )
+        .file("www/.keep", "")
+        .file("logs/.keep", "")
+        .start();
+    let r = get(s.port(), "/x", "a");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "minimal plugin saw /x\n");
+}
