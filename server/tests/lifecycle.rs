@@ -229,7 +229,12 @@ fn sighup_swaps_a_good_config_and_keeps_the_running_one_on_errors() {
         "{}",
         s.log.text()
     );
-    assert!(s.log.text().contains("b.yaml"), "{}", s.log.text());
+    // The reason follows on the next line(s) of the same record.
+    assert!(
+        s.log.wait_for("b.yaml", Duration::from_secs(5)),
+        "{}",
+        s.log.text()
+    );
     assert_eq!(
         c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").echo("tag"),
         "a"

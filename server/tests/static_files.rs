@@ -54,7 +54,10 @@ fn req(port: u16, head: &str) -> Resp {
 }
 
 fn g(port: u16, path: &str, extra: &str) -> Resp {
-    req(port, &format!("GET {path} HTTP/1.1\r\nHost: a\r\n{extra}\r\n"))
+    req(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: a\r\n{extra}\r\n"),
+    )
 }
 
 #[test]
@@ -108,7 +111,10 @@ fn hostile_paths_never_serve_outside_the_root() {
             r.text()
         );
         assert!(!r.text().contains("TOP SECRET"), "{p} leaked");
-        assert!(!r.text().contains("SECRET=1") && !r.text().contains("[core]"), "{p} leaked a dotfile");
+        assert!(
+            !r.text().contains("SECRET=1") && !r.text().contains("[core]"),
+            "{p} leaked a dotfile"
+        );
     }
     // Inside the root, symlinks work; .well-known is served.
     assert_eq!(g(s.port(), "/inner-link.txt", "").text(), "hello world\n");
@@ -130,20 +136,41 @@ fn names_types_and_methods() {
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
     assert_eq!(r.header("content-length"), Some("12"));
-    assert_eq!(g(p, "/style.css", "").header("content-type"), Some("text/css; charset=utf-8"));
-    assert_eq!(g(p, "/img.png", "").header("content-type"), Some("image/png"));
-    assert_eq!(g(p, "/noext", "").header("content-type"), Some("application/octet-stream"));
-    assert_eq!(g(p, "/weird.qqq", "").header("content-type"), Some("application/x-q"));
+    assert_eq!(
+        g(p, "/style.css", "").header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+    assert_eq!(
+        g(p, "/img.png", "").header("content-type"),
+        Some("image/png")
+    );
+    assert_eq!(
+        g(p, "/noext", "").header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        g(p, "/weird.qqq", "").header("content-type"),
+        Some("application/x-q")
+    );
     let r = g(p, "/empty.txt", "");
     assert_eq!((r.status, r.header("content-length")), (200, Some("0")));
-    assert_eq!(g(p, "/caf%C3%A9%20%F0%9F%98%80.txt", "").text(), "unicode\n");
+    assert_eq!(
+        g(p, "/caf%C3%A9%20%F0%9F%98%80.txt", "").text(),
+        "unicode\n"
+    );
     assert_eq!(g(p, "/100%25.txt", "").text(), "percent\n");
     assert_eq!(g(p, "/missing", "").status, 404);
-    let r = req(p, "POST /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    let r = req(
+        p,
+        "POST /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
     let r = req(p, "HEAD /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert_eq!((r.status, r.header("content-length"), r.body.len()), (200, Some("12"), 0));
+    assert_eq!(
+        (r.status, r.header("content-length"), r.body.len()),
+        (200, Some("12"), 0)
+    );
 }
 
 #[test]
@@ -178,7 +205,10 @@ fn spa_fallback_and_error_pages() {
     let r = g(p, "/app/settings", "");
     assert_eq!((r.status, r.text().as_str()), (200, "<h1>spa</h1>\n"));
     let r = g(p, "/app.js", "");
-    assert_eq!((r.status, r.text().as_str()), (404, "<h1>custom 404</h1>\n"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (404, "<h1>custom 404</h1>\n")
+    );
 }
 
 #[test]
@@ -189,7 +219,11 @@ fn conditional_requests() {
     let etag = r.header("etag").unwrap().to_owned();
     let lm = r.header("last-modified").unwrap().to_owned();
     assert_eq!(r.header("cache-control"), Some("max-age=60"));
-    let r = g(p, "/hello.txt", &format!("If-None-Match: \"zz\", {etag}\r\n"));
+    let r = g(
+        p,
+        "/hello.txt",
+        &format!("If-None-Match: \"zz\", {etag}\r\n"),
+    );
     assert_eq!(r.status, 304);
     assert_eq!(r.header("etag"), Some(etag.as_str()));
     assert!(r.body.is_empty());
@@ -197,18 +231,27 @@ fn conditional_requests() {
     assert_eq!(r.status, 304, "weak comparison for If-None-Match");
     let r = g(p, "/hello.txt", &format!("If-Modified-Since: {lm}\r\n"));
     assert_eq!(r.status, 304);
-    let r = g(p, "/hello.txt", &format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {lm}\r\n"));
+    let r = g(
+        p,
+        "/hello.txt",
+        &format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {lm}\r\n"),
+    );
     assert_eq!(r.status, 200, "If-None-Match takes precedence");
     let r = g(p, "/hello.txt", "If-Match: \"other\"\r\n");
     assert_eq!(r.status, 412);
     let r = g(p, "/hello.txt", &format!("If-Match: {etag}\r\n"));
     assert_eq!(r.status, 200);
-    let r = g(p, "/hello.txt", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT\r\n");
+    let r = g(
+        p,
+        "/hello.txt",
+        "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT\r\n",
+    );
     assert_eq!(r.status, 412);
     // Touching the file changes the ETag (mtime has nanoseconds).
     let path = s.dir.path().join("www/hello.txt");
     let f = std::fs::File::options().write(true).open(&path).unwrap();
-    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
     let r = g(p, "/hello.txt", &format!("If-None-Match: {etag}\r\n"));
     assert_eq!(r.status, 200);
 }
@@ -220,7 +263,8 @@ fn content_hash_etags_survive_mtime_changes() {
     let e1 = g(p, "/hello.txt", "").header("etag").unwrap().to_owned();
     let path = s.dir.path().join("www/hello.txt");
     let f = std::fs::File::options().write(true).open(&path).unwrap();
-    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1)).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1))
+        .unwrap();
     let e2 = g(p, "/hello.txt", "").header("etag").unwrap().to_owned();
     assert_eq!(e1, e2);
     std::fs::write(&path, "changed\n").unwrap();
@@ -260,7 +304,11 @@ fn ranges() {
     assert_eq!(&body[start..start + 10], &data[1000..1010]);
     // If-Range with the current ETag honours the range; an old one does not.
     let etag = g(p, "/big.bin", "").header("etag").unwrap().to_owned();
-    let r = g(p, "/big.bin", &format!("Range: bytes=0-1\r\nIf-Range: {etag}\r\n"));
+    let r = g(
+        p,
+        "/big.bin",
+        &format!("Range: bytes=0-1\r\nIf-Range: {etag}\r\n"),
+    );
     assert_eq!(r.status, 206);
     let r = g(p, "/big.bin", "Range: bytes=0-1\r\nIf-Range: \"old\"\r\n");
     assert_eq!((r.status, r.body.len()), (200, 200_000));
@@ -281,7 +329,10 @@ fn precompressed_siblings() {
     assert_eq!(r.header("content-type"), Some("text/css; charset=utf-8"));
     let br_etag = r.header("etag").unwrap().to_owned();
     let r = g(p, "/pre/x.css", "Accept-Encoding: gzip\r\n");
-    assert_eq!((r.text().as_str(), r.header("content-encoding")), ("GZIPPED", Some("gzip")));
+    assert_eq!(
+        (r.text().as_str(), r.header("content-encoding")),
+        ("GZIPPED", Some("gzip"))
+    );
     assert_ne!(r.header("etag").unwrap(), br_etag);
     let r = g(p, "/pre/x.css", "");
     assert_eq!(r.text(), "uncompressed\n");
@@ -299,14 +350,21 @@ fn files_over_4_gib_and_clients_that_leave() {
     f.set_len(size).unwrap();
     let r = g(p, "/huge.bin", "Range: bytes=-7\r\n");
     assert_eq!(r.status, 206);
-    assert_eq!(r.header("content-range"), Some(format!("bytes {}-{}/{size}", size - 7, size - 1).as_str()));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes {}-{}/{size}", size - 7, size - 1).as_str())
+    );
     assert_eq!(r.body, vec![0u8; 7]);
     let r = req(p, "HEAD /huge.bin HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
     // A client that reads a little of the 5 GiB and leaves: the server
     // releases the connection and the file at once.
     let pid = s.child.id();
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
     let before = fds();
     for _ in 0..5 {
         let mut c = Client::connect(p);
@@ -347,7 +405,14 @@ fn curl_round_trips() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--etag-compare"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--etag-compare",
+        ])
         .arg(&etag_file)
         .arg(&url)
         .output()
@@ -356,7 +421,8 @@ fn curl_round_trips() {
     let local = tmp.path().join("copy.txt");
     std::fs::write(&local, "x").unwrap();
     let f = std::fs::File::options().write(true).open(&local).unwrap();
-    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600)).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-z"])
         .arg(&local)
@@ -364,9 +430,17 @@ fn curl_round_trips() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "304");
-    let out = Command::new("curl").args(["-s", "-r", "0-4"]).arg(&url).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-r", "0-4"])
+        .arg(&url)
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
-    let out = Command::new("curl").args(["-s", "-I"]).arg(&url).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-I"])
+        .arg(&url)
+        .output()
+        .unwrap();
     let head = String::from_utf8_lossy(&out.stdout);
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(head.contains("Content-Length: 12"), "{head}");
@@ -386,9 +460,19 @@ fn wget_mirrors_an_autoindexed_tree_and_gets_304s_the_second_time() {
             .unwrap()
     };
     let out = run();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(tmp.path().join("files/b.txt")).unwrap(), "b\n");
-    assert_eq!(std::fs::read_to_string(tmp.path().join("files/sub/c.txt")).unwrap(), "c\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("files/b.txt")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("files/sub/c.txt")).unwrap(),
+        "c\n"
+    );
     let out = run();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("304 Not Modified"), "{log}");

@@ -104,6 +104,8 @@ pub struct Static {
     mime: HashMap<String, String>,
     /// Content hashes by file identity (dev, inode, size, mtime ns).
     hashes: Mutex<HashMap<(u64, u64, u64, i128), String>>,
+    /// Root descriptors reused for a second.
+    roots: resolve::Roots,
 }
 
 /// Builds the handler from its options.
@@ -157,6 +159,7 @@ pub fn new(options: &Options) -> Result<Static, String> {
         root,
         mime,
         hashes: Mutex::new(HashMap::new()),
+        roots: resolve::Roots::default(),
     })
 }
 
@@ -287,7 +290,12 @@ impl Static {
 
     /// Opens a path (relative to the root) as a regular file or a directory.
     fn open(&self, root: &Path, rel: &str) -> Result<(File, Metadata), Miss> {
-        let f = resolve::open_beneath(root, rel, self.cfg.symlinks == Symlinks::Follow)?;
+        let f = resolve::open_beneath(
+            &self.roots,
+            root,
+            rel,
+            self.cfg.symlinks == Symlinks::Follow,
+        )?;
         let md = f.metadata().map_err(|_| Miss::NotFound)?;
         if md.is_file() || md.is_dir() {
             Ok((f, md))

@@ -10,8 +10,12 @@
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
+use std::collections::HashMap;
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// Why a path did not resolve to something servable.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,30 +48,62 @@ fn miss(e: Errno) -> Miss {
     }
 }
 
+/// How long an open root descriptor is reused before the root path is
+/// resolved again (a deploy that swaps a `current -> release-N` symlink
+/// is seen within this time, as with nginx's `open_file_cache_valid`).
+const ROOT_TTL: Duration = Duration::from_secs(1);
+
+/// Open descriptors of roots, by path, reused for [`ROOT_TTL`].
+#[derive(Default)]
+pub struct Roots {
+    map: RwLock<HashMap<PathBuf, (Arc<OwnedFd>, Instant)>>,
+}
+
+impl Roots {
+    /// The root's descriptor (`O_PATH`), opened at most once per TTL.
+    pub fn get(&self, root: &Path) -> Result<Arc<OwnedFd>, Miss> {
+        let now = Instant::now();
+        if let Ok(m) = self.map.read()
+            && let Some((fd, at)) = m.get(root)
+            && now.duration_since(*at) < ROOT_TTL
+        {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(
+            rustix::fs::open(
+                root,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(miss)?,
+        );
+        if let Ok(mut m) = self.map.write() {
+            m.insert(root.to_owned(), (fd.clone(), now));
+        }
+        Ok(fd)
+    }
+}
+
 /// Opens `rel` (relative, no leading `/`) under `root`.
-pub fn open_beneath(root: &Path, rel: &str, follow_outside: bool) -> Result<File, Miss> {
+pub fn open_beneath(
+    roots: &Roots,
+    root: &Path,
+    rel: &str,
+    follow_outside: bool,
+) -> Result<File, Miss> {
     let rel = rel.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
-    let dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(miss)?;
+    let dir = roots.get(root)?;
+    // O_NONBLOCK: opening a FIFO planted in the tree must not hang a
+    // worker; it changes nothing for regular files (sendfile, read).
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     let resolve = if follow_outside {
         ResolveFlags::empty()
     } else {
         ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
     };
-    match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
-        Ok(fd) => {
-            let f = File::from(fd);
-            // Reads never block on regular files; drop O_NONBLOCK (it was
-            // only there so that opening a FIFO does not hang).
-            let _ = rustix::fs::fcntl_setfl(&f, OFlags::empty());
-            Ok(f)
-        }
+    match rustix::fs::openat2(&*dir, rel, flags, Mode::empty(), resolve) {
+        Ok(fd) => Ok(File::from(fd)),
         Err(e) if e == Errno::NOSYS => open_fallback(root, rel, follow_outside),
         Err(e) => Err(miss(e)),
     }
@@ -129,19 +165,20 @@ mod tests {
         std::fs::write(root.join("ok"), "o").unwrap();
         std::os::unix::fs::symlink(d.path().join("secret"), root.join("out")).unwrap();
         std::os::unix::fs::symlink("ok", root.join("in")).unwrap();
-        assert!(open_beneath(&root, "ok", false).is_ok());
-        assert!(open_beneath(&root, "in", false).is_ok());
+        let r = Roots::default();
+        assert!(open_beneath(&r, &root, "ok", false).is_ok());
+        assert!(open_beneath(&r, &root, "in", false).is_ok());
         assert_eq!(
-            open_beneath(&root, "out", false).err(),
+            open_beneath(&r, &root, "out", false).err(),
             Some(Miss::NotFound)
         );
-        assert!(open_beneath(&root, "out", true).is_ok());
+        assert!(open_beneath(&r, &root, "out", true).is_ok());
         assert_eq!(
-            open_beneath(&root, "../secret", false).err(),
+            open_beneath(&r, &root, "../secret", false).err(),
             Some(Miss::NotFound)
         );
         assert_eq!(
-            open_beneath(&root, "nope", false).err(),
+            open_beneath(&r, &root, "nope", false).err(),
             Some(Miss::NotFound)
         );
     }
