@@ -13,6 +13,7 @@ mod host;
 mod http;
 mod output;
 mod plugins;
+mod queue;
 mod reactor;
 mod runtime;
 
@@ -220,8 +221,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
 
     host::set_shared(shared.clone());
-    let (job_tx, job_rx) = crossbeam_channel::unbounded();
-    let (back_tx, back_rx) = crossbeam_channel::unbounded();
+    let jobs = Arc::new(queue::Jobs::default());
     let reload_args = (conf_dir.clone(), args.workers, registry.clone());
     let reloader: reactor::Reloader = Box::new(move || {
         let (dir, workers, registry) = &reload_args;
@@ -241,14 +241,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .join("\n")
         })
     });
-    let reactor = reactor::Reactor::new(listeners, job_tx, back_rx, shared.clone(), reloader)?;
-    reactor::start_workers(
-        workers,
-        job_rx,
-        back_tx,
-        reactor.waker.clone(),
-        shared.clone(),
-    );
+    let reactor = reactor::Reactor::new(listeners, jobs.clone(), shared.clone(), reloader)?;
+    reactor::start_workers(workers, jobs, reactor.table.clone(), shared.clone());
     start_flusher(shared.clone());
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     log::info!(

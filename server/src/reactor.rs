@@ -4,38 +4,42 @@
 //!
 //! # How a connection's ownership moves (the oneshot rule)
 //! A connection belongs to exactly one thread at a time:
-//! - **Parked** in the reactor's slab (`Slot::Parked`) with an interest
-//!   (readable or writable) and a deadline. Idle keep-alive connections live
-//!   here and cost no thread.
-//! - On a readiness event the reactor moves the `Conn` out of the slab
-//!   (`Slot::Busy` stays behind) and sends it to the worker pool. mio is
+//! - **Parked** in the connection table (`Slot::Parked`) with an interest
+//!   (readable or writable) and a deadline. Idle keep-alive connections
+//!   live here and cost no thread.
+//! - On a readiness event the reactor moves the `Conn` out of the table
+//!   (`Slot::Busy` stays behind) and queues it for the worker pool. mio is
 //!   edge-triggered and has no oneshot flag: events that arrive for a Busy
 //!   slot are ignored, which is safe because of the next step.
-//! - The worker serves it until the socket would block, then sends it back
-//!   with its new interest. The reactor *re-registers* it
-//!   (`EPOLL_CTL_MOD`), which reports readiness that is already there, so
-//!   bytes that arrived while the worker held the socket are never lost.
-//!   Or the worker reports it closed and the slot is freed.
+//! - The worker serves it until the socket would block, then parks it
+//!   itself: under the table's lock it puts the `Conn` back and
+//!   *re-registers* the socket with its new interest (`EPOLL_CTL_MOD`),
+//!   which reports readiness that is already there, so bytes that arrived
+//!   while the worker held the socket are never lost. Or it frees the slot
+//!   and closes the connection. Parking without a round trip through the
+//!   reactor saves two thread switches per keep-alive request.
 //!
 //! Deadlines (header, idle, send timeouts) are swept twice a second.
 
 use crate::Shared;
 use crate::conn::{Conn, Verdict};
+use crate::queue::Jobs;
 use crate::runtime::Runtime;
-use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const LISTENER_BASE: usize = 2;
 const MAX_LISTENERS: usize = 4096;
@@ -47,11 +51,57 @@ pub struct Job {
     pub conn: Box<Conn>,
 }
 
-/// A worker's report.
-pub struct Back {
-    pub token: usize,
-    pub conn: Option<Box<Conn>>,
-    pub verdict: Verdict,
+/// The connection table, shared by the reactor and the workers.
+pub struct Table {
+    slots: Mutex<Slab<Slot>>,
+    registry: Registry,
+    shared: Arc<Shared>,
+}
+
+impl Table {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<Slot>> {
+        // A poisoned lock means a panic while holding it; the slab is
+        // still consistent (every update is a single assignment).
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A worker hands the connection back (or closes it).
+    fn give_back(&self, key: usize, conn: Box<Conn>, verdict: Verdict) {
+        let draining = self.shared.draining.load(Ordering::Relaxed);
+        let (interest, deadline, writing) = match verdict {
+            Verdict::Close => {
+                self.lock().try_remove(key);
+                drop(conn);
+                return;
+            }
+            Verdict::Read(_) if draining => {
+                self.lock().try_remove(key);
+                drop(conn);
+                return;
+            }
+            Verdict::Read(d) => (Interest::READABLE, d, false),
+            Verdict::Write(d) => (Interest::WRITABLE, d, true),
+        };
+        let fd = conn.sock.as_raw_fd();
+        let mut slots = self.lock();
+        let token = Token(CONN_BASE + key);
+        // Under the lock: nobody can close the fd meanwhile, and the event
+        // this may report at once finds the connection parked.
+        if let Some(slot) = slots.get_mut(key) {
+            *slot = Slot::Parked {
+                conn,
+                deadline,
+                writing,
+            };
+            if self
+                .registry
+                .reregister(&mut SourceFd(&fd), token, interest)
+                .is_err()
+            {
+                slots.try_remove(key);
+            }
+        }
+    }
 }
 
 enum Slot {
@@ -69,11 +119,9 @@ pub type Reloader = Box<dyn FnMut() -> Result<Runtime, String> + Send>;
 pub struct Reactor {
     poll: Poll,
     listeners: Slab<(SocketAddr, TcpListener)>,
-    conns: Slab<Slot>,
+    pub table: Arc<Table>,
     signals: Signals,
-    pub waker: Arc<Waker>,
-    jobs: Sender<Job>,
-    back: Receiver<Back>,
+    jobs: Arc<Jobs<Job>>,
     shared: Arc<Shared>,
     reload: Reloader,
 }
@@ -93,24 +141,25 @@ pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, TcpListener)>, 
 impl Reactor {
     pub fn new(
         listeners: Vec<(SocketAddr, TcpListener)>,
-        jobs: Sender<Job>,
-        back: Receiver<Back>,
+        jobs: Arc<Jobs<Job>>,
         shared: Arc<Shared>,
         reload: Reloader,
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let table = Arc::new(Table {
+            slots: Mutex::new(Slab::new()),
+            registry: poll.registry().try_clone()?,
+            shared: shared.clone(),
+        });
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let mut r = Reactor {
             poll,
             listeners: Slab::new(),
-            conns: Slab::new(),
+            table,
             signals,
-            waker,
             jobs,
-            back,
             shared,
             reload,
         };
@@ -140,17 +189,19 @@ impl Reactor {
         let mut last_sweep = Instant::now();
         let mut drain_deadline: Option<Instant> = None;
         loop {
-            match self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(250)))
-            {
+            // Jobs waiting for a worker: come back soon to nudge the pool.
+            let timeout = if self.jobs.waiting() {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(250)
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
             for ev in events.iter() {
                 match ev.token() {
-                    WAKER => {}
                     SIGNALS => {
                         if self.on_signals() && drain_deadline.is_none() {
                             let t = self.shared.runtime.load().settings.shutdown_timeout.0;
@@ -164,7 +215,7 @@ impl Reactor {
                     Token(t) => self.dispatch(t - CONN_BASE),
                 }
             }
-            self.take_back();
+            self.jobs.nudge();
             let now = Instant::now();
             if now.duration_since(last_sweep) >= Duration::from_millis(500) {
                 last_sweep = now;
@@ -172,7 +223,8 @@ impl Reactor {
             }
             if let Some(d) = drain_deadline {
                 let busy = self
-                    .conns
+                    .table
+                    .lock()
                     .iter()
                     .filter(|(_, s)| matches!(s, Slot::Busy | Slot::Parked { writing: true, .. }))
                     .count();
@@ -270,14 +322,14 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut l);
         }
         // Idle connections go now; responses being written finish.
-        let idle: Vec<usize> = self
-            .conns
+        let mut slots = self.table.lock();
+        let idle: Vec<usize> = slots
             .iter()
             .filter(|(_, s)| matches!(s, Slot::Parked { writing: false, .. }))
             .map(|(k, _)| k)
             .collect();
         for k in idle {
-            self.conns.remove(k);
+            slots.remove(k);
         }
     }
 
@@ -290,7 +342,7 @@ impl Reactor {
             let bind = *bind;
             match l.accept() {
                 Ok((sock, peer)) => {
-                    if self.conns.len() >= max {
+                    if self.table.lock().len() >= max {
                         log::warn!("{max} connections open (max_connections): refusing {peer}");
                         continue;
                     }
@@ -311,7 +363,8 @@ impl Reactor {
 
     fn park_new(&mut self, sock: TcpStream, bind: SocketAddr, peer: SocketAddr) {
         let timeout = self.shared.runtime.load().settings.header_timeout.0;
-        let e = self.conns.vacant_entry();
+        let mut slots = self.table.lock();
+        let e = slots.vacant_entry();
         let token = Token(CONN_BASE + e.key());
         let mut conn = Box::new(Conn::new(sock, bind, peer));
         if let Err(err) = self
@@ -330,116 +383,61 @@ impl Reactor {
     }
 
     fn dispatch(&mut self, key: usize) {
-        let Some(slot) = self.conns.get_mut(key) else {
-            return;
-        };
-        if matches!(slot, Slot::Busy) {
-            return;
-        }
-        let Slot::Parked { conn, .. } = std::mem::replace(slot, Slot::Busy) else {
-            return;
-        };
-        if self.jobs.send(Job { token: key, conn }).is_err() {
-            log::error!("worker pool is gone");
-            self.conns.remove(key);
-        }
-    }
-
-    fn take_back(&mut self) {
-        while let Ok(b) = self.back.try_recv() {
-            let draining = self.shared.draining.load(Ordering::Relaxed);
-            let (interest, deadline, writing) = match b.verdict {
-                Verdict::Close => {
-                    self.conns.try_remove(b.token);
-                    continue;
-                }
-                Verdict::Read(_) if draining => {
-                    self.conns.try_remove(b.token);
-                    continue;
-                }
-                Verdict::Read(d) => (Interest::READABLE, d, false),
-                Verdict::Write(d) => (Interest::WRITABLE, d, true),
+        let conn = {
+            let mut slots = self.table.lock();
+            let Some(slot) = slots.get_mut(key) else {
+                return;
             };
-            let Some(mut conn) = b.conn else {
-                self.conns.try_remove(b.token);
-                continue;
-            };
-            let token = Token(CONN_BASE + b.token);
-            if self
-                .poll
-                .registry()
-                .reregister(&mut conn.sock, token, interest)
-                .is_err()
-            {
-                self.conns.try_remove(b.token);
-                continue;
+            if matches!(slot, Slot::Busy) {
+                return;
             }
-            if let Some(slot) = self.conns.get_mut(b.token) {
-                *slot = Slot::Parked {
-                    conn,
-                    deadline,
-                    writing,
-                };
+            match std::mem::replace(slot, Slot::Busy) {
+                Slot::Parked { conn, .. } => conn,
+                Slot::Busy => return,
             }
-        }
+        };
+        self.jobs.push(Job { token: key, conn });
     }
 
     fn sweep(&mut self, now: Instant) {
-        let expired: Vec<usize> = self
-            .conns
+        let mut slots = self.table.lock();
+        let expired: Vec<usize> = slots
             .iter()
             .filter(|(_, s)| matches!(s, Slot::Parked { deadline, .. } if *deadline <= now))
             .map(|(k, _)| k)
             .collect();
+        let mut timed_out = Vec::new();
         for k in expired {
-            if let Slot::Parked { conn, writing, .. } = self.conns.remove(k)
+            if let Slot::Parked { conn, writing, .. } = slots.remove(k)
                 && writing
             {
-                log::debug!("send timeout: closing connection from {}", conn.peer);
-                if let Some(out) = conn.out {
-                    out.finish(Some("send timeout".into()));
-                }
+                timed_out.push(conn);
+            }
+        }
+        drop(slots);
+        // The log phase runs plugin code: not under the table's lock.
+        for conn in timed_out {
+            log::debug!("send timeout: closing connection from {}", conn.peer);
+            if let Some(out) = conn.out {
+                out.finish(Some("send timeout".into()));
             }
         }
     }
 }
 
 /// Starts `n` worker threads serving jobs from `jobs`.
-pub fn start_workers(
-    n: usize,
-    jobs: Receiver<Job>,
-    back: Sender<Back>,
-    waker: Arc<Waker>,
-    shared: Arc<Shared>,
-) {
+pub fn start_workers(n: usize, jobs: Arc<Jobs<Job>>, table: Arc<Table>, shared: Arc<Shared>) {
     for i in 0..n {
         let jobs = jobs.clone();
-        let back = back.clone();
-        let waker = waker.clone();
+        let table = table.clone();
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
-                while let Ok(Job { token, mut conn }) = jobs.recv() {
+                loop {
+                    let Job { token, mut conn } = jobs.pop();
                     let verdict = crate::conn::serve(&mut conn, &shared);
-                    let conn = match verdict {
-                        Verdict::Close => {
-                            drop(conn);
-                            None
-                        }
-                        _ => Some(conn),
-                    };
-                    if back
-                        .send(Back {
-                            token,
-                            conn,
-                            verdict,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let _ = waker.wake();
+                    table.give_back(token, conn, verdict);
                 }
             });
         if let Err(e) = spawned {
