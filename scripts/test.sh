@@ -34,4 +34,9 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The SDK's rustdoc is the plugin authors' guide: it must build clean.
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p tamada-sdk --no-deps --all-features
+# The plugin template is a project of its own (not a workspace member):
+# build it into the test plugins' target folder, as its test does.
+cargo build --quiet --manifest-path examples/hello-plugin/Cargo.toml --target-dir target/testplugins
 cargo test --workspace --all-features

@@ -25,9 +25,9 @@ use abi_stable::type_layout::TypeLayout;
 use std::ffi::c_void;
 
 /// The SDK major version. A plugin built for another major is refused.
-pub const SDK_MAJOR: u16 = 0;
+pub const SDK_MAJOR: u16 = 1;
 /// The SDK minor version. Minor versions only add tables.
-pub const SDK_MINOR: u16 = 1;
+pub const SDK_MINOR: u16 = 0;
 /// `b"TMDA"`: marks a tamada plugin header.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TMDA");
 

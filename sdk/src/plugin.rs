@@ -14,51 +14,84 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
-/// What `handle` decided.
+/// What [`Handler::handle`] decided; see [`guide::phases`](crate::guide::phases).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The response in the builder is the answer.
+    /// The response in the builder is the answer. Client mistakes are
+    /// answered this way too, with a 4xx status.
     Done,
-    /// Not mine: the core tries the next route (same prefix, then shorter).
+    /// Not mine: the builder is discarded and the core tries the next
+    /// route (same prefix, then shorter ones); none left -> 404. Decline
+    /// before reading the body.
     Decline,
     /// Serve this local path (`/x?q` allowed) instead, internally, as GET
-    /// (a CGI `Location: /local`).
+    /// without a body (a CGI `Location: /local`). The path is normalised
+    /// and routed from the start; the new request's
+    /// [`Request::redirects`] counts the hops (more than 10 -> 500).
     Redirect(String),
-    /// Failed on the server's side: the core answers 500 and logs the text
-    /// in the vhost's error log, naming the plugin.
+    /// Failed on the server's side: the core answers 500 and logs
+    /// ``plugin `NAME` failed on METHOD TARGET: <text>`` in the vhost's
+    /// error log. The text never reaches the client.
     Error(String),
 }
 
-/// A request handler, logger, or both. Every method has a no-op default.
+/// A request handler, logger, or both. Every method has a no-op default,
+/// so implement only the phases you need.
 ///
 /// One instance is built per route (or per logger entry) from its
-/// `options:`, and is shared by all worker threads: hence `Send + Sync`.
-/// Keep per-request state on the stack; use atomics or locks for shared
-/// counters.
+/// `options:` by the constructor given to [`export_plugin!`](crate::export_plugin), and is
+/// shared by all worker threads: hence `Send + Sync`. Keep per-request
+/// state on the stack; use atomics or locks for shared counters (see
+/// [`guide::threads`](crate::guide::threads)). Every method is called with
+/// panics caught (see [`guide::errors`](crate::guide::errors)).
+///
+/// | method | called | for instances under |
+/// |---|---|---|
+/// | [`handle`](Self::handle) | per request, on a worker thread | `routes:` |
+/// | [`log`](Self::log) | after each response is complete | `loggers:` |
+/// | [`record`](Self::record) | per log record routed to the vhost | `loggers:` |
+/// | [`reopen`](Self::reopen) | on SIGUSR1 | both |
+/// | [`flush`](Self::flush) | about once a second, before a drop, at exit | both |
+/// | [`shutdown`](Self::shutdown) | once at exit | both |
+///
+/// The full story, with examples, is in
+/// [`guide::phases`](crate::guide::phases).
 pub trait Handler: Send + Sync + 'static {
-    /// Content phase, on a worker thread. Fill `res` and return
-    /// [`Outcome::Done`], or return [`Outcome::Decline`] to pass. It may
-    /// block on what it owns (files, child processes) and on reading the
-    /// request body.
+    /// Content phase, on a worker thread, for each request routed to this
+    /// instance. Fill `res` and return [`Outcome::Done`], or return
+    /// [`Outcome::Decline`] to pass, [`Outcome::Redirect`] to serve
+    /// another local path, [`Outcome::Error`] for a 500. It may block on
+    /// what it owns (files, child processes) and on reading the request
+    /// body; it holds a worker while it does. The default declines.
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         let _ = (req, res);
         Outcome::Decline
     }
-    /// Log phase: after the response is complete (or failed), for the
-    /// vhost's loggers.
+    /// Log phase: after the response is complete (or failed), once per
+    /// exchange, for each instance under the vhost's `loggers:`. Runs on
+    /// the worker that finished the response; the request's body is no
+    /// longer readable.
     fn log(&self, entry: &LogEntry) {
         let _ = entry;
     }
-    /// A log record (plugin errors, panics, CGI stderr) routed by the host
-    /// to the vhost's loggers.
+    /// A log record (plugin `log::` records made during a request, plugin
+    /// errors and panics, CGI stderr, [`record_for`]) routed by the host
+    /// to each instance under the vhost's `loggers:`, on the thread that
+    /// made it. Records logged from here go to the server's own log, never
+    /// back here.
     fn record(&self, rec: &Record) {
         let _ = rec;
     }
-    /// Reopen files (the server got SIGUSR1).
+    /// Reopen files by path (the server got SIGUSR1, e.g. from
+    /// logrotate). Runs on a thread started for it.
     fn reopen(&self) {}
-    /// Flush buffers (about once a second and before shutdown).
+    /// Flush buffers: about once a second from a flusher thread, before
+    /// an instance replaced by a reload is dropped, and at exit.
     fn flush(&self) {}
-    /// The server is stopping; the instance is dropped afterwards.
+    /// The server is stopping (SIGTERM/SIGINT): called once, after the
+    /// requests in flight and a last [`flush`](Self::flush). The process
+    /// exits soon after without necessarily dropping the instance, so do
+    /// final work here rather than in `Drop`. Not called on reload.
     fn shutdown(&self) {}
 }
 
@@ -71,7 +104,8 @@ pub enum Role {
     Logger,
 }
 
-/// A route's (or logger's) `options:` and where they come from.
+/// A route's (or logger's) `options:` and where they come from, handed to
+/// the plugin's constructor. See [`guide::options`](crate::guide::options).
 pub struct Options<'a> {
     yaml: &'a str,
     role: Role,
@@ -91,7 +125,9 @@ impl<'a> Options<'a> {
     }
     /// Parses the options into your own type with serde. Use
     /// `#[serde(deny_unknown_fields)]` so admins' typos are caught; a
-    /// missing `options:` parses as an empty mapping.
+    /// missing `options:` parses as an empty mapping. The error text is
+    /// serde's; return it from the constructor and `tamada -t` prints it
+    /// after the vhost file, line and route.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
         let text = if self.yaml.trim().is_empty() || self.yaml.trim() == "null" {
             "{}"
@@ -100,7 +136,9 @@ impl<'a> Options<'a> {
         };
         serde_yaml::from_str(text).map_err(|e| e.to_string())
     }
-    /// A single string option, for quick plugins.
+    /// A single scalar option as a string (numbers and booleans
+    /// included), for quick plugins. Nothing is checked: prefer
+    /// [`parse`](Self::parse).
     pub fn get(&self, key: &str) -> Option<String> {
         let v: serde_yaml::Value = serde_yaml::from_str(self.yaml).ok()?;
         match v.get(key)? {
@@ -128,7 +166,7 @@ impl<'a> Options<'a> {
     }
 }
 
-/// The log phase's view of a finished exchange.
+/// The log phase's view of a finished exchange ([`Handler::log`]).
 pub struct LogEntry<'a> {
     raw: &'a LogEntryV1<'a>,
 }
@@ -177,7 +215,7 @@ impl<'a> LogEntry<'a> {
     }
 }
 
-/// A log record routed to the vhost's loggers.
+/// A log record routed to the vhost's loggers ([`Handler::record`]).
 pub struct Record<'a> {
     raw: &'a RecordV1<'a>,
 }
@@ -279,9 +317,12 @@ static FORWARDER: Forwarder = Forwarder;
 
 /// Sends a record to a vhost's error log (its loggers' `record` phase)
 /// from any thread, also outside a request: for example a CGI script's
-/// stderr read by a thread of its own. `source` says where it comes from
-/// (`cgi:tool.py`). Records made with `log::error!` and friends while a
-/// request is being handled reach the same place without this.
+/// stderr read by a thread of its own. `vhost` is the `vhost:` name
+/// ([`Vhost::name`]); `peer` the client, if the record is about one;
+/// `source` says where it comes from (`cgi:tool.py`). Records made with
+/// `log::error!` and friends while a request is being handled reach the
+/// same place without this. Outside a server (unit tests) it does nothing.
+/// See [`guide::logging`](crate::guide::logging).
 pub fn record_for(
     vhost: &str,
     peer: Option<SocketAddr>,
@@ -469,6 +510,13 @@ pub mod __private {
 /// Exports a plugin: its name and the constructor that builds a
 /// [`Handler`] from a route's [`Options`].
 ///
+/// `name` is what routes write in `handler:` (unique among the loaded
+/// plugins); `new` is a function or closure
+/// `Fn(&Options) -> Result<H, String>` for your handler type `H`, called
+/// once per route or logger entry naming the plugin. An `Err` (or a panic)
+/// is a configuration error naming the vhost file and route. The plugin's
+/// version is its crate version (`CARGO_PKG_VERSION`).
+///
 /// ```
 /// use tamada_sdk::prelude::*;
 ///
@@ -481,7 +529,10 @@ pub mod __private {
 /// # fn main() {}
 /// ```
 ///
-/// Use it once per crate. It generates the exported symbols; the plugin's
+/// Use it once per crate, at the crate root or in any module. It generates
+/// the exported symbols (`tamada_plugin_header`, `tamada_plugin_v1`,
+/// `tamada_plugin_lifecycle_v1`; see
+/// [`guide::compatibility`](crate::guide::compatibility)); the plugin's
 /// own code stays free of `unsafe` and `extern "C"`.
 #[macro_export]
 macro_rules! export_plugin {

@@ -1,5 +1,6 @@
 //! The request as a plugin sees it: a borrowed view of the core's parsed
-//! request, with the body as a streaming reader.
+//! request, with the body as a streaming reader. See
+//! [`guide::requests`](crate::guide::requests).
 
 use crate::abi::{AddrV1, HeaderV1, RequestV1, VhostV1};
 use abi_stable::std_types::RSliceMut;
@@ -7,7 +8,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
-/// A request, borrowed for the duration of a phase.
+/// A request, borrowed for the duration of a phase. Its strings borrow
+/// the core's buffers: copy what you keep past the call.
 pub struct Request<'a> {
     raw: &'a RequestV1<'a>,
 }
@@ -120,8 +122,12 @@ impl<'a> Request<'a> {
         u64::try_from(self.raw.body.content_length).ok()
     }
     /// The body as a reader. It streams from the socket (de-chunked when
-    /// needed) and never buffers the whole body. Reading past the vhost's
-    /// `max_body` fails; the core then answers 413.
+    /// needed) and never buffers the whole body; each call continues where
+    /// the last read stopped. The first read answers `Expect: 100-continue`.
+    /// A read fails when the body goes over the route's `max_body` (the
+    /// core then answers 413, whatever the handler returns), when the client
+    /// stalls longer than `body_timeout`, leaves, or sends bad chunking.
+    /// After an internal redirect the body is empty.
     pub fn body(&self) -> BodyReader<'a> {
         BodyReader { raw: self.raw }
     }
@@ -132,7 +138,9 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The request body; implements [`std::io::Read`].
+/// The request body; implements [`std::io::Read`]. `Ok(0)` is the end of
+/// the body; an error means the rest of it is lost (see
+/// [`Request::body`]).
 pub struct BodyReader<'a> {
     raw: &'a RequestV1<'a>,
 }
@@ -147,7 +155,7 @@ impl io::Read for BodyReader<'_> {
     }
 }
 
-/// A virtual host.
+/// A virtual host, as its `conf.d` file describes it (paths absolute).
 #[derive(Clone, Copy)]
 pub struct Vhost<'a> {
     raw: VhostV1<'a>,

@@ -1,4 +1,5 @@
-//! Building a response: status, headers and one of the body forms.
+//! Building a response: status, headers and one of the body forms. See
+//! [`guide::responses`](crate::guide::responses) for examples.
 //!
 //! | form | use it for | how the core sends it |
 //! |---|---|---|
@@ -17,12 +18,25 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// A body the core pulls from, for output whose length is not known up
 /// front. `read` may block on what the plugin owns (a pipe, a child).
+///
+/// The core calls `read` after `handle` has returned, whenever the
+/// client's socket can take more, on whichever worker serves the
+/// connection at that time (one at a time: `Send`, not `Sync`). Without a
+/// `Content-Length` header the body is sent chunked on HTTP/1.1 and
+/// delimited by closing the connection on HTTP/1.0; with one, the core
+/// trusts it, reads at most that many bytes and closes the connection if
+/// the stream ends short. Records logged from `read` go to the request's
+/// vhost.
 pub trait BodyStream: Send + 'static {
-    /// Fills `buf`; `Ok(0)` ends the body. An error ends the response early
-    /// (the core closes the connection, since the head is already sent).
+    /// Fills `buf`; `Ok(0)` ends the body. An error (or a panic) ends the
+    /// response early: the core closes the connection, since the head is
+    /// already sent.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Called once when the core is done with the stream; `client_gone` is
-    /// true when the client left (or the core gave up) before the end.
+    /// Called exactly once, last, when the core is done with the stream;
+    /// `client_gone` is true when the client left, or the core gave up
+    /// (a send timeout, a failed `read`, a HEAD request or a status without
+    /// a body), before the end: stop the work behind the stream then. The
+    /// stream is dropped right after.
     fn close(&mut self, client_gone: bool) {
         let _ = client_gone;
     }
@@ -34,7 +48,8 @@ impl<R: io::Read + Send + 'static> BodyStream for ReadStream<R> {
     }
 }
 
-/// Adapts any `Read + Send` as a [`BodyStream`].
+/// Adapts any `Read + Send` as a [`BodyStream`] (a child's stdout, a
+/// socket, a decoder): `Body::Stream(Box::new(ReadStream(reader)))`.
 pub struct ReadStream<R>(pub R);
 
 /// One piece of a [`Body::Segments`] body.
@@ -57,7 +72,9 @@ pub enum Segment {
 pub struct FileId(usize);
 
 /// A body made of bytes and file ranges, sent in order (zero-copy for the
-/// file ranges).
+/// file ranges), e.g. `multipart/byteranges`. The core owns and closes
+/// every file handed to it, and sends the total length as
+/// `Content-Length`.
 #[derive(Default)]
 pub struct Segments {
     files: Vec<File>,
@@ -69,7 +86,8 @@ impl Segments {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Hands a file to the body; ranges of it may then be added any number of times.
+    /// Hands a file to the body (its ownership passes to the core with the
+    /// response); ranges of it may then be added any number of times.
     pub fn file(&mut self, f: File) -> FileId {
         self.files.push(f);
         FileId(self.files.len() - 1)
@@ -108,8 +126,10 @@ pub enum Body {
     Empty,
     /// Bytes in memory.
     Bytes(Vec<u8>),
-    /// `len` bytes of a file from `offset`; the core sends it zero-copy and
-    /// closes it.
+    /// `len` bytes of a file from `offset`; the file's ownership passes to
+    /// the core, which sends it zero-copy with `sendfile` and closes it.
+    /// `len` is sent as `Content-Length`: if the file is shorter the
+    /// connection is closed.
     File {
         /// The open file.
         file: File,
@@ -120,11 +140,12 @@ pub enum Body {
     },
     /// Bytes and file ranges.
     Segments(Segments),
-    /// Pulled by the core as the client drains it.
+    /// Pulled by the core as the client drains it; see [`BodyStream`].
     Stream(Box<dyn BodyStream>),
 }
 
-/// Collects a response in a handler.
+/// Collects a response in a handler: status, headers and body. The core
+/// adds `Date`, `Server` and the framing headers.
 pub struct ResponseBuilder {
     status: u16,
     headers: Vec<(String, Vec<u8>)>,

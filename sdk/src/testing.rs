@@ -1,5 +1,6 @@
 //! Test doubles (feature `testing`): build a [`Request`] in a unit test and
-//! run a handler on it without loading a `.so`.
+//! run a handler on it without loading a `.so`. See
+//! [`guide::testing`](crate::guide::testing).
 //!
 //! ```
 //! use tamada_sdk::prelude::*;
@@ -35,7 +36,8 @@ pub struct TestRequest {
     pub method: String,
     /// Raw target.
     pub target: String,
-    /// Normalised path (defaults to the target's path, not decoded).
+    /// Normalised path (defaults to the target's path, not decoded: set
+    /// it as the core would).
     pub path: String,
     /// Query.
     pub query: Option<String>,
@@ -43,7 +45,7 @@ pub struct TestRequest {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Body.
     pub body: Vec<u8>,
-    /// Send the body as if chunked (content length unknown).
+    /// Send the body as if chunked ([`Request::content_length`] is `None`).
     pub chunked: bool,
     /// Vhost name.
     pub vhost: String,
@@ -151,7 +153,8 @@ impl TestRequest {
         self
     }
 
-    /// Builds the handler's options as the server would.
+    /// Builds the handler's options from YAML text as the server would,
+    /// for this request's vhost and route: pass it to your constructor.
     pub fn options<'a>(&'a self, yaml: &'a str) -> Options<'a> {
         Options::new(
             yaml,

@@ -147,6 +147,37 @@ fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .or_else(|| args.verbose.then(|| "debug".to_owned()));
 
+    if args.list_plugins {
+        // Needs no conf.d: the folder is the flag, server.yaml's setting
+        // if conf.d is readable, or the binary's folder.
+        let _ = init_logging(level_flag.as_deref().unwrap_or("warn"), None);
+        let dir = args
+            .plugin_dir
+            .clone()
+            .or_else(|| {
+                config::load(&conf_dir)
+                    .ok()
+                    .and_then(|c| c.settings.plugin_dir)
+            })
+            .unwrap_or_else(exe_dir);
+        let registry = Registry::load_dir(&dir, args.verbose)
+            .map_err(|e| anyhow::anyhow!("plugin folder {}: {e}", dir.display()))?;
+        for p in registry.plugins.values() {
+            println!(
+                "{}\t{}\tSDK {}.{}\t{}",
+                p.name,
+                p.version,
+                p.sdk.0,
+                p.sdk.1,
+                p.file.display()
+            );
+        }
+        for s in &registry.skipped {
+            println!("skipped\t{s}");
+        }
+        return Ok(());
+    }
+
     let config = match config::load(&conf_dir) {
         Ok(c) => c,
         Err(errors) => {
@@ -178,22 +209,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         Registry::load_dir(&plugin_dir, args.verbose)
             .map_err(|e| anyhow::anyhow!("plugin folder {}: {e}", plugin_dir.display()))?,
     );
-    if args.list_plugins {
-        for p in registry.plugins.values() {
-            println!(
-                "{}\t{}\tSDK {}.{}\t{}",
-                p.name,
-                p.version,
-                p.sdk.0,
-                p.sdk.1,
-                p.file.display()
-            );
-        }
-        for s in &registry.skipped {
-            println!("skipped\t{s}");
-        }
-        return Ok(());
-    }
 
     let mut config = config;
     config.settings = settings;
@@ -222,24 +237,28 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     host::set_shared(shared.clone());
     let jobs = Arc::new(queue::Jobs::default());
-    let reload_args = (conf_dir.clone(), args.workers, registry.clone());
+    let (reload_dir, reload_workers, verbose) = (conf_dir.clone(), args.workers, args.verbose);
+    let mut current = registry.clone();
+    let joined = |errs: Vec<config::ConfError>| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let reloader: reactor::Reloader = Box::new(move || {
-        let (dir, workers, registry) = &reload_args;
-        let mut c = config::load(dir).map_err(|errs| {
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-        if let Some(w) = workers {
-            c.settings.workers = *w;
+        let mut c = config::load(&reload_dir).map_err(joined)?;
+        if let Some(w) = reload_workers {
+            c.settings.workers = w;
         }
-        Runtime::build(&c, registry.clone()).map_err(|errs| {
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+        // New and replaced plugins in the folder come in with the reload.
+        let registry = Arc::new(
+            current
+                .rescan(verbose)
+                .map_err(|e| format!("plugin folder {}: {e}", current.dir.display()))?,
+        );
+        let rt = Runtime::build(&c, registry.clone()).map_err(joined)?;
+        current = registry;
+        Ok(rt)
     });
     let reactor = reactor::Reactor::new(listeners, jobs.clone(), shared.clone(), reloader)?;
     reactor::start_workers(workers, jobs, reactor.table.clone(), shared.clone());

@@ -49,17 +49,46 @@ impl std::fmt::Display for Skipped {
     }
 }
 
+/// What identifies a file's content on disk: a replaced file (`mv` over
+/// it) has another inode; one rewritten in place has another mtime.
+type FileId = (u64, u64, u64, i64, i64);
+
+fn file_id(p: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
 /// Every plugin loaded from one folder.
 #[derive(Default)]
 pub struct Registry {
     pub dir: PathBuf,
     pub plugins: BTreeMap<String, Arc<Plugin>>,
     pub skipped: Vec<Skipped>,
+    /// What each file was when it was looked at, with its outcome, so a
+    /// rescan loads only new or replaced files.
+    seen: BTreeMap<PathBuf, Seen>,
 }
+
+/// A file's identity when it was loaded, and the outcome.
+type Seen = (Option<FileId>, Result<Arc<Plugin>, String>);
 
 impl Registry {
     /// Loads every `lib*.so` in `dir`, sorted by file name.
     pub fn load_dir(dir: &Path, verbose: bool) -> std::io::Result<Registry> {
+        Registry::default().rescan_dir(dir, verbose)
+    }
+
+    /// SIGHUP: a new registry for the same folder. Unchanged files keep
+    /// their loaded plugin; new and replaced files are loaded (each from a
+    /// private copy, so the dynamic loader cannot hand back the old
+    /// library); removed files drop out. Old plugins stay mapped for the
+    /// instances still using them.
+    pub fn rescan(&self, verbose: bool) -> std::io::Result<Registry> {
+        self.rescan_dir(&self.dir, verbose)
+    }
+
+    fn rescan_dir(&self, dir: &Path, verbose: bool) -> std::io::Result<Registry> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -74,7 +103,35 @@ impl Registry {
             ..Registry::default()
         };
         for file in files {
-            match load_file(&file, verbose) {
+            let id = file_id(&file);
+            let outcome = match self.seen.get(&file) {
+                Some((old_id, outcome)) if *old_id == id && id.is_some() => outcome.clone(),
+                previous => {
+                    let loaded = load_file(&file, verbose).map(|p| {
+                        (p.table.init)(&HOST_V1);
+                        log::info!(
+                            "{} plugin `{}` {} (SDK {}.{}) from {}",
+                            if previous.is_some() {
+                                "reloaded"
+                            } else {
+                                "loaded"
+                            },
+                            p.name,
+                            p.version,
+                            p.sdk.0,
+                            p.sdk.1,
+                            file.display()
+                        );
+                        Arc::new(p)
+                    });
+                    if let Err(reason) = &loaded {
+                        log::warn!("skipped plugin {}: {reason}", file.display());
+                    }
+                    loaded
+                }
+            };
+            reg.seen.insert(file.clone(), (id, outcome.clone()));
+            match outcome {
                 Ok(p) => {
                     if let Some(prev) = reg.plugins.get(&p.name) {
                         let reason = format!(
@@ -86,19 +143,9 @@ impl Registry {
                         reg.skipped.push(Skipped { file, reason });
                         continue;
                     }
-                    log::info!(
-                        "loaded plugin `{}` {} (SDK {}.{}) from {}",
-                        p.name,
-                        p.version,
-                        p.sdk.0,
-                        p.sdk.1,
-                        file.display()
-                    );
-                    (p.table.init)(&HOST_V1);
-                    reg.plugins.insert(p.name.clone(), Arc::new(p));
+                    reg.plugins.insert(p.name.clone(), p);
                 }
                 Err(reason) => {
-                    log::warn!("skipped plugin {}: {reason}", file.display());
                     reg.skipped.push(Skipped { file, reason });
                 }
             }
@@ -128,10 +175,31 @@ impl Registry {
     }
 }
 
+/// Copies `file` to a private folder under a name never used before.
+/// dlopen returns the already-loaded library for a path (and for the same
+/// file under another name), so a replaced plugin must come from a copy.
+fn private_copy(file: &Path) -> Option<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!("tamada-{}-plugins", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let name = file.file_name()?.to_string_lossy().into_owned();
+    let copy = dir.join(format!("{}-{name}", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::copy(file, &copy).ok()?;
+    Some(copy)
+}
+
 fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
+    let copy = private_copy(file);
+    let path = copy.as_deref().unwrap_or(file);
     // SAFETY: loading a library runs its initialisers. The plugin folder is
     // trusted code by the admin's choice, like nginx's modules folder.
-    let lib = unsafe { libloading::Library::new(file) }.map_err(|e| format!("cannot load: {e}"))?;
+    let lib = unsafe { libloading::Library::new(path) };
+    if let Some(c) = &copy {
+        // The mapping outlives the name: nothing is left behind on disk.
+        let _ = std::fs::remove_file(c);
+    }
+    let lib = lib.map_err(|e| format!("cannot load: {e}"))?;
     // SAFETY: the symbol's type is the frozen bootstrap signature; a plugin
     // that exports this name promises it.
     let header: PluginHeader = unsafe {

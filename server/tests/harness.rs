@@ -50,6 +50,14 @@ pub fn test_plugin_dir() -> PathBuf {
             .status()
             .expect("run cargo build for the test plugins");
         assert!(st.success(), "building the test plugins failed");
+        // The frozen SDK 1.0 compatibility fixture: a workspace of its own.
+        let st = Command::new(cargo())
+            .current_dir(root.join("testplugins").join("frozen-v1_0"))
+            .args(["build", "--quiet", "--target-dir"])
+            .arg(&target)
+            .status()
+            .expect("run cargo build for the frozen fixture");
+        assert!(st.success(), "building the frozen SDK 1.0 fixture failed");
         target.join("debug")
     })
     .clone()
@@ -78,7 +86,11 @@ pub fn plugin_dir(which: Plugins, into: &Path) -> PathBuf {
         }
     }
     let test = test_plugin_dir();
-    let mut names = vec!["libtest_echo.so", "libtest_minimal.so"];
+    let mut names = vec![
+        "libtest_echo.so",
+        "libtest_minimal.so",
+        "libtest_frozen_v1_0.so",
+    ];
     if which == Plugins::WithBroken {
         names.extend([
             "libtest_notplugin.so",
@@ -501,4 +513,30 @@ pub fn raw(port: u16, data: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The plugin template `examples/hello-plugin` (its own Cargo project),
+/// built once into target/testplugins so that it shares the compiled SDK
+/// dependencies with the test-only plugins.
+pub fn template_plugin_dir() -> PathBuf {
+    static DONE: OnceLock<PathBuf> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let root = workspace_root();
+        let target = root.join("target").join("testplugins");
+        let st = Command::new(cargo())
+            .current_dir(&root)
+            .args([
+                "build",
+                "--quiet",
+                "--manifest-path",
+                "examples/hello-plugin/Cargo.toml",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .status()
+            .expect("run cargo build for the plugin template");
+        assert!(st.success(), "building examples/hello-plugin failed");
+        target.join("debug")
+    })
+    .clone()
 }

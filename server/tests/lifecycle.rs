@@ -66,7 +66,7 @@ fn plugin_load_errors_are_one_line_each_and_skipped() {
     );
     assert!(
         line("libtest_wrongmajor.so")
-            .contains("built for tamada SDK 9.3, this server speaks SDK 0."),
+            .contains("built for tamada SDK 9.3, this server speaks SDK 1."),
         "{out}"
     );
     assert!(
@@ -299,4 +299,139 @@ fn a_plugin_without_the_optional_lifecycle_table_loads_and_serves() {
     let r = get(s.port(), "/x", "a");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "minimal plugin saw /x\n");
+}
+
+/// Installs `src` into `dir` as `name` the safe way: copy to a temporary
+/// name that does not match `lib*.so`, then rename into place.
+fn install(src: &std::path::Path, dir: &std::path::Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(src, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+#[test]
+fn sighup_loads_new_and_replaced_plugins() {
+    let f = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: placeholder\n    options: { body: before }\n",
+        )
+        .file("www/.keep", "");
+    let (dir, conf, _plugins, ports) = f.write();
+    // A plugin folder of copies (not symlinks), without echo at first.
+    let plugins = dir.path().join("own-plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    install(
+        &real_plugin_dir().join("libtamada_placeholder.so"),
+        &plugins,
+        "libtamada_placeholder.so",
+    );
+    let s = TestServer::spawn(dir, &conf, &plugins, ports, &[]);
+    assert_eq!(get(s.port(), "/", "a").text(), "before");
+
+    // A new plugin dropped in, and a route to it: one SIGHUP.
+    install(
+        &test_plugin_dir().join("libtest_echo.so"),
+        &plugins,
+        "libtest_echo.so",
+    );
+    let text = std::fs::read_to_string(conf.join("a.yaml"))
+        .unwrap()
+        .replace(
+            "routes:\n",
+            "routes:\n  - path: /e/\n    handler: echo\n    options: { tag: new }\n",
+        );
+    std::fs::write(conf.join("a.yaml"), text).unwrap();
+    let mut keep = Client::connect(s.port());
+    assert_eq!(
+        keep.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        "before"
+    );
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log
+            .wait_for("loaded plugin `echo`", Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    assert!(
+        s.log
+            .wait_for("reloaded configuration", Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    assert_eq!(get(s.port(), "/e/x", "a").echo("tag"), "new");
+
+    // The same file name replaced by another build (here: a plugin that
+    // also calls itself `echo` but declines everything): after SIGHUP the
+    // new code answers, and the connection opened before is still served.
+    install(
+        &test_plugin_dir().join("libtest_dup.so"),
+        &plugins,
+        "libtest_echo.so",
+    );
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log
+            .wait_for("reloaded plugin `echo`", Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    assert!(
+        s.log
+            .wait_for_n("reloaded configuration", 2, Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    let r = get(s.port(), "/e/x", "a");
+    assert_eq!(
+        r.text(),
+        "before",
+        "the replaced echo declines, so / answers"
+    );
+    assert_eq!(
+        keep.request("GET /e/y HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        "before"
+    );
+}
+
+#[test]
+fn the_frozen_sdk_1_0_fixture_keeps_loading_and_serving() {
+    // Regression guard for the compatibility promise: a plugin built from
+    // the vendored 1.0 tables must load in every server of major 1.
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\nroutes:\n  - path: /\n    handler: frozen\nloggers:\n  - handler: frozen\n",
+        )
+        .file("www/.keep", "")
+        .file("logs/.keep", "")
+        .start();
+    let mut c = Client::connect(s.port());
+    assert_eq!(
+        c.request("GET /one HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        "frozen 1.0 plugin: GET /one (logged 0)\n"
+    );
+    // Its log hook ran for the first exchange before the second began.
+    assert_eq!(
+        c.request("GET /two HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        "frozen 1.0 plugin: GET /two (logged 1)\n"
+    );
+    let (code, out, _) = run_tamada(&[
+        "--plugins",
+        "--plugin-dir",
+        s.dir.path().join("plugins").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("frozen\t1.0.0\tSDK 1.0\t")),
+        "{out}"
+    );
+    // A plugin that says it was built for a newer minor (1.7) loads too.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("minimal\t") && l.contains("SDK 1.7")),
+        "{out}"
+    );
 }

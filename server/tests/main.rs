@@ -7,5 +7,7 @@ mod cgi;
 mod core_http;
 mod lifecycle;
 mod logging;
+mod metrics;
 mod static_files;
+mod template;
 mod vhosts;

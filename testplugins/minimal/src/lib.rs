@@ -1,6 +1,8 @@
 //! Test plugin built on the raw ABI that exports only the required tables
 //! (header and v1), not the optional lifecycle table: it must still load
-//! and serve, with its log and lifecycle hooks absent.
+//! and serve, with its log and lifecycle hooks absent. It also claims a
+//! newer minor SDK version than the server's: a plugin of a newer minor
+//! loads when the tables it needs exist.
 use abi_stable::StableAbi;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use tamada_sdk::abi::*;
@@ -36,7 +38,7 @@ static TABLE: PluginV1 = PluginV1 {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn tamada_plugin_header() -> PluginHeader {
-    PluginHeader { magic: MAGIC, sdk_major: SDK_MAJOR, sdk_minor: 0 }
+    PluginHeader { magic: MAGIC, sdk_major: SDK_MAJOR, sdk_minor: SDK_MINOR + 7 }
 }
 
 #[unsafe(no_mangle)]

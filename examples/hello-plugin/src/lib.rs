@@ -1,0 +1,173 @@
+//! `hello`: a tamada plugin template. It answers `<greeting> <path>\n` as
+//! `text/plain`, and passes requests under its `skip:` prefix on to the
+//! next route.
+//!
+//! Options (all optional):
+//! - `greeting`: the first word of the answer (default `hello`);
+//! - `uppercase`: write the greeting in capitals (default `false`);
+//! - `skip`: a path prefix (`/private` or `/private/`) whose requests this
+//!   handler declines, so the next route answers them.
+//!
+//! The SDK guide (`cargo doc -p tamada-sdk --open` in the tamada
+//! repository) explains every line.
+
+use serde::Deserialize;
+use tamada_sdk::prelude::*;
+
+/// The route's `options:`. `deny_unknown_fields` turns an admin's typo
+/// into an error at `tamada -t` instead of a silently ignored key.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    greeting: String,
+    uppercase: bool,
+    skip: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            greeting: "hello".into(),
+            uppercase: false,
+            skip: None,
+        }
+    }
+}
+
+/// One instance per route naming `hello`, shared by every worker thread
+/// (so it is `Send + Sync` and holds nothing that changes per request).
+pub struct Hello {
+    /// The greeting, already in capitals when `uppercase` is set.
+    greeting: String,
+    /// Requests under this prefix are declined.
+    skip: Option<String>,
+}
+
+impl Hello {
+    /// Whether `path` is `skip` itself or below it, on a segment boundary
+    /// (`/private` skips `/private` and `/private/x`, not `/privateer`).
+    fn skips(&self, path: &str) -> bool {
+        let Some(skip) = self.skip.as_deref() else {
+            return false;
+        };
+        let base = skip.trim_end_matches('/');
+        match path.strip_prefix(base) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+impl Handler for Hello {
+    fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        if self.skips(req.path()) {
+            // Not ours: the next route with this prefix, then shorter
+            // prefixes, get the request.
+            return Outcome::Decline;
+        }
+        if req.method() != "GET" && req.method() != "HEAD" {
+            res.status(405).header("allow", "GET, HEAD");
+            return Outcome::Done;
+        }
+        // The core sends no body for HEAD; the headers are the same.
+        res.status(200)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(format!("{} {}\n", self.greeting, req.path()));
+        Outcome::Done
+    }
+}
+
+/// Builds the handler for one route from its options: at start-up, on
+/// `tamada -t` and on every reload. An `Err` is reported with the vhost
+/// file and route.
+pub fn new(options: &Options) -> Result<Hello, String> {
+    let c: Config = options.parse()?;
+    if let Some(skip) = &c.skip
+        && !skip.starts_with('/')
+    {
+        return Err(format!("skip: `{skip}` must start with `/`"));
+    }
+    let greeting = if c.uppercase {
+        c.greeting.to_uppercase()
+    } else {
+        c.greeting
+    };
+    // Outside a request this goes to the server's own log, as
+    // `hello_plugin: greeting "hello" on / of vhost example.com`.
+    log::info!(
+        "greeting {greeting:?} on {} of vhost {}",
+        options.route(),
+        options.vhost().name()
+    );
+    Ok(Hello {
+        greeting,
+        skip: c.skip,
+    })
+}
+
+// The name routes use in `handler:`, and the constructor.
+tamada_sdk::export_plugin!(name: "hello", new: new);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tamada_sdk::testing::TestRequest;
+
+    fn run(options: &str, req: TestRequest) -> tamada_sdk::testing::TestResponse {
+        let hello = new(&req.options(options)).expect("options are valid");
+        req.run(&hello)
+    }
+
+    #[test]
+    fn greets_with_the_path() {
+        let out = run("", TestRequest::get("/world"));
+        assert_eq!(out.outcome, Outcome::Done);
+        assert_eq!(out.response.get_status(), 200);
+        assert_eq!(
+            out.response.get_header("content-type"),
+            Some(&b"text/plain; charset=utf-8"[..])
+        );
+        assert_eq!(out.body_bytes(), b"hello /world\n");
+    }
+
+    #[test]
+    fn greeting_and_uppercase_options() {
+        let out = run("{ greeting: hi }", TestRequest::get("/x"));
+        assert_eq!(out.body_bytes(), b"hi /x\n");
+        let out = run("{ greeting: hi, uppercase: true }", TestRequest::get("/x"));
+        assert_eq!(out.body_bytes(), b"HI /x\n");
+    }
+
+    #[test]
+    fn declines_under_the_skip_prefix_only() {
+        let opts = "{ skip: /private }";
+        for p in ["/private", "/private/", "/private/a/b"] {
+            assert_eq!(
+                run(opts, TestRequest::get(p)).outcome,
+                Outcome::Decline,
+                "{p}"
+            );
+        }
+        for p in ["/privateer", "/", "/public/private"] {
+            assert_eq!(run(opts, TestRequest::get(p)).outcome, Outcome::Done, "{p}");
+        }
+    }
+
+    #[test]
+    fn other_methods_get_405() {
+        let out = run("", TestRequest::new("POST", "/x").body("data"));
+        assert_eq!(out.response.get_status(), 405);
+        assert_eq!(out.response.get_header("allow"), Some(&b"GET, HEAD"[..]));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused() {
+        let req = TestRequest::get("/");
+        let err = new(&req.options("{ greting: hi }")).err().expect("refused");
+        assert!(err.contains("unknown field `greting`"), "{err}");
+        let err = new(&req.options("{ skip: private }"))
+            .err()
+            .expect("refused");
+        assert!(err.contains("must start with `/`"), "{err}");
+    }
+}

@@ -1,0 +1,846 @@
+//! The plugin author's guide: everything past the [quick start](crate).
+//!
+//! This module holds documentation only, one chapter per module:
+//!
+//! 1. [`phases`]: when each [`Handler`](crate::Handler) hook runs, on
+//!    which thread, and what its return value means.
+//! 2. [`requests`]: the request view and the streaming request body.
+//! 3. [`responses`]: status, headers, and the four body forms.
+//! 4. [`options`]: a route's `options:` parsed with serde; errors at
+//!    `tamada -t`.
+//! 5. [`errors`]: failures and panics; why `panic = "abort"` is forbidden.
+//! 6. [`logging`]: the `log` crate inside a plugin.
+//! 7. [`threads`]: instances, threads and reloads.
+//! 8. [`testing`]: unit tests with the `testing` feature.
+//! 9. [`compatibility`]: which server loads which plugin; the semver
+//!    policy of this crate; installing a plugin safely.
+
+pub mod phases {
+    //! # Phases: when each hook runs and what it returns
+    //!
+    //! A plugin is a [`Handler`]: a trait whose every method has a no-op
+    //! default, so a plugin implements only the phases it cares about.
+    //! The server builds one *instance* of it for every route (and every
+    //! logger entry) that names the plugin, by calling the constructor
+    //! given to [`export_plugin!`](crate::export_plugin) with that entry's
+    //! `options:`.
+    //!
+    //! | hook | runs | thread |
+    //! |---|---|---|
+    //! | constructor (`new:` of [`export_plugin!`](crate::export_plugin)) | once per `routes:` / `loggers:` entry naming the plugin: at start-up, on `tamada -t`, on every SIGHUP | the main thread; the event loop on SIGHUP (keep it quick) |
+    //! | [`Handler::handle`] | for each request routed to a `routes:` instance | a worker thread; many at once |
+    //! | [`Handler::log`] | after a response is complete (or failed), for each `loggers:` instance of the vhost | the worker that finished the response |
+    //! | [`Handler::record`] | for each log record routed to the vhost, for each `loggers:` instance | the thread that made the record |
+    //! | [`Handler::reopen`] | when the server gets SIGUSR1 | a thread started for it |
+    //! | [`Handler::flush`] | about once a second; before an instance is dropped (after a reload); at exit | a flusher thread |
+    //! | [`Handler::shutdown`] | once, at exit, after the last `flush` | the main thread |
+    //! | `Drop` of your type | when a reload has replaced the instance and no request uses it any more | any |
+    //!
+    //! [`Options::role`](crate::Options::role) tells a constructor whether
+    //! it builds a route's handler ([`Role::Handler`](crate::Role::Handler))
+    //! or a vhost's logger ([`Role::Logger`](crate::Role::Logger)); one
+    //! plugin may be both.
+    //!
+    //! ## `handle`: the content phase
+    //!
+    //! The core has parsed the head, picked the vhost by `Host`, and
+    //! matched the normalised path against the vhost's routes, longest
+    //! prefix first (routes with the same prefix in file order). It calls
+    //! `handle` with a [`Request`](crate::Request) view and an empty
+    //! [`ResponseBuilder`](crate::ResponseBuilder) (status 200, no headers,
+    //! no body). What the returned [`Outcome`] means:
+    //!
+    //! - [`Outcome::Done`]: the builder holds the answer. The core frames
+    //!   it and writes it; `handle` has already returned when the body goes
+    //!   out (a file or a stream is sent later, see
+    //!   [`responses`](super::responses)).
+    //! - [`Outcome::Decline`]: not mine. The builder is discarded and the
+    //!   request goes to the next route with the same prefix, then to
+    //!   shorter prefixes; when no route is left the core answers 404. Do
+    //!   not read the body before declining: the next handler would miss
+    //!   what you consumed.
+    //! - [`Outcome::Redirect`]`(path)`: an internal redirect (what a CGI
+    //!   `Location: /local` header does). The core normalises `path` (a
+    //!   `?query` is allowed), and routes it again from the start as a
+    //!   `GET` without a body; the new handler sees
+    //!   [`Request::redirects`](crate::Request::redirects) `> 0`. After 10
+    //!   redirects in a row, or with an invalid path, the core answers 500.
+    //! - [`Outcome::Error`]`(message)`: the server failed. The core answers
+    //!   500 and writes ``plugin `NAME` failed on METHOD TARGET: message``
+    //!   to the vhost's error log. Client mistakes are not errors: answer
+    //!   them yourself with a 4xx status and [`Outcome::Done`].
+    //!
+    //! `handle` may block on what it owns (a file, a child process, a
+    //! database) and on reading the request body. While it runs it holds a
+    //! worker thread (64 by default, `workers:` in `server.yaml`), so do
+    //! not wait without bound.
+    //!
+    //! ```
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! struct Api;
+    //!
+    //! impl Handler for Api {
+    //!     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    //!         match req.rest() {
+    //!             // Another route of this prefix (or a shorter one) answers.
+    //!             "" | "/" => Outcome::Decline,
+    //!             // Served as if the client had asked for /api/v2/status.
+    //!             "/status" => Outcome::Redirect("/api/v2/status".into()),
+    //!             "/v2/status" => {
+    //!                 res.status(200)
+    //!                     .header("content-type", "application/json")
+    //!                     .body(r#"{"ok":true}"#);
+    //!                 Outcome::Done
+    //!             }
+    //!             // A client's mistake: answer it, it is no server error.
+    //!             _ if req.method() != "GET" && req.method() != "HEAD" => {
+    //!                 res.status(405).header("allow", "GET, HEAD");
+    //!                 Outcome::Done
+    //!             }
+    //!             // A server-side failure: 500, and the text goes to the error log.
+    //!             other => Outcome::Error(format!("no backend for {other}")),
+    //!         }
+    //!     }
+    //! }
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # use tamada_sdk::testing::TestRequest;
+    //! # let run = |p: &str| TestRequest::get(p).route("/api/").run(&Api);
+    //! # assert_eq!(run("/api/").outcome, Outcome::Decline);
+    //! # assert_eq!(run("/api/status").outcome, Outcome::Redirect("/api/v2/status".into()));
+    //! # assert_eq!(run("/api/v2/status").outcome, Outcome::Done);
+    //! # assert!(matches!(run("/api/x").outcome, Outcome::Error(_)));
+    //! # }
+    //! ```
+    //!
+    //! ## `log`: after the response
+    //!
+    //! For every instance listed under the vhost's `loggers:`, once per
+    //! exchange, after the last byte of the response went out, or when the
+    //! exchange failed (the client left, a stream broke): the
+    //! [`LogEntry`](crate::LogEntry) has the request (its body can no
+    //! longer be read), the status, bytes sent and received, the duration,
+    //! whether the response [completed](crate::LogEntry::completed) and
+    //! the [error](crate::LogEntry::error) if any. An access log is written
+    //! here. Handlers under `routes:` are never called for `log`.
+    //!
+    //! ## `record`: log records routed to the vhost
+    //!
+    //! For every `loggers:` instance of a vhost, for each log record that
+    //! belongs to it: a plugin's `log::warn!` while it serves one of the
+    //! vhost's requests, a plugin's failure or panic, a CGI script's
+    //! stderr, a [`record_for`](crate::record_for) call. An error log is
+    //! written here. Logging from inside `record` does not come back to
+    //! `record`: such records go to the server's own log.
+    //!
+    //! ## `reopen`, `flush`, `shutdown`: the lifecycle
+    //!
+    //! - `reopen`: the server got SIGUSR1 (logrotate's `postrotate`):
+    //!   reopen the files you write, by path.
+    //! - `flush`: write out what you buffer. It comes about once a second,
+    //!   before an instance is dropped after a reload, and at exit; so a
+    //!   buffering logger loses at most about a second of lines to
+    //!   `kill -9`.
+    //! - `shutdown`: the server is stopping (SIGTERM or SIGINT), after the
+    //!   requests in flight and a last `flush`. The process exits soon
+    //!   after, without necessarily dropping instances: do the final work
+    //!   here, not in `Drop`.
+    //!
+    //! A reload (SIGHUP) calls no lifecycle hook on the old instances other
+    //! than `flush`: they are dropped (your `Drop` runs) once the last
+    //! request that uses them is done. Libraries are never unloaded: an
+    //! unchanged plugin keeps its statics across reloads; a plugin file
+    //! replaced by a new build is loaded as a new library, with statics of
+    //! its own, while the old library stays mapped for the old instances.
+    //!
+    //! Plugins never install signal handlers: the server owns every
+    //! signal and calls these hooks instead.
+    //!
+    //! [`Handler`]: crate::Handler
+    //! [`Handler::handle`]: crate::Handler::handle
+    //! [`Handler::log`]: crate::Handler::log
+    //! [`Handler::record`]: crate::Handler::record
+    //! [`Handler::reopen`]: crate::Handler::reopen
+    //! [`Handler::flush`]: crate::Handler::flush
+    //! [`Handler::shutdown`]: crate::Handler::shutdown
+    //! [`Outcome`]: crate::Outcome
+    //! [`Outcome::Done`]: crate::Outcome::Done
+    //! [`Outcome::Decline`]: crate::Outcome::Decline
+    //! [`Outcome::Redirect`]: crate::Outcome::Redirect
+    //! [`Outcome::Error`]: crate::Outcome::Error
+}
+
+pub mod requests {
+    //! # Reading the request
+    //!
+    //! [`Request`](crate::Request) is a borrowed view of the core's parsed
+    //! request, valid for the call. Everything is already checked: the
+    //! method is a token, `Host` is present and single, framing headers
+    //! agree (else the core answered 400 without calling you).
+    //!
+    //! | method | what |
+    //! |---|---|
+    //! | [`method`](crate::Request::method) | `GET`, `POST`, ... (HEAD too: the core sends no body for it, answer as for GET) |
+    //! | [`path`](crate::Request::path) | the normalised path: percent-decoded, dot segments removed, never above `/`, no NUL. Route on this. |
+    //! | [`target`](crate::Request::target), [`query`](crate::Request::query) | the target as the client sent it, and its raw (still encoded) query |
+    //! | [`route`](crate::Request::route), [`rest`](crate::Request::rest) | the matched route prefix, and the path after it (`/hello/` + `/x` for `/hello/x`) |
+    //! | [`header`](crate::Request::header), [`header_bytes`](crate::Request::header_bytes), [`header_all`](crate::Request::header_all), [`header_joined`](crate::Request::header_joined), [`headers`](crate::Request::headers) | headers, names compared case-insensitively |
+    //! | [`host`](crate::Request::host), [`scheme`](crate::Request::scheme), [`version`](crate::Request::version) | the Host asked for (lowercased, no port), `http`, `(1, 1)` |
+    //! | [`peer_addr`](crate::Request::peer_addr), [`local_addr`](crate::Request::local_addr) | the client's and the server's socket addresses |
+    //! | [`vhost`](crate::Request::vhost) | the vhost's name, `document_root`, `cgi_bin` and `log` folders (absolute) |
+    //!
+    //! The path is decoded once by the core, so `/%61pp/x` arrives as
+    //! `/app/x`. Never decode [`path`](crate::Request::path) again (that
+    //! would turn `%252e%252e` into `..`); when you map it onto the file
+    //! system, still open files beneath a root (`openat2` with
+    //! `RESOLVE_BENEATH`, as the `static` plugin does), because symlinks
+    //! can lead anywhere.
+    //!
+    //! ## The body
+    //!
+    //! [`Request::body`](crate::Request::body) returns a
+    //! [`BodyReader`](crate::BodyReader), a [`std::io::Read`] that streams
+    //! from the client's socket as you read: the body is never buffered
+    //! whole, so a 4 GiB upload costs one buffer of yours. Every call to
+    //! `body()` continues where the last read stopped; `Ok(0)` is the end.
+    //!
+    //! - **Length.** [`content_length`](crate::Request::content_length) is
+    //!   `Some(n)` for a `Content-Length` body (`Some(0)` when there is no
+    //!   body) and `None` for `Transfer-Encoding: chunked`, which the
+    //!   reader de-chunks for you.
+    //! - **Limit.** The route's `max_body` (default 1 GiB) is enforced by
+    //!   the core: a `Content-Length` over it is answered 413 before your
+    //!   handler is called; a chunked body that crosses it makes `read`
+    //!   fail, and the core answers 413 whatever you return.
+    //! - **`Expect: 100-continue`** is answered by the core when you first
+    //!   read, so a client waiting for it sends nothing until you ask. A
+    //!   handler that answers without reading (a 401, a 404) never invites
+    //!   the body at all.
+    //! - **Timeout.** A read waits for a slow client at most `body_timeout`
+    //!   (`server.yaml`, default 30 s) between bytes, then fails. Any read
+    //!   error (timeout, client gone, bad chunking) means the body is lost:
+    //!   answer with an error status or return [`Outcome::Error`](crate::Outcome::Error);
+    //!   the connection is closed after the response.
+    //! - **Unread body.** You need not read it. After your response the
+    //!   core discards what has already arrived; if more is still on the
+    //!   way it closes the connection rather than wait for it.
+    //!
+    //! ```
+    //! use std::io::Read;
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! /// Counts the bytes of an upload without keeping them.
+    //! struct Count;
+    //!
+    //! impl Handler for Count {
+    //!     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    //!         if req.method() != "POST" {
+    //!             res.status(405).header("allow", "POST");
+    //!             return Outcome::Done;
+    //!         }
+    //!         let mut body = req.body();
+    //!         let mut buf = [0u8; 64 * 1024];
+    //!         let mut total: u64 = 0;
+    //!         loop {
+    //!             match body.read(&mut buf) {
+    //!                 Ok(0) => break,
+    //!                 Ok(n) => total += n as u64,
+    //!                 // Too large, too slow, or the client left: the
+    //!                 // core closes the connection after this answer.
+    //!                 Err(e) => {
+    //!                     log::info!("upload failed after {total} bytes: {e}");
+    //!                     res.status(400).body("incomplete body\n");
+    //!                     return Outcome::Done;
+    //!                 }
+    //!             }
+    //!         }
+    //!         res.status(200).body(format!("{total} bytes\n"));
+    //!         Outcome::Done
+    //!     }
+    //! }
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # use tamada_sdk::testing::TestRequest;
+    //! # let out = TestRequest::new("POST", "/up").body(vec![7u8; 100_000]).run(&Count);
+    //! # assert_eq!(out.body_bytes(), b"100000 bytes\n");
+    //! # }
+    //! ```
+}
+
+pub mod responses {
+    //! # Building the response
+    //!
+    //! `handle` fills the [`ResponseBuilder`](crate::ResponseBuilder) it is
+    //! given: [`status`](crate::ResponseBuilder::status) (200 unless set;
+    //! a status outside 200-999 becomes a 500),
+    //! [`header`](crate::ResponseBuilder::header) (repeats are kept, in
+    //! order) and [`body`](crate::ResponseBuilder::body).
+    //!
+    //! ## Headers the core owns
+    //!
+    //! The core frames every response, so these headers of yours are
+    //! dropped: `Content-Length` (except with a stream, below),
+    //! `Transfer-Encoding`, `Connection`, `Keep-Alive`, `TE`, `Trailer`,
+    //! `Upgrade`, `Proxy-Connection`, and `Date` and `Server`, which it
+    //! writes itself. A header whose name is not a token, or whose value
+    //! holds CR, LF or NUL, is dropped with a warning in the vhost's error
+    //! log. For `HEAD` requests and for 204 and 304 responses the core sends
+    //! no body, whatever you set; build the same headers as for `GET`.
+    //!
+    //! ## The four body forms
+    //!
+    //! | form | use it for | how the core sends it |
+    //! |---|---|---|
+    //! | [`Body::Bytes`] (`.body(string)`) | generated pages, JSON, errors | with the head, `Content-Length` set |
+    //! | [`Body::File`] | a file or one range of it | `sendfile(2)`, zero-copy, resumed when a slow client drains; `Content-Length` set |
+    //! | [`Body::Segments`] | bytes and file ranges mixed (`multipart/byteranges`) | writes and `sendfile`s in order; `Content-Length` is the sum |
+    //! | [`Body::Stream`] | output whose length you do not know in advance (a child process, a proxy) | pulled by the core as the socket drains; chunked on HTTP/1.1, close-delimited on HTTP/1.0 |
+    //!
+    //! **Bytes** are simplest: anything that is `Into<Body>` (`String`,
+    //! `&str`, `Vec<u8>`, `&[u8]`, [`Segments`](crate::Segments)).
+    //!
+    //! **Files** give the core an open [`std::fs::File`]: its descriptor's
+    //! ownership passes to the core, which sends `len` bytes from `offset`
+    //! with `sendfile` and closes it when the response is done or the
+    //! client leaves. Nothing is read into memory, files over 4 GiB work,
+    //! and no thread waits for a slow client. The length is sent as
+    //! `Content-Length` before the file: if the file turns out shorter
+    //! (truncated meanwhile) the connection is closed. Take `len` from the
+    //! open file's metadata, not from an earlier `stat` of the path.
+    //!
+    //! ```
+    //! use std::fs::File;
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! /// Serves one fixed file, zero-copy.
+    //! struct OneFile {
+    //!     path: std::path::PathBuf,
+    //! }
+    //!
+    //! impl Handler for OneFile {
+    //!     fn handle(&self, _req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    //!         let file = match File::open(&self.path) {
+    //!             Ok(f) => f,
+    //!             Err(e) => return Outcome::Error(format!("{}: {e}", self.path.display())),
+    //!         };
+    //!         let len = match file.metadata() {
+    //!             Ok(m) => m.len(),
+    //!             Err(e) => return Outcome::Error(format!("{}: {e}", self.path.display())),
+    //!         };
+    //!         res.status(200)
+    //!             .header("content-type", "text/plain; charset=utf-8")
+    //!             .body(Body::File { file, offset: 0, len });
+    //!         Outcome::Done
+    //!     }
+    //! }
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # let dir = std::env::temp_dir().join(format!("tamada-sdk-doc-{}", std::process::id()));
+    //! # std::fs::create_dir_all(&dir).unwrap();
+    //! # let path = dir.join("file.txt");
+    //! # std::fs::write(&path, "file body\n").unwrap();
+    //! # let out = tamada_sdk::testing::TestRequest::get("/").run(&OneFile { path });
+    //! # assert_eq!(out.body_bytes(), b"file body\n");
+    //! # std::fs::remove_dir_all(&dir).unwrap();
+    //! # }
+    //! ```
+    //!
+    //! **Segments** hand files to the body once with
+    //! [`Segments::file`](crate::Segments::file) and then add byte pieces
+    //! and [ranges](crate::Segments::range) of those files in any order; the
+    //! core owns and closes every file, as above.
+    //!
+    //! ```
+    //! use tamada_sdk::Segments;
+    //!
+    //! # fn main() -> std::io::Result<()> {
+    //! # let path = std::env::temp_dir().join(format!("tamada-sdk-seg-{}", std::process::id()));
+    //! # std::fs::write(&path, "0123456789")?;
+    //! let file = std::fs::File::open(&path)?;
+    //! let mut body = Segments::new();
+    //! let f = body.file(file);
+    //! body.bytes("--sep\r\nContent-Range: bytes 0-1/10\r\n\r\n")
+    //!     .range(f, 0, 2)
+    //!     .bytes("\r\n--sep\r\nContent-Range: bytes 8-9/10\r\n\r\n")
+    //!     .range(f, 8, 2)
+    //!     .bytes("\r\n--sep--\r\n");
+    //! assert_eq!(body.len(), 38 + 2 + 40 + 2 + 11); // bytes and ranges
+    //! // res.status(206).header("content-type", "multipart/byteranges; boundary=sep").body(body);
+    //! # std::fs::remove_file(&path)?;
+    //! # Ok(())
+    //! # }
+    //! ```
+    //!
+    //! **Streams** are pulled by the core: after `handle` returns, it calls
+    //! [`BodyStream::read`](crate::BodyStream::read) whenever the client's
+    //! socket can take more, on whichever worker serves the connection then
+    //! (never two at once, hence `Send`). `read` may block on what the
+    //! plugin owns (a pipe); `Ok(0)` ends the body. Then the core calls
+    //! [`close`](crate::BodyStream::close) exactly once, last: with
+    //! `client_gone: true` when the client left, the core gave up (a send
+    //! timeout, a HEAD request, a 204 or 304), or the stream failed, so you
+    //! can stop the work behind it (kill the child). An error from `read`
+    //! after the head went out cannot become an error status: the core
+    //! closes the connection, which tells the client the body is
+    //! incomplete. A `Content-Length` header set with a stream is trusted:
+    //! the core sends it instead of chunking, reads at most that many
+    //! bytes, and closes the connection if the stream ends short.
+    //! [`ReadStream`](crate::ReadStream) turns any `Read + Send` into a
+    //! stream.
+    //!
+    //! ```
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! /// Counts down, one line per read; knows when the client has gone.
+    //! struct Countdown {
+    //!     left: u32,
+    //! }
+    //!
+    //! impl BodyStream for Countdown {
+    //!     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    //!         if self.left == 0 {
+    //!             return Ok(0);
+    //!         }
+    //!         let line = format!("{}\n", self.left);
+    //!         let n = line.len().min(buf.len());
+    //!         buf[..n].copy_from_slice(&line.as_bytes()[..n]);
+    //!         self.left -= 1;
+    //!         Ok(n)
+    //!     }
+    //!     fn close(&mut self, client_gone: bool) {
+    //!         if client_gone {
+    //!             log::debug!("client left with {} lines unsent", self.left);
+    //!         }
+    //!     }
+    //! }
+    //!
+    //! struct Lines;
+    //!
+    //! impl Handler for Lines {
+    //!     fn handle(&self, _req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    //!         res.status(200)
+    //!             .header("content-type", "text/plain")
+    //!             .body(Body::Stream(Box::new(Countdown { left: 3 })));
+    //!         Outcome::Done
+    //!     }
+    //! }
+    //!
+    //! // Any reader works too: a child's stdout, a file of unknown length.
+    //! let _ = Body::Stream(Box::new(ReadStream(std::io::Cursor::new(b"abc".to_vec()))));
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # let out = tamada_sdk::testing::TestRequest::get("/").run(&Lines);
+    //! # assert_eq!(out.body_bytes(), b"3\n2\n1\n");
+    //! # }
+    //! ```
+    //!
+    //! Every other allocation is freed by whoever made it: the SDK frees
+    //! what your plugin allocated, the server what it allocated; nothing of
+    //! this shows in plugin code.
+    //!
+    //! [`Body::Bytes`]: crate::Body::Bytes
+    //! [`Body::File`]: crate::Body::File
+    //! [`Body::Segments`]: crate::Body::Segments
+    //! [`Body::Stream`]: crate::Body::Stream
+}
+
+pub mod options {
+    //! # Options: a route's `options:` with serde
+    //!
+    //! Each `routes:` or `loggers:` entry may carry free YAML under
+    //! `options:`; the server hands it, unchanged, to your constructor as
+    //! [`Options`](crate::Options). Parse it into a type of your own with
+    //! [`Options::parse`](crate::Options::parse), and mark the type
+    //! `#[serde(deny_unknown_fields)]`: an admin's typo (`greting:`) then
+    //! stops the server from starting instead of being ignored in silence.
+    //! A missing `options:` parses as an empty mapping, so give every
+    //! field a default (`#[serde(default)]`) or make it `Option`.
+    //!
+    //! Validate everything the constructor can (values in range, folders
+    //! that exist) and return `Err(message)`: the constructor runs at
+    //! start-up, on every reload and on `tamada -t`, so a mistake is caught
+    //! before a request meets it. The message needs no location:
+    //! `tamada -t` (and start-up, and a reload, which then keeps the
+    //! running configuration) prints it after the vhost file, line and
+    //! route, e.g.
+    //!
+    //! ```text
+    //! Thu, 26 Nov 2026 02:24:24 GMT [ERROR] configuration error:
+    //! conf.d/example.yaml:9:5: routes[0] (/hello/): plugin `hello` refused its options: unknown field `greting`, expected one of `greeting`, `uppercase`, `skip`
+    //! ```
+    //!
+    //! A panic in the constructor is caught and reported the same way.
+    //! For quick experiments, [`Options::get`](crate::Options::get) reads
+    //! one scalar option as a string, without checking for typos.
+    //!
+    //! ```
+    //! use serde::Deserialize;
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! #[derive(Deserialize, Debug)]
+    //! #[serde(deny_unknown_fields)]
+    //! struct Config {
+    //!     #[serde(default = "default_greeting")]
+    //!     greeting: String,
+    //!     #[serde(default)]
+    //!     uppercase: bool,
+    //!     skip: Option<String>,
+    //! }
+    //!
+    //! fn default_greeting() -> String {
+    //!     "hello".into()
+    //! }
+    //!
+    //! fn check(options: &Options) -> Result<Config, String> {
+    //!     let c: Config = options.parse()?;
+    //!     if let Some(skip) = &c.skip
+    //!         && !skip.starts_with('/')
+    //!     {
+    //!         return Err(format!("skip: `{skip}` must start with `/`"));
+    //!     }
+    //!     Ok(c)
+    //! }
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # let req = tamada_sdk::testing::TestRequest::get("/");
+    //! # assert_eq!(check(&req.options("")).unwrap().greeting, "hello");
+    //! # assert!(check(&req.options("{ uppercase: true }")).unwrap().uppercase);
+    //! # let e = check(&req.options("{ greting: hi }")).unwrap_err();
+    //! # assert!(e.contains("unknown field `greting`"), "{e}");
+    //! # assert!(check(&req.options("{ skip: x }")).is_err());
+    //! # }
+    //! ```
+    //!
+    //! The constructor also learns where it is used:
+    //! [`vhost`](crate::Options::vhost) (name, folders, config file),
+    //! [`route`](crate::Options::route) and
+    //! [`role`](crate::Options::role). Relative paths in your options are
+    //! best resolved against the vhost's file
+    //! ([`Vhost::config_file`](crate::Vhost::config_file)), as the server
+    //! does for its own.
+}
+
+pub mod errors {
+    //! # Errors and panics
+    //!
+    //! - **A failure you detect** in `handle`: return
+    //!   [`Outcome::Error`](crate::Outcome::Error) with a message. The
+    //!   client gets a 500 page; the vhost's error log gets
+    //!   ``plugin `NAME` failed on GET /path: message``. Nothing of the
+    //!   message reaches the client.
+    //! - **A panic** in any hook (`handle`, the constructor, `log`,
+    //!   `record`, the lifecycle hooks, a stream's `read` and `close`,
+    //!   `Drop`) is caught by the SDK before it can cross into the server.
+    //!   In `handle` it becomes a 500 and the log line
+    //!   ``plugin `NAME` failed on GET /path: panic: <message>``; in the
+    //!   constructor, a configuration error (`panicked while reading
+    //!   options: ...`); in `log` and the lifecycle hooks, an error record;
+    //!   in `record`, a stream's `close` and `Drop` it is swallowed. The
+    //!   server and the other requests carry on. A panic in a stream's
+    //!   `read` comes after the head was sent, so the connection is closed
+    //!   instead (the client sees a truncated response).
+    //! - **Panics must unwind.** A plugin built with `panic = "abort"`
+    //!   cannot be contained: its first panic ends the whole server, every
+    //!   connection with it. **Building a plugin with `panic = "abort"` is
+    //!   forbidden**, in every profile (`[profile.release]` included), and
+    //!   so is calling [`std::process::abort`] or [`std::process::exit`].
+    //! - State that a panic interrupted may be inconsistent: a `Mutex`
+    //!   whose holder panicked is poisoned for later requests. Recover
+    //!   (`lock().unwrap_or_else(|e| e.into_inner())`) only where that is
+    //!   safe.
+    //!
+    //! ```
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! struct Fragile;
+    //!
+    //! impl Handler for Fragile {
+    //!     fn handle(&self, req: &Request, _res: &mut ResponseBuilder) -> Outcome {
+    //!         if req.path() == "/bug" {
+    //!             // Caught by the SDK: this request gets a 500, the next is served.
+    //!             panic!("a bug");
+    //!         }
+    //!         Outcome::Error("the backend is down".into())
+    //!     }
+    //! }
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # let out = tamada_sdk::testing::TestRequest::get("/").run(&Fragile);
+    //! # assert_eq!(out.outcome, Outcome::Error("the backend is down".into()));
+    //! # }
+    //! ```
+}
+
+pub mod logging {
+    //! # Logging
+    //!
+    //! Use the `log` crate's macros (`log::error!`, `log::warn!`,
+    //! `log::info!`, ...). Every `cdylib` carries its own copy of `log`'s
+    //! global logger, so when the server loads a plugin the SDK installs in
+    //! it a logger that forwards each record to the server. The server
+    //! then routes it:
+    //!
+    //! - made while the plugin serves a request (in `handle`, or in a
+    //!   stream's `read`): to the vhost's error log (its `loggers:`, see
+    //!   [`Handler::record`](crate::Handler::record)), tagged with the
+    //!   plugin's name and the client's address, e.g.
+    //!   `2026-11-26T01:40:53.123Z [error] [client 127.0.0.1] [vhost example.com] hello: message`;
+    //!   a vhost without loggers sends it to the server's own log;
+    //! - made anywhere else (the constructor, threads of your own): to the
+    //!   server's own log (stderr or `log_file:`), as `target: message`.
+    //!
+    //! The server's log level and each logger's `error_level` decide what
+    //! is kept. A thread of your own that works for a vhost (reading a
+    //! child's stderr, a background refresh) sends its records to that
+    //! vhost's error log with [`record_for`](crate::record_for), which works
+    //! from any thread:
+    //!
+    //! ```
+    //! use tamada_sdk::record_for;
+    //!
+    //! let vhost = "example.com".to_owned();
+    //! std::thread::spawn(move || {
+    //!     record_for(&vhost, None, log::Level::Warn, "hello:refresher", "cache refresh failed");
+    //! })
+    //! .join()
+    //! .unwrap();
+    //! ```
+    //!
+    //! Outside a server (unit tests) these records go nowhere.
+    //!
+    //! **Never install a global logger** in a plugin: no
+    //! `env_logger::init()`, no `fern::Dispatch::apply()`, no
+    //! `log::set_logger`. The SDK owns the plugin's logger; replacing it
+    //! cuts the plugin off from the server's logs. To format records with
+    //! fern (a logging plugin writing its own files), build the `Dispatch`
+    //! and use it through `into_log()`. Likewise **never install a signal
+    //! handler**: the server owns the signals and calls
+    //! [`reopen`](crate::Handler::reopen),
+    //! [`flush`](crate::Handler::flush) and
+    //! [`shutdown`](crate::Handler::shutdown) instead.
+}
+
+pub mod threads {
+    //! # Threads and instances
+    //!
+    //! The server builds **one instance per route** (and per logger entry)
+    //! and shares it between all its worker threads: while one worker runs
+    //! `handle` for a request, others run it for other requests on the same
+    //! `&self`. Hence [`Handler`](crate::Handler)` : Send + Sync + 'static`.
+    //!
+    //! - Keep per-request state on the stack of `handle` (or in the stream
+    //!   you return), never in `self`.
+    //! - Shared counters: atomics. Shared caches: a `Mutex` or `RwLock`,
+    //!   held briefly and never across a blocking call.
+    //! - Do not rely on thread-locals for per-connection or per-request
+    //!   state: a worker serves many connections, and one slow response
+    //!   may be continued by another worker.
+    //! - A stream is used by one thread at a time but may move between
+    //!   threads: it must be `Send`, not `Sync`.
+    //! - Blocking in `handle` holds a worker; bound every wait (a child's
+    //!   output, a backend) with a timeout of your own.
+    //! - Threads you start yourself must finish or be told to stop in
+    //!   [`shutdown`](crate::Handler::shutdown) (or in `Drop`, for a
+    //!   reload): the library is never unloaded, so a forgotten thread
+    //!   merely lingers, but it keeps what it holds.
+    //!
+    //! On SIGHUP the server builds new instances from the new `options:`
+    //! and swaps the whole configuration in at once; requests already
+    //! running finish on the old instances, which are flushed and dropped
+    //! afterwards. Two instances of one plugin may therefore live at the
+    //! same time, as they do for two routes. Statics are shared by every
+    //! instance of the plugin and survive reloads, unless the plugin file
+    //! itself was replaced (see [`phases`](super::phases)).
+    //!
+    //! ```
+    //! use std::sync::atomic::{AtomicU64, Ordering};
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! #[derive(Default)]
+    //! struct Counter {
+    //!     served: AtomicU64, // shared by every worker: an atomic, not a `u64`
+    //! }
+    //!
+    //! impl Handler for Counter {
+    //!     fn handle(&self, _req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    //!         let n = self.served.fetch_add(1, Ordering::Relaxed) + 1; // per-request: on the stack
+    //!         res.body(format!("request {n}\n"));
+    //!         Outcome::Done
+    //!     }
+    //! }
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # let c = Counter::default();
+    //! # let req = tamada_sdk::testing::TestRequest::get("/");
+    //! # std::thread::scope(|s| { for _ in 0..4 { s.spawn(|| { req.run(&c); }); } });
+    //! # assert_eq!(req.run(&c).body_bytes(), b"request 5\n");
+    //! # }
+    //! ```
+}
+
+pub mod testing {
+    //! # Testing a plugin
+    //!
+    //! Build the crate as `["cdylib", "rlib"]` and enable the SDK's
+    //! `testing` feature for tests only:
+    //!
+    //! ```toml
+    //! [dev-dependencies]
+    //! tamada-sdk = { path = "../tamada/sdk", features = ["testing"] }
+    //! ```
+    //!
+    //! The module `tamada_sdk::testing` (present with that feature) then
+    //! gives `TestRequest`: a request built in a unit test (method, target,
+    //! headers, body, chunked or not, vhost, route, document root,
+    //! addresses), on which `run(&handler)` calls your `handle` in-process,
+    //! without a server or a `.so`, and returns the [`Outcome`] and the
+    //! response (`body_bytes()` reads a bytes, file or stream body whole).
+    //! `TestRequest::options(yaml)` builds [`Options`] as the server would,
+    //! so the constructor is tested with the handler. Unlike the server,
+    //! `TestRequest` does not normalise the path: give it as the core would.
+    //!
+    //! ```
+    //! use serde::Deserialize;
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! #[derive(Deserialize)]
+    //! #[serde(deny_unknown_fields)]
+    //! struct Hello {
+    //!     #[serde(default)]
+    //!     greeting: String,
+    //! }
+    //!
+    //! impl Handler for Hello {
+    //!     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    //!         if req.rest() == "/private" {
+    //!             return Outcome::Decline;
+    //!         }
+    //!         res.header("content-type", "text/plain")
+    //!             .body(format!("{} {}\n", self.greeting, req.path()));
+    //!         Outcome::Done
+    //!     }
+    //! }
+    //!
+    //! fn new(options: &Options) -> Result<Hello, String> {
+    //!     options.parse()
+    //! }
+    //!
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! // In the plugin: #[cfg(test)] mod tests { ... #[test] fn ... }
+    //! use tamada_sdk::testing::TestRequest;
+    //!
+    //! let req = TestRequest::get("/hi/there?x=1").route("/hi/");
+    //! let hello = new(&req.options("{ greeting: hey }")).unwrap();
+    //! let out = req.run(&hello);
+    //! assert_eq!(out.outcome, Outcome::Done);
+    //! assert_eq!(out.response.get_status(), 200);
+    //! assert_eq!(out.response.get_header("content-type"), Some(&b"text/plain"[..]));
+    //! assert_eq!(out.body_bytes(), b"hey /hi/there\n");
+    //!
+    //! let out = TestRequest::get("/hi/private").route("/hi/").run(&hello);
+    //! assert_eq!(out.outcome, Outcome::Decline);
+    //!
+    //! let err = new(&req.options("{ greting: hey }")).err().unwrap();
+    //! assert!(err.contains("unknown field `greting`"));
+    //! # }
+    //! ```
+    //!
+    //! Unit tests cover the logic; the `.so` itself is best tested end to
+    //! end: start a real `tamada` with a temporary `conf.d` and
+    //! `--plugin-dir` holding your `.so`, send requests, and check
+    //! `tamada --plugins --plugin-dir DIR` lists it. The template's
+    //! integration test in the tamada repository
+    //! (`server/tests/template.rs`) does exactly that.
+    //!
+    //! [`Outcome`]: crate::Outcome
+    //! [`Options`]: crate::Options
+}
+
+pub mod compatibility {
+    //! # Compatibility, versions and installing
+    //!
+    //! A plugin and the server meet only through the binary interface in
+    //! [`abi`](crate::abi): `#[repr(C)]` tables of function pointers and
+    //! FFI-safe types. These rules say which server loads which plugin.
+    //!
+    //! ## What the server checks when it loads a `.so`
+    //!
+    //! 1. **The bootstrap header is frozen forever.** Every plugin exports
+    //!    `tamada_plugin_header`, returning a magic number and the SDK
+    //!    major.minor it was built with
+    //!    ([`PluginHeader`](crate::abi::PluginHeader)). No SDK version will
+    //!    ever change it, so any server can read any plugin's version.
+    //! 2. **Same major, or refused.** A plugin built with another SDK major
+    //!    is not loaded; `tamada --plugins` and the log say so in one line,
+    //!    e.g. `skipped  libx.so: built for tamada SDK 2.0, this server
+    //!    speaks SDK 1.3: rebuild it against tamada-sdk 1.x`.
+    //! 3. **Layout check.** Within the major, each table the plugin exports
+    //!    carries its `abi_stable` layout, which the server checks against
+    //!    its own at load; a mismatch is refused with a one-line summary
+    //!    (`-v` shows abi_stable's full report).
+    //! 4. **Optional tables** are looked up by symbol name. A plugin that
+    //!    lacks one simply lacks that ability. `tamada_plugin_lifecycle_v1`
+    //!    (the log, record and lifecycle hooks) is such a table already:
+    //!    a plugin without it loads and serves, and those hooks are no-ops.
+    //! 5. **Unique names.** A name already taken by an earlier file (files
+    //!    load in name order) is skipped. `static`, `cgi`, `logging`,
+    //!    `placeholder` and the other plugins shipped with the server have
+    //!    theirs: pick a name of your own.
+    //!
+    //! A file that fails a check is skipped with its reason; the server
+    //! still starts, unless a route names the missing plugin, and then the
+    //! error lists every skipped file and why.
+    //!
+    //! ## The semver policy of `tamada-sdk`
+    //!
+    //! The SDK version *is* the plugin interface version:
+    //!
+    //! - **Since 1.0, a released table is frozen for its whole major**: no
+    //!   field is added, removed, reordered or retyped, no function's
+    //!   signature changes. (`abi_stable` rejects a plugin whose table has
+    //!   fewer fields than the server expects, so growing a table would
+    //!   refuse every older plugin.)
+    //! - **A minor version may only add**: new tables, exported under new
+    //!   symbol names and probed by name (a new hook arrives as
+    //!   `tamada_plugin_<ability>_v1`), and Rust-side conveniences in the
+    //!   SDK that do not touch a table. So a plugin built with SDK 1.2 loads
+    //!   in a server of SDK 1.5 (it just lacks the newer abilities), and one
+    //!   built with SDK 1.5 loads in a server of SDK 1.2, which ignores the
+    //!   tables it does not know (abilities that need the newer server are
+    //!   then absent).
+    //! - **Anything that changes an existing table needs a new major.** A
+    //!   new major means rebuilding every plugin against it.
+    //! - A patch version changes no table and no behaviour a plugin can
+    //!   rely on.
+    //! - Before 1.0 (major 0) tables changed freely; a major-0 plugin is
+    //!   refused by a 1.x server like any other major.
+    //!
+    //! So: build a plugin against the SDK of the oldest server it must run
+    //! on, with the same major.
+    //!
+    //! ## Installing and replacing a plugin
+    //!
+    //! **Libraries are never unloaded**: their code may be running on any
+    //! thread, and instances of an old configuration may still be in use.
+    //! The server loads the plugin folder at start-up and looks at it again
+    //! on every SIGHUP: new files are loaded, a file replaced by a rename
+    //! is loaded anew (its new instances use the new library, the old
+    //! library stays mapped for the old ones), unchanged files are kept.
+    //! Hence:
+    //!
+    //! - Install by copying to a temporary name in the plugin folder that
+    //!   does not match `lib*.so`, then renaming into place:
+    //!   `cp libx.so DIR/.libx.so.tmp && mv DIR/.libx.so.tmp DIR/libx.so`.
+    //!   The rename is atomic: a reload sees the old file or the new one,
+    //!   never half of one.
+    //! - **Never `cp` over a `.so` in the plugin folder** (nor GNU
+    //!   `install`, nor a linker writing in place): rewriting a library in
+    //!   place crashes any process that has it mapped, and a reload during
+    //!   the copy would read a half-written file.
+    //! - Check first with `tamada -t --plugin-dir DIR` and
+    //!   `tamada --plugins --plugin-dir DIR`, then send SIGHUP. A reload
+    //!   that fails (a route names a plugin that was refused) keeps the
+    //!   running configuration and logs why.
+}
