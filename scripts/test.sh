@@ -39,4 +39,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p tamada-sdk --no-deps --all-featu
 # The plugin template is a project of its own (not a workspace member):
 # build it into the test plugins' target folder, as its test does.
 cargo build --quiet --manifest-path examples/hello-plugin/Cargo.toml --target-dir target/testplugins
-cargo test --workspace --all-features
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-features 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
