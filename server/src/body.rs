@@ -32,6 +32,8 @@ pub struct BodyState {
     pub done: bool,
     /// The body failed (timeout, client gone, bad chunking): framing is lost.
     pub broken: bool,
+    /// The chunked framing itself was malformed (the client's fault: 400).
+    pub bad_framing: bool,
 }
 
 impl BodyState {
@@ -52,6 +54,7 @@ impl BodyState {
             continue_pending: expect_continue && !done,
             done,
             broken: false,
+            bad_framing: false,
         }
     }
 
@@ -79,6 +82,7 @@ impl BodyState {
             Framing::Chunked => {
                 let (c, n) = self.decoder.decode(buf.data(), out).map_err(|e| {
                     self.broken = true;
+                    self.bad_framing = true;
                     format!("bad chunked request body: {}", e.0)
                 })?;
                 buf.consume(c);

@@ -88,7 +88,7 @@ impl LogInfo {
         };
         host::with_context(ctx, || {
             for l in &self.vhost.loggers {
-                host::set_plugin(Some(l.name()));
+                host::set_plugin(Some(&l.plugin));
                 l.log(&entry);
             }
         });
@@ -300,6 +300,15 @@ pub fn run(conn: &mut Conn, head: RequestHead, started: Instant, shared: &Shared
         // SIGTERM came while the handler ran: this is the last response.
         keep = false;
     }
+    if body.bad_framing {
+        // RFC 9112 section 7.1: malformed chunked framing is the client's
+        // fault, and the rest of the connection cannot be trusted.
+        info.bytes_received = info.head.head_len as u64 + body.wire_bytes;
+        drop(result);
+        let mut out = simple(400, minor, head_only, true, &[]);
+        out.info = Some(info);
+        return out;
+    }
     if body.exceeded {
         info.bytes_received = info.head.head_len as u64 + body.wire_bytes;
         host::record(
@@ -422,7 +431,7 @@ fn dispatch(
                 redirects,
             };
             let plugin = route.handler.name();
-            host::set_plugin(Some(plugin));
+            host::set_plugin(Some(&route.handler.plugin));
             let r = (route.handler.plugin.table.handle)(route.handler.inst, &req);
             host::set_plugin(None);
             match r {

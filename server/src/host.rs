@@ -34,7 +34,7 @@ pub struct Context {
     pub vhost: Arc<Vhost>,
     pub peer: SocketAddr,
     /// The plugin currently called, to tag its records.
-    pub plugin: Option<String>,
+    pub plugin: Option<Arc<crate::plugins::Plugin>>,
 }
 
 thread_local! {
@@ -53,10 +53,10 @@ pub fn with_context<R>(ctx: Context, f: impl FnOnce() -> R) -> R {
 }
 
 /// Marks which plugin is being called (for tagging its records).
-pub fn set_plugin(name: Option<&str>) {
+pub fn set_plugin(plugin: Option<&Arc<crate::plugins::Plugin>>) {
     CONTEXT.with(|c| {
         if let Some(ctx) = c.borrow_mut().as_mut() {
-            ctx.plugin = name.map(str::to_owned);
+            ctx.plugin = plugin.cloned();
         }
     });
 }
@@ -111,7 +111,11 @@ extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
     let ctx = CONTEXT.with(|c| c.borrow().clone());
     match ctx {
         Some(ctx) => {
-            let source = ctx.plugin.as_deref().unwrap_or(target.as_str());
+            let source = ctx
+                .plugin
+                .as_ref()
+                .map(|p| p.name.as_str())
+                .unwrap_or(target.as_str());
             record(&ctx.vhost, Some(ctx.peer), level, source, message.as_str());
         }
         None => log::log!(level, "{}: {}", target.as_str(), message.as_str()),

@@ -324,3 +324,13 @@ fn absolute_form_and_options_star() {
     assert_eq!(r.status, 200);
     assert!(r.header("allow").is_some());
 }
+
+#[test]
+fn malformed_chunked_body_is_400_and_close() {
+    let s = echo_server();
+    let mut c = Client::connect(s.port());
+    let r = c.request("POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed());
+}

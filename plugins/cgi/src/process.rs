@@ -85,28 +85,27 @@ impl Proc {
     /// The normal end (stdout closed): reaps the child when it has exited;
     /// else a reaper thread waits up to `grace` for it, then kills the group.
     pub fn finish(mut self, grace: Duration) {
-        for i in 0..5 {
-            match self.child.try_wait() {
-                Ok(Some(st)) => {
-                    self.reaped = true;
-                    self.report(st);
-                    return;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_micros(100 << i)),
-                Err(_) => break,
-            }
+        if let Ok(Some(st)) = self.child.try_wait() {
+            self.reaped = true;
+            self.report(st);
+            return;
         }
+        // PERF: the worker does not wait for the exit (a script usually
+        // exits microseconds after closing its output, but sleeping here
+        // delayed the connection's next request): a thread reaps it.
         let spawned = std::thread::Builder::new()
             .name("cgi-reaper".into())
             .spawn(move || {
                 let deadline = Instant::now() + grace;
+                let mut pause = Duration::from_micros(200);
                 while Instant::now() < deadline {
                     if let Ok(Some(st)) = self.child.try_wait() {
                         self.reaped = true;
                         self.report(st);
                         return;
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
                 }
                 self.log.record(
                     log::Level::Warn,
