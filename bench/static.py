@@ -12,31 +12,10 @@ usage: bench/static.py [--rounds N] [--seconds S] [--connections C] [--logging]
 --logging turns the logging plugin on for tamada (access log to a file) so
 that the cost of logging can be measured as pairs (see bench/logging.py).
 """
-import argparse, os, random, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, random, shutil, statistics, subprocess, sys, tempfile
+from common import TAMADA, free_port, stop, wait_port, wrk
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = {"1k": 1024, "100k": 100 * 1024, "10m": 10 * 1024 * 1024}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, proc, timeout=15):
-    t = time.time() + timeout
-    while time.time() < t:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early: {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} did not open")
 
 
 def start_nginx(d, www, port):
@@ -84,21 +63,7 @@ def start_tamada(d, www, port, logging):
         "routes:\n  - path: /\n    handler: static\n"
     )
     open(os.path.join(conf, "server.yaml"), "w").write("log_level: warn\nidle_timeout: 60s\n")
-    binary = os.path.join(ROOT, "target", "release", "tamada")
-    return subprocess.Popen([binary, "-c", conf], stderr=subprocess.DEVNULL)
-
-
-def wrk(url, seconds, conns):
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", url], capture_output=True, text=True
-    ).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
-        raise SystemExit(f"wrk output not understood:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"{url}: {errors.group(1)} error responses")
-    return float(m.group(1))
+    return subprocess.Popen([TAMADA, "-c", conf], stderr=subprocess.DEVNULL)
 
 
 def main():
@@ -154,13 +119,7 @@ def main():
                         line += f"  {med['tamada'] / med[s]:>12.2f}"
             print(line)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(d, ignore_errors=True)
 
 
