@@ -179,14 +179,72 @@ pub fn spawn(
         log: log.clone(),
         _slot: slot,
     };
-    std::thread::Builder::new()
-        .name("cgi-stderr".into())
-        .spawn(move || log_stderr(stderr, &log))?;
+    stderr_readers::read(stderr, log)?;
     Ok(Spawned {
         proc,
         stdin,
         stdout,
     })
+}
+
+/// Threads that log scripts' stderr, reused from one script to the next.
+///
+/// PERF: starting a thread per script cost a clone, a stack mapping and
+/// its unmapping per request. A reader blocks on one pipe at a time (so
+/// scripts never wait on each other's stderr); idle readers wait for the
+/// next pipe, and a new one starts only when none is idle.
+mod stderr_readers {
+    use super::{LogCtx, log_stderr};
+    use std::io;
+    use std::process::ChildStderr;
+    use std::sync::{Arc, Condvar, Mutex};
+
+    type Work = (ChildStderr, Arc<LogCtx>);
+
+    #[derive(Default)]
+    struct Pool {
+        queue: Mutex<(Vec<Work>, usize)>,
+        ready: Condvar,
+    }
+
+    fn pool() -> &'static Pool {
+        static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+        POOL.get_or_init(Pool::default)
+    }
+
+    /// Hands `pipe` to an idle reader, or to a new one.
+    pub fn read(pipe: ChildStderr, log: Arc<LogCtx>) -> io::Result<()> {
+        let p = pool();
+        let mut q = p.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.1 > q.0.len() {
+            // An idle reader will take it.
+            q.0.push((pipe, log));
+            drop(q);
+            p.ready.notify_one();
+            return Ok(());
+        }
+        drop(q);
+        std::thread::Builder::new()
+            .name("cgi-stderr".into())
+            .spawn(move || {
+                log_stderr(pipe, &log);
+                drop(log);
+                loop {
+                    let mut q = p.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.1 += 1;
+                    while q.0.is_empty() {
+                        q = p.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                    }
+                    q.1 -= 1;
+                    let Some((pipe, log)) = q.0.pop() else {
+                        continue;
+                    };
+                    drop(q);
+                    log_stderr(pipe, &log);
+                }
+            })?;
+        Ok(())
+    }
 }
 
 /// One record per stderr line (long lines are cut into 4 KiB records).
