@@ -20,7 +20,8 @@ pub struct BodyState {
     /// Content-Length bytes still unread.
     remaining: u64,
     decoder: Decoder,
-    limit: u64,
+    /// The current route's `max_body`.
+    pub limit: u64,
     /// Body bytes delivered (de-chunked).
     pub received: u64,
     /// Bytes taken off the wire (with chunk framing).
@@ -88,7 +89,12 @@ impl BodyState {
                 buf.consume(c);
                 self.wire_bytes += c as u64;
                 self.received += n as u64;
-                if self.received > self.limit {
+                // The framing counts too (tiny chunks with long extensions).
+                let wire_limit = self
+                    .limit
+                    .saturating_add(self.limit / 2)
+                    .saturating_add(1 << 20);
+                if self.received > self.limit || self.wire_bytes > wire_limit {
                     self.exceeded = true;
                     self.broken = true;
                     return Err(format!(
@@ -110,9 +116,11 @@ impl BodyState {
         let mut scratch = [0u8; 8192];
         let mut budget: u64 = 1 << 20;
         while !self.done && !self.broken {
+            let before = self.wire_bytes;
             match self.take(buf, &mut scratch) {
-                Ok(n) if n > 0 => {
-                    budget = budget.saturating_sub(n as u64);
+                Ok(n) if n > 0 || self.wire_bytes > before => {
+                    // The budget counts bytes off the wire, framing included.
+                    budget = budget.saturating_sub(self.wire_bytes - before);
                     if budget == 0 {
                         return false;
                     }

@@ -85,6 +85,47 @@ pub struct Conn {
     pub served: u64,
     /// When the first byte of the head being read arrived.
     pub head_started: Option<Instant>,
+    /// Lingering close: the response is out and our side is shut down;
+    /// the client's unread input is read and dropped until it closes or
+    /// this deadline passes, so that closing with unread data does not
+    /// reset the connection before the client has read the response (an
+    /// early 413, say).
+    pub linger: Option<Instant>,
+    lingered: u64,
+}
+
+/// How long and how much a lingering close reads before closing.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: u64 = 4 << 20;
+
+impl Conn {
+    /// Reads and drops input; the verdict is Close when done.
+    fn linger(&mut self) -> Verdict {
+        let Some(deadline) = self.linger else {
+            return Verdict::Close;
+        };
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            if Instant::now() >= deadline || self.lingered > LINGER_BYTES {
+                return Verdict::Close;
+            }
+            match (&self.sock).read(&mut scratch) {
+                Ok(0) => return Verdict::Close,
+                Ok(n) => self.lingered += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Read(deadline),
+                Err(_) => return Verdict::Close,
+            }
+        }
+    }
+
+    /// Starts a lingering close after the last response.
+    fn start_linger(&mut self) -> Verdict {
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        self.buf = Buf::default();
+        self.linger = Some(Instant::now() + LINGER_TIME);
+        self.linger()
+    }
 }
 
 /// What the connection waits for next.
@@ -93,9 +134,17 @@ pub enum Verdict {
     Read(Instant),
     /// Park until writable or the deadline.
     Write(Instant),
+    /// Still has work (pipelined requests in its buffer) but had its
+    /// turn: queue it again behind the other connections.
+    Again,
     /// Done: close it.
     Close,
 }
+
+/// Requests one worker turn may answer on a connection before it goes to
+/// the back of the queue, so a client that pipelines without end cannot
+/// keep a worker to itself.
+const TURN: u32 = 32;
 
 impl Conn {
     pub fn new(sock: TcpStream, bind: SocketAddr, peer: SocketAddr) -> Conn {
@@ -109,6 +158,8 @@ impl Conn {
             out: None,
             served: 0,
             head_started: None,
+            linger: None,
+            lingered: 0,
         }
     }
 }
@@ -122,7 +173,14 @@ pub fn serve(conn: &mut Conn, shared: &Shared) -> Verdict {
         max_header_size: s.max_header_size.0 as usize,
         max_headers: s.max_headers,
     };
+    if conn.linger.is_some() {
+        return conn.linger();
+    }
+    let mut answered: u32 = 0;
     loop {
+        if answered >= TURN && conn.out.is_none() {
+            return Verdict::Again;
+        }
         if let Some(out) = conn.out.as_mut() {
             // A stream body is pulled from plugin code: give its log
             // records the request's vhost and client.
@@ -145,7 +203,7 @@ pub fn serve(conn: &mut Conn, shared: &Shared) -> Verdict {
                     }
                     conn.served += 1;
                     if close {
-                        return Verdict::Close;
+                        return conn.start_linger();
                     }
                 }
                 Drive::Failed(e) => {
@@ -162,12 +220,17 @@ pub fn serve(conn: &mut Conn, shared: &Shared) -> Verdict {
                 conn.buf.consume(head.head_len);
                 let out = exchange::run(conn, head, started, shared);
                 conn.out = Some(out);
+                answered += 1;
             }
             Ok(None) => match conn.buf.fill(&conn.sock) {
                 Ok(0) => return Verdict::Close,
                 Ok(_) => {
-                    if conn.head_started.is_none() {
-                        conn.head_started = Some(Instant::now());
+                    match conn.head_started {
+                        None => conn.head_started = Some(Instant::now()),
+                        // A head that keeps trickling in is still bound by
+                        // the header timeout.
+                        Some(t) if t.elapsed() > s.header_timeout.0 => return Verdict::Close,
+                        Some(_) => {}
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -304,7 +304,10 @@ pub fn run(conn: &mut Conn, head: RequestHead, started: Instant, shared: &Shared
         // RFC 9112 section 7.1: malformed chunked framing is the client's
         // fault, and the rest of the connection cannot be trusted.
         info.bytes_received = info.head.head_len as u64 + body.wire_bytes;
-        drop(result);
+        if let Some(r) = result {
+            // Own the body so its fds are closed and a stream is closed.
+            drop(own_body(r.body));
+        }
         let mut out = simple(400, minor, head_only, true, &[]);
         out.info = Some(info);
         return out;
@@ -318,7 +321,10 @@ pub fn run(conn: &mut Conn, head: RequestHead, started: Instant, shared: &Shared
             "tamada",
             &format!("chunked request body is over the limit of {limit} bytes"),
         );
-        drop(result);
+        if let Some(r) = result {
+            // Own the body so its fds are closed and a stream is closed.
+            drop(own_body(r.body));
+        }
         let mut out = simple(413, minor, head_only, true, &[]);
         out.info = Some(info);
         return out;
@@ -391,6 +397,16 @@ fn dispatch(
     let mut with_body = true;
     'outer: loop {
         for route in vhost.routes.iter().filter(|r| r.matches(&path)) {
+            // Each route's own max_body applies to the body it is offered
+            // (a route that declines must not let a larger body through to
+            // a stricter one).
+            body.limit = route.max_body;
+            if let (true, Framing::Length(n)) = (with_body, head.framing)
+                && n > route.max_body
+            {
+                body.exceeded = true;
+                return (None, path, query, route.prefix.clone(), None);
+            }
             let mut bctx = BodyCtx {
                 sock: &conn.sock,
                 buf: &mut conn.buf,

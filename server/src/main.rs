@@ -227,6 +227,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let nofile = raise_open_files_limit();
+    // Descriptors are also needed for files being sent, pipes, listeners.
+    let cap = (nofile as usize).saturating_sub(256).max(64);
+    if rt.settings.max_connections > cap {
+        log::warn!(
+            "max_connections {} is more than the open-files limit allows ({nofile}): at most {cap} connections",
+            rt.settings.max_connections
+        );
+    }
+    reactor::CONNECTION_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
     let addrs: Vec<_> = rt.sites.keys().copied().collect();
     let listeners = reactor::bind_all(&addrs).map_err(anyhow::Error::msg)?;
     let workers = rt.settings.workers;
@@ -276,6 +286,31 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one (every connection,
+/// open file and pipe is a descriptor) and returns it.
+fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 /// Calls every instance's `flush` hook about once a second.

@@ -37,13 +37,16 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(1);
 const LISTENER_BASE: usize = 2;
 const MAX_LISTENERS: usize = 4096;
 const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
+
+/// Connections the open-files limit allows (set at start-up).
+pub static CONNECTION_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// A connection handed to a worker.
 pub struct Job {
@@ -56,6 +59,8 @@ pub struct Table {
     slots: Mutex<Slab<Slot>>,
     registry: Registry,
     shared: Arc<Shared>,
+    /// Where a connection that had its turn is queued again.
+    jobs: Arc<Jobs<Job>>,
 }
 
 impl Table {
@@ -77,6 +82,11 @@ impl Table {
             Verdict::Read(_) if draining => {
                 self.lock().try_remove(key);
                 drop(conn);
+                return;
+            }
+            Verdict::Again => {
+                // Still Busy in the table: it goes straight back in line.
+                self.jobs.push(Job { token: key, conn });
                 return;
             }
             Verdict::Read(d) => (Interest::READABLE, d, false),
@@ -124,6 +134,8 @@ pub struct Reactor {
     jobs: Arc<Jobs<Job>>,
     shared: Arc<Shared>,
     reload: Reloader,
+    /// Listeners whose accept failed (out of descriptors): retried.
+    accept_retry: Vec<usize>,
 }
 
 /// Binds every address; errors name the address.
@@ -150,6 +162,7 @@ impl Reactor {
             slots: Mutex::new(Slab::new()),
             registry: poll.registry().try_clone()?,
             shared: shared.clone(),
+            jobs: jobs.clone(),
         });
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
         poll.registry()
@@ -160,6 +173,7 @@ impl Reactor {
             table,
             signals,
             jobs,
+            accept_retry: Vec::new(),
             shared,
             reload,
         };
@@ -192,6 +206,8 @@ impl Reactor {
             // Jobs waiting for a worker: come back soon to nudge the pool.
             let timeout = if self.jobs.waiting() {
                 Duration::from_millis(1)
+            } else if !self.accept_retry.is_empty() {
+                Duration::from_millis(50)
             } else {
                 Duration::from_millis(250)
             };
@@ -216,6 +232,9 @@ impl Reactor {
                 }
             }
             self.jobs.nudge();
+            for idx in std::mem::take(&mut self.accept_retry) {
+                self.accept(idx);
+            }
             let now = Instant::now();
             if now.duration_since(last_sweep) >= Duration::from_millis(500) {
                 last_sweep = now;
@@ -334,7 +353,13 @@ impl Reactor {
     }
 
     fn accept(&mut self, idx: usize) {
-        let max = self.shared.runtime.load().settings.max_connections;
+        let max = self
+            .shared
+            .runtime
+            .load()
+            .settings
+            .max_connections
+            .min(CONNECTION_CAP.load(Ordering::Relaxed));
         loop {
             let Some((bind, l)) = self.listeners.get(idx) else {
                 return;
@@ -352,9 +377,13 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: the pending connection stays in the
-                    // backlog; log and try again on the next event.
-                    log::error!("accept on {bind}: {e}");
+                    // EMFILE and friends: the pending connections stay in
+                    // the backlog, and the edge-triggered listener will not
+                    // report them again: retry on the next loop turns.
+                    if !self.accept_retry.contains(&idx) {
+                        log::error!("accept on {bind}: {e}");
+                        self.accept_retry.push(idx);
+                    }
                     return;
                 }
             }
@@ -415,12 +444,17 @@ impl Reactor {
             }
         }
         drop(slots);
-        // The log phase runs plugin code: not under the table's lock.
-        for conn in timed_out {
-            log::debug!("send timeout: closing connection from {}", conn.peer);
-            if let Some(out) = conn.out {
-                out.finish(Some("send timeout".into()));
-            }
+        // The log phase (and closing a stream: a CGI child is killed and
+        // reaped) runs plugin code: not on the reactor thread.
+        if !timed_out.is_empty() {
+            std::thread::spawn(move || {
+                for conn in timed_out {
+                    log::debug!("send timeout: closing connection from {}", conn.peer);
+                    if let Some(out) = conn.out {
+                        out.finish(Some("send timeout".into()));
+                    }
+                }
+            });
         }
     }
 }

@@ -334,3 +334,45 @@ fn malformed_chunked_body_is_400_and_close() {
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed());
 }
+
+#[test]
+fn early_413_reaches_a_client_that_keeps_sending() {
+    // Regression: closing with unread input made the kernel reset the
+    // connection, and the client lost the 413 (lingering close fixes it).
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nmax_body: 100\nroutes:\n  - path: /\n    handler: echo\n",
+        )
+        .file("www/.keep", "")
+        .start();
+    let mut c = Client::connect(s.port());
+    let mut req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n".to_vec();
+    req.extend(std::iter::repeat_n(b'z', 300_000));
+    let writer = {
+        let mut w = c.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&req);
+        })
+    };
+    let r = c.read_response(false);
+    assert_eq!(r.status, 413);
+    assert!(c.closed());
+    writer.join().unwrap();
+}
+
+#[test]
+fn a_declining_route_does_not_widen_max_body() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /up/\n    handler: echo\n    max_body: 1MiB\n    options: { decline: true }\n  - path: /\n    handler: echo\n    max_body: 10\n",
+        )
+        .file("www/.keep", "")
+        .start();
+    let mut c = Client::connect(s.port());
+    let r = c.request(
+        "POST /up/x HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\n01234567890123456789",
+    );
+    assert_eq!(r.status, 413);
+}

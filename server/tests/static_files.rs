@@ -180,6 +180,13 @@ fn directories_index_redirect_and_autoindex() {
     let r = g(p, "/docs?x=1", "");
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("/docs/?x=1"));
+    // Regression: the raw target `//evil.example/..%2Fdocs` normalises to
+    // /docs; the redirect must not point at another host.
+    let r = g(p, "//evil.example/..%2Fdocs", "");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/docs/"));
+    let r = g(p, "/fil%65s", "");
+    assert_eq!(r.header("location"), Some("/files/"));
     assert_eq!(g(p, "/docs/", "").text(), "<h1>docs</h1>\n");
     assert_eq!(g(p, "/", "").text(), "<h1>home</h1>\n");
     let r = g(p, "/files/", "");

@@ -547,19 +547,13 @@ impl Handler for Static {
         };
         if md.is_dir() {
             if !rel_full.ends_with('/') && !rel_full.is_empty() {
-                // 301 to the slash form, relative to the Host the client used.
-                let target = req.target();
-                let (p, q) = match target.split_once('?') {
-                    Some((p, q)) => (p, Some(q)),
-                    None => (target, None),
-                };
-                let p = match p.find("://") {
-                    // Absolute-form target: keep only its path.
-                    Some(i) => p[i + 3..].find('/').map(|j| &p[i + 3 + j..]).unwrap_or("/"),
-                    None => p,
-                };
-                let mut loc = format!("{p}/");
-                if let Some(q) = q {
+                // 301 to the slash form, relative to the Host the client
+                // used. SECURITY: built from the normalised path (never
+                // the raw target, whose `//host/..` would make an open
+                // redirect), re-encoded, with the query kept.
+                let mut loc = listing::encode_path(req.path());
+                loc.push('/');
+                if let Some(q) = req.query() {
                     loc.push('?');
                     loc.push_str(q);
                 }

@@ -29,6 +29,14 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'+')
     .add(b'=');
 
+/// A normalised path as a URL path: each segment percent-encoded.
+pub fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 pub fn html_escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {

@@ -4,6 +4,8 @@
 
 /// Longest chunk-size line or trailer line accepted.
 const MAX_LINE: usize = 4096;
+/// Most bytes of trailer fields accepted (they are read and dropped).
+const MAX_TRAILERS: usize = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -24,6 +26,8 @@ pub struct Decoder {
     state: State,
     /// A partial line (size line or trailer) carried between calls.
     line: Vec<u8>,
+    /// Trailer bytes seen so far.
+    trailer_bytes: usize,
 }
 
 impl Default for Decoder {
@@ -31,6 +35,7 @@ impl Default for Decoder {
         Decoder {
             state: State::Size,
             line: Vec::new(),
+            trailer_bytes: 0,
         }
     }
 }
@@ -83,8 +88,17 @@ impl Decoder {
                         return Err(ChunkError("chunk line too long"));
                     }
                     let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
+                    // SECURITY: chunk framing lines end in CRLF, strictly:
+                    // a bare LF accepted here but not by a proxy in front
+                    // (or the reverse) is a request-smuggling vector.
+                    if line.pop() != Some(b'\r') {
+                        return Err(ChunkError("chunk line not ended by CRLF"));
+                    }
+                    if self.state == State::Trailers {
+                        self.trailer_bytes += line.len() + 2;
+                        if self.trailer_bytes > MAX_TRAILERS {
+                            return Err(ChunkError("trailer section too large"));
+                        }
                     }
                     match self.state {
                         State::DataEnd => {
@@ -118,9 +132,25 @@ impl Decoder {
 fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
     let end = line
         .iter()
-        .position(|&b| b == b';' || b == b' ' || b == b'\t')
+        .position(|&b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
     let hex = &line[..end];
+    // What follows the size: nothing, or (optional BWS) `;` and chunk
+    // extensions without control characters. `5 6` or `5x` is refused.
+    let rest = &line[end..];
+    let ext = rest
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .map(|i| &rest[i..]);
+    match ext {
+        None if rest.is_empty() => {}
+        Some(e) if e[0] == b';' => {
+            if e.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(ChunkError("bad chunk extension"));
+            }
+        }
+        _ => return Err(ChunkError("bad chunk size")),
+    }
     if hex.is_empty() || hex.len() > 15 {
         return Err(ChunkError("bad chunk size"));
     }
@@ -163,6 +193,38 @@ mod tests {
         for s in 0..=body.len() {
             assert_eq!(decode_all(body, s).unwrap(), b"hello world", "split {s}");
         }
+    }
+
+    #[test]
+    fn framing_is_strict() {
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5 6\r\nhello\r\n0\r\n\r\n",
+            b"5x\r\nhello\r\n0\r\n\r\n",
+            b"5;a\x01b\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let mut d = Decoder::default();
+            let mut out = [0u8; 64];
+            let mut input = bad;
+            let mut failed = false;
+            for _ in 0..10 {
+                match d.decode(input, &mut out) {
+                    Ok((c, _)) => input = &input[c..],
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            assert!(failed, "{:?} was accepted", String::from_utf8_lossy(bad));
+        }
+        let mut d = Decoder::default();
+        let mut long = b"0\r\n".to_vec();
+        for _ in 0..1000 {
+            long.extend_from_slice(b"X-T: aaaaaaaaaaaaaaaa\r\n");
+        }
+        assert!(d.decode(&long, &mut [0u8; 8]).is_err(), "endless trailers");
     }
 
     #[test]

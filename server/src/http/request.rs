@@ -91,6 +91,13 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HttpErr
     while skip < buf.len() && (buf[skip] == b'\r' || buf[skip] == b'\n') {
         skip += 1;
     }
+    // At most a few: an endless stream of CRLF must not grow the buffer.
+    if skip > 64 {
+        return Err(HttpError::close(
+            400,
+            "too many empty lines before the request line",
+        ));
+    }
     let buf_all = buf;
     let buf = &buf[skip..];
     if buf.is_empty() {
@@ -207,17 +214,27 @@ fn build(
     let mut te_seen = false;
     let mut cl: Option<u64> = None;
     for (n, v) in &headers {
+        // SECURITY: framing headers must be plain ASCII, trimmed of SP and
+        // HTAB only: a Unicode space that `str::trim` would remove could
+        // make a proxy in front frame the message differently.
+        let framing_header =
+            n.eq_ignore_ascii_case("transfer-encoding") || n.eq_ignore_ascii_case("content-length");
+        if framing_header && !v.is_ascii() {
+            return Err(HttpError::close(400, format!("non-ASCII {n} header")));
+        }
+        let ows = |x: &str| x.trim_matches([' ', '\t']).to_owned();
         if n.eq_ignore_ascii_case("transfer-encoding") {
             te_seen = true;
             for c in String::from_utf8_lossy(v).split(',') {
-                let c = c.trim();
+                let c = ows(c);
                 if !c.is_empty() {
                     te.push(c.to_ascii_lowercase());
                 }
             }
         } else if n.eq_ignore_ascii_case("content-length") {
             for part in String::from_utf8_lossy(v).split(',') {
-                let part = part.trim();
+                let part = ows(part);
+                let part = part.as_str();
                 if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(HttpError::close(400, "invalid Content-Length"));
                 }
@@ -460,6 +477,19 @@ mod tests {
             400
         );
         assert_eq!(status("BREW / HTTP/1.1\r\nHost: a\r\n\r\n"), 501);
+        // Regression: Unicode space around framing values (smuggling).
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\u{a0}\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(&format!(
+                "{}{}",
+                "\r\n".repeat(40),
+                "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+            )),
+            400
+        );
         assert_eq!(status("GET /../x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
