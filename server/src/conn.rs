@@ -184,14 +184,20 @@ pub fn serve(conn: &mut Conn, shared: &Shared) -> Verdict {
         if let Some(out) = conn.out.as_mut() {
             // A stream body is pulled from plugin code: give its log
             // records the request's vhost and client.
-            let ctx = out.info.as_ref().map(|i| host::Context {
-                vhost: i.vhost.clone(),
-                peer: i.peer,
-                plugin: None,
-            });
-            let drive = match ctx {
-                Some(ctx) if out.has_stream() => host::with_context(ctx, || out.drive(&conn.sock)),
-                _ => out.drive(&conn.sock),
+            let stream_ctx = if out.has_stream() {
+                out.info.as_ref().map(|i| (i.vhost.clone(), i.peer))
+            } else {
+                None
+            };
+            let drive = match stream_ctx {
+                Some((vhost, peer)) => host::with_context(
+                    host::Context {
+                        vhost: &vhost,
+                        peer,
+                    },
+                    || out.drive(&conn.sock),
+                ),
+                None => out.drive(&conn.sock),
             };
             match drive {
                 Drive::Blocked => return Verdict::Write(Instant::now() + s.send_timeout.0),

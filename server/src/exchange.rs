@@ -82,13 +82,12 @@ impl LogInfo {
             completed,
         };
         let ctx = Context {
-            vhost: self.vhost.clone(),
+            vhost: &self.vhost,
             peer: self.peer,
-            plugin: None,
         };
         host::with_context(ctx, || {
             for l in &self.vhost.loggers {
-                host::set_plugin(Some(&l.plugin));
+                host::set_plugin(Some(l.plugin.table.name.as_str()));
                 l.log(&entry);
             }
         });
@@ -219,7 +218,8 @@ fn finish_head(h: &mut Vec<u8>, minor: u8, close: bool, _chunked: bool) {
 
 /// Answers one parsed request.
 pub fn run(conn: &mut Conn, head: RequestHead, started: Instant, shared: &Shared) -> Box<Output> {
-    let rt = shared.runtime.load_full();
+    // PERF: a guard, not a clone: no shared reference count to bump.
+    let rt = shared.runtime.load();
     let draining = shared.draining.load(Ordering::Relaxed);
     let minor = head.version_minor;
     let head_only = head.is_head();
@@ -275,9 +275,8 @@ pub fn run(conn: &mut Conn, head: RequestHead, started: Instant, shared: &Shared
     let mut body = BodyState::new(head.framing, limit, head.expect_continue, minor);
     let timeout = rt.settings.body_timeout.0;
     let ctx = Context {
-        vhost: vhost.clone(),
+        vhost: &vhost,
         peer: conn.peer,
-        plugin: None,
     };
     let (result, info_path, info_query, route, error) =
         host::with_context(ctx, || dispatch(conn, &head, &vhost, &mut body, timeout));
@@ -447,7 +446,7 @@ fn dispatch(
                 redirects,
             };
             let plugin = route.handler.name();
-            host::set_plugin(Some(&route.handler.plugin));
+            host::set_plugin(Some(route.handler.plugin.table.name.as_str()));
             let r = (route.handler.plugin.table.handle)(route.handler.inst, &req);
             host::set_plugin(None);
             match r {
