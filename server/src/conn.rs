@@ -255,9 +255,17 @@ pub fn serve(conn: &mut Conn, shared: &Shared) -> Verdict {
             },
             Err(e) => {
                 // Framing is unknown past a bad head: answer and close.
+                let data = conn.buf.data();
+                let received = data.len() as u64;
+                let line_end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+                let line = String::from_utf8_lossy(&data[..line_end.min(4096)])
+                    .trim_end_matches('\r')
+                    .to_owned();
                 conn.buf.consume(conn.buf.data().len());
                 let started = conn.head_started.take().unwrap_or_else(Instant::now);
-                conn.out = Some(exchange::early_error(conn, e, started, shared));
+                conn.out = Some(exchange::early_error(
+                    conn, e, &line, received, started, shared,
+                ));
             }
         }
     }

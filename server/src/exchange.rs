@@ -146,11 +146,70 @@ fn unix_us() -> i64 {
 }
 
 /// A response to a head that could not be parsed or was refused.
-pub fn early_error(conn: &Conn, e: HttpError, started: Instant, shared: &Shared) -> Box<Output> {
-    let _ = started;
+/// The request line as far as it could be read goes to the access log of
+/// the address's default vhost (as nginx logs its 400s), and the reason to
+/// its error log at info level.
+pub fn early_error(
+    conn: &Conn,
+    e: HttpError,
+    line: &str,
+    received: u64,
+    started: Instant,
+    shared: &Shared,
+) -> Box<Output> {
     log::debug!("{}: {} {}", conn.peer, e.status, e.reason);
-    let _ = shared;
-    simple(e.status, 1, false, true, &[])
+    let mut out = simple(e.status, 1, false, true, &[]);
+    let rt = shared.runtime.load();
+    let site = rt.sites.get(&conn.bind).or_else(|| {
+        rt.sites
+            .iter()
+            .find(|(a, _)| a.port() == conn.local.port())
+            .map(|(_, s)| s)
+    });
+    let Some(vhost) = site.and_then(|s| s.pick(conn.local.ip(), "")).cloned() else {
+        return out;
+    };
+    host::record(
+        &vhost,
+        Some(conn.peer),
+        log::Level::Info,
+        "tamada",
+        &format!("{} {}: {}", e.status, http::reason(e.status), e.reason),
+    );
+    // Split what was read like a request line; garbage stays whole.
+    let mut parts = line.splitn(3, ' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let head = RequestHead {
+        method: method.to_owned(),
+        target: target.chars().take(2048).collect(),
+        version_minor: if version == "HTTP/1.0" { 0 } else { 1 },
+        headers: Vec::new(),
+        path: "/".to_owned(),
+        query: None,
+        host: String::new(),
+        framing: Framing::None,
+        keep_alive: false,
+        expect_continue: false,
+        head_len: received as usize,
+    };
+    out.info = Some(LogInfo {
+        path: head.path.clone(),
+        query: None,
+        head,
+        vhost,
+        route: String::new(),
+        local: conn.local,
+        peer: conn.peer,
+        start: started,
+        start_unix_us: unix_us() - started.elapsed().as_micros() as i64,
+        bytes_received: received,
+        error: Some(e.reason),
+    });
+    out
 }
 
 /// A core-made response with an error page.

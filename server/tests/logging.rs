@@ -428,3 +428,43 @@ fn bad_logger_options_fail_the_config_test_naming_the_file() {
     assert!(err.contains("loggers[0]"), "{err}");
     assert!(err.contains("unknown field `fromat`"), "{err}");
 }
+
+#[test]
+fn requests_the_core_refuses_are_logged_too() {
+    // As nginx does: a 400/501 answered before any vhost was chosen goes
+    // to the access log of the address's default vhost, with its reason
+    // in the error log.
+    let s = start(&[("conf.d/a.yaml", &vhost("a", "log: ../logs\n"))]);
+    let bad = [
+        (&b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n"[..], 501),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"\x16\x03\x01 garbage \"quoted\"\r\n\r\n", 400),
+    ];
+    for (req, status) in bad {
+        let out = raw(s.port(), req);
+        assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out}");
+    }
+    let access = logs(&s).join("access.log");
+    let lines = wait_until(&[access], |l| l.len() >= 3);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (line, (_, status)) in lines.iter().zip(bad) {
+        let clf = parse_clf(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(clf.status, status, "{line}");
+    }
+    assert!(lines[0].contains("\"BREW /pot HTTP/1.1\""), "{}", lines[0]);
+    assert!(
+        lines[2].contains("\\x16\\x03\\x01"),
+        "escaped: {}",
+        lines[2]
+    );
+    let errors = wait_until(&[logs(&s).join("error.log")], |l| {
+        l.iter()
+            .any(|x| x.contains("501 Not Implemented: method BREW not implemented"))
+    });
+    assert!(
+        errors
+            .iter()
+            .any(|x| x.contains("501 Not Implemented: method BREW not implemented")),
+        "{errors:?}"
+    );
+}
