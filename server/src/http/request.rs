@@ -121,6 +121,14 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HttpErr
             return Err(HttpError::new(431, "too many header fields"));
         }
         Err(httparse::Error::Version) => {
+            // RFC 9110 section 2.5: a higher minor version of HTTP/1 is
+            // handled as the highest we implement (1.1). httparse only
+            // knows 1.0 and 1.1, so parse a copy that says 1.1.
+            if let Some(at) = minor_version_at(buf) {
+                let mut copy = buf_all.to_vec();
+                copy[skip + at] = b'1';
+                return parse(&copy, limits);
+            }
             return Err(version_error(buf));
         }
         Err(e) => return Err(HttpError::new(400, format!("malformed request: {e}"))),
@@ -147,6 +155,16 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HttpErr
         .map(|h| (h.name.to_owned(), h.value.to_vec()))
         .collect();
     build(method, target, version_minor, headers, skip + n).map(Some)
+}
+
+/// Where the minor digit of an `HTTP/1.x` (x >= 2) request line is.
+fn minor_version_at(buf: &[u8]) -> Option<usize> {
+    let end = memchr(b'\n', buf)?;
+    let line = &buf[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let v = line.len().checked_sub(8)?;
+    let tail = &line[v..];
+    (tail.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&tail[7])).then_some(v + 7)
 }
 
 fn version_error(buf: &[u8]) -> HttpError {
@@ -492,6 +510,8 @@ mod tests {
         );
         assert_eq!(status("GET /../x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        // A higher minor version is served as HTTP/1.1.
+        assert_eq!(status("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), 200);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
         let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
         assert_eq!(status(&long), 414);
