@@ -225,6 +225,19 @@ impl Fixture {
         t
     }
 
+    /// Writes the files and runs `tamada -t` on them: (exit code,
+    /// stdout, stderr).
+    pub fn check(self) -> (i32, String, String) {
+        let (_dir, conf, plugins, _) = self.write();
+        run_tamada(&[
+            "-t",
+            "--plugin-dir",
+            plugins.to_str().expect("utf-8 path"),
+            "-c",
+            conf.to_str().expect("utf-8 path"),
+        ])
+    }
+
     pub fn start(self) -> TestServer {
         let (dir, conf, plugins, ports) = self.write();
         TestServer::spawn(dir, &conf, &plugins, ports, &self.args)

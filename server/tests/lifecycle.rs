@@ -112,14 +112,7 @@ fn a_route_naming_a_missing_plugin_stops_startup_listing_the_skipped() {
             "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n  - path: /x/\n    handler: nosuch\n",
         )
         .file("www/.keep", "");
-    let (_dir, conf, plugins, _ports) = f.write();
-    let (code, _out, err) = run_tamada(&[
-        "-t",
-        "--plugin-dir",
-        plugins.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-    ]);
+    let (code, _out, err) = f.check();
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("a.yaml:9:5: routes[1] (/x/): no plugin named `nosuch` is loaded"),
@@ -147,14 +140,7 @@ fn dash_t_points_at_the_broken_line() {
             "vhost: c\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../nowhere\n",
         )
         .file("www/.keep", "");
-    let (_dir, conf, plugins, _) = f.write();
-    let (code, _out, err) = run_tamada(&[
-        "-t",
-        "--plugin-dir",
-        plugins.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-    ]);
+    let (code, _out, err) = f.check();
     assert_eq!(code, 1);
     assert!(err.contains("a.yaml:5:1: unknown field `routse`"), "{err}");
     assert!(
@@ -175,14 +161,7 @@ fn dash_t_reports_a_plugin_options_error_with_file_and_route() {
             "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n    options: { tga: x }\n",
         )
         .file("www/.keep", "");
-    let (_dir, conf, plugins, _) = f.write();
-    let (code, _out, err) = run_tamada(&[
-        "-t",
-        "--plugin-dir",
-        plugins.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-    ]);
+    let (code, _out, err) = f.check();
     assert_eq!(code, 1);
     assert!(
         err.contains(
@@ -194,14 +173,7 @@ fn dash_t_reports_a_plugin_options_error_with_file_and_route() {
     let good = Fixture::new()
         .file("conf.d/a.yaml", &echo_vhost("a", "{port0}", ""))
         .file("www/.keep", "");
-    let (_dir, conf, plugins, _) = good.write();
-    let (code, out, err) = run_tamada(&[
-        "-t",
-        "--plugin-dir",
-        plugins.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-    ]);
+    let (code, out, err) = good.check();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("is OK"));
 }

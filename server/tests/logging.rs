@@ -415,14 +415,7 @@ fn bad_logger_options_fail_the_config_test_naming_the_file() {
                 "log: ../logs\nloggers:\n  - handler: logging\n    options: { fromat: json }\n",
             ),
         );
-    let (_dir, conf, plugins, _) = f.write();
-    let (code, _out, err) = run_tamada(&[
-        "-t",
-        "-c",
-        conf.to_str().unwrap(),
-        "--plugin-dir",
-        plugins.to_str().unwrap(),
-    ]);
+    let (code, _out, err) = f.check();
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("a.yaml"), "{err}");
     assert!(err.contains("loggers[0]"), "{err}");

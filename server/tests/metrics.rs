@@ -441,14 +441,7 @@ fn dash_t_names_the_file_of_a_mistyped_or_bad_option() {
             ),
         )
         .file("www/.keep", "");
-    let (_dir, conf, plugins, _) = f.write();
-    let (code, _out, err) = run_tamada(&[
-        "-t",
-        "--plugin-dir",
-        plugins.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-    ]);
+    let (code, _out, err) = f.check();
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("a.yaml:")
