@@ -549,3 +549,94 @@ mod tests {
         assert!(!p("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use crate::http::chunked::Decoder;
+
+    /// xorshift: a dependency-free, repeatable stream of numbers.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const SEEDS: &[&[u8]] = &[
+        b"GET /a%20b?x=1 HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n",
+        b"POST http://h:80/p HTTP/1.0\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+        b"PUT /x HTTP/1.1\r\nHost: [::1]:8\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    const ALPHABET: &[u8] = b" \r\n:%/.?#[]@\t\x00\x7f\xff0123456789abcdefHTP-;=,\"";
+
+    /// Mutated requests never panic the parser, whatever they hold.
+    #[test]
+    fn mutated_heads_never_panic() {
+        let limits = Limits {
+            max_request_line: 256,
+            max_header_size: 512,
+            max_headers: 8,
+        };
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..50_000 {
+            let mut b = SEEDS[rng.below(SEEDS.len())].to_vec();
+            for _ in 0..1 + rng.below(6) {
+                let i = rng.below(b.len() + 1);
+                match rng.below(3) {
+                    0 if i < b.len() => b[i] = ALPHABET[rng.below(ALPHABET.len())],
+                    1 => b.insert(i, ALPHABET[rng.below(ALPHABET.len())]),
+                    _ if i < b.len() => {
+                        b.remove(i);
+                    }
+                    _ => {}
+                }
+            }
+            let cut = rng.below(b.len() + 1);
+            let _ = parse(&b[..cut], &limits);
+            let _ = parse(&b, &limits);
+        }
+    }
+
+    /// Random chunked input never panics the decoder and never yields
+    /// more bytes than it was given.
+    #[test]
+    fn random_chunked_input_never_panics() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut out = [0u8; 64];
+        for _ in 0..20_000 {
+            let len = rng.below(200);
+            let input: Vec<u8> = (0..len)
+                .map(|_| match rng.below(4) {
+                    0 => b"\r\n"[rng.below(2)],
+                    1 => b"0123456789abcdefABCDEF"[rng.below(22)],
+                    2 => b";= \t\"x"[rng.below(6)],
+                    _ => rng.next() as u8,
+                })
+                .collect();
+            let mut d = Decoder::default();
+            let mut rest = &input[..];
+            let mut produced = 0;
+            for _ in 0..500 {
+                match d.decode(rest, &mut out[..1 + rng.below(63)]) {
+                    Ok((c, n)) => {
+                        produced += n;
+                        rest = &rest[c..];
+                        if (c == 0 && n == 0) || d.is_done() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            assert!(produced <= input.len());
+        }
+    }
+}
