@@ -20,8 +20,8 @@
 //! assert_eq!(out.body_bytes(), b"hi /there");
 //! ```
 
-use crate::abi::{BodyReaderV1, HeaderV1, RequestV1, VhostV1};
-use crate::plugin::{Handler, Options, Outcome, Role};
+use crate::abi::{BodyReaderV1, HeaderV1, LogEntryV1, RequestV1, VhostV1};
+use crate::plugin::{Handler, LogEntry, Options, Outcome, Role};
 use crate::request::{Request, Vhost, addr_to_raw};
 use crate::response::{Body, ResponseBuilder};
 use abi_stable::std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RString};
@@ -172,6 +172,71 @@ impl TestRequest {
             log_dir: RStr::from_str(""),
             config_file: RStr::from_str(""),
         }
+    }
+
+    /// Builds a logger's options (`loggers:` in a vhost file) as the
+    /// server would.
+    pub fn logger_options<'a>(&'a self, yaml: &'a str) -> Options<'a> {
+        Options::new(yaml, Role::Logger, Vhost::from_raw(self.vhost_raw()), "")
+    }
+
+    /// Runs a logger's log phase as if this request had been answered with
+    /// `status` and `body_bytes_sent` body bytes, in `duration`.
+    ///
+    /// ```
+    /// use tamada_sdk::prelude::*;
+    /// use tamada_sdk::testing::TestRequest;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// #[derive(Default)]
+    /// struct Bytes(AtomicU64);
+    /// impl Handler for Bytes {
+    ///     fn log(&self, e: &LogEntry) {
+    ///         self.0.fetch_add(e.body_bytes_sent(), Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let b = Bytes::default();
+    /// let req = TestRequest::get("/x");
+    /// req.log(&b, 200, 1234, std::time::Duration::from_millis(3));
+    /// req.log(&b, 404, 100, std::time::Duration::from_millis(1));
+    /// assert_eq!(b.0.load(Ordering::Relaxed), 1334);
+    /// ```
+    pub fn log(
+        &self,
+        h: &dyn Handler,
+        status: u16,
+        body_bytes_sent: u64,
+        duration: std::time::Duration,
+    ) {
+        self.with_log_entry(status, body_bytes_sent, duration, |e| h.log(e));
+    }
+
+    /// Runs `f` with a [`LogEntry`] for this request (see [`TestRequest::log`]).
+    pub fn with_log_entry<R>(
+        &self,
+        status: u16,
+        body_bytes_sent: u64,
+        duration: std::time::Duration,
+        f: impl FnOnce(&LogEntry) -> R,
+    ) -> R {
+        self.with(|req| {
+            let raw = LogEntryV1 {
+                request: req.raw(),
+                status,
+                body_bytes_sent,
+                bytes_sent: body_bytes_sent + 150,
+                bytes_received: self.body.len() as u64 + 80,
+                duration_us: duration.as_micros() as u64,
+                start_unix_us: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as i64)
+                    .unwrap_or(0),
+                error: RStr::from_str(""),
+                completed: true,
+            };
+            f(&LogEntry::from_raw(&raw))
+        })
     }
 
     /// Runs `f` with a [`Request`] view of this test request.
