@@ -143,11 +143,28 @@ pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, TcpListener)>, 
     addrs
         .iter()
         .map(|a| {
-            TcpListener::bind(*a)
+            bind(*a)
                 .map(|l| (*a, l))
                 .map_err(|e| format!("cannot listen on {a}: {e}"))
         })
         .collect()
+}
+
+/// A non-blocking, close-on-exec (socket2 default) listener with
+/// SO_REUSEADDR; an IPv6 one is IPv6-only
+/// (as nginx's `ipv6only=on`), so `[::]:P` and `0.0.0.0:P` can both be
+/// configured.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(TcpListener::from_std(sock.into()))
 }
 
 impl Reactor {

@@ -120,3 +120,29 @@ fn internal_redirect_reroutes_as_get() {
     assert_eq!(r.echo("method"), "GET");
     assert_eq!(r.echo("redirects"), "1");
 }
+
+#[test]
+fn ipv4_and_ipv6_wildcards_on_one_port() {
+    // Regression: `[::]:P` was dual-stack and refused to bind beside
+    // `0.0.0.0:P`; IPv6 listeners are IPv6-only now, as nginx's.
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: four\nip: 0.0.0.0\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n",
+        )
+        .file(
+            "conf.d/b.yaml",
+            "vhost: six\nip: \"::\"\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n",
+        )
+        .file("www/.keep", "")
+        .start();
+    assert_eq!(get(s.port(), "/", "x").echo("vhost"), "four");
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("::1", s.port())).expect("connect [::1]");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.contains("vhost=six"), "{out}");
+    assert!(out.contains("peer=[::1]:"), "{out}");
+}
