@@ -107,6 +107,10 @@ fn server() -> TestServer {
         .file("cgi-bin/forever.sh", FOREVER_SH)
         .file("cgi-bin/crash.sh", CRASH_SH)
         .file("cgi-bin/exit.sh", EXIT_SH)
+        .file(
+            "cgi-bin/count.sh",
+            "#!/bin/sh\nn=$(wc -c)\nprintf 'Content-Type: text/plain\\n\\n%s\\n' \"$n\"\n",
+        )
         .file("www/app/form.php", FORM_PHP)
         .file("www/app/style.css", "body {}\n")
         .file("repos/.keep", "")
@@ -566,4 +570,73 @@ fn git_push_chunked_and_clone_v2_over_smart_http() {
         std::fs::read_to_string(root.join("clone/README")).expect("cloned readme"),
         "pushed through tamada\n"
     );
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_500_mb_upload_is_never_held_in_memory() {
+    // Issue 4: the server's RSS grows by less than 64 MiB during a 500 MB
+    // upload, with Content-Length (streamed to stdin) and chunked (spooled
+    // to a file, then streamed).
+    let s = server();
+    let pid = s.child.id();
+    for chunked in [false, true] {
+        let base = rss_kb(pid);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut max = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    max = max.max(rss_kb(pid));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                max
+            })
+        };
+        let total: usize = 500_000_000;
+        let mut c = Client::connect(s.port());
+        let head = if chunked {
+            "POST /cgi-bin/count.sh HTTP/1.1\r\nHost: cgi.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+        } else {
+            format!(
+                "POST /cgi-bin/count.sh HTTP/1.1\r\nHost: cgi.test\r\nContent-Length: {total}\r\n\r\n"
+            )
+        };
+        c.send(head.as_bytes());
+        let block = vec![b'u'; 1 << 20];
+        let mut sent = 0;
+        while sent < total {
+            let n = block.len().min(total - sent);
+            if chunked {
+                c.send(format!("{n:x}\r\n").as_bytes());
+            }
+            c.send(&block[..n]);
+            if chunked {
+                c.send(b"\r\n");
+            }
+            sent += n;
+        }
+        if chunked {
+            c.send(b"0\r\n\r\n");
+        }
+        let r = c.read_response(false);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let max = sampler.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text().trim(), total.to_string());
+        let grew_mb = max.saturating_sub(base) / 1024;
+        assert!(
+            grew_mb < 64,
+            "chunked={chunked}: RSS grew by {grew_mb} MiB ({base} kB -> {max} kB)"
+        );
+    }
 }
