@@ -185,6 +185,7 @@ pub mod request;
 pub mod response;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod units;
 
 pub use plugin::{Handler, LogEntry, Options, Outcome, Record, Role, record_for};
 pub use request::{BodyReader, Request, Vhost};

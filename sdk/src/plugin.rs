@@ -134,7 +134,17 @@ impl<'a> Options<'a> {
         } else {
             self.yaml
         };
-        serde_yaml::from_str(text).map_err(|e| e.to_string())
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde_yaml already names the field in some messages.
+            if path == "." || inner.starts_with(&path) {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            }
+        })
     }
     /// A single scalar option as a string (numbers and booleans
     /// included), for quick plugins. Nothing is checked: prefer

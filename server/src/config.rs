@@ -39,92 +39,7 @@ impl fmt::Display for ConfError {
 
 impl std::error::Error for ConfError {}
 
-/// A size in bytes, written `1048576`, `512KiB`, `10MB`, `1GiB`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size(pub u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Size(n)),
-            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 4096, 512KiB, 10MB, 1GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        u => {
-            return Err(format!(
-                "unknown size unit `{u}` in `{s}` (use B, KB, KiB, MB, MiB, GB, GiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size `{s}` is too large"))
-}
-
-/// A duration, written `5` (seconds), `5s`, `500ms`, `2m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Secs(pub Duration);
-
-impl<'de> Deserialize<'de> for Secs {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            F(f64),
-            S(String),
-        }
-        let bad = |s: &str| format!("`{s}` is not a duration (examples: 5, 5s, 500ms, 2m)");
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Secs(Duration::from_secs(n))),
-            Raw::F(f) if f.is_finite() && f >= 0.0 => Ok(Secs(Duration::from_secs_f64(f))),
-            Raw::F(f) => Err(serde::de::Error::custom(bad(&f.to_string()))),
-            Raw::S(s) => {
-                let t = s.trim();
-                let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
-                    (n, 1u64)
-                } else if let Some(n) = t.strip_suffix('s') {
-                    (n, 1000)
-                } else if let Some(n) = t.strip_suffix('m') {
-                    (n, 60_000)
-                } else if let Some(n) = t.strip_suffix('h') {
-                    (n, 3_600_000)
-                } else {
-                    (t, 1000)
-                };
-                let n: u64 = num
-                    .trim()
-                    .parse()
-                    .map_err(|_| serde::de::Error::custom(bad(&s)))?;
-                Ok(Secs(Duration::from_millis(n.saturating_mul(mult_ms))))
-            }
-        }
-    }
-}
+pub use tamada_sdk::units::{Secs, Size};
 
 /// `server.yaml`: server-wide settings. Command-line flags override them.
 #[derive(Debug, Clone, Deserialize)]
@@ -510,14 +425,6 @@ fn check_duplicates(vhosts: &[VhostConf], errors: &mut Vec<ConfError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
-        assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
-        assert!(parse_size("12 parsecs").is_err());
-    }
 
     #[test]
     fn locates_nth_key() {

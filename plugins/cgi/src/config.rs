@@ -5,6 +5,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tamada_sdk::units::{Secs, Size};
 
 /// The options as written in YAML.
 #[derive(Deserialize, Default)]
@@ -35,22 +36,13 @@ pub struct Config {
     #[serde(default)]
     pub stream_chunked: bool,
     /// Spooled bodies stay in memory up to this size, then go to a file.
-    pub spool_threshold: Option<Num>,
+    pub spool_threshold: Option<Size>,
     /// Longest wait for the script's complete header block.
-    pub header_timeout: Option<Num>,
+    pub header_timeout: Option<Secs>,
     /// Longest stall of the script's output once the response has started.
-    pub idle_timeout: Option<Num>,
+    pub idle_timeout: Option<Secs>,
     /// Scripts running at once on this route; more get 503.
     pub max_processes: Option<usize>,
-}
-
-/// A number or a string with a unit (`1MiB`, `30s`), as in the core's
-/// configuration.
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-pub enum Num {
-    Int(u64),
-    Text(String),
 }
 
 /// Which way a request maps to a program.
@@ -169,14 +161,10 @@ impl Settings {
                 return Err(format!("env: `{k}` is not a variable name"));
             }
         }
-        let dur = |what: &str, v: &Option<Num>, default: u64| match v {
-            None => Ok(Duration::from_secs(default)),
-            Some(n) => parse_duration(n).map_err(|e| format!("{what}: {e}")),
+        let dur = |v: &Option<Secs>, default: u64| -> Result<Duration, String> {
+            Ok(v.map_or(Duration::from_secs(default), |s| s.0))
         };
-        let spool_threshold = match &c.spool_threshold {
-            None => 1 << 20,
-            Some(n) => parse_size(n).map_err(|e| format!("spool_threshold: {e}"))? as usize,
-        };
+        let spool_threshold = c.spool_threshold.map_or(1 << 20, |s| s.0 as usize);
         let max_processes = c.max_processes.unwrap_or(64);
         if max_processes == 0 {
             return Err("max_processes: must be at least 1".into());
@@ -191,58 +179,9 @@ impl Settings {
             basic_remote_user: c.basic_remote_user,
             stream_chunked: c.stream_chunked,
             spool_threshold,
-            header_timeout: dur("header_timeout", &c.header_timeout, 30)?,
-            idle_timeout: dur("idle_timeout", &c.idle_timeout, 60)?,
+            header_timeout: dur(&c.header_timeout, 30)?,
+            idle_timeout: dur(&c.idle_timeout, 60)?,
             max_processes,
         })
     }
-}
-
-/// `1048576`, `512KiB`, `10MB`, `1GiB`.
-pub fn parse_size(n: &Num) -> Result<u64, String> {
-    let s = match n {
-        Num::Int(i) => return Ok(*i),
-        Num::Text(s) => s.trim(),
-    };
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 4096, 512KiB, 10MB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        u => return Err(format!("unknown size unit `{u}` in `{s}`")),
-    };
-    num.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
-}
-
-/// `30` (seconds), `30s`, `500ms`, `2m`.
-pub fn parse_duration(n: &Num) -> Result<Duration, String> {
-    let s = match n {
-        Num::Int(i) => return Ok(Duration::from_secs(*i)),
-        Num::Text(s) => s.trim(),
-    };
-    let (num, ms) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000)
-    } else {
-        (s, 1000)
-    };
-    let num: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: 30, 30s, 500ms, 2m)"))?;
-    Ok(Duration::from_millis(num.saturating_mul(ms)))
 }
