@@ -138,8 +138,9 @@ impl<'a> Options<'a> {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            // serde_yaml already names the field in some messages.
-            if path == "." || inner.starts_with(&path) {
+            // Some messages name the field already (`unknown field `x``).
+            let last = path.rsplit('.').next().unwrap_or("");
+            if path == "." || inner.starts_with(&path) || inner.contains(&format!("`{last}`")) {
                 inner
             } else {
                 format!("{path}: {inner}")
