@@ -61,6 +61,42 @@ pub struct TestRequest {
     pub local: SocketAddr,
 }
 
+/// How a test exchange ended, for the log phase ([`TestRequest::log`]).
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    /// Status sent (default 200).
+    pub status: u16,
+    /// Body bytes sent (default 0).
+    pub body_bytes_sent: u64,
+    /// Head bytes sent (default 150).
+    pub head_bytes_sent: u64,
+    /// Bytes received, head and body (default 80).
+    pub bytes_received: u64,
+    /// Time taken (default 1 ms).
+    pub duration: std::time::Duration,
+    /// When it started (default: now).
+    pub start: std::time::SystemTime,
+    /// Whether the whole response went out (default true).
+    pub completed: bool,
+    /// Why it failed, empty if it did not.
+    pub error: String,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange {
+            status: 200,
+            body_bytes_sent: 0,
+            head_bytes_sent: 150,
+            bytes_received: 80,
+            duration: std::time::Duration::from_millis(1),
+            start: std::time::SystemTime::now(),
+            completed: true,
+            error: String::new(),
+        }
+    }
+}
+
 /// What a handler did with a [`TestRequest`].
 pub struct TestResponse {
     /// The outcome.
@@ -180,12 +216,12 @@ impl TestRequest {
         Options::new(yaml, Role::Logger, Vhost::from_raw(self.vhost_raw()), "")
     }
 
-    /// Runs a logger's log phase as if this request had been answered with
-    /// `status` and `body_bytes_sent` body bytes, in `duration`.
+    /// Runs a logger's log phase as if this request had been answered as
+    /// `exchange` says.
     ///
     /// ```
     /// use tamada_sdk::prelude::*;
-    /// use tamada_sdk::testing::TestRequest;
+    /// use tamada_sdk::testing::{Exchange, TestRequest};
     /// use std::sync::atomic::{AtomicU64, Ordering};
     ///
     /// #[derive(Default)]
@@ -198,42 +234,31 @@ impl TestRequest {
     ///
     /// let b = Bytes::default();
     /// let req = TestRequest::get("/x");
-    /// req.log(&b, 200, 1234, std::time::Duration::from_millis(3));
-    /// req.log(&b, 404, 100, std::time::Duration::from_millis(1));
+    /// req.log(&b, &Exchange { body_bytes_sent: 1234, ..Exchange::default() });
+    /// req.log(&b, &Exchange { status: 404, body_bytes_sent: 100, ..Exchange::default() });
     /// assert_eq!(b.0.load(Ordering::Relaxed), 1334);
     /// ```
-    pub fn log(
-        &self,
-        h: &dyn Handler,
-        status: u16,
-        body_bytes_sent: u64,
-        duration: std::time::Duration,
-    ) {
-        self.with_log_entry(status, body_bytes_sent, duration, |e| h.log(e));
+    pub fn log(&self, h: &dyn Handler, exchange: &Exchange) {
+        self.with_log_entry(exchange, |e| h.log(e));
     }
 
     /// Runs `f` with a [`LogEntry`] for this request (see [`TestRequest::log`]).
-    pub fn with_log_entry<R>(
-        &self,
-        status: u16,
-        body_bytes_sent: u64,
-        duration: std::time::Duration,
-        f: impl FnOnce(&LogEntry) -> R,
-    ) -> R {
+    pub fn with_log_entry<R>(&self, x: &Exchange, f: impl FnOnce(&LogEntry) -> R) -> R {
         self.with(|req| {
             let raw = LogEntryV1 {
                 request: req.raw(),
-                status,
-                body_bytes_sent,
-                bytes_sent: body_bytes_sent + 150,
-                bytes_received: self.body.len() as u64 + 80,
-                duration_us: duration.as_micros() as u64,
-                start_unix_us: std::time::SystemTime::now()
+                status: x.status,
+                body_bytes_sent: x.body_bytes_sent,
+                bytes_sent: x.body_bytes_sent + x.head_bytes_sent,
+                bytes_received: x.bytes_received,
+                duration_us: x.duration.as_micros() as u64,
+                start_unix_us: x
+                    .start
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_micros() as i64)
                     .unwrap_or(0),
-                error: RStr::from_str(""),
-                completed: true,
+                error: RStr::from_str(&x.error),
+                completed: x.completed,
             };
             f(&LogEntry::from_raw(&raw))
         })

@@ -4,24 +4,13 @@
 //! process-wide and tests run in parallel.
 
 use super::*;
-use tamada_sdk::abi::{LogEntryV1, VhostV1};
-use tamada_sdk::testing::TestRequest;
+use tamada_sdk::testing::{Exchange, TestRequest};
 
-/// Options for the logger of vhost `vhost`. (The SDK's `TestRequest::options`
-/// builds handler options only.)
+/// The logger of vhost `vhost`, built as the server would.
 fn logger(vhost: &str, yaml: &str) -> Result<Metrics, String> {
-    new(&Options::new(
-        yaml,
-        Role::Logger,
-        Vhost::from_raw(VhostV1 {
-            name: vhost.into(),
-            document_root: "/srv".into(),
-            cgi_bin: "".into(),
-            log_dir: "".into(),
-            config_file: "/etc/tamada/conf.d/a.yaml".into(),
-        }),
-        "",
-    ))
+    let mut req = TestRequest::get("/");
+    req.vhost = vhost.into();
+    new(&req.logger_options(yaml))
 }
 
 /// Feeds one finished exchange of `req` to `m`'s log phase.
@@ -34,20 +23,18 @@ fn log(
     us: u64,
     completed: bool,
 ) {
-    req.with(|r| {
-        let raw = LogEntryV1 {
-            request: r.raw(),
+    req.log(
+        m,
+        &Exchange {
             status,
             body_bytes_sent: sent,
-            bytes_sent: sent + 100,
+            head_bytes_sent: 100,
             bytes_received: received,
-            duration_us: us,
-            start_unix_us: 1_795_657_253_000_000,
-            error: "".into(),
+            duration: std::time::Duration::from_micros(us),
             completed,
-        };
-        m.log(&LogEntry::from_raw(&raw));
-    });
+            ..Exchange::default()
+        },
+    );
 }
 
 fn endpoint(req: &TestRequest, yaml: &str) -> Metrics {
