@@ -193,7 +193,8 @@ fn non_empty(s: &str) -> Option<&str> {
 }
 
 /// Converts an FFI address.
-pub(crate) fn addr(a: &AddrV1) -> SocketAddr {
+#[doc(hidden)]
+pub fn addr(a: &AddrV1) -> SocketAddr {
     let ip = if a.family == 6 {
         IpAddr::V6(Ipv6Addr::from(a.ip))
     } else {

@@ -160,13 +160,7 @@ pub fn early_error(
     log::debug!("{}: {} {}", conn.peer, e.status, e.reason);
     let mut out = simple(e.status, 1, false, true, &[]);
     let rt = shared.runtime.load();
-    let site = rt.sites.get(&conn.bind).or_else(|| {
-        rt.sites
-            .iter()
-            .find(|(a, _)| a.port() == conn.local.port())
-            .map(|(_, s)| s)
-    });
-    let Some(vhost) = site.and_then(|s| s.pick(conn.local.ip(), "")).cloned() else {
+    let Some(vhost) = rt.vhost_for(conn.bind, conn.local, "").cloned() else {
         return out;
     };
     host::record(
@@ -282,16 +276,7 @@ pub fn run(conn: &mut Conn, head: RequestHead, started: Instant, shared: &Shared
     let draining = shared.draining.load(Ordering::Relaxed);
     let minor = head.version_minor;
     let head_only = head.is_head();
-    let site = rt.sites.get(&conn.bind).or_else(|| {
-        rt.sites
-            .iter()
-            .find(|(a, _)| a.port() == conn.local.port())
-            .map(|(_, s)| s)
-    });
-    let Some(vhost) = site
-        .and_then(|s| s.pick(conn.local.ip(), &head.host))
-        .cloned()
-    else {
+    let Some(vhost) = rt.vhost_for(conn.bind, conn.local, &head.host).cloned() else {
         return simple(404, minor, head_only, true, &[]);
     };
     let mut keep = head.keep_alive && !draining;

@@ -157,19 +157,7 @@ extern "C" fn host_record(
     message: RStr<'_>,
 ) {
     let level = level_of(level);
-    let peer = peer
-        .as_ref()
-        .map(|a| {
-            let mut ip = [0u8; 16];
-            ip.copy_from_slice(&a.ip);
-            let ip = if a.family == 6 {
-                std::net::IpAddr::from(ip)
-            } else {
-                std::net::IpAddr::from([ip[0], ip[1], ip[2], ip[3]])
-            };
-            SocketAddr::new(ip, a.port)
-        })
-        .into_option();
+    let peer = peer.as_ref().map(tamada_sdk::request::addr).into_option();
     let rt = SHARED.get().map(|s| s.runtime.load_full());
     let v = rt.as_ref().and_then(|rt| {
         rt.sites

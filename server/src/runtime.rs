@@ -116,6 +116,23 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The vhost for a connection (by the socket it came in on, or failing
+    /// that by its local port, after a reload moved listeners) and a Host.
+    pub fn vhost_for(
+        &self,
+        bind: SocketAddr,
+        local: SocketAddr,
+        host: &str,
+    ) -> Option<&Arc<Vhost>> {
+        let site = self.sites.get(&bind).or_else(|| {
+            self.sites
+                .iter()
+                .find(|(a, _)| a.port() == local.port())
+                .map(|(_, s)| s)
+        })?;
+        site.pick(local.ip(), host)
+    }
+
     /// Every plugin instance (for lifecycle hooks).
     pub fn instances(&self) -> impl Iterator<Item = &PluginInstance> {
         self.sites

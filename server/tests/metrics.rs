@@ -166,16 +166,21 @@ fn metrics_vhost(routes: &str) -> String {
     format!("vhost: m\nip: 127.0.0.1\nport: {{port0}}\ndocument_root: ../www\nroutes:\n{routes}")
 }
 
-#[test]
-fn every_exchange_is_counted_exactly_and_the_output_parses() {
-    let s = Fixture::new()
+/// Vhost `a` counted into the default registry, and `m` serving /metrics.
+fn counted_site() -> TestServer {
+    Fixture::new()
         .file("conf.d/a.yaml", &counted_vhost("a", "default"))
         .file(
             "conf.d/m.yaml",
             &metrics_vhost("  - path: /metrics\n    handler: metrics\n"),
         )
         .file("www/hello.txt", "hello\n")
-        .start();
+        .start()
+}
+
+#[test]
+fn every_exchange_is_counted_exactly_and_the_output_parses() {
+    let s = counted_site();
     let requests = [
         ("GET /e/one HTTP/1.1\r\nHost: a\r\n", "", 200),
         ("GET /e/two?x=1 HTTP/1.1\r\nHost: a\r\n", "", 200),
@@ -394,14 +399,7 @@ fn a_client_that_leaves_mid_body_is_counted_incomplete() {
 
 #[test]
 fn counters_survive_a_reload() {
-    let s = Fixture::new()
-        .file("conf.d/a.yaml", &counted_vhost("a", "default"))
-        .file(
-            "conf.d/m.yaml",
-            &metrics_vhost("  - path: /metrics\n    handler: metrics\n"),
-        )
-        .file("www/hello.txt", "hello\n")
-        .start();
+    let s = counted_site();
     let get200 = [("vhost", "a"), ("method", "GET"), ("code", "200")];
     for _ in 0..2 {
         assert_eq!(get(s.port(), "/hello.txt", "a").status, 200);
