@@ -40,6 +40,15 @@ pub const V1_SYMBOL: &[u8] = b"tamada_plugin_v1";
 /// record or lifecycle hooks (they are no-ops).
 pub const LIFECYCLE_V1_SYMBOL: &[u8] = b"tamada_plugin_lifecycle_v1";
 
+/// Symbol of the optional SDK 1.1 extension table:
+/// `extern "C" fn() -> ExtDeclV1`. A plugin without it (every 1.0 plugin)
+/// runs on the blocking pool and is called through [`PluginV1::handle`].
+///
+/// The 1.1 tables ([`ExtV1`], [`TraitsV1`], [`ExchangeV1`],
+/// [`HandleExtV1`]) are not frozen yet: they are released together with
+/// the other 1.1 abilities, when `SDK_MINOR` becomes 1.
+pub const EXT_V1_SYMBOL: &[u8] = b"tamada_plugin_ext_v1";
+
 /// The bootstrap record. Frozen for all SDK versions.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -386,4 +395,68 @@ pub struct RecordV1<'a> {
     pub peer: ROption<AddrV1>,
     /// Unix time, microseconds.
     pub unix_us: i64,
+}
+
+// ---------------------------------------------------------------------
+// SDK 1.1 (not frozen until SDK_MINOR is 1): the extension table.
+
+/// What [`EXT_V1_SYMBOL`] returns.
+#[repr(C)]
+pub struct ExtDeclV1 {
+    /// `<ExtV1 as StableAbi>::LAYOUT` as the plugin saw it.
+    pub layout: &'static TypeLayout,
+    /// The plugin's table.
+    pub table: &'static ExtV1,
+}
+
+/// The 1.1 extension table: per-instance traits and a content phase that
+/// knows where it runs and may defer to the pool.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct ExtV1 {
+    /// Read once per instance, right after `create`.
+    pub traits: extern "C" fn(inst: Instance) -> TraitsV1,
+    /// Content phase; when the table is present the host calls this
+    /// instead of [`PluginV1::handle`].
+    pub handle: extern "C" fn(inst: Instance, req: &RequestV1<'_>, ex: &ExchangeV1) -> HandleExtV1,
+}
+
+/// Where an instance's `handle` and `log` run.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacementV1 {
+    /// On the blocking pool (what every 1.0 plugin gets).
+    Pool,
+    /// On the connection's event loop, when the request body is already
+    /// in memory; the plugin promises never to block.
+    Inline,
+}
+
+/// What an instance declares about itself.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct TraitsV1 {
+    /// Where it runs.
+    pub placement: PlacementV1,
+    /// Whether the plugin was built with `panic = "unwind"` (so its
+    /// panics can be caught).
+    pub panic_unwind: bool,
+}
+
+/// What the host tells a 1.1 content phase about the call.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct ExchangeV1 {
+    /// The call runs inline on an event loop (not on the pool).
+    pub inline: bool,
+}
+
+/// What the 1.1 `handle` returns.
+#[repr(C, u8)]
+#[derive(StableAbi)]
+pub enum HandleExtV1 {
+    /// A 1.0 answer.
+    V1(HandleResultV1),
+    /// Run this handler again, on the blocking pool (only inline).
+    Defer,
 }

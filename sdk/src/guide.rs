@@ -28,8 +28,8 @@ pub mod phases {
     //! | hook | runs | thread |
     //! |---|---|---|
     //! | constructor (`new:` of [`export_plugin!`](crate::export_plugin)) | once per `routes:` / `loggers:` entry naming the plugin: at start-up, on `tamada -t`, on every SIGHUP | the main thread; the event loop on SIGHUP (keep it quick) |
-    //! | [`Handler::handle`] | for each request routed to a `routes:` instance | a worker thread; many at once |
-    //! | [`Handler::log`] | after a response is complete (or failed), for each `loggers:` instance of the vhost | the worker that finished the response |
+    //! | [`Handler::handle`] | for each request routed to a `routes:` instance | a thread of the blocking pool, many at once; or the connection's event loop for an instance that declares [`Placement::Inline`](crate::Placement::Inline) (see [`placement`](super::placement)) |
+    //! | [`Handler::log`] | after a response is complete (or failed), for each `loggers:` instance of the vhost | the pool, or the event loop that wrote the response for an inline instance |
     //! | [`Handler::record`] | for each log record routed to the vhost, for each `loggers:` instance | the thread that made the record |
     //! | [`Handler::reopen`] | when the server gets SIGUSR1 | a thread started for it |
     //! | [`Handler::flush`] | about once a second; before an instance is dropped (after a reload); at exit | a flusher thread |
@@ -70,10 +70,13 @@ pub mod phases {
     //!   to the vhost's error log. Client mistakes are not errors: answer
     //!   them yourself with a 4xx status and [`Outcome::Done`].
     //!
-    //! `handle` may block on what it owns (a file, a child process, a
-    //! database) and on reading the request body. While it runs it holds a
-    //! worker thread (64 by default, `workers:` in `server.yaml`), so do
-    //! not wait without bound.
+    //! On the pool (the default placement), `handle` may block on what it
+    //! owns (a file, a child process, a database) and on reading the
+    //! request body. While it runs it holds a pool thread (64 by default,
+    //! `workers:` in `server.yaml`), so do not wait without bound. An
+    //! instance that declares [`Placement::Inline`](crate::Placement::Inline)
+    //! runs on the event loop and must never block: see
+    //! [`placement`](super::placement).
     //!
     //! ```
     //! use tamada_sdk::prelude::*;
@@ -677,6 +680,110 @@ pub mod threads {
     //! # assert_eq!(req.run(&c).body_bytes(), b"request 5\n");
     //! # }
     //! ```
+}
+
+pub mod placement {
+    //! # Placement (SDK 1.1): inline on the event loop, or on the pool
+    //!
+    //! The server runs one event loop per CPU core. Each loop owns its
+    //! connections for their whole life: it reads and parses requests,
+    //! writes responses and keeps idle connections, with no thread per
+    //! connection. A handler runs in one of two places:
+    //!
+    //! - **The blocking pool** ([`Placement::Pool`](crate::Placement::Pool),
+    //!   the default and what every plugin built for SDK 1.0 gets): the
+    //!   request's work moves to a pool thread and its answer comes back
+    //!   to the loop. The handler may block; the request body streams in
+    //!   from the loop through a bounded channel; a
+    //!   [`BodyStream`](crate::BodyStream) is pulled on the pool into a
+    //!   bounded buffer, so a slow client never holds a pool thread.
+    //! - **Inline** ([`Placement::Inline`](crate::Placement::Inline)): the
+    //!   loop calls `handle` itself, with no hand-off, when the request
+    //!   body is empty or already wholly in memory. Otherwise (a body
+    //!   still arriving, a pending `Expect: 100-continue`) the same
+    //!   instance runs on the pool: inline code must also be correct
+    //!   there. This is how `static` beats servers written in C.
+    //!
+    //! Declare it in [`Handler::placement`](crate::Handler::placement),
+    //! which the server reads once per instance, right after the
+    //! constructor; the same declaration places the instance's
+    //! [`log`](crate::Handler::log) phase (after the response is out).
+    //!
+    //! ## The contract of inline code
+    //!
+    //! While an inline handler runs, every other connection of its loop
+    //! waits. Inline code may do:
+    //! - work in memory (a cache lookup, formatting a page, a counter);
+    //! - fast system calls on local files: `open`, `fstat`, reading a
+    //!   small file, `readdir` of a small folder;
+    //! - take a lock that is only ever held for memory work.
+    //!
+    //! It must never:
+    //! - sleep, or wait for a timer;
+    //! - touch the network (a backend, DNS, a database);
+    //! - start or wait for a child process;
+    //! - wait on a lock that anyone holds across I/O (a log file's writer,
+    //!   a cache filled by a slow read);
+    //! - read the request body when it is not in memory: the server only
+    //!   runs a handler inline when it is (the body reader then never
+    //!   waits).
+    //!
+    //! When a request needs slow work, answer
+    //! [`Request::defer`](crate::Request::defer) and the server calls
+    //! `handle` again on the pool, where
+    //! [`Request::is_inline`](crate::Request::is_inline) is false; the
+    //! builder of the inline call is discarded. `static` does this for
+    //! `etag: content` on a file it has not hashed yet.
+    //!
+    //! ```
+    //! use std::collections::HashMap;
+    //! use std::sync::RwLock;
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! #[derive(Default)]
+    //! struct Pages {
+    //!     rendered: RwLock<HashMap<String, String>>,
+    //! }
+    //!
+    //! impl Handler for Pages {
+    //!     fn placement(&self) -> Placement {
+    //!         Placement::Inline
+    //!     }
+    //!     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    //!         let hit = self.rendered.read().ok().and_then(|m| m.get(req.path()).cloned());
+    //!         let page = match hit {
+    //!             Some(p) => p,
+    //!             // Not in memory yet: the slow render runs on the pool.
+    //!             None if req.is_inline() => return req.defer(),
+    //!             None => {
+    //!                 let p = format!("rendered {}\n", req.path()); // slow work here
+    //!                 if let Ok(mut m) = self.rendered.write() {
+    //!                     m.insert(req.path().to_owned(), p.clone());
+    //!                 }
+    //!                 p
+    //!             }
+    //!         };
+    //!         res.header("content-type", "text/plain").body(page);
+    //!         Outcome::Done
+    //!     }
+    //! }
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # let p = Pages::default();
+    //! # let req = tamada_sdk::testing::TestRequest::get("/a");
+    //! # assert!(req.run_inline(&p).is_none());
+    //! # assert_eq!(req.run(&p).body_bytes(), b"rendered /a\n");
+    //! # assert_eq!(req.run_inline(&p).unwrap().body_bytes(), b"rendered /a\n");
+    //! # }
+    //! ```
+    //!
+    //! A decline chain and an internal redirect pick the place again for
+    //! each handler: an inline handler that declines may pass the request
+    //! to a pool handler. Once a request is on the pool it stays there
+    //! (an inline instance may always run on the pool).
+    //!
+    //! Servers older than SDK 1.1 ignore the declaration and run every
+    //! handler on their worker threads; `is_inline` is then always false.
 }
 
 pub mod testing {

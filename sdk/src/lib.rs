@@ -20,6 +20,7 @@
 //! | [`guide::errors`] | failing, panicking, and why `panic = "abort"` is forbidden |
 //! | [`guide::logging`] | the `log` crate inside a plugin, and where records end up |
 //! | [`guide::threads`] | one instance per route, shared by every worker: `Send + Sync` |
+//! | [`guide::placement`] | SDK 1.1: running inline on the event loop, what inline code may do, `defer` |
 //! | [`guide::testing`] | unit tests without a server (feature `testing`) |
 //! | [`guide::compatibility`] | which server loads which plugin, the semver policy, installing safely |
 //!
@@ -187,13 +188,13 @@ pub mod response;
 pub mod testing;
 pub mod units;
 
-pub use plugin::{Handler, LogEntry, Options, Outcome, Record, Role, record_for};
+pub use plugin::{Handler, LogEntry, Options, Outcome, Placement, Record, Role, record_for};
 pub use request::{BodyReader, Request, Vhost};
 pub use response::{Body, BodyStream, FileId, ReadStream, ResponseBuilder, Segment, Segments};
 
 /// `use tamada_sdk::prelude::*;` brings what a handler needs.
 pub mod prelude {
-    pub use crate::plugin::{Handler, LogEntry, Options, Outcome, Record, Role};
+    pub use crate::plugin::{Handler, LogEntry, Options, Outcome, Placement, Record, Role};
     pub use crate::request::{Request, Vhost};
     pub use crate::response::{Body, BodyStream, ReadStream, ResponseBuilder, Segments};
 }

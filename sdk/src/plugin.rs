@@ -2,8 +2,8 @@
 //! [`Handler`] into the FFI table (with every panic caught).
 
 use crate::abi::{
-    CreateCtxV1, HandleResultV1, HostV1, Instance, LogEntryV1, PluginV1, RecordV1, RequestV1,
-    RoleV1,
+    CreateCtxV1, ExchangeV1, HandleExtV1, HandleResultV1, HostV1, Instance, LogEntryV1,
+    PlacementV1, PluginV1, RecordV1, RequestV1, RoleV1, TraitsV1,
 };
 use crate::request::{Request, Vhost};
 use crate::response::ResponseBuilder;
@@ -82,6 +82,15 @@ pub trait Handler: Send + Sync + 'static {
     fn record(&self, rec: &Record) {
         let _ = rec;
     }
+    /// SDK 1.1: where this instance's [`handle`](Self::handle) and
+    /// [`log`](Self::log) run, read once after the constructor. The
+    /// default, [`Placement::Pool`], is what every 1.0 plugin gets and is
+    /// always safe. Declare [`Placement::Inline`] only if these methods
+    /// never block: see [`guide::placement`](crate::guide::placement)
+    /// for what inline code may and may not do.
+    fn placement(&self) -> Placement {
+        Placement::Pool
+    }
     /// Reopen files by path (the server got SIGUSR1, e.g. from
     /// logrotate). Runs on a thread started for it.
     fn reopen(&self) {}
@@ -93,6 +102,19 @@ pub trait Handler: Send + Sync + 'static {
     /// exits soon after without necessarily dropping the instance, so do
     /// final work here rather than in `Drop`. Not called on reload.
     fn shutdown(&self) {}
+}
+
+/// SDK 1.1: where an instance runs ([`Handler::placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// On the server's blocking pool: the handler may block on what it
+    /// owns (files, child processes, the network) and on the request body.
+    #[default]
+    Pool,
+    /// On the connection's event loop, with no thread hand-off, when the
+    /// request body is already in memory; otherwise (and always on servers
+    /// older than 1.1) on the pool. The code never blocks.
+    Inline,
 }
 
 /// What an instance is built for.
@@ -365,7 +387,8 @@ type Constructor = fn(&Options) -> Result<Box<dyn Handler>, String>;
 pub mod __private {
     pub use super::*;
     use crate::abi::{
-        LifecycleDeclV1, LifecycleV1, MAGIC, PluginDeclV1, PluginHeader, SDK_MAJOR, SDK_MINOR,
+        ExtDeclV1, ExtV1, LifecycleDeclV1, LifecycleV1, MAGIC, PluginDeclV1, PluginHeader,
+        SDK_MAJOR, SDK_MINOR,
     };
     pub use abi_stable;
     use abi_stable::StableAbi;
@@ -429,6 +452,62 @@ pub mod __private {
         }
     }
 
+    /// The SDK 1.1 extension table (every SDK plugin has it).
+    pub static EXT: ExtV1 = ExtV1 {
+        traits,
+        handle: handle_ext,
+    };
+
+    /// The extension declaration.
+    pub fn ext_decl() -> ExtDeclV1 {
+        ExtDeclV1 {
+            layout: <ExtV1 as StableAbi>::LAYOUT,
+            table: &EXT,
+        }
+    }
+
+    extern "C" fn traits(i: Instance) -> TraitsV1 {
+        let placement = match catch_unwind(AssertUnwindSafe(|| inst(i).placement())) {
+            Ok(Placement::Inline) => PlacementV1::Inline,
+            // A panic here picks the safe default.
+            Ok(Placement::Pool) | Err(_) => PlacementV1::Pool,
+        };
+        TraitsV1 {
+            placement,
+            panic_unwind: cfg!(panic = "unwind"),
+        }
+    }
+
+    extern "C" fn handle_ext(i: Instance, req: &RequestV1<'_>, ex: &ExchangeV1) -> HandleExtV1 {
+        let inline = ex.inline;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let request = Request::from_raw_placed(req, inline);
+            let mut res = ResponseBuilder::new();
+            let outcome = inst(i).handle(&request, &mut res);
+            (outcome, res, request.deferred())
+        }));
+        match r {
+            Ok((_, _, true)) if inline => HandleExtV1::Defer,
+            Ok((_, _, true)) => HandleExtV1::V1(HandleResultV1::Error(RString::from(
+                "Request::defer was called on the blocking pool, where it has no meaning",
+            ))),
+            Ok((outcome, res, false)) => HandleExtV1::V1(result_v1(outcome, res)),
+            Err(p) => HandleExtV1::V1(HandleResultV1::Error(RString::from(format!(
+                "panic: {}",
+                panic_message(&p)
+            )))),
+        }
+    }
+
+    fn result_v1(outcome: Outcome, res: ResponseBuilder) -> HandleResultV1 {
+        match outcome {
+            Outcome::Done => HandleResultV1::Respond(res.into_raw()),
+            Outcome::Decline => HandleResultV1::Decline,
+            Outcome::Redirect(p) => HandleResultV1::Redirect(RString::from(p)),
+            Outcome::Error(e) => HandleResultV1::Error(RString::from(e)),
+        }
+    }
+
     /// Called by the macro's `create` shim.
     pub fn create(
         options: RStr<'_>,
@@ -481,10 +560,7 @@ pub mod __private {
             (outcome, res)
         }));
         match r {
-            Ok((Outcome::Done, res)) => HandleResultV1::Respond(res.into_raw()),
-            Ok((Outcome::Decline, _)) => HandleResultV1::Decline,
-            Ok((Outcome::Redirect(p), _)) => HandleResultV1::Redirect(RString::from(p)),
-            Ok((Outcome::Error(e), _)) => HandleResultV1::Error(RString::from(e)),
+            Ok((outcome, res)) => result_v1(outcome, res),
             Err(p) => HandleResultV1::Error(RString::from(format!("panic: {}", panic_message(&p)))),
         }
     }
@@ -542,7 +618,7 @@ pub mod __private {
 ///
 /// Use it once per crate, at the crate root or in any module. It generates
 /// the exported symbols (`tamada_plugin_header`, `tamada_plugin_v1`,
-/// `tamada_plugin_lifecycle_v1`; see
+/// `tamada_plugin_lifecycle_v1`, `tamada_plugin_ext_v1`; see
 /// [`guide::compatibility`](crate::guide::compatibility)); the plugin's
 /// own code stays free of `unsafe` and `extern "C"`.
 #[macro_export]
@@ -583,6 +659,12 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tamada_plugin_lifecycle_v1() -> $crate::abi::LifecycleDeclV1 {
                 p::lifecycle_decl()
+            }
+
+            /// The SDK 1.1 extension table (placement, defer).
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_ext_v1() -> $crate::abi::ExtDeclV1 {
+                p::ext_decl()
             }
         }
     };

@@ -3,7 +3,9 @@
 //! [`guide::requests`](crate::guide::requests).
 
 use crate::abi::{AddrV1, HeaderV1, RequestV1, VhostV1};
+use crate::plugin::Outcome;
 use abi_stable::std_types::RSliceMut;
+use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -12,13 +14,78 @@ use std::path::Path;
 /// the core's buffers: copy what you keep past the call.
 pub struct Request<'a> {
     raw: &'a RequestV1<'a>,
+    /// SDK 1.1: the call runs inline on an event loop.
+    inline: bool,
+    /// SDK 1.1: [`Request::defer`] was called.
+    deferred: Cell<bool>,
 }
 
 impl<'a> Request<'a> {
     /// Wraps the raw view (the SDK's shims and the testing helpers do this).
     #[doc(hidden)]
     pub fn from_raw(raw: &'a RequestV1<'a>) -> Self {
-        Request { raw }
+        Request {
+            raw,
+            inline: false,
+            deferred: Cell::new(false),
+        }
+    }
+
+    /// Wraps the raw view of a call that knows its placement.
+    #[doc(hidden)]
+    pub fn from_raw_placed(raw: &'a RequestV1<'a>, inline: bool) -> Self {
+        Request {
+            raw,
+            inline,
+            deferred: Cell::new(false),
+        }
+    }
+
+    /// SDK 1.1: whether this call runs inline on the connection's event
+    /// loop (see [`Handler::placement`](crate::Handler::placement)). Inline
+    /// code must not block; when the request needs slow work (reading a
+    /// whole file to hash it, a child process), answer
+    /// [`defer`](Self::defer) and the server calls `handle` again on the
+    /// blocking pool, where `is_inline` is false. Always false on servers
+    /// older than 1.1 and for plugins that run on the pool.
+    pub fn is_inline(&self) -> bool {
+        self.inline
+    }
+
+    /// SDK 1.1: answer "run me again on the blocking pool". Return what it
+    /// returns from `handle`, inline only:
+    ///
+    /// ```
+    /// # use tamada_sdk::prelude::*;
+    /// # struct H;
+    /// # impl H { fn cached(&self, _: &str) -> Option<Vec<u8>> { None } }
+    /// # impl Handler for H {
+    /// fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    ///     let Some(page) = self.cached(req.path()) else {
+    ///         if req.is_inline() {
+    ///             return req.defer(); // the slow path runs on the pool
+    ///         }
+    ///         // ... on the pool: do the slow work, fill the cache ...
+    /// #       return Outcome::Decline;
+    ///     };
+    ///     res.body(page);
+    ///     Outcome::Done
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// Called on the pool (where [`is_inline`](Self::is_inline) is
+    /// false) it is a mistake in the plugin: the request is answered 500
+    /// and the error log says so. The response builder is discarded.
+    pub fn defer(&self) -> Outcome {
+        self.deferred.set(true);
+        Outcome::Decline
+    }
+
+    /// Whether [`defer`](Self::defer) was called (for the SDK's shims).
+    #[doc(hidden)]
+    pub fn deferred(&self) -> bool {
+        self.deferred.get()
     }
 
     /// The method token, e.g. `GET`.

@@ -266,6 +266,16 @@ impl TestRequest {
 
     /// Runs `f` with a [`Request`] view of this test request.
     pub fn with<R>(&self, f: impl FnOnce(&Request) -> R) -> R {
+        self.with_placed(false, f)
+    }
+
+    /// Like [`with`](Self::with), for a call placed inline on an event
+    /// loop ([`Request::is_inline`] is true).
+    pub fn with_inline<R>(&self, f: impl FnOnce(&Request) -> R) -> R {
+        self.with_placed(true, f)
+    }
+
+    fn with_placed<R>(&self, inline: bool, f: impl FnOnce(&Request) -> R) -> R {
         let headers: Vec<HeaderV1> = self
             .headers
             .iter()
@@ -308,7 +318,40 @@ impl TestRequest {
             body: &reader,
             redirects: 0,
         };
-        f(&Request::from_raw(&raw))
+        f(&Request::from_raw_placed(&raw, inline))
+    }
+
+    /// SDK 1.1: runs a handler's content phase as the server runs an
+    /// inline handler, on the event loop. `None` means the handler
+    /// answered [`Request::defer`]: the server would then call it again on
+    /// the pool, which [`run`](Self::run) does.
+    ///
+    /// ```
+    /// use tamada_sdk::prelude::*;
+    /// use tamada_sdk::testing::TestRequest;
+    ///
+    /// struct Slow;
+    /// impl Handler for Slow {
+    ///     fn placement(&self) -> Placement { Placement::Inline }
+    ///     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    ///         if req.is_inline() {
+    ///             return req.defer();
+    ///         }
+    ///         res.body("done on the pool");
+    ///         Outcome::Done
+    ///     }
+    /// }
+    ///
+    /// let req = TestRequest::get("/");
+    /// assert!(req.run_inline(&Slow).is_none());
+    /// assert_eq!(req.run(&Slow).body_bytes(), b"done on the pool");
+    /// ```
+    pub fn run_inline(&self, h: &dyn Handler) -> Option<TestResponse> {
+        self.with_inline(|req| {
+            let mut response = ResponseBuilder::new();
+            let outcome = h.handle(req, &mut response);
+            (!req.deferred()).then_some(TestResponse { outcome, response })
+        })
     }
 
     /// Runs a handler's content phase on this request.

@@ -1,20 +1,29 @@
-//! The request body reader handed to plugins (`BodyReaderV1`): it streams
-//! from the connection's buffer and socket, de-chunks, enforces `max_body`,
-//! sends `100 Continue` on the first read, and waits for a slow client at
-//! most `body_timeout` between reads (the worker may block here: the
-//! handler asked for the body).
+//! Request bodies. The loop always owns the socket, so a body reaches a
+//! handler in one of two ways:
+//!
+//! - **In memory** (an inline handler): the whole body came with the head
+//!   and is read from the loop's buffer (`MemBody`).
+//! - **Through a [`BodyPipe`]** (a pool handler): the loop reads the
+//!   socket, de-chunks with [`BodyState`] and pushes the bytes into a
+//!   bounded pipe; the handler's reads pull from it on the pool thread,
+//!   waiting at most `body_timeout`. The first read of a body with
+//!   `Expect: 100-continue` asks the loop to send `100 Continue`. When the
+//!   pipe is full the loop stops reading the socket until the reader
+//!   makes room (back-pressure to the client).
 
 use crate::conn::Buf;
+use crate::evloop::Notify;
 use crate::http::chunked::Decoder;
 use crate::http::request::Framing;
 use abi_stable::std_types::{RResult, RSliceMut, RString};
-use mio::net::TcpStream;
+use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tamada_sdk::abi::BodyReaderV1;
 
-/// Where a request body stands.
+/// Where a request body stands on the wire (the loop's side).
 pub struct BodyState {
     framing: Framing,
     /// Content-Length bytes still unread.
@@ -22,7 +31,7 @@ pub struct BodyState {
     decoder: Decoder,
     /// The current route's `max_body`.
     pub limit: u64,
-    /// Body bytes delivered (de-chunked).
+    /// Body bytes taken (de-chunked).
     pub received: u64,
     /// Bytes taken off the wire (with chunk framing).
     pub wire_bytes: u64,
@@ -31,14 +40,15 @@ pub struct BodyState {
     /// `100 Continue` is owed before the first read.
     pub continue_pending: bool,
     pub done: bool,
-    /// The body failed (timeout, client gone, bad chunking): framing is lost.
+    /// The body failed (client gone, bad chunking, over the limit):
+    /// framing is lost.
     pub broken: bool,
     /// The chunked framing itself was malformed (the client's fault: 400).
     pub bad_framing: bool,
 }
 
 impl BodyState {
-    pub fn new(framing: Framing, limit: u64, expect_continue: bool, _minor: u8) -> Self {
+    pub fn new(framing: Framing, limit: u64, expect_continue: bool) -> Self {
         let (remaining, done) = match framing {
             Framing::None => (0, true),
             Framing::Length(n) => (n, n == 0),
@@ -59,34 +69,31 @@ impl BodyState {
         }
     }
 
-    /// Decodes from what is buffered. `Ok(0)` with `!done` means more
-    /// bytes are needed.
-    fn take(&mut self, buf: &mut Buf, out: &mut [u8]) -> Result<usize, String> {
+    /// Decodes from the front of `data` into `out`: (wire bytes used, body
+    /// bytes made). `(0, 0)` with `!done` means more bytes are needed.
+    pub fn take(&mut self, data: &[u8], out: &mut [u8]) -> Result<(usize, usize), String> {
         match self.framing {
             Framing::None => {
                 self.done = true;
-                Ok(0)
+                Ok((0, 0))
             }
             Framing::Length(_) => {
-                let data = buf.data();
                 let n = (self.remaining.min(data.len() as u64) as usize).min(out.len());
                 out[..n].copy_from_slice(&data[..n]);
-                buf.consume(n);
                 self.remaining -= n as u64;
                 self.received += n as u64;
                 self.wire_bytes += n as u64;
                 if self.remaining == 0 {
                     self.done = true;
                 }
-                Ok(n)
+                Ok((n, n))
             }
             Framing::Chunked => {
-                let (c, n) = self.decoder.decode(buf.data(), out).map_err(|e| {
+                let (c, n) = self.decoder.decode(data, out).map_err(|e| {
                     self.broken = true;
                     self.bad_framing = true;
                     format!("bad chunked request body: {}", e.0)
                 })?;
-                buf.consume(c);
                 self.wire_bytes += c as u64;
                 self.received += n as u64;
                 // The framing counts too (tiny chunks with long extensions).
@@ -105,158 +112,345 @@ impl BodyState {
                 if self.decoder.is_done() {
                     self.done = true;
                 }
-                Ok(n)
+                Ok((c, n))
             }
         }
     }
 
-    /// Consumes the rest of the body if it is already here, without
-    /// waiting. Returns whether the body is complete.
-    pub fn drain_available(&mut self, sock: &TcpStream, buf: &mut Buf) -> bool {
+    /// The whole body when it is already in `data` (for an inline
+    /// handler): the decoded bytes and the wire bytes they took. `None`
+    /// when more is still to come (nothing is consumed then).
+    pub fn whole_in(&self, data: &[u8]) -> Option<(Vec<u8>, usize)> {
+        match self.framing {
+            Framing::None => Some((Vec::new(), 0)),
+            Framing::Length(n) => {
+                let n = usize::try_from(n).ok()?;
+                (data.len() >= n).then(|| (data[..n].to_vec(), n))
+            }
+            Framing::Chunked => {
+                // A dry run on a copy of the decoder: the real state moves
+                // only when the body is used.
+                let mut probe = BodyState {
+                    decoder: self.decoder.clone(),
+                    ..BodyState::new(Framing::Chunked, self.limit, false)
+                };
+                let mut out = vec![0u8; data.len()];
+                let mut used = 0;
+                let mut made = 0;
+                while !probe.done {
+                    match probe.take(&data[used..], &mut out[made..]) {
+                        Ok((0, 0)) => return None,
+                        Ok((c, n)) => {
+                            used += c;
+                            made += n;
+                        }
+                        // Bad framing or over the limit: let the pool
+                        // path report it as it reads.
+                        Err(_) => return None,
+                    }
+                }
+                out.truncate(made);
+                Some((out, used))
+            }
+        }
+    }
+
+    /// Marks an in-memory body as used.
+    pub fn consumed_whole(&mut self, wire: usize, body: usize) {
+        self.wire_bytes += wire as u64;
+        self.received += body as u64;
+        self.remaining = 0;
+        self.done = true;
+        self.continue_pending = false;
+    }
+
+    /// Consumes (and drops) the rest of the body if it is already here,
+    /// reading the socket without waiting, at most 1 MiB. Returns whether
+    /// the body is complete (the connection can then be kept).
+    pub fn drain_available(
+        &mut self,
+        buf: &mut Buf,
+        mut read: impl FnMut(&mut Buf) -> bool,
+    ) -> bool {
         let mut scratch = [0u8; 8192];
         let mut budget: u64 = 1 << 20;
         while !self.done && !self.broken {
-            let before = self.wire_bytes;
-            match self.take(buf, &mut scratch) {
-                Ok(n) if n > 0 || self.wire_bytes > before => {
-                    // The budget counts bytes off the wire, framing included.
-                    budget = budget.saturating_sub(self.wire_bytes - before);
+            match self.take(buf.data(), &mut scratch) {
+                Ok((0, 0)) => {
+                    if !read(buf) {
+                        return false;
+                    }
+                }
+                Ok((c, _)) => {
+                    buf.consume(c);
+                    budget = budget.saturating_sub(c as u64);
                     if budget == 0 {
                         return false;
                     }
-                    continue;
                 }
-                Ok(_) if self.done => break,
-                Ok(_) => {}
                 Err(_) => return false,
-            }
-            match buf.fill(sock) {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
             }
         }
         self.done && !self.broken
     }
 }
 
-/// What the body reader's `ctx` points at during `handle`.
-pub struct BodyCtx<'a> {
-    pub sock: &'a TcpStream,
-    pub buf: &'a mut Buf,
-    pub state: &'a mut BodyState,
-    pub timeout: Duration,
+/// Bytes a [`BodyPipe`] holds before the loop stops reading the socket.
+pub const PIPE_CAPACITY: usize = 256 * 1024;
+
+/// The body channel between a connection's loop and the pool thread
+/// running its handler.
+pub struct BodyPipe {
+    inner: Mutex<PipeInner>,
+    ready: Condvar,
+    /// Wakes the loop (room made, or `100 Continue` wanted).
+    notify: Notify,
+    timeout: Duration,
+    pub content_length: i64,
+    /// The `max_body` of the route reading it (set by `route::dispatch`).
+    limit: AtomicU64,
 }
 
-/// Waits until `fd` is ready for `events` or the timeout passes.
-fn wait_fd(fd: i32, events: i16, timeout: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        // SAFETY: `p` is one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut p, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+#[derive(Default)]
+struct PipeInner {
+    chunks: VecDeque<Vec<u8>>,
+    /// Read position in the front chunk.
+    front: usize,
+    bytes: usize,
+    /// The loop delivered the end of the body.
+    done: bool,
+    /// Why the body cannot be read (set by either side).
+    error: Option<String>,
+    /// `100 Continue` is owed; the first read asks for it.
+    continue_pending: bool,
+    /// The loop waits for the reader (for room or for the first read).
+    loop_waiting: bool,
+    /// The reader asked for the body (the loop may read the socket).
+    started: bool,
+}
+
+/// What the loop learns when it feeds the pipe.
+pub struct Feed {
+    /// Room for this many bytes now (0: full, or the reader has not asked
+    /// for a body that needs `100 Continue`).
+    pub room: usize,
+    /// `100 Continue` must be sent now.
+    pub send_continue: bool,
+}
+
+fn lock(m: &Mutex<PipeInner>) -> std::sync::MutexGuard<'_, PipeInner> {
+    // Poisoning means a panic while holding it; the fields stay consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl BodyPipe {
+    pub fn new(
+        notify: Notify,
+        timeout: Duration,
+        continue_pending: bool,
+        content_length: i64,
+    ) -> Self {
+        BodyPipe {
+            inner: Mutex::new(PipeInner {
+                continue_pending,
+                ..PipeInner::default()
+            }),
+            ready: Condvar::new(),
+            notify,
+            timeout,
+            content_length,
+            limit: AtomicU64::new(u64::MAX),
         }
-        return Ok(r > 0);
     }
-}
 
-impl BodyCtx<'_> {
-    fn read(&mut self, out: &mut [u8]) -> Result<usize, String> {
-        if self.state.broken {
-            return Err("the request body is no longer readable".into());
+    /// The route now offered the body has this `max_body`.
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The loop: how much it may push now. Marks the loop as waiting when
+    /// it may not.
+    pub fn feed(&self) -> Feed {
+        let mut g = lock(&self.inner);
+        if g.continue_pending && !g.started {
+            g.loop_waiting = true;
+            return Feed {
+                room: 0,
+                send_continue: false,
+            };
         }
-        if self.state.continue_pending {
-            self.state.continue_pending = false;
-            let mut msg: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-            let mut s = self.sock;
-            while !msg.is_empty() {
-                match s.write(msg) {
-                    Ok(n) => msg = &msg[n..],
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if !wait_fd(self.sock.as_raw_fd(), libc::POLLOUT, self.timeout)
-                            .unwrap_or(false)
-                        {
-                            self.state.broken = true;
-                            return Err("timed out sending 100 Continue".into());
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        self.state.broken = true;
-                        return Err(format!("client gone: {e}"));
-                    }
-                }
+        let send_continue = std::mem::take(&mut g.continue_pending);
+        let room = PIPE_CAPACITY.saturating_sub(g.bytes);
+        if room == 0 {
+            g.loop_waiting = true;
+        }
+        Feed {
+            room,
+            send_continue,
+        }
+    }
+
+    /// The loop: body bytes; `done` at the end of the body.
+    pub fn push(&self, data: Vec<u8>, done: bool) {
+        let mut g = lock(&self.inner);
+        if !data.is_empty() {
+            g.bytes += data.len();
+            g.chunks.push_back(data);
+        }
+        g.done |= done;
+        drop(g);
+        self.ready.notify_one();
+    }
+
+    /// The loop: the body failed (client gone, bad chunking, over the limit).
+    pub fn fail(&self, why: String) {
+        let mut g = lock(&self.inner);
+        if g.error.is_none() {
+            g.error = Some(why);
+        }
+        drop(g);
+        self.ready.notify_one();
+    }
+
+    /// The pool: one read for the handler.
+    fn read(&self, out: &mut [u8]) -> Result<usize, String> {
+        let mut g = lock(&self.inner);
+        if !g.started {
+            g.started = true;
+            if g.continue_pending {
+                g.loop_waiting = false;
+                drop(g);
+                self.notify.send_body_wanted();
+                g = lock(&self.inner);
             }
         }
         if out.is_empty() {
             return Ok(0);
         }
+        let deadline = Instant::now() + self.timeout;
         loop {
-            if self.state.done {
-                return Ok(0);
-            }
-            if !self.buf.is_empty() {
-                let n = self.state.take(self.buf, out)?;
-                if n > 0 || self.state.done {
-                    return Ok(n);
-                }
-            }
-            match self.buf.fill(self.sock) {
-                Ok(0) => {
-                    self.state.broken = true;
-                    return Err("the client closed the connection before the body ended".into());
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match wait_fd(self.sock.as_raw_fd(), libc::POLLIN, self.timeout) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            self.state.broken = true;
-                            return Err(format!(
-                                "request body stalled for {} s",
-                                self.timeout.as_secs()
-                            ));
-                        }
-                        Err(e) => {
-                            self.state.broken = true;
-                            return Err(e.to_string());
-                        }
+            if g.bytes > 0 {
+                let mut n = 0;
+                while n < out.len() {
+                    let front = g.front;
+                    let Some(c) = g.chunks.front() else { break };
+                    let k = (c.len() - front).min(out.len() - n);
+                    out[n..n + k].copy_from_slice(&c[front..front + k]);
+                    n += k;
+                    if front + k == c.len() {
+                        g.chunks.pop_front();
+                        g.front = 0;
+                    } else {
+                        g.front += k;
                     }
                 }
-                Err(e) => {
-                    self.state.broken = true;
-                    return Err(e.to_string());
+                g.bytes -= n;
+                let wake = g.loop_waiting && g.bytes < PIPE_CAPACITY / 2;
+                if wake {
+                    g.loop_waiting = false;
                 }
+                drop(g);
+                if wake {
+                    self.notify.send_body_wanted();
+                }
+                return Ok(n);
             }
+            if let Some(e) = &g.error {
+                return Err(e.clone());
+            }
+            if g.done {
+                return Ok(0);
+            }
+            if g.loop_waiting {
+                // The loop is waiting for room it now has.
+                g.loop_waiting = false;
+                drop(g);
+                self.notify.send_body_wanted();
+                g = lock(&self.inner);
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let msg = format!("request body stalled for {} s", self.timeout.as_secs());
+                g.error = Some(msg.clone());
+                return Err(msg);
+            }
+            g = self
+                .ready
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+    }
+
+    /// Whether the reader asked for the body.
+    pub fn started(&self) -> bool {
+        lock(&self.inner).started
     }
 }
 
-/// `BodyReaderV1::read` for a live body.
-pub extern "C" fn body_read(
-    ctx: *mut c_void,
-    mut buf: RSliceMut<'_, u8>,
-) -> RResult<usize, RString> {
-    // SAFETY: ctx points at the `BodyCtx` on `exchange::dispatch`'s stack,
-    // alive for the whole `handle` call; the reader is used by the one
-    // thread running that call.
-    let b = unsafe { &mut *(ctx as *mut BodyCtx) };
-    match b.read(buf.as_mut_slice()) {
+/// `BodyReaderV1` for a pool handler: `ctx` is a `&BodyPipe`.
+pub fn pipe_reader(pipe: &BodyPipe) -> BodyReaderV1 {
+    BodyReaderV1 {
+        ctx: pipe as *const BodyPipe as *mut c_void,
+        read: pipe_read,
+        content_length: pipe.content_length,
+    }
+}
+
+extern "C" fn pipe_read(ctx: *mut c_void, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+    // SAFETY: ctx is the `&BodyPipe` given to `pipe_reader`, which the pool
+    // job keeps alive (in an Arc) for the whole handler call.
+    let p = unsafe { &*(ctx as *const BodyPipe) };
+    match p.read(buf.as_mut_slice()) {
         Ok(n) => RResult::ROk(n),
         Err(e) => RResult::RErr(RString::from(e)),
     }
 }
 
+/// A body wholly in memory (an inline handler's, or a small one read
+/// with the head).
+pub struct MemBody {
+    pub data: Vec<u8>,
+    pub pos: usize,
+    pub content_length: i64,
+}
+
+impl MemBody {
+    pub fn reader(&mut self) -> BodyReaderV1 {
+        BodyReaderV1 {
+            ctx: self as *mut MemBody as *mut c_void,
+            read: mem_read,
+            content_length: self.content_length,
+        }
+    }
+}
+
+extern "C" fn mem_read(ctx: *mut c_void, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+    // SAFETY: ctx is the `&mut MemBody` given to `MemBody::reader`, alive
+    // and used by this one thread for the whole handler call.
+    let m = unsafe { &mut *(ctx as *mut MemBody) };
+    let out = buf.as_mut_slice();
+    let n = (m.data.len() - m.pos).min(out.len());
+    out[..n].copy_from_slice(&m.data[m.pos..m.pos + n]);
+    m.pos += n;
+    RResult::ROk(n)
+}
+
 /// `BodyReaderV1::read` when there is no body (log phase, redirects).
 pub extern "C" fn no_body_read(_: *mut c_void, _: RSliceMut<'_, u8>) -> RResult<usize, RString> {
     RResult::ROk(0)
+}
+
+/// A reader with no body.
+pub fn empty_reader() -> BodyReaderV1 {
+    BodyReaderV1 {
+        ctx: std::ptr::null_mut(),
+        read: no_body_read,
+        content_length: 0,
+    }
 }

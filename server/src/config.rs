@@ -45,7 +45,9 @@ pub use tamada_sdk::units::{Secs, Size};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Worker threads that run handlers.
+    /// Event-loop threads (0: one per CPU available).
+    pub loops: usize,
+    /// Threads of the blocking pool (handlers that may block).
     pub workers: usize,
     /// How long an idle keep-alive connection is kept.
     pub idle_timeout: Secs,
@@ -76,6 +78,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            loops: 0,
             workers: 64,
             idle_timeout: Secs(Duration::from_secs(5)),
             header_timeout: Secs(Duration::from_secs(10)),

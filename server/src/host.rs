@@ -38,7 +38,7 @@ pub struct Context<'a> {
 /// `&'static` name instead of reference-counted clones: the counts of a
 /// vhost shared by every worker bounced between CPUs on each request.
 #[derive(Clone, Copy)]
-struct Current {
+pub struct Current {
     /// Valid while set: `with_context` clears it before the borrow ends.
     vhost: *const Vhost,
     peer: SocketAddr,
@@ -52,15 +52,39 @@ thread_local! {
     /// Set while records are being delivered, so a logger that logs does
     /// not loop back into itself.
     static DELIVERING: Cell<bool> = const { Cell::new(false) };
+    /// This thread is an event loop.
+    static ON_LOOP: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Restores the previous context, also when unwinding.
-struct Restore(Option<Current>);
+pub struct Restore(Option<Current>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
         CONTEXT.with(|c| c.set(self.0));
     }
+}
+
+/// Sets the thread's context until the guard is dropped. The guard must
+/// be dropped before `vhost` is (declare it after the vhost it borrows).
+pub fn enter(vhost: &Vhost, peer: SocketAddr) -> Restore {
+    let cur = Current {
+        vhost: vhost as *const Vhost,
+        peer,
+        plugin: None,
+    };
+    Restore(CONTEXT.with(|c| c.replace(Some(cur))))
+}
+
+/// Marks this thread as an event loop (plugin code that may block is then
+/// sent to the pool).
+pub fn set_on_loop() {
+    ON_LOOP.with(|c| c.set(true));
+}
+
+/// Whether this thread is an event loop.
+pub fn on_loop() -> bool {
+    ON_LOOP.with(|c| c.get())
 }
 
 /// Sets the thread's context for the duration of `f`.
@@ -123,11 +147,38 @@ pub fn record(vhost: &Vhost, peer: Option<SocketAddr>, level: log::Level, source
         },
         unix_us: now_us(),
     };
+    let on_loop = on_loop();
     DELIVERING.with(|d| d.set(true));
-    for l in &vhost.loggers {
+    for l in vhost.loggers.iter().filter(|l| l.inline || !on_loop) {
         l.record(&rec);
     }
     DELIVERING.with(|d| d.set(false));
+    if on_loop && vhost.pool_loggers {
+        // A logger that may block gets the record on the pool.
+        let loggers: Vec<_> = vhost
+            .loggers
+            .iter()
+            .filter(|l| !l.inline)
+            .cloned()
+            .collect();
+        let (name, source, msg) = (vhost.name.clone(), source.to_owned(), msg.to_owned());
+        let (level, peer, unix_us) = (rec.level, rec.peer, rec.unix_us);
+        crate::pool().submit(Box::new(move || {
+            let rec = RecordV1 {
+                level,
+                source: RStr::from_str(&source),
+                message: RStr::from_str(&msg),
+                vhost: RStr::from_str(&name),
+                peer,
+                unix_us,
+            };
+            DELIVERING.with(|d| d.set(true));
+            for l in &loggers {
+                l.record(&rec);
+            }
+            DELIVERING.with(|d| d.set(false));
+        }));
+    }
 }
 
 /// A record about the current request from the core itself.

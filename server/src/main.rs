@@ -1,36 +1,62 @@
 //! `tamada`: an HTTP/1.1 server whose request handlers are plugins.
 //!
 //! Start-up: flags -> conf.d (`config`) -> plugins (`plugins`) -> routes
-//! with plugin instances (`runtime`) -> listening sockets -> worker pool
-//! and reactor (`reactor`), which hands connections to `conn::serve`; each
-//! request is answered in `exchange::run`.
+//! with plugin instances (`runtime`) -> listening sockets, one per loop
+//! (`listen`) -> the blocking pool (`pool`) and one event loop per core
+//! (`evloop`), each owning its connections (`conn`: the state machine a
+//! request's life reads in); `route` offers requests to the handlers,
+//! `framing` and `writer` send the answers, `logphase` logs them.
+//! Signals are turned into messages to the loops by `control`.
 
 mod body;
 mod config;
 mod conn;
-mod exchange;
+mod control;
+mod evloop;
+mod framing;
 mod host;
 mod http;
-mod output;
+mod io;
+mod listen;
+mod logphase;
 mod plugins;
-mod queue;
-mod reactor;
+mod pool;
+mod route;
 mod runtime;
+mod stream;
+mod view;
+mod writer;
 
 use arc_swap::ArcSwap;
 use plugins::Registry;
 use runtime::Runtime;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
-/// What every worker shares.
+/// What the control, flusher and pool threads share.
 pub struct Shared {
-    /// The running configuration; replaced whole on SIGHUP.
+    /// The running configuration; replaced whole on SIGHUP (each loop
+    /// holds its own copy of it: `Runtime::fork`).
     pub runtime: ArcSwap<Runtime>,
-    /// SIGTERM was received: answer with `Connection: close`.
+    /// SIGTERM was received.
     pub draining: AtomicBool,
+}
+
+static POOL: OnceLock<Arc<pool::Pool>> = OnceLock::new();
+
+/// The blocking pool (started before anything can use it).
+pub fn pool() -> &'static Arc<pool::Pool> {
+    POOL.get_or_init(|| pool::Pool::start(1))
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 const USAGE: &str = "\
@@ -40,7 +66,8 @@ usage: tamada [options]
   -t, --test            check the configuration and plugins, then exit 0 or 1
       --plugin-dir DIR  where plugins are loaded from (default: the binary's folder)
       --plugins         list the plugins found and the files skipped, then exit
-  -w, --workers N       worker threads (overrides server.yaml)
+  -w, --workers N       blocking-pool threads (overrides server.yaml)
+      --loops N         event-loop threads, 0 = one per CPU (overrides server.yaml)
   -l, --log-level L     error, warn, info, debug or trace (overrides server.yaml)
   -v, --verbose         more detail (abi_stable's layout reports, debug logs)
   -V, --version         print the version
@@ -56,6 +83,7 @@ struct Args {
     plugin_dir: Option<PathBuf>,
     list_plugins: bool,
     workers: Option<usize>,
+    loops: Option<usize>,
     log_level: Option<String>,
     verbose: bool,
 }
@@ -71,6 +99,7 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
             Long("plugin-dir") => a.plugin_dir = Some(p.value()?.into()),
             Long("plugins") => a.list_plugins = true,
             Short('w') | Long("workers") => a.workers = Some(p.value()?.parse()?),
+            Long("loops") => a.loops = Some(p.value()?.parse()?),
             Short('l') | Long("log-level") => a.log_level = Some(p.value()?.string()?),
             Short('v') | Long("verbose") => a.verbose = true,
             Short('V') | Long("version") => {
@@ -190,6 +219,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(w) = args.workers {
         settings.workers = w.max(1);
     }
+    if let Some(n) = args.loops {
+        settings.loops = n;
+    }
     let level = level_flag.unwrap_or_else(|| settings.log_level.clone());
     init_logging(
         &level,
@@ -236,18 +268,42 @@ fn run(args: Args) -> anyhow::Result<()> {
             rt.settings.max_connections
         );
     }
-    reactor::CONNECTION_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
+    evloop::CONNECTION_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
+    let loops = match rt.settings.loops {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let addrs: Vec<_> = rt.sites.keys().copied().collect();
-    let listeners = reactor::bind_all(&addrs).map_err(anyhow::Error::msg)?;
+    let mut listeners = listen::bind_all(&addrs, loops).map_err(anyhow::Error::msg)?;
     let workers = rt.settings.workers;
+    let _ = POOL.set(pool::Pool::start(workers));
+    let pool = pool().clone();
+    // Signals before any thread starts: one that comes early is not lost.
+    let signals = control::Control::signals()?;
+    let mut handles = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..loops {
+        let mut ev = evloop::EventLoop::new(Arc::new(rt.fork()), pool.clone())?;
+        for (a, socks) in listeners.iter_mut() {
+            if let Some(s) = socks.pop() {
+                ev.add_listener(*a, s)?;
+            }
+        }
+        handles.push(ev.handle());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("loop-{i}"))
+                .spawn(move || ev.run())?,
+        );
+    }
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(rt),
         draining: AtomicBool::new(false),
     });
-
     host::set_shared(shared.clone());
-    let jobs = Arc::new(queue::Jobs::default());
-    let (reload_dir, reload_workers, verbose) = (conf_dir.clone(), args.workers, args.verbose);
+
+    let (reload_dir, verbose) = (conf_dir.clone(), args.verbose);
+    let (reload_workers, reload_loops) = (args.workers, args.loops);
     let mut current = registry.clone();
     let joined = |errs: Vec<config::ConfError>| {
         errs.iter()
@@ -255,10 +311,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let reloader: reactor::Reloader = Box::new(move || {
+    let reloader: control::Reloader = Box::new(move || {
         let mut c = config::load(&reload_dir).map_err(joined)?;
         if let Some(w) = reload_workers {
             c.settings.workers = w;
+        }
+        if let Some(n) = reload_loops {
+            c.settings.loops = n;
         }
         // New and replaced plugins in the folder come in with the reload.
         let registry = Arc::new(
@@ -270,15 +329,29 @@ fn run(args: Args) -> anyhow::Result<()> {
         current = registry;
         Ok(rt)
     });
-    let reactor = reactor::Reactor::new(listeners, jobs.clone(), shared.clone(), reloader)?;
-    reactor::start_workers(workers, jobs, reactor.table.clone(), shared.clone());
+    let control = control::Control {
+        signals,
+        loops: handles,
+        shared: shared.clone(),
+        reload: reloader,
+        addrs: addrs.iter().copied().collect(),
+    };
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || control.run())?;
     start_flusher(shared.clone());
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     log::info!(
-        "tamada ready: listening on {} ({vhosts} vhosts, {workers} workers)",
+        "tamada ready: listening on {} ({vhosts} vhosts, {loops} loops, {workers} pool threads)",
         list.join(", ")
     );
-    reactor.run()?;
+    let mut clean = true;
+    for t in threads {
+        clean &= t.join().unwrap_or(false);
+    }
+    if clean {
+        log::info!("all requests finished; stopping");
+    }
     let rt = shared.runtime.load_full();
     for i in rt.instances() {
         i.flush();

@@ -21,8 +21,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tamada_sdk::abi::{
-    CreateCtxV1, HEADER_SYMBOL, Instance, LIFECYCLE_V1_SYMBOL, LifecycleDeclV1, LifecycleV1, MAGIC,
-    PluginDeclV1, PluginHeader, PluginV1, RoleV1, SDK_MAJOR, SDK_MINOR, V1_SYMBOL, VhostV1,
+    CreateCtxV1, EXT_V1_SYMBOL, ExchangeV1, ExtDeclV1, ExtV1, HEADER_SYMBOL, HandleExtV1,
+    HandleResultV1, Instance, LIFECYCLE_V1_SYMBOL, LifecycleDeclV1, LifecycleV1, MAGIC,
+    PlacementV1, PluginDeclV1, PluginHeader, PluginV1, RequestV1, RoleV1, SDK_MAJOR, SDK_MINOR,
+    V1_SYMBOL, VhostV1,
 };
 
 /// A loaded plugin.
@@ -34,6 +36,8 @@ pub struct Plugin {
     pub table: &'static PluginV1,
     /// The optional lifecycle table; without it those hooks are no-ops.
     pub lifecycle: Option<&'static LifecycleV1>,
+    /// The optional SDK 1.1 table; without it the plugin runs on the pool.
+    pub ext: Option<&'static ExtV1>,
 }
 
 /// A file that was not loaded, and why (one line).
@@ -266,6 +270,23 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         }
         Err(_) => None,
     };
+    // SAFETY: as for the lifecycle table.
+    let ext = match unsafe { lib.get::<extern "C" fn() -> ExtDeclV1>(EXT_V1_SYMBOL) } {
+        Ok(f) => {
+            let d = f();
+            if let Err(e) = check_layout_compatibility(<ExtV1 as StableAbi>::LAYOUT, d.layout) {
+                if verbose {
+                    log::warn!("{}: extension layout check:\n{e}", file.display());
+                }
+                return Err(format!(
+                    "its SDK 1.1 extension table does not match this server's: {}; rebuild it against this server's tamada-sdk",
+                    summarise(&e)
+                ));
+            }
+            Some(d.table)
+        }
+        Err(_) => None,
+    };
     let plugin = Plugin {
         name: table.name.as_str().to_owned(),
         version: table.version.as_str().to_owned(),
@@ -273,6 +294,7 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         file: file.to_owned(),
         table,
         lifecycle,
+        ext,
     };
     if plugin.name.is_empty() {
         return Err("the plugin declares an empty name".into());
@@ -333,6 +355,18 @@ fn summarise(e: &abi_stable::abi_stability::abi_checking::AbiInstabilityErrors) 
 pub struct PluginInstance {
     pub plugin: Arc<Plugin>,
     pub inst: Instance,
+    /// It declared (SDK 1.1) that it never blocks: it may run on a loop.
+    pub inline: bool,
+    /// The plugin's name, for tagging records (the library is never
+    /// unloaded, so the table's string lives for good).
+    pub tag: &'static str,
+}
+
+/// What a content phase answered.
+pub enum Handled {
+    V1(HandleResultV1),
+    /// Run it again on the pool.
+    Defer,
 }
 
 impl PluginInstance {
@@ -350,11 +384,29 @@ impl PluginInstance {
             route: RStr::from_str(route),
         };
         match (plugin.table.create)(RStr::from_str(options_yaml), &ctx).into_result() {
-            Ok(inst) => Ok(PluginInstance {
-                plugin: plugin.clone(),
-                inst,
-            }),
+            Ok(inst) => {
+                let inline = plugin
+                    .ext
+                    .is_some_and(|x| (x.traits)(inst).placement == PlacementV1::Inline);
+                Ok(PluginInstance {
+                    plugin: plugin.clone(),
+                    inst,
+                    inline,
+                    tag: plugin.table.name.as_str(),
+                })
+            }
             Err(e) => Err(e.into_string()),
+        }
+    }
+    /// Content phase; `inline` when called on an event loop (only for an
+    /// instance that declared it).
+    pub fn handle(&self, req: &RequestV1<'_>, inline: bool) -> Handled {
+        match self.plugin.ext {
+            Some(x) => match (x.handle)(self.inst, req, &ExchangeV1 { inline }) {
+                HandleExtV1::V1(r) => Handled::V1(r),
+                HandleExtV1::Defer => Handled::Defer,
+            },
+            None => Handled::V1((self.plugin.table.handle)(self.inst, req)),
         }
     }
     pub fn name(&self) -> &str {

@@ -127,7 +127,7 @@ fn the_template_builds_loads_and_serves() {
         port,
         b"GET /w%6Frld HTTP/1.1\r\nHost: hello.test\r\nConnection: close\r\n\r\n",
     );
-    let want = "HTTP/1.1 200 OK\r\nServer: *\r\nDate: *\r\ncontent-type: text/plain; charset=utf-8\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHowdy /world\n";
+    let want = "HTTP/1.1 200 OK\r\nServer: *\r\nDate: *\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHowdy /world\n";
     assert_eq!(stable(&got), want, "\nwant {want:?}\n got {got:?}");
 
     // HEAD: the same head, no body.

@@ -179,6 +179,11 @@ impl Logging {
 }
 
 impl Handler for Logging {
+    /// The log and record phases only append to a buffer (SDK 1.1): they
+    /// run on the event loop.
+    fn placement(&self) -> Placement {
+        Placement::Inline
+    }
     fn log(&self, entry: &LogEntry) {
         if let Some(f) = &self.access {
             f.write_line(access_line(self.format, &self.vhost, entry).as_bytes());

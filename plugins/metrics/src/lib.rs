@@ -220,6 +220,10 @@ impl Handler for Endpoint {
 }
 
 impl Handler for Metrics {
+    /// Only memory work (SDK 1.1): runs on the event loop.
+    fn placement(&self) -> Placement {
+        Placement::Inline
+    }
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         match self {
             Metrics::Endpoint(e) => e.handle(req, res),

@@ -27,6 +27,10 @@ pub struct Placeholder {
 }
 
 impl Handler for Placeholder {
+    /// Only memory work (SDK 1.1): runs on the event loop.
+    fn placement(&self) -> Placement {
+        Placement::Inline
+    }
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         let body = match &self.body {
             Some(b) => b.clone(),

@@ -288,6 +288,12 @@ impl Static {
         }
     }
 
+    /// Whether the content hash of this file identity is known.
+    fn hashed(&self, md: &Metadata) -> bool {
+        let key = (md.dev(), md.ino(), md.size(), mtime_ns(md));
+        self.hashes.lock().is_ok_and(|m| m.contains_key(&key))
+    }
+
     /// Opens a path (relative to the root) as a regular file or a directory.
     fn open(&self, root: &Path, rel: &str) -> Result<(File, Metadata), Miss> {
         let f = resolve::open_beneath(
@@ -364,6 +370,10 @@ impl Static {
         c: Chosen,
         status: u16,
     ) -> Outcome {
+        if self.cfg.etag == EtagMode::Content && req.is_inline() && !self.hashed(&c.md) {
+            // Hashing reads the whole file: not on the event loop.
+            return req.defer();
+        }
         let etag = self.etag(&c);
         let size = c.md.size();
         let ctype = self.content_type(&c.type_name);
@@ -525,6 +535,11 @@ impl Static {
 }
 
 impl Handler for Static {
+    /// Opening and sending files is fast local work (SDK 1.1): it runs on
+    /// the event loop; a content hash not yet computed is deferred.
+    fn placement(&self) -> Placement {
+        Placement::Inline
+    }
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         let method = req.method();
         if method != "GET" && method != "HEAD" {

@@ -1,0 +1,125 @@
+//! The control thread: the host owns the signals (plugins never install
+//! handlers) and turns them into messages to every loop.
+//!
+//! - SIGHUP: conf.d is read again and checked, the plugin folder
+//!   rescanned, every instance built; new addresses are bound (one socket
+//!   per loop); then each loop gets its own copy of the new configuration
+//!   with its new listeners, and drops the listeners no longer wanted.
+//!   Anything wrong keeps the running configuration, and the log says why.
+//! - SIGUSR1: plugins reopen their log files (on a thread of its own).
+//! - SIGTERM/SIGINT: every loop stops accepting and finishes what runs,
+//!   within `shutdown_timeout`.
+
+use crate::Shared;
+use crate::evloop::{LoopHandle, Msg, Reload};
+use crate::listen;
+use crate::runtime::Runtime;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Builds a new runtime on SIGHUP (conf.d re-read and checked).
+pub type Reloader = Box<dyn FnMut() -> Result<Runtime, String> + Send>;
+
+pub struct Control {
+    pub signals: Signals,
+    pub loops: Vec<LoopHandle>,
+    pub shared: Arc<Shared>,
+    pub reload: Reloader,
+    /// The addresses listened on.
+    pub addrs: BTreeSet<SocketAddr>,
+}
+
+impl Control {
+    /// Registers the signals; do it before the loops start, so that a
+    /// signal that comes early is not lost.
+    pub fn signals() -> std::io::Result<Signals> {
+        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+    }
+
+    /// Runs until SIGTERM/SIGINT has been passed on.
+    pub fn run(mut self) {
+        loop {
+            let pending: Vec<i32> = self.signals.wait().collect();
+            for sig in pending {
+                match sig {
+                    SIGTERM | SIGINT => {
+                        log::info!(
+                            "got {}: finishing requests in flight, then stopping",
+                            if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
+                        );
+                        self.shared.draining.store(true, Ordering::Relaxed);
+                        let t = self.shared.runtime.load().settings.shutdown_timeout.0;
+                        let deadline = Instant::now() + t;
+                        for l in &self.loops {
+                            l.send(Msg::Drain(deadline));
+                        }
+                        return;
+                    }
+                    SIGHUP => self.reload(),
+                    SIGUSR1 => {
+                        log::info!("got SIGUSR1: reopening log files");
+                        let rt = self.shared.runtime.load_full();
+                        std::thread::spawn(move || {
+                            for i in rt.instances() {
+                                i.reopen();
+                            }
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        log::info!("got SIGHUP: reloading configuration");
+        let rt = match (self.reload)() {
+            Ok(rt) => rt,
+            Err(e) => {
+                log::error!("reload failed; keeping the running configuration:\n{e}");
+                return;
+            }
+        };
+        let wanted: BTreeSet<SocketAddr> = rt.sites.keys().copied().collect();
+        let new: Vec<SocketAddr> = wanted.difference(&self.addrs).copied().collect();
+        let gone: Vec<SocketAddr> = self.addrs.difference(&wanted).copied().collect();
+        let mut bound = match listen::bind_all(&new, self.loops.len()) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("reload failed; keeping the running configuration: {e}");
+                return;
+            }
+        };
+        for a in &new {
+            log::info!("listening on {a}");
+        }
+        for a in &gone {
+            log::info!("stopped listening on {a}");
+        }
+        let n: usize = rt
+            .sites
+            .values()
+            .flat_map(|s| s.groups.values())
+            .map(|g| g.vhosts.len())
+            .sum();
+        for l in &self.loops {
+            let add = bound
+                .iter_mut()
+                .filter_map(|(a, socks)| socks.pop().map(|s| (*a, s)))
+                .collect();
+            l.send(Msg::Reload(Box::new(Reload {
+                runtime: Arc::new(rt.fork()),
+                add,
+                remove: gone.clone(),
+            })));
+        }
+        self.addrs = wanted;
+        self.shared.runtime.store(Arc::new(rt));
+        log::info!("reloaded configuration: {n} vhosts");
+    }
+}

@@ -1,0 +1,451 @@
+//! The event loops: one thread per core (`loops`), each with its own mio
+//! `Poll`, its own listening socket per address (`SO_REUSEPORT`: the
+//! kernel spreads new connections over the loops), its own connections
+//! and timers, and its own copy of the running configuration.
+//!
+//! # How work and ownership move (the oneshot rule)
+//! A connection has exactly one owner for its whole life: the loop that
+//! accepted it. Only that thread ever reads, writes, re-arms or closes
+//! its socket, so nothing about a connection is locked, and there is no
+//! table shared between threads.
+//!
+//! - **Inline work** (a handler that declared it never blocks, with the
+//!   body in memory; the log phase of inline loggers) runs on the loop,
+//!   between two reads of the socket.
+//! - **Pool work** leaves the loop as a job (`pool.rs`) that holds a
+//!   request's work, never the socket: the handler call, the pipe its
+//!   body comes through (the loop reads the socket and feeds it), the
+//!   stream its response is pulled from (the pool fills a bounded buffer
+//!   that the loop writes from). The job's results and wake-ups come
+//!   back to this loop only, as messages in its inbox, with a mio `Waker`
+//!   (an eventfd) to end its `poll`. A message names the connection by
+//!   slot and id, so one for a connection that has meanwhile closed (and
+//!   whose slot was reused) is recognised and its resources freed.
+//! - **Idle keep-alive connections** are entries in the loop's slab with
+//!   a deadline: memory, no thread.
+//!
+//! Sockets are registered once, readable and writable, edge-triggered;
+//! `Conn` remembers each edge until a call would block, so there are no
+//! re-registrations. Deadlines are swept four times a second.
+
+use crate::conn::{Conn, Handled, Next};
+use crate::pool::Pool;
+use crate::runtime::Runtime;
+use crate::{config::Settings, host};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(0);
+const LISTENER_BASE: usize = 1;
+const MAX_LISTENERS: usize = 4096;
+const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
+const SWEEP: Duration = Duration::from_millis(250);
+
+/// Connections open in all loops (for `max_connections`).
+pub static OPEN: AtomicUsize = AtomicUsize::new(0);
+/// Connections the open-files limit allows (set at start-up).
+pub static CONNECTION_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// A message to a loop.
+pub enum Msg {
+    Conn {
+        key: usize,
+        id: u64,
+        ev: ConnMsg,
+    },
+    /// SIGHUP: a new configuration, listeners to add and to drop.
+    Reload(Box<Reload>),
+    /// SIGTERM: stop accepting, finish what runs, stop by this time.
+    Drain(Instant),
+}
+
+pub enum ConnMsg {
+    /// A pool handler answered.
+    Handled(Box<Handled>),
+    /// A body pipe has room, or its reader wants `100 Continue`.
+    BodyWanted,
+    /// A stream pipe has bytes (or ended).
+    StreamReady,
+}
+
+pub struct Reload {
+    pub runtime: Arc<Runtime>,
+    pub add: Vec<(SocketAddr, TcpListener)>,
+    pub remove: Vec<SocketAddr>,
+}
+
+/// Sends to a loop and wakes it, once per batch of messages.
+#[derive(Clone)]
+pub struct LoopHandle {
+    tx: Sender<Msg>,
+    waker: Arc<Waker>,
+    /// A wake-up is on its way: later senders need not wake again.
+    woken: Arc<AtomicBool>,
+}
+
+impl LoopHandle {
+    pub fn send(&self, m: Msg) {
+        if self.tx.send(m).is_err() {
+            return; // the loop has stopped
+        }
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Wakes one connection of one loop.
+#[derive(Clone)]
+pub struct Notify {
+    handle: LoopHandle,
+    key: usize,
+    id: u64,
+}
+
+impl Notify {
+    fn send(&self, ev: ConnMsg) {
+        self.handle.send(Msg::Conn {
+            key: self.key,
+            id: self.id,
+            ev,
+        });
+    }
+    pub fn send_handled(&self, h: Handled) {
+        self.send(ConnMsg::Handled(Box::new(h)));
+    }
+    pub fn send_body_wanted(&self) {
+        self.send(ConnMsg::BodyWanted);
+    }
+    pub fn send_stream_ready(&self) {
+        self.send(ConnMsg::StreamReady);
+    }
+}
+
+/// What a connection sees of its loop while it is driven.
+pub struct Cx<'a> {
+    pub rt: &'a Runtime,
+    pub pool: &'a Arc<Pool>,
+    handle: &'a LoopHandle,
+    key: usize,
+    pub draining: bool,
+}
+
+impl Cx<'_> {
+    pub fn settings(&self) -> &Settings {
+        &self.rt.settings
+    }
+    pub fn notify(&self, id: u64) -> Notify {
+        Notify {
+            handle: self.handle.clone(),
+            key: self.key,
+            id,
+        }
+    }
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    listeners: Slab<(SocketAddr, TcpListener)>,
+    conns: Slab<Box<Conn<TcpStream>>>,
+    rt: Arc<Runtime>,
+    rx: Receiver<Msg>,
+    handle: LoopHandle,
+    pool: Arc<Pool>,
+    next_id: u64,
+    /// Connections that had their turn with work left.
+    again: VecDeque<(usize, u64)>,
+    /// Listeners whose accept failed for want of descriptors: retried.
+    accept_retry: Vec<usize>,
+    drain: Option<Instant>,
+}
+
+impl EventLoop {
+    pub fn new(rt: Arc<Runtime>, pool: Arc<Pool>) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = channel();
+        Ok(EventLoop {
+            poll,
+            listeners: Slab::new(),
+            conns: Slab::new(),
+            rt,
+            rx,
+            handle: LoopHandle {
+                tx,
+                waker,
+                woken: Arc::new(AtomicBool::new(false)),
+            },
+            pool,
+            next_id: 0,
+            again: VecDeque::new(),
+            accept_retry: Vec::new(),
+            drain: None,
+        })
+    }
+
+    pub fn handle(&self) -> LoopHandle {
+        self.handle.clone()
+    }
+
+    pub fn add_listener(&mut self, addr: SocketAddr, mut l: TcpListener) -> io::Result<()> {
+        let e = self.listeners.vacant_entry();
+        if e.key() >= MAX_LISTENERS {
+            return Err(io::Error::other("too many listening sockets"));
+        }
+        self.poll.registry().register(
+            &mut l,
+            Token(LISTENER_BASE + e.key()),
+            Interest::READABLE,
+        )?;
+        e.insert((addr, l));
+        Ok(())
+    }
+
+    /// Runs until a drain has finished; false when its time ran out.
+    pub fn run(mut self) -> bool {
+        host::set_on_loop();
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            let timeout = if !self.again.is_empty() {
+                Duration::ZERO
+            } else if !self.accept_retry.is_empty() {
+                Duration::from_millis(50)
+            } else {
+                SWEEP
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                log::error!("poll failed: {e}");
+                return false;
+            }
+            // Messages first: a reload is in place before the requests
+            // that come after it.
+            self.messages();
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
+                        self.accept(t - LISTENER_BASE)
+                    }
+                    Token(t) => {
+                        let key = t - CONN_BASE;
+                        if let Some(c) = self.conns.get_mut(key) {
+                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                                c.readable = true;
+                            }
+                            if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                                c.writable = true;
+                            }
+                            self.drive(key, None);
+                        }
+                    }
+                }
+            }
+            for (key, id) in std::mem::take(&mut self.again) {
+                if self.conns.get(key).is_some_and(|c| c.id == id) {
+                    self.drive(key, None);
+                }
+            }
+            for idx in std::mem::take(&mut self.accept_retry) {
+                self.accept(idx);
+            }
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= SWEEP {
+                last_sweep = now;
+                self.sweep(now);
+            }
+            if let Some(d) = self.drain {
+                let busy = self.conns.iter().filter(|(_, c)| c.is_busy()).count();
+                if busy == 0 {
+                    return true;
+                }
+                if now >= d {
+                    log::warn!("shutdown timeout: stopping with {busy} responses unfinished");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Drives one connection, with a message for it if any.
+    fn drive(&mut self, key: usize, handled: Option<Box<Handled>>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut cx = Cx {
+            rt: &self.rt,
+            pool: &self.pool,
+            handle: &self.handle,
+            key,
+            draining: self.drain.is_some(),
+        };
+        let next = match handled {
+            Some(h) => conn.on_handled(*h, &mut cx),
+            None => conn.drive(&mut cx),
+        };
+        match next {
+            Next::Wait => {}
+            Next::Again => self.again.push_back((key, conn.id)),
+            Next::Close => self.remove(key),
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(c) = self.conns.try_remove(key) {
+            // Closing the socket takes it out of the epoll set.
+            drop(c);
+            OPEN.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn messages(&mut self) {
+        self.handle.woken.store(false, Ordering::Release);
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                Msg::Conn { key, id, ev } => {
+                    let live = self.conns.get(key).is_some_and(|c| c.id == id);
+                    match ev {
+                        ConnMsg::Handled(h) if live => self.drive(key, Some(h)),
+                        ConnMsg::Handled(h) => crate::conn::drop_handled(*h),
+                        _ if live => self.drive(key, None),
+                        _ => {}
+                    }
+                }
+                Msg::Reload(r) => self.reload(*r),
+                Msg::Drain(deadline) => self.start_drain(deadline),
+            }
+        }
+    }
+
+    fn reload(&mut self, r: Reload) {
+        for (a, l) in r.add {
+            if let Err(e) = self.add_listener(a, l) {
+                log::error!("cannot watch {a}: {e}");
+            }
+        }
+        let gone: Vec<usize> = self
+            .listeners
+            .iter()
+            .filter(|(_, (a, _))| r.remove.contains(a))
+            .map(|(k, _)| k)
+            .collect();
+        for k in gone {
+            let (_, mut l) = self.listeners.remove(k);
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        // Requests in flight keep the old vhosts they hold.
+        self.rt = r.runtime;
+    }
+
+    fn start_drain(&mut self, deadline: Instant) {
+        self.drain = Some(deadline);
+        for (_, mut l) in self.listeners.drain() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        // Idle connections go now; responses being written finish.
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle())
+            .map(|(k, _)| k)
+            .collect();
+        for k in idle {
+            self.remove(k);
+        }
+    }
+
+    fn accept(&mut self, idx: usize) {
+        let max = self
+            .rt
+            .settings
+            .max_connections
+            .min(CONNECTION_CAP.load(Ordering::Relaxed));
+        loop {
+            let Some((bind, l)) = self.listeners.get(idx) else {
+                return;
+            };
+            let bind = *bind;
+            match l.accept() {
+                Ok((sock, peer)) => {
+                    if OPEN.load(Ordering::Relaxed) >= max {
+                        log::warn!("{max} connections open (max_connections): refusing {peer}");
+                        continue;
+                    }
+                    OPEN.fetch_add(1, Ordering::Relaxed);
+                    self.add_conn(sock, bind, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the pending connections stay in
+                    // the backlog, and the edge-triggered listener will not
+                    // report them again: retry on the next turns.
+                    if !self.accept_retry.contains(&idx) {
+                        log::error!("accept on {bind}: {e}");
+                        self.accept_retry.push(idx);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut sock: TcpStream, bind: SocketAddr, peer: SocketAddr) {
+        let _ = sock.set_nodelay(true);
+        // PERF: a listener bound to one address already names it.
+        let local = if bind.ip().is_unspecified() {
+            sock.local_addr().unwrap_or(bind)
+        } else {
+            bind
+        };
+        let e = self.conns.vacant_entry();
+        let key = e.key();
+        if let Err(err) = self.poll.registry().register(
+            &mut sock,
+            Token(CONN_BASE + key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("cannot register connection from {peer}: {err}");
+            OPEN.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.next_id += 1;
+        e.insert(Box::new(Conn::new(sock, self.next_id, bind, local, peer)));
+        // The request often came with the connection: read it now.
+        self.drive(key, None);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let mut cx = Cx {
+                rt: &self.rt,
+                pool: &self.pool,
+                handle: &self.handle,
+                key,
+                draining: self.drain.is_some(),
+            };
+            if conn.timed_out(&mut cx) == Next::Close {
+                self.remove(key);
+            }
+        }
+    }
+}

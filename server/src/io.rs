@@ -1,0 +1,131 @@
+//! The socket seam and the one place where `WouldBlock` and `Interrupted`
+//! are handled.
+//!
+//! A connection talks to its peer only through [`Transport`]: the event
+//! loop gives it a mio `TcpStream`; unit tests give it scripted I/O that
+//! splits reads and stalls writes (`conn::tests`); TLS can later sit here
+//! without touching routing or plugins. Every call is non-blocking and
+//! answers with [`Io`]: `Ready(n)`, `Blocked` (try again after the next
+//! readiness event) or an error. `Interrupted` is retried inside.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// The outcome of one non-blocking call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Io {
+    /// That many bytes moved (0 from a read is the end of the stream).
+    Ready(usize),
+    /// The socket would block.
+    Blocked,
+}
+
+/// Runs `f` until it is not interrupted; maps `WouldBlock` to `Blocked`.
+pub fn retry(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<Io> {
+    loop {
+        match f() {
+            Ok(n) => return Ok(Io::Ready(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Io::Blocked),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What a connection needs from its socket.
+pub trait Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<Io>;
+    /// Writes `data`; `more` says that more bytes follow at once
+    /// (`MSG_MORE`: the kernel may hold a small head back for the body).
+    fn write(&mut self, data: &[u8], more: bool) -> io::Result<Io>;
+    /// Sends `len` bytes of `file` from `*off` (advanced by what was sent).
+    fn sendfile(&mut self, file: BorrowedFd<'_>, off: &mut u64, len: u64) -> io::Result<Io>;
+    /// Stops sending (the lingering close).
+    fn shutdown_write(&mut self);
+    /// Asks for a larger kernel send buffer before a large body.
+    fn grow_send_buffer(&mut self) {}
+}
+
+impl Transport for mio::net::TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<Io> {
+        retry(|| Read::read(self, buf))
+    }
+
+    fn write(&mut self, data: &[u8], more: bool) -> io::Result<Io> {
+        let r = if more {
+            let fd = self.as_raw_fd();
+            retry(|| {
+                // SAFETY: `data` is a valid slice for the call and the
+                // socket is open (owned by `self`).
+                let r = unsafe {
+                    libc::send(
+                        fd,
+                        data.as_ptr() as *const libc::c_void,
+                        data.len(),
+                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(r as usize)
+                }
+            })
+        } else {
+            retry(|| Write::write(self, data))
+        };
+        match r {
+            Ok(Io::Ready(0)) if !data.is_empty() => Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "connection closed",
+            )),
+            r => r,
+        }
+    }
+
+    fn sendfile(&mut self, file: BorrowedFd<'_>, off: &mut u64, len: u64) -> io::Result<Io> {
+        let count = len.min(1 << 30) as usize;
+        let (sock, fd) = (self.as_raw_fd(), file.as_raw_fd());
+        let r = retry(|| {
+            let mut o = *off as libc::off_t;
+            // SAFETY: both descriptors are open for the call (owned by
+            // `self` and borrowed from the body); `o` is a valid off_t
+            // the kernel updates.
+            let r = unsafe { libc::sendfile(sock, fd, &mut o, count) };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                *off = o as u64;
+                Ok(r as usize)
+            }
+        })?;
+        if r == Io::Ready(0) && len > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file ended before its announced length (truncated while sent?)",
+            ));
+        }
+        Ok(r)
+    }
+
+    fn shutdown_write(&mut self) {
+        let _ = mio::net::TcpStream::shutdown(self, std::net::Shutdown::Write);
+    }
+
+    /// PERF: a larger buffer means fewer wake-ups per large file (the
+    /// default lets a 10 MiB body take dozens of writable events).
+    fn grow_send_buffer(&mut self) {
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: setsockopt on an open socket with a pointer to a c_int
+        // that lives for the call, and its correct length.
+        unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &size as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The blocking pool: `workers` threads that run what may block. A job is
+//! a request's work, never a connection: a pool handler's call (with the
+//! body channel its loop feeds), a pull of a response stream into its
+//! bounded buffer, a 1.0 logger's log phase, a stream's `close`. Results
+//! go back to the connection's own loop through its inbox (`evloop.rs`).
+//!
+//! A FIFO under one mutex: only pool-placed work touches it, never the
+//! inline path.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+
+pub type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+pub struct Pool {
+    queue: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
+impl Pool {
+    /// Starts `n` threads named `pool-N`.
+    pub fn start(n: usize) -> Arc<Pool> {
+        let pool = Arc::new(Pool::default());
+        for i in 0..n.max(1) {
+            let p = pool.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("pool-{i}"))
+                .spawn(move || p.work());
+            if let Err(e) = spawned {
+                log::error!("cannot start pool thread {i}: {e}");
+            }
+        }
+        pool
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        // A poisoned lock only means a panic while holding it; the queue
+        // is still consistent (push and pop are single operations).
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn submit(&self, job: Job) {
+        self.lock().push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// Jobs waiting for a thread.
+    pub fn waiting(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut q = self.lock();
+                loop {
+                    if let Some(j) = q.pop_front() {
+                        break j;
+                    }
+                    q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            // Plugin code is called through the SDK's shims, which catch
+            // its panics; this guard keeps the thread for a panic of our own.
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!("a pool job panicked: {msg}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_runs_once() {
+        let pool = Pool::start(4);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..10_000u32 {
+            let tx = tx.clone();
+            pool.submit(Box::new(move || tx.send(i).unwrap()));
+        }
+        let mut got: Vec<u32> = (0..10_000).map(|_| rx.recv().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, (0..10_000).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,223 @@
+//! Routing: offers a request to the vhost's routes whose prefix matches,
+//! longest first, and calls each handler where it may run.
+//!
+//! `dispatch` runs in two places. On the event loop (`Place::Loop`) it
+//! calls the handlers that declared themselves inline, as long as the
+//! request body is in memory; the first handler that must run on the pool
+//! (a 1.0 plugin, one not declared inline, or one that answered `Defer`)
+//! stops it with `Step::ToPool`, and the exchange moves to the pool, which
+//! calls `dispatch` again from that same route (`Place::Pool`, where every
+//! handler may run). A decline passes the request to the next route; an
+//! internal redirect starts over with the new path as a GET without a
+//! body; nothing left answers 404.
+
+use crate::body::{BodyPipe, MemBody, empty_reader, pipe_reader};
+use crate::host;
+use crate::http::request::{Framing, RequestHead};
+use crate::plugins::Handled;
+use crate::runtime::Vhost;
+use crate::view;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tamada_sdk::abi::{HandleResultV1, ResponseV1};
+
+/// Most internal redirects one request may take.
+const MAX_REDIRECTS: u8 = 10;
+
+/// One request on its way through the routes, and later through the log
+/// phase. Owned, so that it can move to the pool and back.
+pub struct Exchange {
+    pub head: RequestHead,
+    pub vhost: Arc<Vhost>,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub start: Instant,
+    pub start_unix_us: i64,
+    /// The path and query after internal redirects (`None`: the client's).
+    pub redirected: Option<(String, Option<String>)>,
+    pub redirects: u8,
+    /// The next route to offer the request to.
+    pub next: usize,
+    /// The route being (or last) offered the request.
+    pub route: Option<usize>,
+    /// Why it failed, for the 500 and the log.
+    pub error: Option<String>,
+    /// Bytes received, head and body.
+    pub bytes_received: u64,
+}
+
+impl Exchange {
+    pub fn new(
+        head: RequestHead,
+        vhost: Arc<Vhost>,
+        local: SocketAddr,
+        peer: SocketAddr,
+        start: Instant,
+    ) -> Self {
+        let bytes_received = head.head_len as u64;
+        Exchange {
+            start_unix_us: crate::unix_us() - start.elapsed().as_micros() as i64,
+            head,
+            vhost,
+            local,
+            peer,
+            start,
+            redirected: None,
+            redirects: 0,
+            next: 0,
+            route: None,
+            error: None,
+            bytes_received,
+        }
+    }
+    pub fn path(&self) -> &str {
+        match &self.redirected {
+            Some((p, _)) => p,
+            None => &self.head.path,
+        }
+    }
+    pub fn query(&self) -> Option<&str> {
+        match &self.redirected {
+            Some((_, q)) => q.as_deref(),
+            None => self.head.query.as_deref(),
+        }
+    }
+    /// After an internal redirect the request is a GET (RFC 3875 6.2.2).
+    pub fn method(&self) -> &str {
+        if self.redirected.is_some() {
+            "GET"
+        } else {
+            &self.head.method
+        }
+    }
+    /// Whether the request still has the client's body.
+    fn with_body(&self) -> bool {
+        self.redirected.is_none()
+    }
+}
+
+/// Where `dispatch` runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Loop,
+    Pool,
+}
+
+/// The request body as `dispatch` offers it.
+pub enum BodyIn<'a> {
+    /// In memory (on the loop, or a body that came whole with the head).
+    Mem(&'a mut MemBody),
+    /// Streamed by the loop through a pipe (on the pool).
+    Pipe(&'a BodyPipe),
+}
+
+/// How far `dispatch` got.
+pub enum Step {
+    Respond(ResponseV1),
+    /// No route answered: 404, or 500 when `error` is set.
+    Unanswered,
+    /// A route's `max_body` is below the body's length: 413.
+    TooLarge,
+    /// (Loop only) the next handler runs on the pool.
+    ToPool,
+}
+
+/// Offers the exchange to its routes from `x.next` on.
+pub fn dispatch(x: &mut Exchange, body: &mut BodyIn<'_>, place: Place) -> Step {
+    let vhost = x.vhost.clone();
+    let _ctx = host::enter(&vhost, x.peer);
+    loop {
+        let Some(i) = (x.next..vhost.routes.len()).find(|&i| vhost.routes[i].matches(x.path()))
+        else {
+            return Step::Unanswered;
+        };
+        let route = &vhost.routes[i];
+        x.route = Some(i);
+        let inline = place == Place::Loop;
+        if inline && !route.handler.inline {
+            x.next = i;
+            return Step::ToPool;
+        }
+        // Each route's own max_body applies to the body it is offered (a
+        // route that declines must not let a larger body through to a
+        // stricter one).
+        if x.with_body() {
+            let too_large = match (&*body, x.head.framing) {
+                (_, Framing::Length(n)) => n > route.max_body,
+                (BodyIn::Mem(m), _) => m.data.len() as u64 > route.max_body,
+                (BodyIn::Pipe(p), _) => {
+                    p.set_limit(route.max_body);
+                    false
+                }
+            };
+            if too_large {
+                return Step::TooLarge;
+            }
+        }
+        let reader = match (x.with_body(), &mut *body) {
+            (false, _) => empty_reader(),
+            (true, BodyIn::Mem(m)) => m.reader(),
+            (true, BodyIn::Pipe(p)) => pipe_reader(p),
+        };
+        let headers = view::headers(&x.head);
+        let req = view::request(x, &headers, &reader);
+        let handler = &route.handler;
+        host::set_plugin(Some(handler.tag));
+        let r = handler.handle(&req, inline);
+        host::set_plugin(None);
+        let r = match r {
+            Handled::Defer if inline => {
+                x.next = i;
+                return Step::ToPool;
+            }
+            Handled::Defer => HandleResultV1::Error("answered Defer on the pool".into()),
+            Handled::V1(r) => r,
+        };
+        let plugin = handler.tag;
+        match r {
+            HandleResultV1::Respond(resp) => return Step::Respond(resp),
+            HandleResultV1::Decline => x.next = i + 1,
+            HandleResultV1::Error(msg) => {
+                let msg = format!(
+                    "plugin `{plugin}` failed on {} {}: {}",
+                    x.head.method,
+                    x.head.target,
+                    msg.as_str()
+                );
+                host::record_here(log::Level::Error, plugin, &msg);
+                x.error = Some(msg);
+                return Step::Unanswered;
+            }
+            HandleResultV1::Redirect(to) => {
+                x.redirects += 1;
+                if x.redirects > MAX_REDIRECTS {
+                    let msg = format!(
+                        "more than {MAX_REDIRECTS} internal redirects, last to {}",
+                        to.as_str()
+                    );
+                    host::record_here(log::Level::Error, plugin, &msg);
+                    x.error = Some(msg);
+                    return Step::Unanswered;
+                }
+                let (p, q) = match to.as_str().split_once('?') {
+                    Some((p, q)) => (p, Some(q.to_owned())),
+                    None => (to.as_str(), None),
+                };
+                match crate::http::path::normalise(p) {
+                    Ok(p) => x.redirected = Some((p, q)),
+                    Err(_) => {
+                        let msg = format!(
+                            "plugin `{plugin}` redirected to an invalid path `{}`",
+                            to.as_str()
+                        );
+                        host::record_here(log::Level::Error, plugin, &msg);
+                        x.error = Some(msg);
+                        return Step::Unanswered;
+                    }
+                }
+                x.next = 0;
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The ABI views of an exchange: what a plugin sees of the request
+//! (`RequestV1`) in the content and log phases. They borrow the core's
+//! owned data for the duration of one call.
+
+use crate::http::request::RequestHead;
+use crate::route::Exchange;
+use abi_stable::std_types::{ROption, RSlice, RStr};
+use tamada_sdk::abi::{BodyReaderV1, HeaderV1, RequestV1};
+use tamada_sdk::request::addr_to_raw;
+
+/// The headers as the ABI shows them.
+pub fn headers(head: &RequestHead) -> Vec<HeaderV1<'_>> {
+    head.headers
+        .iter()
+        .map(|(n, v)| HeaderV1 {
+            name: RStr::from_str(n),
+            value: RSlice::from_slice(v),
+        })
+        .collect()
+}
+
+/// The request view for the route the exchange is at (`x.route`).
+pub fn request<'a>(
+    x: &'a Exchange,
+    headers: &'a [HeaderV1<'a>],
+    body: &'a BodyReaderV1,
+) -> RequestV1<'a> {
+    let path = x.path();
+    let (route, rest) = match x.route.and_then(|i| x.vhost.routes.get(i)) {
+        Some(r) => (r.prefix.as_str(), r.rest(path)),
+        None => ("", path),
+    };
+    RequestV1 {
+        method: RStr::from_str(x.method()),
+        target: RStr::from_str(&x.head.target),
+        path: RStr::from_str(path),
+        query: match x.query() {
+            Some(q) => ROption::RSome(RStr::from_str(q)),
+            None => ROption::RNone,
+        },
+        version_minor: x.head.version_minor,
+        headers: RSlice::from_slice(headers),
+        scheme: RStr::from_str("http"),
+        host: RStr::from_str(&x.head.host),
+        local: addr_to_raw(x.local),
+        peer: addr_to_raw(x.peer),
+        vhost: x.vhost.raw(),
+        route: RStr::from_str(route),
+        rest: RStr::from_str(rest),
+        body,
+        redirects: x.redirects,
+    }
+}

@@ -1,0 +1,287 @@
+//! The writer: a connection's output queue, written without blocking and
+//! without ever calling a plugin. It holds the heads and small bodies of
+//! responses gathered into one buffer (pipelined responses go out in one
+//! write), then at most one large body (bytes, a file by `sendfile`,
+//! segments, or a stream's bytes taken from its pipe). `write` goes until
+//! the socket would block, the queue is empty, or a stream has nothing
+//! ready yet, and remembers where it stopped; a file resumes its
+//! `sendfile` from the offset reached.
+//!
+//! Every queued response has a [`Mark`]: where its bytes start and end in
+//! the connection's output, so that the log phase runs for each response
+//! once its last byte is out (or with what was sent, when it failed).
+
+use crate::framing::{OutBody, Response};
+use crate::io::{Io, Transport};
+use crate::route::Exchange;
+use crate::stream::Piece;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsFd;
+
+/// Bodies larger than this get a larger socket send buffer.
+const BIG_BODY: u64 = 1 << 20;
+/// Past this many queued bytes no more requests are answered until the
+/// client reads (a client that pipelines without reading).
+const GATHER_LIMIT: usize = 64 * 1024;
+
+/// A response in the queue, for its log phase.
+pub struct Mark {
+    /// Offset of its first byte in the connection's output.
+    pub start: u64,
+    /// Bytes of status line and headers.
+    pub head_len: u64,
+    /// Offset after its last byte; `None` while its large body is going.
+    pub end: Option<u64>,
+    pub status: u16,
+    /// What the log phase needs (`None` for responses no vhost sees).
+    pub exchange: Option<Box<Exchange>>,
+}
+
+impl Mark {
+    /// Body bytes and all bytes of it sent, when `sent` bytes of the
+    /// connection's output are out.
+    pub fn sent(&self, sent: u64) -> (u64, u64) {
+        let total = self
+            .end
+            .unwrap_or(sent)
+            .min(sent)
+            .saturating_sub(self.start);
+        (total.saturating_sub(self.head_len), total)
+    }
+}
+
+/// What `write` got to.
+#[derive(Debug)]
+pub enum Progress {
+    /// The queue is empty.
+    Done,
+    /// The socket would block.
+    Blocked,
+    /// A stream's next bytes are not there yet (its pipe wakes the loop).
+    Starved,
+    Failed(String),
+}
+
+#[derive(Default)]
+pub struct Out {
+    buf: Vec<u8>,
+    pos: usize,
+    body: Option<OutBody>,
+    /// Progress inside the front segment of a segments body.
+    seg_pos: u64,
+    /// The stream piece being written.
+    piece: Vec<u8>,
+    piece_pos: usize,
+    big_buffer: bool,
+    /// Bytes written on the connection so far.
+    pub sent: u64,
+    marks: VecDeque<Mark>,
+}
+
+impl Out {
+    /// Nothing queued.
+    pub fn is_idle(&self) -> bool {
+        self.pos >= self.buf.len() && self.body.is_none()
+    }
+
+    /// Whether another response may be queued now (no large body is in
+    /// the way, and the client keeps reading).
+    pub fn can_gather(&self) -> bool {
+        self.body.is_none() && self.buf.len() - self.pos < GATHER_LIMIT
+    }
+
+    /// Queues a response; its log phase runs when its last byte is out.
+    pub fn push(&mut self, r: Response, exchange: Option<Box<Exchange>>) {
+        let start = self.sent + (self.buf.len() - self.pos) as u64;
+        let len = r.head.len() as u64;
+        if self.pos >= self.buf.len() {
+            // PERF: no copy when nothing else is queued.
+            self.buf = r.head;
+            self.pos = 0;
+        } else {
+            self.buf.extend_from_slice(&r.head);
+        }
+        let end = match r.body {
+            OutBody::None => Some(start + len),
+            body => {
+                self.body = Some(body);
+                self.seg_pos = 0;
+                None
+            }
+        };
+        self.marks.push_back(Mark {
+            start,
+            head_len: r.head_len as u64,
+            end,
+            status: r.status,
+            exchange,
+        });
+    }
+
+    /// Queues bytes that are no response (`100 Continue`).
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        if self.pos >= self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The responses whose last byte is out.
+    pub fn finished(&mut self) -> Option<Mark> {
+        match self.marks.front() {
+            Some(m) if m.end.is_some_and(|e| e <= self.sent) => self.marks.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// Gives up: the responses still queued, for their log phase. A
+    /// stream being sent is abandoned (closed on the pool).
+    pub fn abandon(&mut self) -> Vec<Mark> {
+        if let Some(OutBody::Stream(p)) = self.body.take() {
+            p.abandon();
+        }
+        self.buf = Vec::new();
+        self.pos = 0;
+        self.marks.drain(..).collect()
+    }
+
+    fn body_done(&mut self) {
+        self.body = None;
+        self.piece = Vec::new();
+        self.piece_pos = 0;
+        if let Some(m) = self.marks.back_mut()
+            && m.end.is_none()
+        {
+            m.end = Some(self.sent);
+        }
+    }
+
+    /// Writes until done, blocked or starved.
+    pub fn write(&mut self, io: &mut impl Transport) -> Progress {
+        match self.write_inner(io) {
+            Ok(p) => p,
+            Err(e) => Progress::Failed(e.to_string()),
+        }
+    }
+
+    fn write_inner(&mut self, io: &mut impl Transport) -> io::Result<Progress> {
+        loop {
+            if self.pos < self.buf.len() {
+                // PERF: with file bytes next, MSG_MORE lets the kernel put
+                // the head and the first file bytes in one segment. Only
+                // when bytes do follow: a head held back with nothing
+                // after it would wait for the kernel's cork timer.
+                let more = self.body.as_ref().is_some_and(OutBody::starts_with_file);
+                match io.write(&self.buf[self.pos..], more)? {
+                    Io::Ready(n) => {
+                        self.pos += n;
+                        self.sent += n as u64;
+                        continue;
+                    }
+                    Io::Blocked => return Ok(Progress::Blocked),
+                }
+            }
+            if !self.buf.is_empty() {
+                // Free the buffer: an idle connection costs no memory.
+                self.buf = Vec::new();
+                self.pos = 0;
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Ok(Progress::Done);
+            };
+            let r = match body {
+                OutBody::None => {
+                    self.body_done();
+                    continue;
+                }
+                OutBody::Bytes(data) => {
+                    let at = (self.seg_pos as usize).min(data.len());
+                    if at == data.len() {
+                        self.body_done();
+                        continue;
+                    }
+                    let r = io.write(&data[at..], false)?;
+                    if let Io::Ready(n) = r {
+                        self.seg_pos += n as u64;
+                    }
+                    r
+                }
+                OutBody::File { fd, off, end } => {
+                    if *off >= *end {
+                        self.body_done();
+                        continue;
+                    }
+                    if !self.big_buffer && *end - *off > BIG_BODY {
+                        self.big_buffer = true;
+                        io.grow_send_buffer();
+                    }
+                    let len = *end - *off;
+                    io.sendfile(fd.as_fd(), off, len)?
+                }
+                OutBody::Segments { files, segs } => {
+                    let Some(front) = segs.front() else {
+                        self.body_done();
+                        continue;
+                    };
+                    if front.file < 0 {
+                        let at = self.seg_pos as usize;
+                        if at >= front.bytes.len() {
+                            segs.pop_front();
+                            self.seg_pos = 0;
+                            continue;
+                        }
+                        let more = segs.get(1).is_some_and(|s| s.file >= 0);
+                        let r = io.write(&front.bytes[at..], more)?;
+                        if let Io::Ready(n) = r {
+                            self.seg_pos += n as u64;
+                        }
+                        r
+                    } else {
+                        if self.seg_pos >= front.len {
+                            segs.pop_front();
+                            self.seg_pos = 0;
+                            continue;
+                        }
+                        let fd = files.get(front.file as usize).ok_or_else(|| {
+                            io::Error::other("segment names a file the body does not hold")
+                        })?;
+                        let mut off = front.offset + self.seg_pos;
+                        let r = io.sendfile(fd.as_fd(), &mut off, front.len - self.seg_pos)?;
+                        if let Io::Ready(n) = r {
+                            self.seg_pos += n as u64;
+                        }
+                        r
+                    }
+                }
+                OutBody::Stream(pipe) => {
+                    if self.piece_pos >= self.piece.len() {
+                        match pipe.take() {
+                            Piece::Data(d) => {
+                                self.piece = d;
+                                self.piece_pos = 0;
+                                continue;
+                            }
+                            Piece::Pending => return Ok(Progress::Starved),
+                            Piece::End => {
+                                self.body_done();
+                                continue;
+                            }
+                            Piece::Failed(e) => return Err(io::Error::other(e)),
+                        }
+                    }
+                    let r = io.write(&self.piece[self.piece_pos..], false)?;
+                    if let Io::Ready(n) = r {
+                        self.piece_pos += n;
+                    }
+                    r
+                }
+            };
+            match r {
+                Io::Ready(n) => self.sent += n as u64,
+                Io::Blocked => return Ok(Progress::Blocked),
+            }
+        }
+    }
+}
