@@ -297,6 +297,12 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
         ));
     }
     let mut h = start_head(status, minor);
+    if let OwnedBody::Bytes(b) = &body
+        && b.len() <= INLINE_BODY
+    {
+        // Room for the headers and the body behind them: no realloc.
+        h.reserve(b.len() + 64 * headers.len() + 64);
+    }
     let mut declared: Option<u64> = None;
     let mut dropped = Vec::new();
     for hd in headers.iter() {

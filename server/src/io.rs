@@ -42,8 +42,8 @@ pub trait Transport {
     fn sendfile(&mut self, file: BorrowedFd<'_>, off: &mut u64, len: u64) -> io::Result<Io>;
     /// Stops sending (the lingering close).
     fn shutdown_write(&mut self);
-    /// Asks for a larger kernel send buffer before a large body.
-    fn grow_send_buffer(&mut self) {}
+    /// Prepares the socket for a large body.
+    fn large_body(&mut self) {}
 }
 
 impl Transport for mio::net::TcpStream {
@@ -112,18 +112,23 @@ impl Transport for mio::net::TcpStream {
         let _ = mio::net::TcpStream::shutdown(self, std::net::Shutdown::Write);
     }
 
-    /// PERF: a larger buffer means fewer wake-ups per large file (the
-    /// default lets a 10 MiB body take dozens of writable events).
-    fn grow_send_buffer(&mut self) {
-        let size: libc::c_int = 4 << 20;
+    /// PERF: TCP_NOTSENT_LOWAT keeps at most 128 KiB queued unsent, so the
+    /// socket is writable again only when that little is left. Without it
+    /// sendfile queues megabytes at once, and the receiver's ACKs then
+    /// transmit them from the receiver's own context (on loopback, the
+    /// client pays for our sending): 10 MiB files went 180/s -> 280/s
+    /// against wrk on one machine, on a par with lighttpd. (A 4 MiB send
+    /// buffer, tried first, changed nothing.)
+    fn large_body(&mut self) {
+        let lowat: libc::c_int = 128 << 10;
         // SAFETY: setsockopt on an open socket with a pointer to a c_int
         // that lives for the call, and its correct length.
         unsafe {
             libc::setsockopt(
                 self.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                &size as *const libc::c_int as *const libc::c_void,
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                &lowat as *const libc::c_int as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }

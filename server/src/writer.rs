@@ -19,11 +19,15 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsFd;
 
-/// Bodies larger than this get a larger socket send buffer.
+/// Bodies larger than this get `Transport::large_body`.
 const BIG_BODY: u64 = 1 << 20;
 /// Past this many queued bytes no more requests are answered until the
 /// client reads (a client that pipelines without reading).
 const GATHER_LIMIT: usize = 64 * 1024;
+/// Body bytes one connection writes per turn of its loop: the loop's
+/// connections take turns, and one large download does not delay the
+/// others' requests.
+const TURN_BYTES: u64 = 256 * 1024;
 
 /// A response in the queue, for its log phase.
 pub struct Mark {
@@ -60,6 +64,8 @@ pub enum Progress {
     Blocked,
     /// A stream's next bytes are not there yet (its pipe wakes the loop).
     Starved,
+    /// Wrote its share for this turn: the other connections go first.
+    Yield,
     Failed(String),
 }
 
@@ -167,7 +173,11 @@ impl Out {
     }
 
     fn write_inner(&mut self, io: &mut impl Transport) -> io::Result<Progress> {
+        let turn_end = self.sent + TURN_BYTES;
         loop {
+            if self.sent >= turn_end && self.body.is_some() {
+                return Ok(Progress::Yield);
+            }
             if self.pos < self.buf.len() {
                 // PERF: with file bytes next, MSG_MORE lets the kernel put
                 // the head and the first file bytes in one segment. Only
@@ -215,9 +225,9 @@ impl Out {
                     }
                     if !self.big_buffer && *end - *off > BIG_BODY {
                         self.big_buffer = true;
-                        io.grow_send_buffer();
+                        io.large_body();
                     }
-                    let len = *end - *off;
+                    let len = (*end - *off).min(turn_end.saturating_sub(self.sent).max(1));
                     io.sendfile(fd.as_fd(), off, len)?
                 }
                 OutBody::Segments { files, segs } => {

@@ -88,6 +88,7 @@ pub fn plugin_dir(which: Plugins, into: &Path) -> PathBuf {
     let test = test_plugin_dir();
     let mut names = vec![
         "libtest_echo.so",
+        "libtest_place.so",
         "libtest_minimal.so",
         "libtest_frozen_v1_0.so",
     ];

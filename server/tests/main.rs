@@ -8,6 +8,7 @@ mod core_http;
 mod lifecycle;
 mod logging;
 mod metrics;
+mod placement;
 mod static_files;
 mod template;
 mod vhosts;

@@ -220,7 +220,8 @@ fn spa_fallback_and_error_pages() {
 
 #[test]
 fn conditional_requests() {
-    let s = site("{ cache_control: \"max-age=60\" }");
+    // `valid: 0`: the file touched below is looked at again at once.
+    let s = site("{ cache_control: \"max-age=60\", cache: { valid: 0 } }");
     let p = s.port();
     let r = g(p, "/hello.txt", "");
     let etag = r.header("etag").unwrap().to_owned();
@@ -265,7 +266,7 @@ fn conditional_requests() {
 
 #[test]
 fn content_hash_etags_survive_mtime_changes() {
-    let s = site("{ etag: content }");
+    let s = site("{ etag: content, cache: { valid: 0 } }");
     let p = s.port();
     let e1 = g(p, "/hello.txt", "").header("etag").unwrap().to_owned();
     let path = s.dir.path().join("www/hello.txt");
@@ -483,4 +484,32 @@ fn wget_mirrors_an_autoindexed_tree_and_gets_304s_the_second_time() {
     let out = run();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("304 Not Modified"), "{log}");
+}
+
+#[test]
+fn a_file_changed_on_disk_is_served_fresh_after_the_cache_validity() {
+    let s = site("{ cache: { valid: 2s } }");
+    let path = s.dir.path().join("www/hello.txt");
+    let mut c = Client::connect(s.port());
+    let get = |c: &mut Client| c.request("GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(get(&mut c).text(), "hello world\n");
+    // Replaced by a rename, as deploys do, and rewritten in place.
+    let tmp = s.dir.path().join("www/.hello.tmp");
+    std::fs::write(&tmp, "changed!\n").unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    // Within the validity this loop answers from its cache...
+    let r = get(&mut c);
+    assert_eq!(
+        r.text(),
+        "hello world\n",
+        "the open-file cache is not in use"
+    );
+    // ...and after it, the new file, with its own validators.
+    std::thread::sleep(Duration::from_millis(2300));
+    let r = get(&mut c);
+    assert_eq!(r.text(), "changed!\n");
+    assert_eq!(r.header("content-length"), Some("9"));
+    std::fs::write(&path, "in place, longer\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2300));
+    assert_eq!(get(&mut c).text(), "in place, longer\n");
 }

@@ -7,22 +7,23 @@
 //! index files, autoindex) -> precompressed sibling -> validators and
 //! preconditions (`cond.rs`) -> ranges (`range.rs`) -> body.
 
+mod cache;
 mod cond;
 mod listing;
 mod range;
 mod resolve;
 
+use cache::{Meta, Src};
 use cond::{Conditions, Precondition};
 use range::Ranges;
 use resolve::Miss;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, Metadata};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
+use std::time::Duration;
 use tamada_sdk::prelude::*;
+use tamada_sdk::units::{Secs, Size};
 
 /// How ETags are made.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +76,34 @@ pub struct Config {
     pub cache_control: Option<String>,
     /// Most ranges in one request (after coalescing); more -> 200.
     pub max_ranges: usize,
+    /// The open-file cache.
+    pub cache: CacheConfig,
+}
+
+/// The `cache:` option: the open-file cache of each event loop.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long what a path resolved to is trusted before it is looked
+    /// at again (a file replaced on disk is served within this time).
+    pub valid: Secs,
+    /// Most paths remembered per event loop; 0 turns the cache off.
+    pub entries: usize,
+    /// Files up to this size are kept in memory.
+    pub max_file_size: Size,
+    /// Memory for file contents per event loop.
+    pub memory: Size,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            valid: Secs(Duration::from_secs(1)),
+            entries: 10_000,
+            max_file_size: Size(64 << 10),
+            memory: Size(64 << 20),
+        }
+    }
 }
 
 impl Default for Config {
@@ -92,6 +121,7 @@ impl Default for Config {
             precompressed: false,
             cache_control: None,
             max_ranges: 32,
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -106,6 +136,9 @@ pub struct Static {
     hashes: Mutex<HashMap<(u64, u64, u64, i128), String>>,
     /// Root descriptors reused for a second.
     roots: resolve::Roots,
+    /// Names this instance in the open-file cache.
+    id: u64,
+    limits: cache::Limits,
 }
 
 /// Builds the handler from its options.
@@ -154,12 +187,20 @@ pub fn new(options: &Options) -> Result<Static, String> {
         .iter()
         .map(|(k, v)| (k.trim_start_matches('.').to_ascii_lowercase(), v.clone()))
         .collect();
+    let limits = cache::Limits {
+        valid: cfg.cache.valid.0,
+        entries: cfg.cache.entries,
+        max_file_size: cfg.cache.max_file_size.0,
+        max_bytes: cfg.cache.memory.0,
+    };
     Ok(Static {
         cfg,
         root,
         mime,
         hashes: Mutex::new(HashMap::new()),
         roots: resolve::Roots::default(),
+        id: cache::next_id(),
+        limits,
     })
 }
 
@@ -167,8 +208,8 @@ tamada_sdk::export_plugin!(name: "static", new: new);
 
 /// A file chosen to be served.
 struct Chosen {
-    file: File,
-    md: Metadata,
+    src: Src,
+    md: Meta,
     /// Name used for the content type (without `.gz`/`.br`).
     type_name: String,
     encoding: Option<&'static str>,
@@ -176,12 +217,12 @@ struct Chosen {
     vary: bool,
 }
 
-fn mtime_ns(md: &Metadata) -> i128 {
-    md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128
-}
-
-fn modified(md: &Metadata) -> std::time::SystemTime {
-    md.modified().unwrap_or(UNIX_EPOCH)
+/// The body for `len` bytes from `offset` of a file.
+fn body(src: Src, offset: u64, len: u64) -> Body {
+    match src {
+        Src::Fd(file) => Body::File { file, offset, len },
+        Src::Mem(b) => Body::Bytes(b[offset as usize..(offset + len) as usize].to_vec()),
+    }
 }
 
 /// Whether a content coding is acceptable (q > 0) per Accept-Encoding.
@@ -254,27 +295,32 @@ impl Static {
             EtagMode::Off => None,
             EtagMode::Metadata => Some(format!(
                 "\"{:x}-{:x}.{:x}-{:x}\"",
-                md.size(),
-                md.mtime(),
-                md.mtime_nsec(),
-                md.ino()
+                md.size, md.mtime, md.mtime_nsec, md.ino
             )),
             EtagMode::Content => {
-                let key = (md.dev(), md.ino(), md.size(), mtime_ns(md));
+                let key = (md.dev, md.ino, md.size, md.mtime_ns());
                 if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).cloned()) {
                     return Some(h);
                 }
-                let mut f = c.file.try_clone().ok()?;
                 let mut h = xxhash_rust::xxh3::Xxh3::new();
-                let mut buf = vec![0u8; 64 * 1024];
-                use std::io::{Read, Seek, SeekFrom};
-                f.seek(SeekFrom::Start(0)).ok()?;
-                loop {
-                    let n = f.read(&mut buf).ok()?;
-                    if n == 0 {
-                        break;
+                match &c.src {
+                    Src::Mem(b) => h.update(b),
+                    Src::Fd(file) => {
+                        use std::io::Read;
+                        // Read with pread-like offsets: the descriptor's
+                        // position stays at 0 for the core's sendfile.
+                        let mut f = file.try_clone().ok()?;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        use std::io::{Seek, SeekFrom};
+                        f.seek(SeekFrom::Start(0)).ok()?;
+                        loop {
+                            let n = f.read(&mut buf).ok()?;
+                            if n == 0 {
+                                break;
+                            }
+                            h.update(&buf[..n]);
+                        }
                     }
-                    h.update(&buf[..n]);
                 }
                 let tag = format!("\"{:032x}\"", h.digest128());
                 if let Ok(mut m) = self.hashes.lock() {
@@ -289,32 +335,40 @@ impl Static {
     }
 
     /// Whether the content hash of this file identity is known.
-    fn hashed(&self, md: &Metadata) -> bool {
-        let key = (md.dev(), md.ino(), md.size(), mtime_ns(md));
+    fn hashed(&self, md: &Meta) -> bool {
+        let key = (md.dev, md.ino, md.size, md.mtime_ns());
         self.hashes.lock().is_ok_and(|m| m.contains_key(&key))
     }
 
-    /// Opens a path (relative to the root) as a regular file or a directory.
-    fn open(&self, root: &Path, rel: &str) -> Result<(File, Metadata), Miss> {
-        let f = resolve::open_beneath(
-            &self.roots,
-            root,
-            rel,
-            self.cfg.symlinks == Symlinks::Follow,
-        )?;
-        let md = f.metadata().map_err(|_| Miss::NotFound)?;
-        if md.is_file() || md.is_dir() {
-            Ok((f, md))
+    /// Opens a path (relative to the root) as a regular file or a
+    /// directory; on an event loop through its open-file cache.
+    fn open(&self, req: &Request, root: &Path, rel: &str) -> Result<(Src, Meta), Miss> {
+        let open = || {
+            let f = resolve::open_beneath(
+                &self.roots,
+                root,
+                rel,
+                self.cfg.symlinks == Symlinks::Follow,
+            )?;
+            let md = f.metadata().map_err(|_| Miss::NotFound)?;
+            if md.is_file() || md.is_dir() {
+                Ok((f, md))
+            } else {
+                Err(Miss::Forbidden)
+            }
+        };
+        if req.is_inline() && self.limits.entries > 0 {
+            cache::open(self.id, rel, &self.limits, open)
         } else {
-            Err(Miss::Forbidden)
+            open().map(|(f, md)| (Src::Fd(f), Meta::of(&md)))
         }
     }
 
-    fn choose(&self, req: &Request, root: &Path, rel: &str, file: File, md: Metadata) -> Chosen {
+    fn choose(&self, req: &Request, root: &Path, rel: &str, src: Src, md: Meta) -> Chosen {
         let type_name = rel.rsplit('/').next().unwrap_or(rel).to_owned();
         if !self.cfg.precompressed {
             return Chosen {
-                file,
+                src,
                 md,
                 type_name,
                 encoding: None,
@@ -325,13 +379,13 @@ impl Static {
         let mut vary = false;
         for (ext, coding) in [("br", "br"), ("gz", "gzip")] {
             let sib = format!("{rel}.{ext}");
-            if let Ok((f, m)) = self.open(root, &sib)
-                && m.is_file()
+            if let Ok((f, m)) = self.open(req, root, &sib)
+                && !m.is_dir
             {
                 vary = true;
                 if accepts(ae, coding) {
                     return Chosen {
-                        file: f,
+                        src: f,
                         md: m,
                         type_name,
                         encoding: Some(coding),
@@ -341,7 +395,7 @@ impl Static {
             }
         }
         Chosen {
-            file,
+            src,
             md,
             type_name,
             encoding: None,
@@ -353,7 +407,7 @@ impl Static {
         if let Some(e) = etag {
             res.header("etag", e);
         }
-        res.header("last-modified", httpdate::fmt_http_date(modified(&c.md)));
+        res.header("last-modified", httpdate::fmt_http_date(c.md.modified()));
         if let Some(cc) = &self.cfg.cache_control {
             res.header("cache-control", cc);
         }
@@ -375,17 +429,13 @@ impl Static {
             return req.defer();
         }
         let etag = self.etag(&c);
-        let size = c.md.size();
+        let size = c.md.size;
         let ctype = self.content_type(&c.type_name);
         if status != 200 {
             // An error page: no conditionals, no ranges.
             res.status(status).header("content-type", &ctype);
             self.common_headers(res, &c, etag.as_deref());
-            res.body(Body::File {
-                file: c.file,
-                offset: 0,
-                len: size,
-            });
+            res.body(body(c.src, 0, size));
             return Outcome::Done;
         }
         let range_hdr = if req.method() == "GET" {
@@ -402,7 +452,7 @@ impl Static {
             has_range: range_hdr.is_some(),
             get_or_head: true,
         };
-        match cond::evaluate(&conds, etag.as_deref(), modified(&c.md)) {
+        match cond::evaluate(&conds, etag.as_deref(), c.md.modified()) {
             Precondition::NotModified => {
                 res.status(304);
                 self.common_headers(res, &c, etag.as_deref());
@@ -435,11 +485,7 @@ impl Static {
                             res.status(206)
                                 .header("content-type", &ctype)
                                 .header("content-range", format!("bytes {a}-{b}/{size}"))
-                                .body(Body::File {
-                                    file: c.file,
-                                    offset: a,
-                                    len: b - a + 1,
-                                });
+                                .body(body(c.src, a, b - a + 1));
                             return Outcome::Done;
                         }
                         Ranges::Parts(parts) => {
@@ -451,12 +497,23 @@ impl Static {
                                 )
                             );
                             let mut seg = Segments::new();
-                            let id = seg.file(c.file);
+                            let (id, mem) = match c.src {
+                                Src::Fd(f) => (Some(seg.file(f)), None),
+                                Src::Mem(b) => (None, Some(b)),
+                            };
                             for (a, b) in parts {
                                 seg.bytes(format!(
                                     "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n"
                                 ));
-                                seg.range(id, a, b - a + 1);
+                                match (id, &mem) {
+                                    (Some(id), _) => {
+                                        seg.range(id, a, b - a + 1);
+                                    }
+                                    (None, Some(m)) => {
+                                        seg.bytes(&m[a as usize..=b as usize]);
+                                    }
+                                    (None, None) => {}
+                                }
                             }
                             seg.bytes(format!("\r\n--{boundary}--\r\n"));
                             res.status(206)
@@ -471,11 +528,7 @@ impl Static {
                 }
                 res.status(200)
                     .header("content-type", &ctype)
-                    .body(Body::File {
-                        file: c.file,
-                        offset: 0,
-                        len: size,
-                    });
+                    .body(body(c.src, 0, size));
                 Outcome::Done
             }
         }
@@ -486,11 +539,11 @@ impl Static {
         if let Some(page) = self.cfg.error_pages.get(&status) {
             let root = self.root(req);
             let rel = page.trim_start_matches('/');
-            if let Ok((f, md)) = self.open(root, rel)
-                && md.is_file()
+            if let Ok((f, md)) = self.open(req, root, rel)
+                && !md.is_dir
             {
                 let c = Chosen {
-                    file: f,
+                    src: f,
                     md,
                     type_name: rel.to_owned(),
                     encoding: None,
@@ -522,8 +575,8 @@ impl Static {
             if !last.contains('.') {
                 let root = self.root(req);
                 let frel = fb.trim_start_matches('/');
-                if let Ok((f, md)) = self.open(root, frel)
-                    && md.is_file()
+                if let Ok((f, md)) = self.open(req, root, frel)
+                    && !md.is_dir
                 {
                     let c = self.choose(req, root, frel, f, md);
                     return self.serve_file(req, res, c, 200);
@@ -555,12 +608,12 @@ impl Handler for Static {
         if resolve::check_components(rel, self.cfg.dotfiles).is_err() {
             return self.error(req, res, 404);
         }
-        let (file, md) = match self.open(root, rel) {
+        let (file, md) = match self.open(req, root, rel) {
             Ok(x) => x,
             Err(Miss::NotFound) => return self.not_found(req, res, rel),
             Err(Miss::Forbidden) => return self.error(req, res, 403),
         };
-        if md.is_dir() {
+        if md.is_dir {
             if !rel_full.ends_with('/') && !rel_full.is_empty() {
                 // 301 to the slash form, relative to the Host the client
                 // used. SECURITY: built from the normalised path (never
@@ -592,8 +645,8 @@ impl Handler for Static {
                         "/"
                     }
                 );
-                match self.open(root, &irel) {
-                    Ok((f, m)) if m.is_file() => {
+                match self.open(req, root, &irel) {
+                    Ok((f, m)) if !m.is_dir => {
                         let c = self.choose(req, root, &irel, f, m);
                         return self.serve_file(req, res, c, 200);
                     }
@@ -607,7 +660,7 @@ impl Handler for Static {
                     Ok(html) => {
                         res.status(200)
                             .header("content-type", "text/html; charset=utf-8")
-                            .header("last-modified", httpdate::fmt_http_date(modified(&md)))
+                            .header("last-modified", httpdate::fmt_http_date(md.modified()))
                             .body(html);
                         Outcome::Done
                     }

@@ -1,0 +1,251 @@
+//! Placement (SDK 1.1): inline handlers run on the connection's event loop,
+//! everything else on the blocking pool, and the two mix on one vhost and
+//! one connection. The `place` test plugin answers with the name of the
+//! thread it ran on (`loop-N` or `pool-N`) and whether it ran inline.
+
+use crate::harness::*;
+use std::io::Write;
+use std::time::Duration;
+
+fn vhost(extra_routes: &str) -> String {
+    format!(
+        "vhost: a\nip: 127.0.0.1\nport: {{port0}}\ndocument_root: ../www\nroutes:\n{extra_routes}  - path: /inline/\n    handler: place\n    options: {{ placement: inline, tag: in }}\n  - path: /pool/\n    handler: place\n    options: {{ tag: pool }}\n  - path: /defer/\n    handler: place\n    options: {{ placement: inline, defer: true, tag: defer }}\n  - path: /frozen/\n    handler: frozen\n  - path: /\n    handler: static\n"
+    )
+}
+
+fn server(extra_routes: &str, args: &[&str]) -> TestServer {
+    let mut f = Fixture::new()
+        .file("conf.d/a.yaml", &vhost(extra_routes))
+        .file("www/index.html", "home\n");
+    for a in args {
+        f = f.arg(a);
+    }
+    f.start()
+}
+
+#[test]
+fn inline_and_pool_handlers_serve_side_by_side() {
+    let s = server("", &[]);
+    let mut c = Client::connect(s.port());
+    let r = c.request("GET /inline/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let t = r.text();
+    assert!(
+        t.contains("thread=loop-") && t.contains("inline=true"),
+        "{t}"
+    );
+    let r = c.request("GET /pool/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    let t = r.text();
+    assert!(
+        t.contains("thread=pool-") && t.contains("inline=false"),
+        "{t}"
+    );
+    let r = c.request("GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "home\n"));
+}
+
+#[test]
+fn defer_reruns_the_handler_on_the_pool() {
+    let s = server("", &[]);
+    let r = get(s.port(), "/defer/x", "a");
+    let t = r.text();
+    assert!(t.contains("tag=defer") && t.contains("thread=pool-"), "{t}");
+    assert!(t.contains("inline=false"), "{t}");
+}
+
+#[test]
+fn a_small_body_that_came_with_the_head_runs_inline_a_pending_100_continue_does_not() {
+    let s = server("", &[]);
+    let mut c = Client::connect(s.port());
+    let r = c.request("POST /inline/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
+    let t = r.text();
+    assert!(t.contains("inline=true") && t.contains("body=hello"), "{t}");
+    // The same with a chunked body, whole in the first read.
+    let r = c.request(
+        "POST /inline/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    );
+    let t = r.text();
+    assert!(t.contains("inline=true") && t.contains("body=abcde"), "{t}");
+    // Expect: 100-continue with the body not sent yet: on the pool, and
+    // the body is read after the interim response.
+    c.send(
+        b"POST /inline/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let interim = c.read_response(false);
+    assert_eq!(interim.status, 100);
+    c.send(b"world");
+    let r = c.read_response(false);
+    let t = r.text();
+    assert!(
+        t.contains("thread=pool-") && t.contains("body=world"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_body_still_arriving_is_read_on_the_pool_through_the_loop() {
+    let s = server("", &[]);
+    let mut c = Client::connect(s.port());
+    c.send(b"POST /inline/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nfirst");
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"-last");
+    let r = c.read_response(false);
+    let t = r.text();
+    assert!(
+        t.contains("thread=pool-") && t.contains("body=first-last"),
+        "{t}"
+    );
+    // The connection is still usable, on its loop.
+    let r = c.request("GET /inline/y HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(r.text().contains("inline=true"), "{}", r.text());
+}
+
+#[test]
+fn the_frozen_1_0_plugin_runs_on_the_pool_and_waits_behind_sleepers() {
+    // One pool thread. Two sleepers take it in turn (the pool is FIFO);
+    // the frozen 1.0 plugin's request, sent after them, can only finish
+    // after both; an inline request sent last finishes first.
+    let s = server(
+        "  - path: /sleep/\n    handler: place\n    options: { sleep_ms: 800, tag: sleeper }\n",
+        &["--workers", "1"],
+    );
+    let port = s.port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut clients = Vec::new();
+    for path in ["/sleep/a", "/sleep/b", "/frozen/x"] {
+        let tx = tx.clone();
+        clients.push(std::thread::spawn(move || {
+            let r = get(port, path, "a");
+            tx.send(format!("{path} {}", r.status)).unwrap();
+        }));
+        // Each request reaches the pool's queue before the next is sent.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let r = get(port, "/inline/now", "a");
+    assert!(r.text().contains("thread=loop-"), "{}", r.text());
+    tx.send(format!("inline {}", r.status)).unwrap();
+    let order: Vec<String> = (0..4)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "inline 200",
+            "/sleep/a 200",
+            "/sleep/b 200",
+            "/frozen/x 200"
+        ],
+        "the inline route must not wait; the 1.0 plugin must queue on the pool"
+    );
+    for t in clients {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn pipelined_requests_move_to_the_pool_and_back_in_order() {
+    let s = server("", &[]);
+    let mut c = Client::connect(s.port());
+    let mut batch = Vec::new();
+    let paths = [
+        "/inline/1",
+        "/pool/2",
+        "/index.html",
+        "/defer/4",
+        "/inline/5",
+        "/pool/6",
+        "/inline/7",
+    ];
+    for p in paths {
+        write!(batch, "GET {p} HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    }
+    c.send(&batch);
+    for p in paths {
+        let r = c.read_response(false);
+        assert_eq!(r.status, 200, "{p}");
+        if p == "/index.html" {
+            assert_eq!(r.text(), "home\n");
+        } else {
+            assert!(r.text().contains(&format!("path={p}")), "{p}: {}", r.text());
+            let pooled = p.starts_with("/pool") || p.starts_with("/defer");
+            assert_eq!(
+                r.text().contains("thread=pool-"),
+                pooled,
+                "{p}: {}",
+                r.text()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_decline_chain_moves_from_the_loop_to_the_pool() {
+    // An inline handler declines on the loop; the next one of the same
+    // prefix runs on the pool.
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: place\n    options: { placement: inline, decline: true }\n  - path: /\n    handler: place\n    options: { tag: second }\n",
+        )
+        .start();
+    let r = get(s.port(), "/y", "a");
+    let t = r.text();
+    assert!(
+        t.contains("tag=second") && t.contains("thread=pool-"),
+        "{t}"
+    );
+}
+
+#[test]
+fn sighup_reaches_every_loop() {
+    let s = Fixture::new()
+        .ports(2)
+        .file("conf.d/a.yaml", &vhost(""))
+        .file("www/index.html", "home\n")
+        .arg("--loops")
+        .arg("2")
+        .start();
+    // A vhost on a new port and one on the running port.
+    std::fs::write(
+        s.conf().join("b.yaml"),
+        format!(
+            "vhost: b\nip: 127.0.0.1\nport: {}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: place\n    options: {{ placement: inline, tag: b }}\n",
+            s.ports[1]
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        s.conf().join("c.yaml"),
+        format!(
+            "vhost: c\nip: 127.0.0.1\nport: {}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: place\n    options: {{ placement: inline, tag: c }}\n",
+            s.ports[0]
+        ),
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log
+            .wait_for("reloaded configuration", Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    // New connections spread over both loops (SO_REUSEPORT); every one
+    // of them knows both new vhosts.
+    let mut loops = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let r = get(s.ports[1], "/", "b");
+        assert!(r.text().contains("tag=b"), "{}", r.text());
+        let r = get(s.ports[0], "/", "c");
+        assert!(r.text().contains("tag=c"), "{}", r.text());
+        let t = r.text();
+        let name = t
+            .split("thread=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        loops.insert(name.to_owned());
+    }
+    assert_eq!(loops.len(), 2, "connections reached {loops:?}");
+}

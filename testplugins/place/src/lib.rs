@@ -1,0 +1,72 @@
+//! Test plugin `place`: says where it ran, so tests can check placement
+//! (SDK 1.1): the thread's name (`loop-N` or `pool-N`), whether the call
+//! was inline, and the body it read.
+//!
+//! Options: `placement` (`inline` or `pool`, default pool), `defer`
+//! (answer `defer` when inline), `sleep_ms` (sleep before answering; only
+//! ever on the pool), `decline`, `tag`.
+
+use serde::Deserialize;
+use std::io::Read;
+use tamada_sdk::prelude::*;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Place {
+    #[serde(default)]
+    placement: Option<String>,
+    #[serde(default)]
+    defer: bool,
+    #[serde(default)]
+    sleep_ms: u64,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    decline: bool,
+}
+
+/// The OS thread's name (a cdylib's own `std` does not know the server's
+/// thread names).
+fn thread_name() -> String {
+    std::fs::read_to_string("/proc/thread-self/comm")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
+}
+
+impl Handler for Place {
+    fn placement(&self) -> Placement {
+        match self.placement.as_deref() {
+            Some("inline") => Placement::Inline,
+            _ => Placement::Pool,
+        }
+    }
+
+    fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        if self.decline {
+            return Outcome::Decline;
+        }
+        if self.defer && req.is_inline() {
+            return req.defer();
+        }
+        if self.sleep_ms > 0 && !req.is_inline() {
+            std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
+        }
+        let mut body = Vec::new();
+        let read = req.body().read_to_end(&mut body);
+        res.status(200).header("content-type", "text/plain").body(format!(
+            "tag={} thread={} inline={} body={} path={}{}\n",
+            self.tag,
+            thread_name(),
+            req.is_inline(),
+            String::from_utf8_lossy(&body),
+            req.path(),
+            match read {
+                Ok(_) => String::new(),
+                Err(e) => format!(" error={e}"),
+            }
+        ));
+        Outcome::Done
+    }
+}
+
+tamada_sdk::export_plugin!(name: "place", new: |o: &Options| o.parse::<Place>());
