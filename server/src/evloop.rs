@@ -92,6 +92,19 @@ pub struct LoopHandle {
 }
 
 impl LoopHandle {
+    /// A handle whose messages a test reads from the receiver.
+    #[cfg(test)]
+    pub fn for_test() -> (LoopHandle, Receiver<Msg>, Poll) {
+        let poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).expect("waker"));
+        let (tx, rx) = channel();
+        let h = LoopHandle {
+            tx,
+            waker,
+            woken: Arc::new(AtomicBool::new(false)),
+        };
+        (h, rx, poll)
+    }
     pub fn send(&self, m: Msg) {
         if self.tx.send(m).is_err() {
             return; // the loop has stopped
@@ -138,7 +151,27 @@ pub struct Cx<'a> {
     pub draining: bool,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    fn new(
+        rt: &'a Runtime,
+        pool: &'a Arc<Pool>,
+        handle: &'a LoopHandle,
+        key: usize,
+        draining: bool,
+    ) -> Self {
+        Cx {
+            rt,
+            pool,
+            handle,
+            key,
+            draining,
+        }
+    }
+    /// A context outside any loop, for the connection's unit tests.
+    #[cfg(test)]
+    pub fn for_test(rt: &'a Runtime, pool: &'a Arc<Pool>, handle: &'a LoopHandle) -> Self {
+        Cx::new(rt, pool, handle, 0, false)
+    }
     pub fn settings(&self) -> &Settings {
         &self.rt.settings
     }
@@ -282,13 +315,13 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let mut cx = Cx {
-            rt: &self.rt,
-            pool: &self.pool,
-            handle: &self.handle,
+        let mut cx = Cx::new(
+            &self.rt,
+            &self.pool,
+            &self.handle,
             key,
-            draining: self.drain.is_some(),
-        };
+            self.drain.is_some(),
+        );
         let next = match handled {
             Some(h) => conn.on_handled(*h, &mut cx),
             None => conn.drive(&mut cx),
@@ -436,13 +469,13 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let mut cx = Cx {
-                rt: &self.rt,
-                pool: &self.pool,
-                handle: &self.handle,
+            let mut cx = Cx::new(
+                &self.rt,
+                &self.pool,
+                &self.handle,
                 key,
-                draining: self.drain.is_some(),
-            };
+                self.drain.is_some(),
+            );
             if conn.timed_out(&mut cx) == Next::Close {
                 self.remove(key);
             }

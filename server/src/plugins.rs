@@ -442,8 +442,21 @@ impl PluginInstance {
 }
 
 impl Drop for PluginInstance {
+    /// An instance replaced by a reload is flushed and destroyed; both may
+    /// block (a log file is written), so not on an event loop, where the
+    /// last request using it may end.
     fn drop(&mut self) {
-        self.flush();
-        (self.plugin.table.destroy)(self.inst);
+        let (plugin, inst) = (self.plugin.clone(), self.inst);
+        let end = move || {
+            if let Some(l) = plugin.lifecycle {
+                (l.flush)(inst);
+            }
+            (plugin.table.destroy)(inst);
+        };
+        if crate::host::on_loop() {
+            crate::pool().submit(Box::new(end));
+        } else {
+            end();
+        }
     }
 }

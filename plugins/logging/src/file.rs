@@ -7,10 +7,15 @@
 //! reload that no longer names it).
 //!
 //! Lines go into an in-memory buffer under one lock, a whole line at a
-//! time, so lines from different threads never interleave. The buffer is
-//! written with one `write` call to a file opened `O_APPEND` when it is
-//! full and on `flush` (the host calls it about once a second). A failed
-//! write never blocks serving: the lines it held are counted as dropped
+//! time, so lines from different threads never interleave. Appending is
+//! all the log phase does (it runs on the server's event loops): a full
+//! buffer is handed, whole, to the plugin's writer thread, which writes
+//! it with one `write` call to a file opened `O_APPEND`, under a lock of
+//! its own that no appender ever waits on. `flush` (the host calls it
+//! about once a second) and `reopen` go through the same thread, so
+//! buffers reach the file in the order they were filled. A failed or slow
+//! write never blocks serving: the lines it held, or lines past
+//! [`MAX_QUEUED`] bytes waiting for the writer, are counted as dropped
 //! and reported (by the caller of [`LogFile::take_report`]) at most once
 //! a second.
 
@@ -19,6 +24,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -26,6 +33,9 @@ use std::time::{Duration, Instant};
 const BUFFER: usize = 64 * 1024;
 /// Dropped-record reports are at least this far apart.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Bytes handed to the writer thread and not yet written, for all files:
+/// past it new full buffers are dropped (and counted) instead of queued.
+pub const MAX_QUEUED: usize = 64 << 20;
 
 /// A log file shared by every instance that writes to its path.
 pub struct LogFile {
@@ -38,6 +48,55 @@ pub struct LogFile {
     /// `state`.
     pending: Mutex<Vec<u8>>,
     state: Mutex<State>,
+    /// Lines dropped because the writer was too far behind.
+    dropped_queued: AtomicU64,
+}
+
+/// Work for the writer thread.
+enum Job {
+    Write(Arc<LogFile>, Vec<u8>),
+    Flush(Arc<LogFile>, Sender<()>),
+    Reopen(Arc<LogFile>, Sender<Result<(), String>>),
+}
+
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+/// The writer thread of this plugin, started on first use.
+fn writer() -> &'static Sender<Job> {
+    static W: OnceLock<Sender<Job>> = OnceLock::new();
+    W.get_or_init(|| {
+        let (tx, rx) = channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Write(f, buf) => {
+                            QUEUED.fetch_sub(buf.len(), Ordering::Relaxed);
+                            let mut st = lock(&f.state);
+                            st.buf.extend_from_slice(&buf);
+                            st.write_out(&f.path);
+                        }
+                        Job::Flush(f, done) => {
+                            f.flush_now();
+                            let _ = done.send(());
+                        }
+                        Job::Reopen(f, done) => {
+                            let _ = done.send(f.reopen_now());
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the log writer thread: {e}");
+        }
+        tx
+    })
+}
+
+/// Hands a job to the writer thread; `false` if it is not running.
+fn send(job: Job) -> bool {
+    writer().send(job).is_ok()
 }
 
 struct State {
@@ -89,6 +148,7 @@ impl LogFile {
         files.retain(|_, w| w.strong_count() > 0);
         let shared = Arc::new(LogFile {
             path: canonical.clone(),
+            dropped_queued: AtomicU64::new(0),
             pending: Mutex::new(Vec::with_capacity(BUFFER)),
             state: Mutex::new(State {
                 file: Some(file),
@@ -104,13 +164,27 @@ impl LogFile {
         Ok(shared)
     }
 
-    /// Appends one line (its newline included) to the buffer; writes the
-    /// buffer out when it is full.
-    pub fn write_line(&self, line: &[u8]) {
+    /// Appends one line (its newline included) to the buffer; a full
+    /// buffer goes to the writer thread. Never waits for the file.
+    pub fn write_line(self: &Arc<Self>, line: &[u8]) {
         let mut pending = lock(&self.pending);
         pending.extend_from_slice(line);
-        if pending.len() >= BUFFER {
-            self.hand_over(pending).write_out(&self.path);
+        if pending.len() < BUFFER {
+            return;
+        }
+        let full = std::mem::replace(&mut *pending, Vec::with_capacity(BUFFER));
+        drop(pending);
+        let n = full.len();
+        if QUEUED.fetch_add(n, Ordering::Relaxed) + n > MAX_QUEUED {
+            QUEUED.fetch_sub(n, Ordering::Relaxed);
+            let lines = full.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.dropped_queued.fetch_add(lines, Ordering::Relaxed);
+            return;
+        }
+        if !send(Job::Write(self.clone(), full)) {
+            // No writer thread: write here rather than lose the lines.
+            QUEUED.fetch_sub(n, Ordering::Relaxed);
+            self.flush_now();
         }
     }
 
@@ -128,8 +202,18 @@ impl LogFile {
         st
     }
 
-    /// Writes the buffer to the file.
-    pub fn flush(&self) {
+    /// Writes everything appended so far to the file, after the buffers
+    /// already queued for the writer (waits for it: not for event loops).
+    pub fn flush(self: &Arc<Self>) {
+        let (tx, rx) = channel();
+        if send(Job::Flush(self.clone(), tx)) {
+            let _ = rx.recv();
+        } else {
+            self.flush_now();
+        }
+    }
+
+    fn flush_now(&self) {
         self.hand_over(lock(&self.pending)).write_out(&self.path);
     }
 
@@ -138,7 +222,17 @@ impl LogFile {
     /// renamed or removed). Several instances share the file, so the
     /// second call of one SIGUSR1 finds the new file and does nothing.
     /// On failure the old file is kept, and the error is returned.
-    pub fn reopen(&self) -> Result<(), String> {
+    pub fn reopen(self: &Arc<Self>) -> Result<(), String> {
+        let (tx, rx) = channel();
+        if send(Job::Reopen(self.clone(), tx)) {
+            rx.recv()
+                .unwrap_or_else(|_| Err("the log writer thread is gone".into()))
+        } else {
+            self.reopen_now()
+        }
+    }
+
+    fn reopen_now(&self) -> Result<(), String> {
         let mut st = self.hand_over(lock(&self.pending));
         st.write_out(&self.path);
         let same = match (&st.file, std::fs::metadata(&self.path)) {
@@ -168,6 +262,13 @@ impl LogFile {
     /// (outside the lock: a log record may come back to this file).
     pub fn take_report(&self) -> Option<String> {
         let mut st = lock(&self.state);
+        let behind = self.dropped_queued.swap(0, Ordering::Relaxed);
+        if behind > 0 {
+            st.dropped += behind;
+            st.dropped_total += behind;
+            st.last_error
+                .get_or_insert_with(|| "the disk is too slow: the writer fell behind".into());
+        }
         if st.dropped == 0 || st.last_report.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
             return None;
         }
@@ -286,6 +387,45 @@ mod tests {
             text.lines()
                 .all(|l| l.starts_with("thread ") && l.ends_with(&"x".repeat(50)))
         );
+    }
+
+    #[test]
+    fn appending_never_waits_for_a_stuck_file() {
+        // A FIFO whose reader reads nothing: the writer thread's write
+        // blocks once the pipe is full; appending must go on regardless.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stuck.log");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        use std::os::unix::fs::OpenOptionsExt;
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(0o4000) // O_NONBLOCK: no writer yet
+            .open(&p)
+            .unwrap();
+        let f = LogFile::get(&p).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let g = f.clone();
+        std::thread::spawn(move || {
+            for i in 0..40 * BUFFER / 64 {
+                g.write_line(format!("{i:063}\n").as_bytes());
+            }
+            tx.send(()).unwrap();
+        });
+        // 40 full buffers against a 64 KiB pipe: only the writer waits.
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("write_line waited for the file");
+        // Unblock the writer so the thread can end the test cleanly.
+        let mut r = reader;
+        let mut sink = vec![0u8; 1 << 16];
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            use std::io::Read;
+            let _ = r.read(&mut sink);
+        }
     }
 
     #[test]

@@ -1,0 +1,440 @@
+//! Starting and answering a request on a connection: the part of the
+//! state machine (`conn/mod.rs`) that sees requests rather than bytes.
+//! A parsed head picks its vhost; a body already in memory lets the
+//! request run inline (`route::dispatch` on the loop); otherwise, or when
+//! a handler must run on the pool, the exchange is handed to the pool
+//! with the body pipe this loop feeds, and its answer comes back in
+//! `on_handled`. Either way `answer` frames the response and queues it on
+//! the writer, whose marks run the log phase.
+
+use super::{Conn, Next, Phase, Waiting};
+use crate::body::{BodyPipe, BodyState, MemBody};
+use crate::evloop::Cx;
+use crate::framing::{self, Owned, OwnedBody};
+use crate::host;
+use crate::http::request::{Framing, RequestHead};
+use crate::http::{self, HttpError};
+use crate::io::{Io, Transport};
+use crate::logphase;
+use crate::route::{self, BodyIn, Exchange, Place, Step};
+use crate::writer::Mark;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the pool sends back.
+pub struct Handled {
+    pub exchange: Box<Exchange>,
+    pub step: Done,
+}
+
+pub enum Done {
+    Respond(Owned),
+    Unanswered,
+    TooLarge,
+}
+
+impl<T: Transport> Conn<T> {
+    /// A head that could not be parsed or was refused: answered, and the
+    /// connection closed (framing is unknown past it). The request line
+    /// as far as it could be read goes to the access log of the address's
+    /// default vhost (as nginx logs its 400s), the reason to its error log.
+    pub(super) fn bad_head(&mut self, e: HttpError, cx: &mut Cx<'_>) {
+        log::debug!("{}: {} {}", self.peer, e.status, e.reason);
+        let data = self.buf.data();
+        let received = data.len() as u64;
+        let line_end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+        let line = String::from_utf8_lossy(&data[..line_end.min(4096)])
+            .trim_end_matches('\r')
+            .to_owned();
+        self.buf.consume(self.buf.data().len());
+        let started = self.head_started.take().unwrap_or_else(Instant::now);
+        self.close_after = true;
+        self.linger = true;
+        let resp = framing::simple(e.status, 1, false, true);
+        let Some(vhost) = cx.rt.vhost_for(self.bind, self.local, "").cloned() else {
+            self.out.push(resp, None);
+            return;
+        };
+        host::record(
+            &vhost,
+            Some(self.peer),
+            log::Level::Info,
+            "tamada",
+            &format!("{} {}: {}", e.status, http::reason(e.status), e.reason),
+        );
+        // Split what was read like a request line; garbage stays whole.
+        let mut parts = line.splitn(3, ' ');
+        let (method, target, version) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let head = RequestHead {
+            method: method.to_owned(),
+            target: target.chars().take(2048).collect(),
+            version_minor: if version == "HTTP/1.0" { 0 } else { 1 },
+            headers: Vec::new(),
+            path: "/".to_owned(),
+            query: None,
+            host: String::new(),
+            framing: Framing::None,
+            keep_alive: false,
+            expect_continue: false,
+            head_len: received as usize,
+        };
+        let mut x = Exchange::new(head, vhost, self.local, self.peer, started);
+        x.error = Some(e.reason);
+        self.out.push(resp, Some(Box::new(x)));
+    }
+
+    /// Starts answering a parsed head: inline when its handlers allow,
+    /// else on the pool.
+    pub(super) fn start(&mut self, head: RequestHead, cx: &mut Cx<'_>) {
+        let started = self.head_started.take().unwrap_or_else(Instant::now);
+        self.buf.consume(head.head_len);
+        let minor = head.version_minor;
+        let head_only = head.is_head();
+        let Some(vhost) = cx.rt.vhost_for(self.bind, self.local, &head.host).cloned() else {
+            self.queue(framing::simple(404, minor, head_only, true), None);
+            return;
+        };
+        let keep = head.keep_alive && !cx.draining;
+        if head.path == "*" {
+            let close = !keep || head.framing != Framing::None;
+            self.linger |= close;
+            self.queue(framing::options_star(minor, close), None);
+            return;
+        }
+        let limit = vhost.max_body_for(&head.path);
+        let expect = head.expect_continue;
+        let framing_ = head.framing;
+        let mut x = Box::new(Exchange::new(head, vhost, self.local, self.peer, started));
+        if let Framing::Length(n) = framing_
+            && n > limit
+        {
+            self.too_large(x, minor, head_only, n, limit);
+            return;
+        }
+        let mut state = BodyState::new(framing_, limit, expect);
+        let content_length = match framing_ {
+            Framing::Length(n) => n as i64,
+            Framing::Chunked => -1,
+            Framing::None => 0,
+        };
+        // A body already wholly in the buffer is read from memory: the
+        // request may then run inline.
+        if let Some((data, wire)) = state.whole_in(self.buf.data()) {
+            self.buf.consume(wire);
+            let len = data.len();
+            state.consumed_whole(wire, len);
+            x.bytes_received += wire as u64;
+            let mut mem = MemBody {
+                data,
+                pos: 0,
+                content_length,
+            };
+            match route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop) {
+                Step::ToPool => self.hand_to_pool(x, Some(mem), None, minor, head_only, keep, cx),
+                step => {
+                    let done = match step {
+                        Step::Respond(r) => Done::Respond(framing::own(r)),
+                        Step::TooLarge => Done::TooLarge,
+                        _ => Done::Unanswered,
+                    };
+                    self.answer(x, done, minor, head_only, keep, cx);
+                }
+            }
+            return;
+        }
+        // The body is still on its way: the handler reads it on the pool
+        // through a pipe this loop feeds.
+        let pipe = Arc::new(BodyPipe::new(
+            cx.notify(self.id),
+            cx.settings().body_timeout.0,
+            state.continue_pending,
+            content_length,
+        ));
+        pipe.set_limit(limit);
+        self.hand_to_pool(x, None, Some((state, pipe)), minor, head_only, keep, cx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hand_to_pool(
+        &mut self,
+        x: Box<Exchange>,
+        mem: Option<MemBody>,
+        feed: Option<(BodyState, Arc<BodyPipe>)>,
+        minor: u8,
+        head_only: bool,
+        keep: bool,
+        cx: &mut Cx<'_>,
+    ) {
+        let pipe = feed.as_ref().map(|(_, p)| p.clone());
+        self.phase = Phase::Pool(Box::new(Waiting {
+            minor,
+            head_only,
+            keep,
+            feed,
+        }));
+        let notify = cx.notify(self.id);
+        let pool = cx.pool.clone();
+        cx.pool.submit(Box::new(move || {
+            let mut x = x;
+            let mut mem = mem;
+            let step = match (&mut mem, &pipe) {
+                (Some(m), _) => route::dispatch(&mut x, &mut BodyIn::Mem(m), Place::Pool),
+                (None, Some(p)) => route::dispatch(&mut x, &mut BodyIn::Pipe(p), Place::Pool),
+                (None, None) => {
+                    let mut m = MemBody {
+                        data: Vec::new(),
+                        pos: 0,
+                        content_length: 0,
+                    };
+                    route::dispatch(&mut x, &mut BodyIn::Mem(&mut m), Place::Pool)
+                }
+            };
+            drop(mem);
+            let mut puller = None;
+            let mut stream = None;
+            let step = match step {
+                Step::Respond(r) => {
+                    let mut o = framing::own(r);
+                    framing::start_stream(
+                        &mut o,
+                        minor,
+                        head_only,
+                        |p| {
+                            let s = crate::stream::StreamPipe::new(
+                                notify.clone(),
+                                pool.clone(),
+                                x.vhost.clone(),
+                                x.peer,
+                            );
+                            puller = Some(p);
+                            stream = Some(s.clone());
+                            s
+                        },
+                        |s| {
+                            let _ctx = host::enter(&x.vhost, x.peer);
+                            close_stream(s)
+                        },
+                    );
+                    Done::Respond(o)
+                }
+                Step::TooLarge => Done::TooLarge,
+                Step::Unanswered | Step::ToPool => Done::Unanswered,
+            };
+            notify.send_handled(Handled { exchange: x, step });
+            // Pull the stream on this thread at once: no second hand-off.
+            if let (Some(p), Some(s)) = (puller, stream) {
+                s.pull(p);
+            }
+        }));
+    }
+
+    /// The pool's answer for the request at the front.
+    pub fn on_handled(&mut self, h: Handled, cx: &mut Cx<'_>) -> Next {
+        let Phase::Pool(w) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            drop_handled(h);
+            return Next::Wait;
+        };
+        let Waiting {
+            minor,
+            head_only,
+            mut keep,
+            feed,
+        } = *w;
+        let mut x = h.exchange;
+        let step = h.step;
+        keep &= !cx.draining;
+        if let Some((mut state, pipe)) = feed {
+            if state.bad_framing || state.exceeded {
+                // RFC 9112 section 7.1: malformed chunked framing is the
+                // client's fault, and the rest of the connection cannot
+                // be trusted; an oversized body ends it too.
+                if let Done::Respond(o) = step {
+                    drop_owned(o);
+                }
+                if state.exceeded {
+                    host::record(
+                        &x.vhost,
+                        Some(self.peer),
+                        log::Level::Error,
+                        "tamada",
+                        &format!(
+                            "chunked request body is over the limit of {} bytes",
+                            state.limit
+                        ),
+                    );
+                }
+                x.bytes_received += state.wire_bytes;
+                x.error
+                    .get_or_insert_with(|| "bad chunked request body".into());
+                let status = if state.exceeded { 413 } else { 400 };
+                self.linger = true;
+                let resp = framing::simple(status, minor, head_only, true);
+                self.queue(resp, Some(x));
+                return self.drive(cx);
+            }
+            if !state.done {
+                // Unread body: take what is already here without waiting;
+                // if the rest is still on its way, close after answering
+                // (RFC 9112 section 9.6).
+                let waiting_continue = state.continue_pending && !pipe.started();
+                let io = &mut self.io;
+                let readable = &mut self.readable;
+                if waiting_continue
+                    || !state.drain_available(&mut self.buf, |b| match b.fill(io) {
+                        Ok(Io::Ready(n)) if n > 0 => true,
+                        _ => {
+                            *readable = false;
+                            false
+                        }
+                    })
+                {
+                    keep = false;
+                    self.linger = true;
+                }
+            }
+            x.bytes_received += state.wire_bytes;
+        }
+        self.answer(x, step, minor, head_only, keep, cx);
+        self.drive(cx)
+    }
+
+    /// Queues the answer to a request.
+    fn answer(
+        &mut self,
+        mut x: Box<Exchange>,
+        done: Done,
+        minor: u8,
+        head_only: bool,
+        keep: bool,
+        cx: &mut Cx<'_>,
+    ) {
+        let resp = match done {
+            Done::Respond(mut o) => {
+                let (notify, pool) = (cx.notify(self.id), cx.pool.clone());
+                let vhost = x.vhost.clone();
+                let peer = x.peer;
+                framing::start_stream(
+                    &mut o,
+                    minor,
+                    head_only,
+                    |p| {
+                        let s = crate::stream::StreamPipe::new(notify, pool.clone(), vhost, peer);
+                        s.start(p);
+                        s
+                    },
+                    |s| close_on_pool(s, &pool, &x),
+                );
+                let _ctx = host::enter(&x.vhost, x.peer);
+                match framing::respond(o, minor, head_only, keep) {
+                    Ok(r) => r,
+                    Err(msg) => {
+                        host::record_here(log::Level::Error, "tamada", &msg);
+                        x.error = Some(msg);
+                        framing::simple(500, minor, head_only, !keep)
+                    }
+                }
+            }
+            Done::TooLarge => {
+                let limit = x.vhost.max_body_for(x.path());
+                let n = match x.head.framing {
+                    Framing::Length(n) => n,
+                    _ => 0,
+                };
+                return self.too_large(x, minor, head_only, n, limit);
+            }
+            Done::Unanswered => {
+                let status = if x.error.is_some() { 500 } else { 404 };
+                framing::simple(status, minor, head_only, !keep)
+            }
+        };
+        self.queue(resp, Some(x));
+    }
+
+    fn too_large(&mut self, x: Box<Exchange>, minor: u8, head_only: bool, n: u64, limit: u64) {
+        host::record(
+            &x.vhost,
+            Some(self.peer),
+            log::Level::Error,
+            "tamada",
+            &format!("request body of {n} bytes is over the limit of {limit} bytes"),
+        );
+        self.linger = true;
+        self.queue(framing::simple(413, minor, head_only, true), Some(x));
+    }
+
+    fn queue(&mut self, r: framing::Response, x: Option<Box<Exchange>>) {
+        if r.close {
+            self.close_after = true;
+        }
+        self.out.push(r, x);
+    }
+}
+
+/// Runs the log phase of a response in the queue.
+pub(super) fn log_mark(m: Mark, sent: u64, completed: bool, error: Option<String>) {
+    let (body_sent, total_sent) = m.sent(sent);
+    if let Some(x) = m.exchange {
+        logphase::run(
+            x,
+            logphase::Outcome {
+                status: m.status,
+                body_sent,
+                total_sent,
+                completed,
+                error,
+            },
+        );
+    }
+}
+
+/// A stream that will not be sent is closed on the pool (closing may
+/// block: a CGI child is killed and reaped).
+fn close_on_pool(s: tamada_sdk::abi::StreamV1, pool: &crate::pool::Pool, x: &Exchange) {
+    let vhost = x.vhost.clone();
+    let peer = x.peer;
+    pool.submit(Box::new(move || {
+        let _ctx = host::enter(&vhost, peer);
+        close_stream(s)
+    }));
+}
+
+/// Closes a stream that was never sent.
+fn close_stream(s: tamada_sdk::abi::StreamV1) {
+    (s.close)(s.ctx, true)
+}
+
+fn drop_owned(o: Owned) {
+    if let OwnedBody::Stream(Some(p)) = &o.body {
+        p.abandon();
+    }
+    if let OwnedBody::Raw(s) = o.body {
+        let pool = crate::pool();
+        pool.submit(Box::new(move || close_stream(s)));
+    }
+}
+
+/// The answer for a connection that is gone: its resources are freed and
+/// the exchange logged as incomplete.
+pub fn drop_handled(h: Handled) {
+    let status = match &h.step {
+        Done::Respond(o) => o.status,
+        Done::TooLarge => 413,
+        Done::Unanswered => 404,
+    };
+    if let Done::Respond(o) = h.step {
+        drop_owned(o);
+    }
+    logphase::run(
+        h.exchange,
+        logphase::Outcome {
+            status,
+            completed: false,
+            error: Some("the client left before the response".into()),
+            ..Default::default()
+        },
+    );
+}
