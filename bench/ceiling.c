@@ -6,6 +6,7 @@
  *
  * usage: ceiling PORT
  */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>

@@ -376,9 +376,11 @@ pub mod responses {
     //! ```
     //!
     //! **Streams** are pulled by the core: after `handle` returns, it calls
-    //! [`BodyStream::read`](crate::BodyStream::read) whenever the client's
-    //! socket can take more, on whichever worker serves the connection then
-    //! (never two at once, hence `Send`). `read` may block on what the
+    //! [`BodyStream::read`](crate::BodyStream::read) on a thread of the
+    //! blocking pool, filling a bounded buffer (256 KiB) that the event loop
+    //! writes to the client as its socket takes it; when the buffer is full
+    //! the pull stops and the thread goes back to the pool until the client
+    //! has read half of it (never two reads at once, hence `Send`). `read` may block on what the
     //! plugin owns (a pipe); `Ok(0)` ends the body. Then the core calls
     //! [`close`](crate::BodyStream::close) exactly once, last: with
     //! `client_gone: true` when the client left, the core gave up (a send
@@ -628,21 +630,24 @@ pub mod threads {
     //! # Threads and instances
     //!
     //! The server builds **one instance per route** (and per logger entry)
-    //! and shares it between all its worker threads: while one worker runs
-    //! `handle` for a request, others run it for other requests on the same
-    //! `&self`. Hence [`Handler`](crate::Handler)` : Send + Sync + 'static`.
+    //! and shares it between all the server's threads (its event loops and
+    //! the blocking pool): while one runs `handle` for a request, others run
+    //! it for other requests on the same `&self`. Hence
+    //! [`Handler`](crate::Handler)` : Send + Sync + 'static`.
     //!
     //! - Keep per-request state on the stack of `handle` (or in the stream
     //!   you return), never in `self`.
     //! - Shared counters: atomics. Shared caches: a `Mutex` or `RwLock`,
     //!   held briefly and never across a blocking call.
     //! - Do not rely on thread-locals for per-connection or per-request
-    //!   state: a worker serves many connections, and one slow response
-    //!   may be continued by another worker.
+    //!   state: a thread serves many connections, and one slow response
+    //!   may be continued on another thread. (A thread-local *cache* is
+    //!   fine: the static plugin keeps one per event loop.)
     //! - A stream is used by one thread at a time but may move between
     //!   threads: it must be `Send`, not `Sync`.
-    //! - Blocking in `handle` holds a worker; bound every wait (a child's
-    //!   output, a backend) with a timeout of your own.
+    //! - Blocking in `handle` holds a pool thread; bound every wait (a
+    //!   child's output, a backend) with a timeout of your own. Inline
+    //!   handlers never block at all (see [`placement`](super::placement)).
     //! - Threads you start yourself must finish or be told to stop in
     //!   [`shutdown`](crate::Handler::shutdown) (or in `Drop`, for a
     //!   reload): the library is never unloaded, so a forgotten thread
@@ -662,7 +667,7 @@ pub mod threads {
     //!
     //! #[derive(Default)]
     //! struct Counter {
-    //!     served: AtomicU64, // shared by every worker: an atomic, not a `u64`
+    //!     served: AtomicU64, // shared by every thread: an atomic, not a `u64`
     //! }
     //!
     //! impl Handler for Counter {

@@ -19,7 +19,7 @@
 //! | [`guide::options`] | a route's `options:` with serde, and how `tamada -t` reports mistakes |
 //! | [`guide::errors`] | failing, panicking, and why `panic = "abort"` is forbidden |
 //! | [`guide::logging`] | the `log` crate inside a plugin, and where records end up |
-//! | [`guide::threads`] | one instance per route, shared by every worker: `Send + Sync` |
+//! | [`guide::threads`] | one instance per route, shared by every thread: `Send + Sync` |
 //! | [`guide::placement`] | SDK 1.1: running inline on the event loop, what inline code may do, `defer` |
 //! | [`guide::testing`] | unit tests without a server (feature `testing`) |
 //! | [`guide::compatibility`] | which server loads which plugin, the semver policy, installing safely |
@@ -74,7 +74,7 @@
 //!     }
 //! }
 //!
-//! /// One instance per route, shared by every worker thread.
+//! /// One instance per route, shared by every server thread.
 //! struct Hello {
 //!     greeting: String,
 //! }
@@ -174,7 +174,7 @@
 //! - Log with the `log` crate; never install a global logger
 //!   (`fern::Dispatch::apply()`) or a signal handler: the server owns both
 //!   ([`guide::logging`]).
-//! - A handler is shared by every worker thread (`Send + Sync`); keep
+//! - A handler is shared by every server thread (`Send + Sync`); keep
 //!   per-request state on the stack ([`guide::threads`]).
 //! - A plugin runs on servers of its SDK major only; install by copy and
 //!   rename ([`guide::compatibility`]).

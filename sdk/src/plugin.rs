@@ -40,14 +40,14 @@ pub enum Outcome {
 ///
 /// One instance is built per route (or per logger entry) from its
 /// `options:` by the constructor given to [`export_plugin!`](crate::export_plugin), and is
-/// shared by all worker threads: hence `Send + Sync`. Keep per-request
+/// shared by all the server's threads: hence `Send + Sync`. Keep per-request
 /// state on the stack; use atomics or locks for shared counters (see
 /// [`guide::threads`](crate::guide::threads)). Every method is called with
 /// panics caught (see [`guide::errors`](crate::guide::errors)).
 ///
 /// | method | called | for instances under |
 /// |---|---|---|
-/// | [`handle`](Self::handle) | per request, on a worker thread | `routes:` |
+/// | [`handle`](Self::handle) | per request, on the blocking pool (or inline on the event loop, see [`placement`](Self::placement)) | `routes:` |
 /// | [`log`](Self::log) | after each response is complete | `loggers:` |
 /// | [`record`](Self::record) | per log record routed to the vhost | `loggers:` |
 /// | [`reopen`](Self::reopen) | on SIGUSR1 | both |
@@ -57,20 +57,23 @@ pub enum Outcome {
 /// The full story, with examples, is in
 /// [`guide::phases`](crate::guide::phases).
 pub trait Handler: Send + Sync + 'static {
-    /// Content phase, on a worker thread, for each request routed to this
-    /// instance. Fill `res` and return [`Outcome::Done`], or return
-    /// [`Outcome::Decline`] to pass, [`Outcome::Redirect`] to serve
-    /// another local path, [`Outcome::Error`] for a 500. It may block on
-    /// what it owns (files, child processes) and on reading the request
-    /// body; it holds a worker while it does. The default declines.
+    /// Content phase, for each request routed to this instance: on a
+    /// thread of the blocking pool, or inline on the connection's event
+    /// loop when [`placement`](Self::placement) says so. Fill `res` and
+    /// return [`Outcome::Done`], or return [`Outcome::Decline`] to pass,
+    /// [`Outcome::Redirect`] to serve another local path,
+    /// [`Outcome::Error`] for a 500 (inline, also
+    /// [`Request::defer`](crate::Request::defer)). On the pool it may block
+    /// on what it owns (files, child processes) and on reading the request
+    /// body; it holds a pool thread while it does. The default declines.
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         let _ = (req, res);
         Outcome::Decline
     }
     /// Log phase: after the response is complete (or failed), once per
     /// exchange, for each instance under the vhost's `loggers:`. Runs on
-    /// the worker that finished the response; the request's body is no
-    /// longer readable.
+    /// the pool, or on the event loop that wrote the response for an
+    /// instance placed inline; the request's body is no longer readable.
     fn log(&self, entry: &LogEntry) {
         let _ = entry;
     }

@@ -19,9 +19,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 /// A body the core pulls from, for output whose length is not known up
 /// front. `read` may block on what the plugin owns (a pipe, a child).
 ///
-/// The core calls `read` after `handle` has returned, whenever the
-/// client's socket can take more, on whichever worker serves the
-/// connection at that time (one at a time: `Send`, not `Sync`). Without a
+/// The core calls `read` after `handle` has returned, on a thread of the
+/// blocking pool, into a bounded buffer that the connection's event loop
+/// writes out as the client reads; a full buffer pauses the pulls, so a
+/// slow client holds memory, not a thread (one read at a time: `Send`,
+/// not `Sync`). Without a
 /// `Content-Length` header the body is sent chunked on HTTP/1.1 and
 /// delimited by closing the connection on HTTP/1.0; with one, the core
 /// trusts it, reads at most that many bytes and closes the connection if
@@ -163,7 +165,8 @@ impl ResponseBuilder {
     pub fn new() -> Self {
         ResponseBuilder {
             status: 200,
-            headers: Vec::new(),
+            // PERF: room for a typical response's headers in one allocation.
+            headers: Vec::with_capacity(8),
             body: Body::Empty,
         }
     }

@@ -261,6 +261,7 @@ impl EventLoop {
                 log::error!("poll failed: {e}");
                 return false;
             }
+            crate::io::tick();
             // Messages first: a reload is in place before the requests
             // that come after it.
             self.messages();

@@ -51,10 +51,9 @@ pub fn pool() -> &'static Arc<pool::Pool> {
     POOL.get_or_init(|| pool::Pool::start(1))
 }
 
-/// Now, in microseconds since the Unix epoch.
-pub fn unix_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// A time in microseconds since the Unix epoch.
+pub fn unix_us_at(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }

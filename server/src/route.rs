@@ -57,7 +57,10 @@ impl Exchange {
     ) -> Self {
         let bytes_received = head.head_len as u64;
         Exchange {
-            start_unix_us: crate::unix_us() - start.elapsed().as_micros() as i64,
+            start_unix_us: crate::unix_us_at(crate::io::wall())
+                - crate::io::now()
+                    .saturating_duration_since(start)
+                    .as_micros() as i64,
             head,
             vhost,
             local,

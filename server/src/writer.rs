@@ -73,28 +73,43 @@ pub enum Progress {
 pub struct Out {
     buf: Vec<u8>,
     pos: usize,
-    body: Option<OutBody>,
-    /// Progress inside the front segment of a segments body.
-    seg_pos: u64,
-    /// The stream piece being written.
-    piece: Vec<u8>,
-    piece_pos: usize,
-    big_buffer: bool,
+    /// The large body after `buf`, boxed: an idle connection keeps only
+    /// the pointer (memory per idle connection is a target).
+    large: Option<Box<Large>>,
     /// Bytes written on the connection so far.
     pub sent: u64,
     marks: VecDeque<Mark>,
 }
 
+/// A large body being written, and where it stands.
+struct Large {
+    body: OutBody,
+    /// Progress inside the bytes body or the front segment.
+    seg_pos: u64,
+    /// The stream piece being written.
+    piece: Vec<u8>,
+    piece_pos: usize,
+    big_buffer: bool,
+}
+
+/// What one call on a large body did.
+enum Step {
+    Wrote(usize),
+    Blocked,
+    Starved,
+    Finished,
+}
+
 impl Out {
     /// Nothing queued.
     pub fn is_idle(&self) -> bool {
-        self.pos >= self.buf.len() && self.body.is_none()
+        self.pos >= self.buf.len() && self.large.is_none()
     }
 
     /// Whether another response may be queued now (no large body is in
     /// the way, and the client keeps reading).
     pub fn can_gather(&self) -> bool {
-        self.body.is_none() && self.buf.len() - self.pos < GATHER_LIMIT
+        self.large.is_none() && self.buf.len() - self.pos < GATHER_LIMIT
     }
 
     /// Queues a response; its log phase runs when its last byte is out.
@@ -111,8 +126,13 @@ impl Out {
         let end = match r.body {
             OutBody::None => Some(start + len),
             body => {
-                self.body = Some(body);
-                self.seg_pos = 0;
+                self.large = Some(Box::new(Large {
+                    body,
+                    seg_pos: 0,
+                    piece: Vec::new(),
+                    piece_pos: 0,
+                    big_buffer: false,
+                }));
                 None
             }
         };
@@ -145,7 +165,9 @@ impl Out {
     /// Gives up: the responses still queued, for their log phase. A
     /// stream being sent is abandoned (closed on the pool).
     pub fn abandon(&mut self) -> Vec<Mark> {
-        if let Some(OutBody::Stream(p)) = self.body.take() {
+        if let Some(l) = self.large.take()
+            && let OutBody::Stream(p) = &l.body
+        {
             p.abandon();
         }
         self.buf = Vec::new();
@@ -154,9 +176,7 @@ impl Out {
     }
 
     fn body_done(&mut self) {
-        self.body = None;
-        self.piece = Vec::new();
-        self.piece_pos = 0;
+        self.large = None;
         if let Some(m) = self.marks.back_mut()
             && m.end.is_none()
         {
@@ -175,15 +195,15 @@ impl Out {
     fn write_inner(&mut self, io: &mut impl Transport) -> io::Result<Progress> {
         let turn_end = self.sent + TURN_BYTES;
         loop {
-            if self.sent >= turn_end && self.body.is_some() {
-                return Ok(Progress::Yield);
-            }
             if self.pos < self.buf.len() {
                 // PERF: with file bytes next, MSG_MORE lets the kernel put
                 // the head and the first file bytes in one segment. Only
                 // when bytes do follow: a head held back with nothing
                 // after it would wait for the kernel's cork timer.
-                let more = self.body.as_ref().is_some_and(OutBody::starts_with_file);
+                let more = self
+                    .large
+                    .as_ref()
+                    .is_some_and(|l| l.body.starts_with_file());
                 match io.write(&self.buf[self.pos..], more)? {
                     Io::Ready(n) => {
                         self.pos += n;
@@ -198,100 +218,106 @@ impl Out {
                 self.buf = Vec::new();
                 self.pos = 0;
             }
-            let Some(body) = self.body.as_mut() else {
+            let Some(large) = self.large.as_mut() else {
                 return Ok(Progress::Done);
             };
-            let r = match body {
-                OutBody::None => {
-                    self.body_done();
-                    continue;
+            if self.sent >= turn_end {
+                return Ok(Progress::Yield);
+            }
+            match large.write_some(io, turn_end - self.sent)? {
+                Step::Wrote(n) => self.sent += n as u64,
+                Step::Finished => self.body_done(),
+                Step::Blocked => return Ok(Progress::Blocked),
+                Step::Starved => return Ok(Progress::Starved),
+            }
+        }
+    }
+}
+
+impl Large {
+    /// One write of the body (at most `left` bytes of a file).
+    fn write_some(&mut self, io: &mut impl Transport, left: u64) -> io::Result<Step> {
+        let r = match &mut self.body {
+            OutBody::None => return Ok(Step::Finished),
+            OutBody::Bytes(data) => {
+                let at = (self.seg_pos as usize).min(data.len());
+                if at == data.len() {
+                    return Ok(Step::Finished);
                 }
-                OutBody::Bytes(data) => {
-                    let at = (self.seg_pos as usize).min(data.len());
-                    if at == data.len() {
-                        self.body_done();
-                        continue;
+                let r = io.write(&data[at..], false)?;
+                if let Io::Ready(n) = r {
+                    self.seg_pos += n as u64;
+                }
+                r
+            }
+            OutBody::File { fd, off, end } => {
+                if *off >= *end {
+                    return Ok(Step::Finished);
+                }
+                if !self.big_buffer && *end - *off > BIG_BODY {
+                    self.big_buffer = true;
+                    io.large_body();
+                }
+                let len = (*end - *off).min(left.max(1));
+                io.sendfile(fd.as_fd(), off, len)?
+            }
+            OutBody::Segments { files, segs } => {
+                let Some(front) = segs.front() else {
+                    return Ok(Step::Finished);
+                };
+                if front.file < 0 {
+                    let at = self.seg_pos as usize;
+                    if at >= front.bytes.len() {
+                        segs.pop_front();
+                        self.seg_pos = 0;
+                        return Ok(Step::Wrote(0));
                     }
-                    let r = io.write(&data[at..], false)?;
+                    let more = segs.get(1).is_some_and(|s| s.file >= 0);
+                    let r = io.write(&front.bytes[at..], more)?;
+                    if let Io::Ready(n) = r {
+                        self.seg_pos += n as u64;
+                    }
+                    r
+                } else {
+                    if self.seg_pos >= front.len {
+                        segs.pop_front();
+                        self.seg_pos = 0;
+                        return Ok(Step::Wrote(0));
+                    }
+                    let fd = files.get(front.file as usize).ok_or_else(|| {
+                        io::Error::other("segment names a file the body does not hold")
+                    })?;
+                    let mut off = front.offset + self.seg_pos;
+                    let r = io.sendfile(fd.as_fd(), &mut off, front.len - self.seg_pos)?;
                     if let Io::Ready(n) = r {
                         self.seg_pos += n as u64;
                     }
                     r
                 }
-                OutBody::File { fd, off, end } => {
-                    if *off >= *end {
-                        self.body_done();
-                        continue;
-                    }
-                    if !self.big_buffer && *end - *off > BIG_BODY {
-                        self.big_buffer = true;
-                        io.large_body();
-                    }
-                    let len = (*end - *off).min(turn_end.saturating_sub(self.sent).max(1));
-                    io.sendfile(fd.as_fd(), off, len)?
-                }
-                OutBody::Segments { files, segs } => {
-                    let Some(front) = segs.front() else {
-                        self.body_done();
-                        continue;
-                    };
-                    if front.file < 0 {
-                        let at = self.seg_pos as usize;
-                        if at >= front.bytes.len() {
-                            segs.pop_front();
-                            self.seg_pos = 0;
-                            continue;
-                        }
-                        let more = segs.get(1).is_some_and(|s| s.file >= 0);
-                        let r = io.write(&front.bytes[at..], more)?;
-                        if let Io::Ready(n) = r {
-                            self.seg_pos += n as u64;
-                        }
-                        r
-                    } else {
-                        if self.seg_pos >= front.len {
-                            segs.pop_front();
-                            self.seg_pos = 0;
-                            continue;
-                        }
-                        let fd = files.get(front.file as usize).ok_or_else(|| {
-                            io::Error::other("segment names a file the body does not hold")
-                        })?;
-                        let mut off = front.offset + self.seg_pos;
-                        let r = io.sendfile(fd.as_fd(), &mut off, front.len - self.seg_pos)?;
-                        if let Io::Ready(n) = r {
-                            self.seg_pos += n as u64;
-                        }
-                        r
-                    }
-                }
-                OutBody::Stream(pipe) => {
-                    if self.piece_pos >= self.piece.len() {
-                        match pipe.take() {
-                            Piece::Data(d) => {
-                                self.piece = d;
-                                self.piece_pos = 0;
-                                continue;
-                            }
-                            Piece::Pending => return Ok(Progress::Starved),
-                            Piece::End => {
-                                self.body_done();
-                                continue;
-                            }
-                            Piece::Failed(e) => return Err(io::Error::other(e)),
-                        }
-                    }
-                    let r = io.write(&self.piece[self.piece_pos..], false)?;
-                    if let Io::Ready(n) = r {
-                        self.piece_pos += n;
-                    }
-                    r
-                }
-            };
-            match r {
-                Io::Ready(n) => self.sent += n as u64,
-                Io::Blocked => return Ok(Progress::Blocked),
             }
-        }
+            OutBody::Stream(pipe) => {
+                if self.piece_pos >= self.piece.len() {
+                    return Ok(match pipe.take() {
+                        Piece::Data(d) => {
+                            self.piece = d;
+                            self.piece_pos = 0;
+                            Step::Wrote(0)
+                        }
+                        Piece::Pending => Step::Starved,
+                        Piece::End => Step::Finished,
+                        Piece::Failed(e) => return Err(io::Error::other(e)),
+                    });
+                }
+                let r = io.write(&self.piece[self.piece_pos..], false)?;
+                if let Io::Ready(n) = r {
+                    self.piece_pos += n;
+                }
+                r
+            }
+        };
+        Ok(match r {
+            Io::Ready(n) => Step::Wrote(n),
+            Io::Blocked => Step::Blocked,
+        })
     }
 }

@@ -249,3 +249,38 @@ fn sighup_reaches_every_loop() {
     }
     assert_eq!(loops.len(), 2, "connections reached {loops:?}");
 }
+
+#[test]
+fn slow_downloads_of_a_pool_stream_never_hold_a_pool_thread() {
+    // Two pool threads and 40 clients that start a 64 MiB streamed
+    // download each and then read nothing: every one of them gets its
+    // head and first bytes, and the pool still answers a new request.
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /big/\n    handler: echo\n    options: { stream_bytes: 67108864 }\n  - path: /\n    handler: place\n    options: { tag: pool }\n",
+        )
+        .arg("--workers")
+        .arg("2")
+        .start();
+    let mut stalled = Vec::new();
+    for i in 0..40 {
+        let mut c = Client::connect(s.port());
+        c.send(format!("GET /big/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let mut buf = [0u8; 4096];
+        use std::io::Read;
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let n = c.stream.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\n"),
+            "download {i}: {head}"
+        );
+        stalled.push(c);
+    }
+    let r = get(s.port(), "/other", "a");
+    assert!(r.text().contains("thread=pool-"), "{}", r.text());
+    drop(stalled);
+}

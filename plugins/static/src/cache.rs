@@ -14,11 +14,11 @@
 //! count and by bytes.
 
 use crate::resolve::Miss;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the static plugin needs to know about a file or folder.
@@ -59,8 +59,25 @@ impl Meta {
 pub enum Src {
     /// An open file (the caller's own descriptor).
     Fd(File),
-    /// The whole file, in memory.
-    Mem(Arc<[u8]>),
+    /// The whole file, in memory (a folder: empty).
+    Mem(Rc<MemFile>),
+}
+
+/// A small file kept in memory, with the headers made for it the first
+/// time it was served (PERF: no ETag, date or type formatting per request).
+pub struct MemFile {
+    pub bytes: Box<[u8]>,
+    pub prepared: OnceCell<Rc<Prepared>>,
+}
+
+/// The validators and type of a file, as header values.
+pub struct Prepared {
+    /// The name the type was chosen by (a precompressed sibling is served
+    /// under the original's name).
+    pub type_name: Box<str>,
+    pub etag: Option<String>,
+    pub last_modified: String,
+    pub content_type: String,
 }
 
 /// The cache's settings (the `cache:` option).
@@ -75,7 +92,7 @@ pub struct Limits {
 
 enum Kind {
     /// A small file, in memory.
-    File(Meta, Arc<[u8]>),
+    File(Meta, Rc<MemFile>),
     Dir(Meta),
     Missing(Miss),
 }
@@ -97,10 +114,17 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
 
+fn empty() -> Rc<MemFile> {
+    Rc::new(MemFile {
+        bytes: Box::new([]),
+        prepared: OnceCell::new(),
+    })
+}
+
 fn to_result(kind: &Kind) -> Result<(Src, Meta), Miss> {
     match kind {
         Kind::Missing(m) => Err(*m),
-        Kind::Dir(md) => Ok((Src::Mem(Arc::from(&[][..])), *md)),
+        Kind::Dir(md) => Ok((Src::Mem(empty()), *md)),
         Kind::File(md, bytes) => Ok((Src::Mem(bytes.clone()), *md)),
     }
 }
@@ -131,7 +155,7 @@ pub fn open(
             ..
         }) = &old
         {
-            c.bytes -= b.len() as u64;
+            c.bytes -= b.bytes.len() as u64;
         }
         let kind = match fresh {
             Err(m) => Kind::Missing(m),
@@ -156,7 +180,7 @@ pub fn open(
                     });
                     match bytes {
                         Some(b) => {
-                            c.bytes += b.len() as u64;
+                            c.bytes += b.bytes.len() as u64;
                             Kind::File(meta, b)
                         }
                         // Too large to keep: sent from this descriptor.
@@ -190,7 +214,7 @@ fn evict(c: &mut Cache) {
                 removed += 1;
                 left -= 1;
                 if let Kind::File(_, b) = e.kind {
-                    freed += b.len() as u64;
+                    freed += b.bytes.len() as u64;
                 }
             }
         }
@@ -204,11 +228,16 @@ fn evict(c: &mut Cache) {
 }
 
 /// The whole file, if it still has the size its metadata said.
-fn read_all(f: &File, size: u64) -> Option<Arc<[u8]>> {
+fn read_all(f: &File, size: u64) -> Option<Rc<MemFile>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(size as usize);
     f.take(size + 1).read_to_end(&mut buf).ok()?;
-    (buf.len() as u64 == size).then(|| Arc::from(buf))
+    (buf.len() as u64 == size).then(|| {
+        Rc::new(MemFile {
+            bytes: buf.into_boxed_slice(),
+            prepared: OnceCell::new(),
+        })
+    })
 }
 
 /// Instance ids: never reused, so a cache entry of a dropped instance can

@@ -13,13 +13,14 @@ mod listing;
 mod range;
 mod resolve;
 
-use cache::{Meta, Src};
+use cache::{Meta, Prepared, Src};
 use cond::{Conditions, Precondition};
 use range::Ranges;
 use resolve::Miss;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::Duration;
 use tamada_sdk::prelude::*;
@@ -221,7 +222,7 @@ struct Chosen {
 fn body(src: Src, offset: u64, len: u64) -> Body {
     match src {
         Src::Fd(file) => Body::File { file, offset, len },
-        Src::Mem(b) => Body::Bytes(b[offset as usize..(offset + len) as usize].to_vec()),
+        Src::Mem(m) => Body::Bytes(m.bytes[offset as usize..(offset + len) as usize].to_vec()),
     }
 }
 
@@ -304,7 +305,7 @@ impl Static {
                 }
                 let mut h = xxhash_rust::xxh3::Xxh3::new();
                 match &c.src {
-                    Src::Mem(b) => h.update(b),
+                    Src::Mem(m) => h.update(&m.bytes),
                     Src::Fd(file) => {
                         use std::io::Read;
                         // Read with pread-like offsets: the descriptor's
@@ -403,11 +404,35 @@ impl Static {
         }
     }
 
-    fn common_headers(&self, res: &mut ResponseBuilder, c: &Chosen, etag: Option<&str>) {
-        if let Some(e) = etag {
+    /// The validators and type of a chosen file: made once for a file in
+    /// the open-file cache, else for this request.
+    fn prepared(&self, c: &Chosen) -> Rc<Prepared> {
+        let make = || {
+            Rc::new(Prepared {
+                type_name: c.type_name.as_str().into(),
+                etag: self.etag(c),
+                last_modified: httpdate::fmt_http_date(c.md.modified()),
+                content_type: self.content_type(&c.type_name),
+            })
+        };
+        match &c.src {
+            Src::Mem(m) => {
+                let p = m.prepared.get_or_init(make);
+                if *p.type_name == *c.type_name {
+                    p.clone()
+                } else {
+                    make()
+                }
+            }
+            Src::Fd(_) => make(),
+        }
+    }
+
+    fn common_headers(&self, res: &mut ResponseBuilder, c: &Chosen, p: &Prepared) {
+        if let Some(e) = &p.etag {
             res.header("etag", e);
         }
-        res.header("last-modified", httpdate::fmt_http_date(c.md.modified()));
+        res.header("last-modified", &p.last_modified);
         if let Some(cc) = &self.cfg.cache_control {
             res.header("cache-control", cc);
         }
@@ -428,13 +453,14 @@ impl Static {
             // Hashing reads the whole file: not on the event loop.
             return req.defer();
         }
-        let etag = self.etag(&c);
+        let prep = self.prepared(&c);
+        let etag = &prep.etag;
         let size = c.md.size;
-        let ctype = self.content_type(&c.type_name);
+        let ctype = &prep.content_type;
         if status != 200 {
             // An error page: no conditionals, no ranges.
-            res.status(status).header("content-type", &ctype);
-            self.common_headers(res, &c, etag.as_deref());
+            res.status(status).header("content-type", ctype);
+            self.common_headers(res, &c, &prep);
             res.body(body(c.src, 0, size));
             return Outcome::Done;
         }
@@ -455,7 +481,7 @@ impl Static {
         match cond::evaluate(&conds, etag.as_deref(), c.md.modified()) {
             Precondition::NotModified => {
                 res.status(304);
-                self.common_headers(res, &c, etag.as_deref());
+                self.common_headers(res, &c, &prep);
                 Outcome::Done
             }
             Precondition::Failed => {
@@ -469,7 +495,7 @@ impl Static {
                 if let Some(enc) = c.encoding {
                     res.header("content-encoding", enc);
                 }
-                self.common_headers(res, &c, etag.as_deref());
+                self.common_headers(res, &c, &prep);
                 if range_ok && let Some(r) = range_hdr {
                     match range::parse(r, size, self.cfg.max_ranges) {
                         Ranges::Ignore => {}
@@ -483,7 +509,7 @@ impl Static {
                         Ranges::Parts(parts) if parts.len() == 1 => {
                             let (a, b) = parts[0];
                             res.status(206)
-                                .header("content-type", &ctype)
+                                .header("content-type", ctype)
                                 .header("content-range", format!("bytes {a}-{b}/{size}"))
                                 .body(body(c.src, a, b - a + 1));
                             return Outcome::Done;
@@ -499,7 +525,7 @@ impl Static {
                             let mut seg = Segments::new();
                             let (id, mem) = match c.src {
                                 Src::Fd(f) => (Some(seg.file(f)), None),
-                                Src::Mem(b) => (None, Some(b)),
+                                Src::Mem(m) => (None, Some(m)),
                             };
                             for (a, b) in parts {
                                 seg.bytes(format!(
@@ -510,7 +536,7 @@ impl Static {
                                         seg.range(id, a, b - a + 1);
                                     }
                                     (None, Some(m)) => {
-                                        seg.bytes(&m[a as usize..=b as usize]);
+                                        seg.bytes(&m.bytes[a as usize..=b as usize]);
                                     }
                                     (None, None) => {}
                                 }
@@ -527,7 +553,7 @@ impl Static {
                     }
                 }
                 res.status(200)
-                    .header("content-type", &ctype)
+                    .header("content-type", ctype)
                     .body(body(c.src, 0, size));
                 Outcome::Done
             }

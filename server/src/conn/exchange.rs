@@ -19,7 +19,6 @@ use crate::logphase;
 use crate::route::{self, BodyIn, Exchange, Place, Step};
 use crate::writer::Mark;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// What the pool sends back.
 pub struct Handled {
@@ -47,7 +46,7 @@ impl<T: Transport> Conn<T> {
             .trim_end_matches('\r')
             .to_owned();
         self.buf.consume(self.buf.data().len());
-        let started = self.head_started.take().unwrap_or_else(Instant::now);
+        let started = self.head_started.take().unwrap_or_else(crate::io::now);
         self.close_after = true;
         self.linger = true;
         let resp = framing::simple(e.status, 1, false, true);
@@ -90,7 +89,7 @@ impl<T: Transport> Conn<T> {
     /// Starts answering a parsed head: inline when its handlers allow,
     /// else on the pool.
     pub(super) fn start(&mut self, head: RequestHead, cx: &mut Cx<'_>) {
-        let started = self.head_started.take().unwrap_or_else(Instant::now);
+        let started = self.head_started.take().unwrap_or_else(crate::io::now);
         self.buf.consume(head.head_len);
         let minor = head.version_minor;
         let head_only = head.is_head();

@@ -112,7 +112,8 @@ enum Phase {
     /// unread input is read and dropped until it closes or the time is
     /// up, so that closing with unread data does not reset the connection
     /// before the client has read the response (an early 413, say).
-    Linger { until: Instant, dropped: u64 },
+    /// (Boxed: idle connections keep the enum small.)
+    Linger(Box<(Instant, u64)>),
 }
 
 /// A request whose handler runs on the pool.
@@ -165,7 +166,7 @@ pub struct Conn<T> {
 
 impl<T: Transport> Conn<T> {
     pub fn new(io: T, id: u64, bind: SocketAddr, local: SocketAddr, peer: SocketAddr) -> Self {
-        let now = Instant::now();
+        let now = crate::io::now();
         Conn {
             io,
             id,
@@ -212,7 +213,7 @@ impl<T: Transport> Conn<T> {
     }
 
     fn step(&mut self, cx: &mut Cx<'_>) -> Next {
-        if let Phase::Linger { .. } = self.phase {
+        if let Phase::Linger(_) = self.phase {
             return self.linger_read();
         }
         let mut answered = 0u32;
@@ -268,7 +269,7 @@ impl<T: Transport> Conn<T> {
                         if n < READ_CHUNK {
                             self.readable = false;
                         }
-                        let now = Instant::now();
+                        let now = crate::io::now();
                         match self.head_started {
                             None => self.head_started = Some(now),
                             // A head that keeps trickling in is still bound
@@ -303,7 +304,7 @@ impl<T: Transport> Conn<T> {
         let before = self.out.sent;
         let p = self.out.write(&mut self.io);
         if self.out.sent > before {
-            self.last_write = Instant::now();
+            self.last_write = crate::io::now();
         }
         match p {
             Progress::Done | Progress::Starved => {}
@@ -325,7 +326,7 @@ impl<T: Transport> Conn<T> {
             log_mark(m, self.out.sent, true, None);
         }
         if self.out.is_idle() {
-            self.idle_since = Instant::now();
+            self.idle_since = crate::io::now();
         }
     }
 
@@ -336,18 +337,16 @@ impl<T: Transport> Conn<T> {
         }
         self.io.shutdown_write();
         self.buf = Buf::default();
-        self.phase = Phase::Linger {
-            until: Instant::now() + LINGER_TIME,
-            dropped: 0,
-        };
+        self.phase = Phase::Linger(Box::new((Instant::now() + LINGER_TIME, 0)));
         let _ = cx;
         self.linger_read()
     }
 
     fn linger_read(&mut self) -> Next {
-        let Phase::Linger { until, dropped } = &mut self.phase else {
+        let Phase::Linger(l) = &mut self.phase else {
             return Next::Close;
         };
+        let (until, dropped) = &mut **l;
         let mut scratch = [0u8; 16 * 1024];
         loop {
             if Instant::now() >= *until || *dropped > LINGER_BYTES {
@@ -382,8 +381,8 @@ impl<T: Transport> Conn<T> {
 
     fn compute_deadline(&self, cx: &Cx<'_>) -> Option<Instant> {
         let s = cx.settings();
-        if let Phase::Linger { until, .. } = self.phase {
-            return Some(until);
+        if let Phase::Linger(l) = &self.phase {
+            return Some(l.0);
         }
         if !self.out.is_idle() && !self.writable {
             return Some(self.last_write + s.send_timeout.0);
@@ -402,7 +401,7 @@ impl<T: Transport> Conn<T> {
     /// The deadline passed.
     pub fn timed_out(&mut self, cx: &mut Cx<'_>) -> Next {
         let why = match self.phase {
-            Phase::Linger { .. } => return Next::Close,
+            Phase::Linger(_) => return Next::Close,
             _ if !self.out.is_idle() => "send timeout",
             _ if !self.buf.is_empty() => "header timeout",
             _ => "idle",

@@ -7,7 +7,7 @@ pub mod path;
 pub mod request;
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// The server's `Server:` header.
 pub const SERVER: &str = concat!("tamada/", env!("CARGO_PKG_VERSION"));
@@ -108,7 +108,7 @@ thread_local! {
 
 /// The current `Date:` value, formatted once per second per thread.
 pub fn date_now(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
+    let now = crate::io::wall();
     let secs = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

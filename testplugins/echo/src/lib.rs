@@ -4,6 +4,7 @@
 //! Options: `tag` (put in the reply), `decline` (pass every request on),
 //! `panic_on` (a path that panics), `sleep_ms` (delay before answering),
 //! `stream` (answer with a streamed body of that many lines),
+//! `stream_bytes` (a streamed body of that many bytes),
 //! `redirect` (answer with an internal redirect to this path),
 //! `fail_on` (a path answered with Outcome::Error), `status`.
 
@@ -23,6 +24,8 @@ struct Echo {
     #[serde(default)]
     sleep_ms: u64,
     stream: Option<usize>,
+    /// Stream this many bytes of `x`, in reads as large as asked.
+    stream_bytes: Option<u64>,
     redirect: Option<String>,
     status: Option<u16>,
 }
@@ -45,6 +48,19 @@ impl BodyStream for Lines {
     }
 }
 
+struct Bytes {
+    left: u64,
+}
+
+impl BodyStream for Bytes {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        buf[..n].fill(b'x');
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 impl Handler for Echo {
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         if self.decline {
@@ -64,6 +80,12 @@ impl Handler for Echo {
         }
         if self.sleep_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
+        }
+        if let Some(n) = self.stream_bytes {
+            res.status(200)
+                .header("content-type", "application/octet-stream")
+                .body(Body::Stream(Box::new(Bytes { left: n })));
+            return Outcome::Done;
         }
         if let Some(n) = self.stream {
             res.status(200)
