@@ -313,20 +313,25 @@ impl<T: Transport> Conn<T> {
     ) {
         let resp = match done {
             Done::Respond(mut o) => {
-                let (notify, pool) = (cx.notify(self.id), cx.pool.clone());
-                let vhost = x.vhost.clone();
-                let peer = x.peer;
-                framing::start_stream(
-                    &mut o,
-                    minor,
-                    head_only,
-                    |p| {
-                        let s = crate::stream::StreamPipe::new(notify, pool.clone(), vhost, peer);
-                        s.start(p);
-                        s
-                    },
-                    |s| close_on_pool(s, &pool, &x),
-                );
+                if let OwnedBody::Raw(_) = &o.body {
+                    // PERF: only a stream needs these; the pool's count is
+                    // shared by every loop, so it is not bumped per request.
+                    let (notify, pool) = (cx.notify(self.id), cx.pool.clone());
+                    let vhost = x.vhost.clone();
+                    let peer = x.peer;
+                    framing::start_stream(
+                        &mut o,
+                        minor,
+                        head_only,
+                        |p| {
+                            let s =
+                                crate::stream::StreamPipe::new(notify, pool.clone(), vhost, peer);
+                            s.start(p);
+                            s
+                        },
+                        |s| close_on_pool(s, &pool, &x),
+                    );
+                }
                 let _ctx = host::enter(&x.vhost, x.peer);
                 match framing::respond(o, minor, head_only, keep) {
                     Ok(r) => r,
