@@ -39,6 +39,16 @@ RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p tamada-sdk --no-deps --all-featu
 # The plugin template is a project of its own (not a workspace member):
 # build it into the test plugins' target folder, as its test does.
 cargo build --quiet --manifest-path examples/hello-plugin/Cargo.toml --target-dir target/testplugins
+# The SDK stands on its own: it packages, and the template builds and
+# passes its tests against a copy of it outside this repository.
+cargo package --quiet -p tamada-sdk --allow-dirty --target-dir target/package-check
+outside=$(mktemp -d)
+cp -r sdk "$outside/tamada-sdk"
+cp -r examples/hello-plugin "$outside/hello-plugin"
+rm -rf "$outside/hello-plugin/target"
+sed -i 's#path = "../../sdk"#path = "../tamada-sdk"#' "$outside/hello-plugin/Cargo.toml"
+cargo test --quiet --manifest-path "$outside/hello-plugin/Cargo.toml" --target-dir target/testplugins >/dev/null
+rm -rf "$outside"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-features 2>&1 | tee "$log"

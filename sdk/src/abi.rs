@@ -414,6 +414,9 @@ pub struct ExtDeclV1 {
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct ExtV1 {
+    /// The plugin was built with `panic = "unwind"` (the default): its
+    /// panics can be caught. The server refuses a plugin that aborts.
+    pub unwinds: bool,
     /// Read once per instance, right after `create`.
     pub traits: extern "C" fn(inst: Instance) -> TraitsV1,
     /// Content phase; when the table is present the host calls this
@@ -438,9 +441,6 @@ pub enum PlacementV1 {
 pub struct TraitsV1 {
     /// Where it runs.
     pub placement: PlacementV1,
-    /// Whether the plugin was built with `panic = "unwind"` (so its
-    /// panics can be caught).
-    pub panic_unwind: bool,
 }
 
 /// What the host tells a 1.1 content phase about the call.

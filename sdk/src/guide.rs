@@ -550,6 +550,10 @@ pub mod errors {
     //!   connection with it. **Building a plugin with `panic = "abort"` is
     //!   forbidden**, in every profile (`[profile.release]` included), and
     //!   so is calling [`std::process::abort`] or [`std::process::exit`].
+    //!   Since SDK 1.1 it is also enforced: [`export_plugin!`](crate::export_plugin)
+    //!   fails to compile under `panic = "abort"`, and the server refuses,
+    //!   in one line, a plugin whose extension table says it aborts (a
+    //!   plugin built for SDK 1.0 has no such table and cannot be checked).
     //! - State that a panic interrupted may be inconsistent: a `Mutex`
     //!   whose holder panicked is poisoned for later requests. Recover
     //!   (`lock().unwrap_or_else(|e| e.into_inner())`) only where that is

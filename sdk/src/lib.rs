@@ -21,7 +21,7 @@
 //! | [`guide::logging`] | the `log` crate inside a plugin, and where records end up |
 //! | [`guide::threads`] | one instance per route, shared by every thread: `Send + Sync` |
 //! | [`guide::placement`] | SDK 1.1: running inline on the event loop, what inline code may do, `defer` |
-//! | [`guide::testing`] | unit tests without a server (feature `testing`) |
+//! | [`guide::testing`] | unit tests without a server: [`testing`] (enable the `testing` feature in `[dev-dependencies]`) |
 //! | [`guide::compatibility`] | which server loads which plugin, the semver policy, installing safely |
 //!
 //! A complete plugin to copy, with its tests and a README of the steps
@@ -184,7 +184,9 @@ pub mod guide;
 pub mod plugin;
 pub mod request;
 pub mod response;
-#[cfg(feature = "testing")]
+// Documented whatever the features (`cargo doc` and docs.rs show it);
+// usable with the `testing` feature.
+#[cfg(any(feature = "testing", doc))]
 pub mod testing;
 pub mod units;
 

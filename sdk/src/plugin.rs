@@ -313,14 +313,19 @@ pub fn level_from_u8(l: u8) -> log::Level {
     }
 }
 
-/// The text of a caught panic.
+/// The text of a caught panic, with where it happened when the panic hook
+/// of the macro's `init` saw it (`index out of bounds ... at src/lib.rs:12`).
 pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
+    let msg = if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = p.downcast_ref::<String>() {
         s.clone()
     } else {
         "(non-string panic payload)".to_owned()
+    };
+    match PANIC_AT.with(|a| a.borrow_mut().take()) {
+        Some(at) if !at.is_empty() => format!("{msg} (at {at})"),
+        _ => msg,
     }
 }
 
@@ -339,9 +344,15 @@ impl log::Log for Forwarder {
     fn log(&self, record: &log::Record) {
         if let Some(host) = HOST.get() {
             let msg = record.args().to_string();
+            // The default target is the module path (the crate's name):
+            // the plugin's declared name is what the admin knows it by.
+            let target = match NAME.get() {
+                Some(name) if Some(record.target()) == record.module_path() => name,
+                _ => record.target(),
+            };
             (host.log)(
                 record.level() as u8,
-                RStr::from_str(record.target()),
+                RStr::from_str(target),
                 RStr::from_str(&msg),
             );
         }
@@ -350,6 +361,15 @@ impl log::Log for Forwarder {
 }
 
 static FORWARDER: Forwarder = Forwarder;
+
+/// The plugin's declared name (set by the macro's `init`): its records are
+/// tagged with it, in the server's log as in the vhosts' error logs.
+static NAME: OnceLock<&'static str> = OnceLock::new();
+
+std::thread_local! {
+    /// Where the last panic on this thread happened (`file:line`).
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
 
 /// Sends a record to a vhost's error log (its loggers' `record` phase)
 /// from any thread, also outside a request: for example a CGI script's
@@ -428,6 +448,17 @@ pub mod __private {
         version: &'static str,
         create: extern "C" fn(RStr<'_>, &CreateCtxV1<'_>) -> RResult<Instance, RString>,
     ) -> PluginV1 {
+        table_with_init(name, version, create, init)
+    }
+
+    /// Builds the table with the macro's own `init` shim (which knows the
+    /// plugin's name).
+    pub const fn table_with_init(
+        name: &'static str,
+        version: &'static str,
+        create: extern "C" fn(RStr<'_>, &CreateCtxV1<'_>) -> RResult<Instance, RString>,
+        init: extern "C" fn(&'static HostV1),
+    ) -> PluginV1 {
         PluginV1 {
             name: RStr::from_str(name),
             version: RStr::from_str(version),
@@ -436,6 +467,24 @@ pub mod __private {
             handle,
             destroy,
         }
+    }
+
+    /// The macro's `init`: the host table, the forwarding logger, the
+    /// plugin's name for its records, and the panic hook that keeps where
+    /// a panic happened.
+    pub fn init_named(host: &'static HostV1, name: &'static str) {
+        let _ = NAME.set(name);
+        init(host);
+        // This cdylib has a std (and a panic hook) of its own: the hook
+        // keeps the location for the shims' error text instead of
+        // printing to the server's stderr.
+        std::panic::set_hook(Box::new(|info| {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            PANIC_AT.with(|p| *p.borrow_mut() = Some(at));
+        }));
     }
 
     /// The optional lifecycle table (every SDK plugin has it).
@@ -457,6 +506,9 @@ pub mod __private {
 
     /// The SDK 1.1 extension table (every SDK plugin has it).
     pub static EXT: ExtV1 = ExtV1 {
+        // Evaluated where the SDK is compiled: as part of the plugin, with
+        // its profile's panic strategy.
+        unwinds: cfg!(panic = "unwind"),
         traits,
         handle: handle_ext,
     };
@@ -475,10 +527,7 @@ pub mod __private {
             // A panic here picks the safe default.
             Ok(Placement::Pool) | Err(_) => PlacementV1::Pool,
         };
-        TraitsV1 {
-            placement,
-            panic_unwind: cfg!(panic = "unwind"),
-        }
+        TraitsV1 { placement }
     }
 
     extern "C" fn handle_ext(i: Instance, req: &RequestV1<'_>, ex: &ExchangeV1) -> HandleExtV1 {
@@ -537,6 +586,15 @@ pub mod __private {
                 "panicked while reading options: {}",
                 panic_message(&p)
             ))),
+        }
+    }
+
+    /// Installs the host table and the forwarding logger (at load; the
+    /// testing helpers install a test host).
+    pub fn install_host(host: &'static HostV1) {
+        let _ = HOST.set(host);
+        if log::set_logger(&FORWARDER).is_ok() {
+            log::set_max_level(log::LevelFilter::Trace);
         }
     }
 
@@ -627,6 +685,13 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_plugin {
     (name: $name:expr, new: $new:expr $(,)?) => {
+        // A panic that cannot unwind cannot be caught: it would end the
+        // whole server with no log line (see the guide's `errors`).
+        #[cfg(panic = "abort")]
+        ::core::compile_error!(
+            "tamada plugins must be built with `panic = \"unwind\"` (the default): remove `panic = \"abort\"` from the Cargo profile; an aborting plugin's first panic would end the whole server"
+        );
+
         #[doc(hidden)]
         pub mod __tamada_export {
             use super::*;
@@ -643,8 +708,12 @@ macro_rules! export_plugin {
                 p::create(options, ctx, construct)
             }
 
+            extern "C" fn init(host: &'static $crate::abi::HostV1) {
+                p::init_named(host, $name)
+            }
+
             static TABLE: $crate::abi::PluginV1 =
-                p::table($name, ::core::env!("CARGO_PKG_VERSION"), create);
+                p::table_with_init($name, ::core::env!("CARGO_PKG_VERSION"), create, init);
 
             /// The frozen bootstrap symbol.
             #[unsafe(no_mangle)]

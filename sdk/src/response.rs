@@ -118,6 +118,26 @@ impl Segments {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every byte of the body, in order (for tests).
+    #[cfg(any(feature = "testing", doc))]
+    pub(crate) fn read_all(mut self) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut out = Vec::new();
+        for p in self.parts {
+            match p {
+                Segment::Bytes(b) => out.extend_from_slice(&b),
+                Segment::File { file, offset, len } => {
+                    let f = self.files.get_mut(file.0).ok_or_else(|| {
+                        io::Error::other("a segment names a file the body does not hold")
+                    })?;
+                    f.seek(SeekFrom::Start(offset))?;
+                    f.take(len).read_to_end(&mut out)?;
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The body forms.

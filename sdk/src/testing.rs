@@ -106,11 +106,18 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
-    /// The body read whole (file and stream bodies are read; a file body
-    /// honours its offset and length).
+    /// The body read whole (file, segments and stream bodies are read; a
+    /// file body honours its offset and length).
     pub fn body_bytes(mut self) -> Vec<u8> {
+        self.read_body()
+    }
+
+    /// The body read whole, leaving the response in place (its headers
+    /// can still be looked at, and a second call gives the same bytes: a
+    /// file, segments or stream body is replaced by the bytes it gave).
+    pub fn read_body(&mut self) -> Vec<u8> {
         use std::io::{Seek, SeekFrom};
-        match self.response.take_body() {
+        let bytes = match self.response.take_body() {
             Body::Empty => Vec::new(),
             Body::Bytes(b) => b,
             Body::File {
@@ -123,7 +130,7 @@ impl TestResponse {
                 file.take(len).read_to_end(&mut out).expect("read");
                 out
             }
-            Body::Segments(_) => panic!("segments body: inspect response.get_body()"),
+            Body::Segments(s) => s.read_all().expect("read a segments body"),
             Body::Stream(mut s) => {
                 let mut out = Vec::new();
                 let mut buf = [0u8; 8192];
@@ -137,8 +144,100 @@ impl TestResponse {
                 s.close(false);
                 out
             }
-        }
+        };
+        self.response.body(bytes.clone());
+        bytes
     }
+}
+
+/// A log record a plugin made while [`capture`] ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// Severity.
+    pub level: log::Level,
+    /// `log::` records: the target (the plugin's module path, or the
+    /// `target:` given); [`record_for`](crate::record_for): its `source`.
+    pub source: String,
+    /// The text.
+    pub message: String,
+    /// The vhost named by [`record_for`](crate::record_for), if any.
+    pub vhost: Option<String>,
+    /// The client named by [`record_for`](crate::record_for), if any.
+    pub peer: Option<SocketAddr>,
+}
+
+std::thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Vec<Captured>>> = const { std::cell::RefCell::new(None) };
+}
+
+extern "C" fn test_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
+    push(Captured {
+        level: crate::plugin::level_from_u8(level),
+        source: target.as_str().to_owned(),
+        message: message.as_str().to_owned(),
+        vhost: None,
+        peer: None,
+    });
+}
+
+extern "C" fn test_record(
+    vhost: RStr<'_>,
+    peer: ROption<crate::abi::AddrV1>,
+    level: u8,
+    source: RStr<'_>,
+    message: RStr<'_>,
+) {
+    push(Captured {
+        level: crate::plugin::level_from_u8(level),
+        source: source.as_str().to_owned(),
+        message: message.as_str().to_owned(),
+        vhost: Some(vhost.as_str().to_owned()),
+        peer: peer.as_ref().map(crate::request::addr).into_option(),
+    });
+}
+
+fn push(c: Captured) {
+    CAPTURED.with(|v| {
+        if let Some(v) = v.borrow_mut().as_mut() {
+            v.push(c);
+        }
+    });
+}
+
+static TEST_HOST: crate::abi::HostV1 = crate::abi::HostV1 {
+    log: test_log,
+    record: test_record,
+};
+
+/// Runs `f` with a test host installed, as the server would be, and
+/// returns what it returned with every record made on this thread while
+/// it ran: `log::error!` and friends, and [`record_for`](crate::record_for)
+/// (which does nothing in tests otherwise). Records made on other threads
+/// are not captured.
+///
+/// ```
+/// use tamada_sdk::prelude::*;
+/// use tamada_sdk::testing::{TestRequest, capture};
+///
+/// struct Loud;
+/// impl Handler for Loud {
+///     fn handle(&self, req: &Request, _res: &mut ResponseBuilder) -> Outcome {
+///         log::warn!("no page for {}", req.path());
+///         Outcome::Decline
+///     }
+/// }
+///
+/// let (out, records) = capture(|| TestRequest::get("/x").run(&Loud));
+/// assert_eq!(out.outcome, Outcome::Decline);
+/// assert_eq!(records[0].level, log::Level::Warn);
+/// assert_eq!(records[0].message, "no page for /x");
+/// ```
+pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<Captured>) {
+    crate::plugin::__private::install_host(&TEST_HOST);
+    let outer = CAPTURED.with(|v| v.borrow_mut().replace(Vec::new()));
+    let r = f();
+    let got = CAPTURED.with(|v| std::mem::replace(&mut *v.borrow_mut(), outer));
+    (r, got.unwrap_or_default())
 }
 
 impl TestRequest {
@@ -186,6 +285,36 @@ impl TestRequest {
     /// Sets the route prefix.
     pub fn route(mut self, route: impl Into<String>) -> Self {
         self.route = route.into();
+        self
+    }
+    /// Sets the client's address.
+    pub fn peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = peer;
+        self
+    }
+    /// Sets the server's address on the connection.
+    pub fn local(mut self, local: SocketAddr) -> Self {
+        self.local = local;
+        self
+    }
+    /// Sends the body as if chunked ([`Request::content_length`] is `None`).
+    pub fn chunked(mut self, chunked: bool) -> Self {
+        self.chunked = chunked;
+        self
+    }
+    /// Sets the query string (without `?`), or none.
+    pub fn query(mut self, query: Option<&str>) -> Self {
+        self.query = query.map(str::to_owned);
+        self
+    }
+    /// Sets the vhost's name (also the `Host` the request asks for).
+    pub fn vhost(mut self, name: impl Into<String>) -> Self {
+        self.vhost = name.into();
+        self
+    }
+    /// Sets the vhost's cgi-bin folder.
+    pub fn cgi_bin(mut self, dir: impl Into<String>) -> Self {
+        self.cgi_bin = dir.into();
         self
     }
 
@@ -348,19 +477,44 @@ impl TestRequest {
     /// ```
     pub fn run_inline(&self, h: &dyn Handler) -> Option<TestResponse> {
         self.with_inline(|req| {
-            let mut response = ResponseBuilder::new();
-            let outcome = h.handle(req, &mut response);
-            (!req.deferred()).then_some(TestResponse { outcome, response })
+            let r = contained(req, h);
+            (!req.deferred()).then_some(r)
         })
     }
 
-    /// Runs a handler's content phase on this request.
+    /// Runs a handler's content phase on this request. A panic is caught
+    /// as the server catches it: the outcome is then
+    /// `Outcome::Error("panic: <message>")` (the server answers 500) and
+    /// the response is empty.
+    ///
+    /// ```
+    /// use tamada_sdk::prelude::*;
+    /// use tamada_sdk::testing::TestRequest;
+    ///
+    /// struct Buggy;
+    /// impl Handler for Buggy {
+    ///     fn handle(&self, _: &Request, _: &mut ResponseBuilder) -> Outcome {
+    ///         panic!("index out of range")
+    ///     }
+    /// }
+    /// let out = TestRequest::get("/").run(&Buggy);
+    /// assert_eq!(out.outcome, Outcome::Error("panic: index out of range".into()));
+    /// ```
     pub fn run(&self, h: &dyn Handler) -> TestResponse {
-        self.with(|req| {
-            let mut response = ResponseBuilder::new();
-            let outcome = h.handle(req, &mut response);
-            TestResponse { outcome, response }
-        })
+        self.with(|req| contained(req, h))
+    }
+}
+
+/// Calls `handle` with panics caught, as the SDK's shim does.
+fn contained(req: &Request, h: &dyn Handler) -> TestResponse {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let mut response = ResponseBuilder::new();
+    match catch_unwind(AssertUnwindSafe(|| h.handle(req, &mut response))) {
+        Ok(outcome) => TestResponse { outcome, response },
+        Err(p) => TestResponse {
+            outcome: Outcome::Error(format!("panic: {}", crate::plugin::panic_message(&p))),
+            response: ResponseBuilder::new(),
+        },
     }
 }
 

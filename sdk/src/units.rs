@@ -23,18 +23,53 @@ pub struct Size(
     pub u64,
 );
 
+const SIZE_HINT: &str = "use 4096, 512KiB, 10MB, 1GiB";
+const DURATION_HINT: &str = "use 5, 5s, 500ms, 2m";
+
+struct SizeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SizeVisitor {
+    type Value = Size;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a size ({SIZE_HINT})")
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Size, E> {
+        Ok(Size(n))
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Size, E> {
+        u64::try_from(n)
+            .map(Size)
+            .map_err(|_| E::custom(format!("`{n}` is not a size: {SIZE_HINT}")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Size, E> {
+        Err(E::custom(format!("`{f}` is not a size: {SIZE_HINT}")))
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
+        parse_size(s).map(Size).map_err(E::custom)
+    }
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Size, E> {
+        Err(E::custom(format!("`{b}` is not a size: {SIZE_HINT}")))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Size, A::Error> {
+        Err(serde::de::Error::custom(format!(
+            "a list is not a size: {SIZE_HINT}"
+        )))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Size, A::Error> {
+        Err(serde::de::Error::custom(format!(
+            "a map is not a size: {SIZE_HINT}"
+        )))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Size, E> {
+        Err(E::custom(format!(
+            "an empty value is not a size: {SIZE_HINT}"
+        )))
+    }
+}
+
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Size(n)),
-            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(SizeVisitor)
     }
 }
 
@@ -45,7 +80,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 4096, 512KiB, 10MB, 1GiB)"))?;
+        .map_err(|_| format!("`{s}` is not a size: {SIZE_HINT}"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -68,7 +103,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a duration: `5` (seconds), `5s`, `500ms`, `2m`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration (examples: 5, 5s, 500ms, 2m)");
+    let bad = || format!("`{s}` is not a duration: {DURATION_HINT}");
     let t = s.trim();
     let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1u64)
@@ -92,24 +127,58 @@ pub struct Secs(
     pub Duration,
 );
 
+struct SecsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SecsVisitor {
+    type Value = Secs;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a duration ({DURATION_HINT})")
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Secs, E> {
+        Ok(Secs(Duration::from_secs(n)))
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Secs, E> {
+        u64::try_from(n)
+            .map(|n| Secs(Duration::from_secs(n)))
+            .map_err(|_| E::custom(format!("`{n}` is not a duration: {DURATION_HINT}")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Secs, E> {
+        if f.is_finite() && f >= 0.0 {
+            Ok(Secs(Duration::from_secs_f64(f)))
+        } else {
+            Err(E::custom(format!(
+                "`{f}` is not a duration: {DURATION_HINT}"
+            )))
+        }
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Secs, E> {
+        parse_duration(s).map(Secs).map_err(E::custom)
+    }
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Secs, E> {
+        Err(E::custom(format!(
+            "`{b}` is not a duration: {DURATION_HINT}"
+        )))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Secs, A::Error> {
+        Err(serde::de::Error::custom(format!(
+            "a list is not a duration: {DURATION_HINT}"
+        )))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Secs, A::Error> {
+        Err(serde::de::Error::custom(format!(
+            "a map is not a duration: {DURATION_HINT}"
+        )))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Secs, E> {
+        Err(E::custom(format!(
+            "an empty value is not a duration: {DURATION_HINT}"
+        )))
+    }
+}
+
 impl<'de> Deserialize<'de> for Secs {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            F(f64),
-            S(String),
-        }
-        let bad = |s: &str| format!("`{s}` is not a duration (examples: 5, 5s, 500ms, 2m)");
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Secs(Duration::from_secs(n))),
-            Raw::F(f) if f.is_finite() && f >= 0.0 => Ok(Secs(Duration::from_secs_f64(f))),
-            Raw::F(f) => Err(serde::de::Error::custom(bad(&f.to_string()))),
-            Raw::S(s) => parse_duration(&s)
-                .map(Secs)
-                .map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(SecsVisitor)
     }
 }
 
@@ -127,5 +196,33 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("soon").is_err());
+    }
+
+    /// Regression: `-5` and `[2]` were "data did not match any variant of
+    /// untagged enum Raw".
+    #[test]
+    fn wrong_values_say_what_was_expected() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct O {
+            size: Option<Size>,
+            delay: Option<Secs>,
+        }
+        let err = |y: &str| serde_yaml::from_str::<O>(y).unwrap_err().to_string();
+        let e = err("size: -5");
+        assert!(
+            e.starts_with("size: `-5` is not a size: use 4096, 512KiB, 10MB, 1GiB"),
+            "{e}"
+        );
+        let e = err("delay: [2]");
+        assert!(
+            e.starts_with("delay: a list is not a duration: use 5, 5s, 500ms, 2m"),
+            "{e}"
+        );
+        let e = err("delay: soon");
+        assert!(e.contains("`soon` is not a duration"), "{e}");
+        let e = err("size: 12 parsecs");
+        assert!(e.contains("unknown size unit `parsecs`"), "{e}");
+        assert!(!err("size: true").contains("variant"));
     }
 }

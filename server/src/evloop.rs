@@ -277,6 +277,9 @@ impl EventLoop {
                             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                                 c.readable = true;
                             }
+                            if ev.is_read_closed() || ev.is_error() {
+                                c.peer_closed = true;
+                            }
                             if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                                 c.writable = true;
                             }

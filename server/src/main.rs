@@ -348,6 +348,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     for t in threads {
         clean &= t.join().unwrap_or(false);
     }
+    // The last log phases and stream closes run on the pool: let them end
+    // before the plugins are flushed and shut down.
+    let t = shared.runtime.load().settings.shutdown_timeout.0;
+    clean &= pool.quiesce(std::time::Instant::now() + t.min(std::time::Duration::from_secs(5)));
     if clean {
         log::info!("all requests finished; stopping");
     }

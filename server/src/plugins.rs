@@ -283,6 +283,11 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
                     summarise(&e)
                 ));
             }
+            if !d.table.unwinds {
+                return Err(
+                    "built with `panic = \"abort\"`: its first panic would end the server; rebuild it with `panic = \"unwind\"` (the default)".into(),
+                );
+            }
             Some(d.table)
         }
         Err(_) => None,

@@ -8,6 +8,7 @@
 //! inline path.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub type Job = Box<dyn FnOnce() + Send>;
@@ -16,6 +17,8 @@ pub type Job = Box<dyn FnOnce() + Send>;
 pub struct Pool {
     queue: Mutex<VecDeque<Job>>,
     ready: Condvar,
+    /// Jobs queued or running.
+    active: AtomicUsize,
 }
 
 impl Pool {
@@ -41,13 +44,22 @@ impl Pool {
     }
 
     pub fn submit(&self, job: Job) {
+        self.active.fetch_add(1, Ordering::AcqRel);
         self.lock().push_back(job);
         self.ready.notify_one();
     }
 
-    /// Jobs waiting for a thread.
-    pub fn waiting(&self) -> usize {
-        self.lock().len()
+    /// At shutdown: waits (until `deadline`) for the queued and running
+    /// jobs (the last log phases, streams being closed) before the
+    /// plugins are flushed and shut down. False if time ran out.
+    pub fn quiesce(&self, deadline: std::time::Instant) -> bool {
+        while self.active.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
     }
 
     fn work(&self) {
@@ -71,6 +83,7 @@ impl Pool {
                     .unwrap_or_default();
                 log::error!("a pool job panicked: {msg}");
             }
+            self.active.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

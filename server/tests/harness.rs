@@ -58,6 +58,15 @@ pub fn test_plugin_dir() -> PathBuf {
             .status()
             .expect("run cargo build for the frozen fixture");
         assert!(st.success(), "building the frozen SDK 1.0 fixture failed");
+        // A plugin built with panic = "abort" (a workspace of its own: the
+        // profile is the point), exporting its tables by hand.
+        let st = Command::new(cargo())
+            .current_dir(root.join("testplugins").join("abort"))
+            .args(["build", "--quiet", "-p", "test-abort-raw", "--target-dir"])
+            .arg(&target)
+            .status()
+            .expect("run cargo build for the panic=abort fixture");
+        assert!(st.success(), "building the panic=abort fixture failed");
         target.join("debug")
     })
     .clone()
@@ -98,6 +107,7 @@ pub fn plugin_dir(which: Plugins, into: &Path) -> PathBuf {
             "libtest_wrongmajor.so",
             "libtest_badlayout.so",
             "libtest_zdup.so",
+            "libtest_abort_raw.so",
         ]);
     }
     for n in names {

@@ -26,6 +26,12 @@ fn a_panicking_plugin_gives_500_and_the_server_keeps_serving() {
         "{}",
         s.log.text()
     );
+    // Where it panicked reaches the log too, not only stderr.
+    assert!(
+        s.log.text().contains("(at echo/src/lib.rs:") || s.log.text().contains("src/lib.rs:"),
+        "{}",
+        s.log.text()
+    );
     let r = get(s.port(), "/fail", "a");
     assert_eq!(r.status, 500);
     // The plugin's own log::error! reaches the host, tagged with the plugin.
@@ -75,6 +81,12 @@ fn plugin_load_errors_are_one_line_each_and_skipped() {
     );
     assert!(
         line("libtest_zdup.so").contains("plugin name `echo` is already taken by"),
+        "{out}"
+    );
+    // Regression: a plugin built with panic = "abort" used to load, and its
+    // first panic ended the server with no log line.
+    assert!(
+        line("libtest_abort_raw.so").contains("built with `panic = \"abort\"`"),
         "{out}"
     );
     assert!(
@@ -405,5 +417,28 @@ fn the_frozen_sdk_1_0_fixture_keeps_loading_and_serving() {
         out.lines()
             .any(|l| l.starts_with("minimal\t") && l.contains("SDK 1.7")),
         "{out}"
+    );
+}
+
+#[test]
+fn export_plugin_refuses_to_compile_under_panic_abort() {
+    // The fixture crate's profile sets panic = "abort"; building it must
+    // fail with the SDK's own message, not link a plugin that would take
+    // the server down.
+    let root = workspace_root();
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root.join("testplugins").join("abort"))
+        .args(["build", "-p", "test-abort-macro", "--target-dir"])
+        .arg(root.join("target").join("testplugins"))
+        .output()
+        .expect("run cargo build");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a panic=abort plugin compiled:\n{err}"
+    );
+    assert!(
+        err.contains("tamada plugins must be built with `panic = \"unwind\"`"),
+        "{err}"
     );
 }

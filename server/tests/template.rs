@@ -105,18 +105,20 @@ fn the_template_builds_loads_and_serves() {
     );
     assert!(!out.contains("skipped"), "{out}");
 
-    // `tamada -t` builds the routes: the constructor runs and logs.
+    // `tamada -t` builds the routes: the constructor runs and logs,
+    // tagged with the plugin's declared name (regression: the server log
+    // said `hello_plugin:`, the crate's name, where error logs said `hello:`).
     let (code, out, err) = run_tamada(&["-t", "-c", conf_s, "--plugin-dir", plugins_s]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        err.contains("hello_plugin: greeting \"Howdy\" on / of vhost hello.test"),
+        err.contains("hello: greeting \"Howdy\" on / of vhost hello.test"),
         "{err}"
     );
 
     let s = TestServer::spawn(dir, &conf, &plugins, vec![port], &[]);
     assert!(
         s.log.wait_for(
-            "hello_plugin: greeting \"HI\" on /loud/ of vhost hello.test",
+            "hello: greeting \"HI\" on /loud/ of vhost hello.test",
             Duration::from_secs(5)
         ),
         "{}",

@@ -33,32 +33,6 @@ use std::time::{Duration, Instant};
 const BUFFER: usize = 64 * 1024;
 /// Dropped-record reports are at least this far apart.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// Buffers of lines per file, one per appending thread (up to this many):
-/// PERF: the event loops append without sharing a lock or a cache line.
-/// Each thread's lines stay in order; lines of different threads are
-/// ordered within a buffer's worth, as with nginx's buffered workers.
-const SHARDS: usize = 16;
-
-/// One thread's buffer, alone in its cache line.
-#[repr(align(64))]
-struct Shard(Mutex<Vec<u8>>);
-
-impl std::ops::Deref for Shard {
-    type Target = Mutex<Vec<u8>>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-/// This thread's buffer index.
-fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    MINE.with(|m| *m)
-}
-
 /// Bytes handed to the writer thread and not yet written, for all files:
 /// past it new full buffers are dropped (and counted) instead of queued.
 pub const MAX_QUEUED: usize = 64 << 20;
@@ -67,11 +41,12 @@ pub const MAX_QUEUED: usize = 64 << 20;
 pub struct LogFile {
     /// The canonical path: reopened on `reopen` (log rotation).
     path: PathBuf,
-    /// Lines appended, one buffer per thread ([`SHARDS`]). PERF: the
-    /// write(2) happens on the writer thread under `state` only, so
-    /// appenders never wait for the file. Lock order: `state`, then a
-    /// shard.
-    pending: Box<[Shard]>,
+    /// Lines appended by the workers. PERF: the write(2) happens under
+    /// `state` only, so threads keep appending here while one writes
+    /// (writing under the appenders' lock cost about 2% of the requests
+    /// per second on the 1 KiB benchmark). Lock order: `pending`, then
+    /// `state`.
+    pending: Mutex<Vec<u8>>,
     state: Mutex<State>,
     /// Lines dropped because the writer was too far behind.
     dropped_queued: AtomicU64,
@@ -174,7 +149,7 @@ impl LogFile {
         let shared = Arc::new(LogFile {
             path: canonical.clone(),
             dropped_queued: AtomicU64::new(0),
-            pending: (0..SHARDS).map(|_| Shard(Mutex::new(Vec::new()))).collect(),
+            pending: Mutex::new(Vec::with_capacity(BUFFER)),
             state: Mutex::new(State {
                 file: Some(file),
                 buf: Vec::with_capacity(BUFFER),
@@ -192,10 +167,7 @@ impl LogFile {
     /// Appends one line (its newline included) to the buffer; a full
     /// buffer goes to the writer thread. Never waits for the file.
     pub fn write_line(self: &Arc<Self>, line: &[u8]) {
-        let mut pending = lock(&self.pending[shard()]);
-        if pending.capacity() == 0 {
-            pending.reserve(BUFFER);
-        }
+        let mut pending = lock(&self.pending);
         pending.extend_from_slice(line);
         if pending.len() < BUFFER {
             return;
@@ -216,14 +188,16 @@ impl LogFile {
         }
     }
 
-    /// Moves the lines appended on every thread to the writer's buffer
-    /// and returns the writer, locked.
-    fn hand_over(&self) -> MutexGuard<'_, State> {
+    /// Moves the appended lines to the writer's buffer and returns the
+    /// writer, locked before `pending` is released so buffers are written
+    /// in the order they were filled.
+    fn hand_over(&self, mut pending: MutexGuard<'_, Vec<u8>>) -> MutexGuard<'_, State> {
         let mut st = lock(&self.state);
-        for shard in self.pending.iter() {
-            let mut p = lock(shard);
-            st.buf.extend_from_slice(&p);
-            p.clear();
+        if st.buf.is_empty() {
+            std::mem::swap(&mut st.buf, &mut *pending);
+        } else {
+            st.buf.extend_from_slice(&pending);
+            pending.clear();
         }
         st
     }
@@ -240,7 +214,7 @@ impl LogFile {
     }
 
     fn flush_now(&self) {
-        self.hand_over().write_out(&self.path);
+        self.hand_over(lock(&self.pending)).write_out(&self.path);
     }
 
     /// Log rotation: writes what is buffered to the file open now, then
@@ -259,7 +233,7 @@ impl LogFile {
     }
 
     fn reopen_now(&self) -> Result<(), String> {
-        let mut st = self.hand_over();
+        let mut st = self.hand_over(lock(&self.pending));
         st.write_out(&self.path);
         let same = match (&st.file, std::fs::metadata(&self.path)) {
             (Some(f), Ok(on_disk)) => f
@@ -375,7 +349,7 @@ impl State {
 impl Drop for LogFile {
     fn drop(&mut self) {
         let path = self.path.clone();
-        self.hand_over().write_out(&path);
+        self.hand_over(lock(&self.pending)).write_out(&path);
     }
 }
 

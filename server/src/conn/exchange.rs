@@ -94,10 +94,13 @@ impl<T: Transport> Conn<T> {
         let minor = head.version_minor;
         let head_only = head.is_head();
         let Some(vhost) = cx.rt.vhost_for(self.bind, self.local, &head.host).cloned() else {
+            self.linger = true;
             self.queue(framing::simple(404, minor, head_only, true), None);
             return;
         };
         let keep = head.keep_alive && !cx.draining;
+        // A keep-alive client told to go may already be sending more.
+        self.linger |= head.keep_alive && !keep;
         if head.path == "*" {
             let close = !keep || head.framing != Framing::None;
             self.linger |= close;
@@ -133,7 +136,12 @@ impl<T: Transport> Conn<T> {
                 content_length,
             };
             match route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop) {
-                Step::ToPool => self.hand_to_pool(x, Some(mem), None, minor, head_only, keep, cx),
+                Step::ToPool => {
+                    // A deferring handler may have read some: the pool's
+                    // call reads the whole body again.
+                    mem.pos = 0;
+                    self.hand_to_pool(x, Some(mem), None, minor, head_only, keep, cx)
+                }
                 step => {
                     let done = match step {
                         Step::Respond(r) => Done::Respond(framing::own(r)),
@@ -373,6 +381,10 @@ impl<T: Transport> Conn<T> {
     fn queue(&mut self, r: framing::Response, x: Option<Box<Exchange>>) {
         if r.close {
             self.close_after = true;
+        }
+        if self.out.is_idle() {
+            // The send timeout counts from now, not from the last write.
+            self.last_write = crate::io::now();
         }
         self.out.push(r, x);
     }

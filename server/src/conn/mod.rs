@@ -148,6 +148,8 @@ pub struct Conn<T> {
     phase: Phase,
     pub readable: bool,
     pub writable: bool,
+    /// The peer has closed its side (reads go on to the end of stream).
+    pub peer_closed: bool,
     /// The client ended its side.
     read_eof: bool,
     /// The last queued response closes the connection.
@@ -178,6 +180,7 @@ impl<T: Transport> Conn<T> {
             phase: Phase::Head,
             readable: true,
             writable: true,
+            peer_closed: false,
             read_eof: false,
             close_after: false,
             linger: false,
@@ -218,6 +221,13 @@ impl<T: Transport> Conn<T> {
         }
         let mut answered = 0u32;
         loop {
+            // Heads wait in the buffer because the queue was full: once the
+            // flush below has made room, they are answered in this turn (no
+            // readiness edge would come back for them).
+            let held_back = matches!(self.phase, Phase::Head)
+                && !self.close_after
+                && !self.out.can_gather()
+                && !self.buf.is_empty();
             // 1. Answer the heads already buffered (pipelining).
             if matches!(self.phase, Phase::Head) && !self.close_after && self.out.can_gather() {
                 if answered >= TURN {
@@ -247,6 +257,9 @@ impl<T: Transport> Conn<T> {
             if self.out.is_idle() && self.close_after && matches!(self.phase, Phase::Head) {
                 return self.end(cx);
             }
+            if held_back && self.out.can_gather() {
+                continue;
+            }
             // 4. Read more heads.
             if matches!(self.phase, Phase::Head)
                 && !self.close_after
@@ -266,7 +279,10 @@ impl<T: Transport> Conn<T> {
                         continue;
                     }
                     Ok(Io::Ready(n)) => {
-                        if n < READ_CHUNK {
+                        // A short read drained the socket for this edge,
+                        // unless the peer has closed: then the end of the
+                        // stream is still to be read, and no edge follows.
+                        if n < READ_CHUNK && !self.peer_closed {
                             self.readable = false;
                         }
                         let now = crate::io::now();
@@ -307,13 +323,20 @@ impl<T: Transport> Conn<T> {
             self.last_write = crate::io::now();
         }
         match p {
-            Progress::Done | Progress::Starved => {}
+            Progress::Done => {}
+            // Waiting for a plugin's stream is not the client's fault: the
+            // send timeout counts from when there is something to send.
+            Progress::Starved => self.last_write = crate::io::now(),
             Progress::Yield => {
                 self.finish_logs();
                 return Some(Next::Again);
             }
             Progress::Blocked => self.writable = false,
-            Progress::Failed(e) => return Some(self.close(cx, &e)),
+            Progress::Failed(e) => {
+                // Responses wholly sent before the failure are complete.
+                self.finish_logs();
+                return Some(self.close(cx, &e));
+            }
         }
         self.finish_logs();
         None
@@ -466,7 +489,7 @@ impl<T: Transport> Conn<T> {
                     return Ok(());
                 }
                 Ok(Io::Ready(n)) => {
-                    if n < READ_CHUNK {
+                    if n < READ_CHUNK && !self.peer_closed {
                         self.readable = false;
                     }
                 }

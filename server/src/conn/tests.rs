@@ -379,3 +379,38 @@ fn connection_close_is_the_last_answer() {
     assert_eq!(h.run(&mut c), Next::Close);
     assert_eq!(bodies(&c.io.out), ["hi /a"]);
 }
+
+/// Regression (review of the loop core): a request pipelined behind a
+/// large response waited for a readiness edge that never came.
+#[test]
+fn a_request_behind_a_large_response_is_answered_in_the_same_turn() {
+    let h = Harness::new();
+    let mut c = h.conn(Script {
+        reads: VecDeque::from([
+            b"GET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        ]),
+        ..Script::default()
+    });
+    // One drive, as one readable edge: nothing else will wake it.
+    let mut cx = Cx::for_test(&h.rt, &h.pool, &h.handle);
+    assert_eq!(c.drive(&mut cx), Next::Wait);
+    let b = bodies(&c.io.out);
+    assert_eq!(b.len(), 2, "the second request was not answered");
+    assert_eq!(b[1], "hi /after");
+}
+
+/// Regression: a FIN that came with the request was lost (a short read
+/// cleared the readable edge), so the connection sat out its idle timeout.
+#[test]
+fn a_peer_that_closed_after_its_request_is_closed_after_the_answer() {
+    let h = Harness::new();
+    let mut c = h.conn(Script {
+        reads: VecDeque::from([REQ.to_vec()]),
+        eof: true,
+        ..Script::default()
+    });
+    c.peer_closed = true;
+    let mut cx = Cx::for_test(&h.rt, &h.pool, &h.handle);
+    assert_eq!(c.drive(&mut cx), Next::Close);
+    assert_eq!(bodies(&c.io.out), ["hi /one"]);
+}
