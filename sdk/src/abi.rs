@@ -417,11 +417,36 @@ pub struct ExtV1 {
     /// The plugin was built with `panic = "unwind"` (the default): its
     /// panics can be caught. The server refuses a plugin that aborts.
     pub unwinds: bool,
+    /// What it can be: [`ROLE_HANDLER`] and/or [`ROLE_LOGGER`]; 0 when
+    /// the plugin does not say (then anything goes, as for 1.0 plugins).
+    pub roles: u8,
+    /// Builds an instance, as [`PluginV1::create`], but an error says
+    /// where in the options it lies (the host then names the conf.d
+    /// file's own line). The host calls this one when the table is there.
+    pub create:
+        extern "C" fn(options: RStr<'_>, ctx: &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
     /// Read once per instance, right after `create`.
     pub traits: extern "C" fn(inst: Instance) -> TraitsV1,
     /// Content phase; when the table is present the host calls this
     /// instead of [`PluginV1::handle`].
     pub handle: extern "C" fn(inst: Instance, req: &RequestV1<'_>, ex: &ExchangeV1) -> HandleExtV1,
+}
+
+/// [`ExtV1::roles`]: it answers requests (`routes:`).
+pub const ROLE_HANDLER: u8 = 1;
+/// [`ExtV1::roles`]: it logs exchanges (`loggers:`).
+pub const ROLE_LOGGER: u8 = 2;
+
+/// Why a constructor refused its options.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct OptionErrorV1 {
+    /// Where in the options: keys and `[index]`es joined by `.`
+    /// (`cache.valid`, `hosts[2]`); empty when the error is about the
+    /// options as a whole or the constructor did not say.
+    pub path: RString,
+    /// The text (with the path in front when there is one).
+    pub message: RString,
 }
 
 /// Where an instance's `handle` and `log` run.

@@ -120,13 +120,14 @@ pub enum Placement {
     Inline,
 }
 
-/// What an instance is built for.
+/// What an instance is built for (and, in
+/// [`export_plugin!`](crate::export_plugin)'s `roles:`, what a plugin can be).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// A route's content handler.
-    Handler,
+    Handler = 0,
     /// A vhost's logger (`loggers:`).
-    Logger,
+    Logger = 1,
 }
 
 /// A route's (or logger's) `options:` and where they come from, handed to
@@ -136,6 +137,8 @@ pub struct Options<'a> {
     role: Role,
     vhost: Vhost<'a>,
     route: &'a str,
+    /// Where the last [`Options::parse`] error lies (for the host).
+    error_path: std::cell::RefCell<Option<String>>,
 }
 
 impl<'a> Options<'a> {
@@ -143,6 +146,7 @@ impl<'a> Options<'a> {
     pub fn new(yaml: &'a str, role: Role, vhost: Vhost<'a>, route: &'a str) -> Self {
         Options {
             yaml,
+            error_path: std::cell::RefCell::new(None),
             role,
             vhost,
             route,
@@ -161,16 +165,38 @@ impl<'a> Options<'a> {
         };
         let de = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
+            let mut path = e.path().to_string();
+            let inner = strip_position(&e.into_inner().to_string());
+            // An unknown key lies one level down from where serde was.
+            if let Some(key) = inner
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                path = if path == "." {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                };
+            }
+            if path == "." {
+                path.clear();
+            }
+            *self.error_path.borrow_mut() = Some(path.clone());
             // Some messages name the field already (`unknown field `x``).
             let last = path.rsplit('.').next().unwrap_or("");
-            if path == "." || inner.starts_with(&path) || inner.contains(&format!("`{last}`")) {
+            if path.is_empty() || inner.starts_with(&path) || inner.contains(&format!("`{last}`")) {
                 inner
             } else {
                 format!("{path}: {inner}")
             }
         })
+    }
+
+    /// Where the last [`parse`](Self::parse) error lies (for the SDK's
+    /// shims, which tell the host).
+    #[doc(hidden)]
+    pub fn error_path(&self) -> Option<String> {
+        self.error_path.borrow().clone()
     }
     /// A single scalar option as a string (numbers and booleans
     /// included), for quick plugins. Nothing is checked: prefer
@@ -313,6 +339,22 @@ pub fn level_from_u8(l: u8) -> log::Level {
     }
 }
 
+/// Drops serde_yaml's ` at line L column C`: positions within the options
+/// text the host handed over mean nothing to the admin (the host names
+/// the conf.d file's own line instead).
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i)
+            if msg[i + 9..]
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            msg[..i].to_owned()
+        }
+        _ => msg.to_owned(),
+    }
+}
+
 /// The text of a caught panic, with where it happened when the panic hook
 /// of the macro's `init` saw it (`index out of bounds ... at src/lib.rs:12`).
 pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {
@@ -410,8 +452,8 @@ type Constructor = fn(&Options) -> Result<Box<dyn Handler>, String>;
 pub mod __private {
     pub use super::*;
     use crate::abi::{
-        ExtDeclV1, ExtV1, LifecycleDeclV1, LifecycleV1, MAGIC, PluginDeclV1, PluginHeader,
-        SDK_MAJOR, SDK_MINOR,
+        ExtDeclV1, ExtV1, LifecycleDeclV1, LifecycleV1, MAGIC, OptionErrorV1, PluginDeclV1,
+        PluginHeader, SDK_MAJOR, SDK_MINOR,
     };
     pub use abi_stable;
     use abi_stable::StableAbi;
@@ -504,20 +546,11 @@ pub mod __private {
         }
     }
 
-    /// The SDK 1.1 extension table (every SDK plugin has it).
-    pub static EXT: ExtV1 = ExtV1 {
-        // Evaluated where the SDK is compiled: as part of the plugin, with
-        // its profile's panic strategy.
-        unwinds: cfg!(panic = "unwind"),
-        traits,
-        handle: handle_ext,
-    };
-
     /// The extension declaration.
-    pub fn ext_decl() -> ExtDeclV1 {
+    pub fn ext_decl(table: &'static ExtV1) -> ExtDeclV1 {
         ExtDeclV1 {
             layout: <ExtV1 as StableAbi>::LAYOUT,
-            table: &EXT,
+            table,
         }
     }
 
@@ -560,12 +593,25 @@ pub mod __private {
         }
     }
 
-    /// Called by the macro's `create` shim.
+    /// Called by the macro's `create` shim (the 1.0 table's).
     pub fn create(
         options: RStr<'_>,
         ctx: &CreateCtxV1<'_>,
         ctor: Constructor,
     ) -> RResult<Instance, RString> {
+        match create_ext(options, ctx, ctor) {
+            RResult::ROk(i) => RResult::ROk(i),
+            RResult::RErr(e) => RResult::RErr(e.message),
+        }
+    }
+
+    /// Called by the macro's SDK 1.1 `create` shim: the error says where
+    /// in the options it lies.
+    pub fn create_ext(
+        options: RStr<'_>,
+        ctx: &CreateCtxV1<'_>,
+        ctor: Constructor,
+    ) -> RResult<Instance, OptionErrorV1> {
         let role = match ctx.role {
             RoleV1::Handler => Role::Handler,
             RoleV1::Logger => Role::Logger,
@@ -576,16 +622,39 @@ pub mod __private {
             Vhost::from_raw(ctx.vhost),
             ctx.route.as_str(),
         );
+        let fail = |path: Option<String>, message: String| {
+            RResult::RErr(OptionErrorV1 {
+                path: RString::from(path.unwrap_or_default()),
+                message: RString::from(message),
+            })
+        };
         match catch_unwind(AssertUnwindSafe(|| ctor(&opts))) {
             Ok(Ok(h)) => {
                 let ptr = Box::into_raw(Box::new(h)) as *const c_void;
                 RResult::ROk(Instance(ptr))
             }
-            Ok(Err(e)) => RResult::RErr(RString::from(e)),
-            Err(p) => RResult::RErr(RString::from(format!(
-                "panicked while reading options: {}",
-                panic_message(&p)
-            ))),
+            Ok(Err(e)) => fail(opts.error_path(), e),
+            Err(p) => fail(
+                None,
+                format!("panicked while reading options: {}", panic_message(&p)),
+            ),
+        }
+    }
+
+    /// The SDK 1.1 extension table of a plugin whose `create_ext` shim is
+    /// `create` (the macro makes one per plugin).
+    pub const fn ext_table(
+        create: extern "C" fn(RStr<'_>, &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
+        roles: u8,
+    ) -> ExtV1 {
+        ExtV1 {
+            // Evaluated where the SDK is compiled: as part of the plugin,
+            // with its profile's panic strategy.
+            unwinds: cfg!(panic = "unwind"),
+            roles,
+            create,
+            traits,
+            handle: handle_ext,
         }
     }
 
@@ -677,6 +746,27 @@ pub mod __private {
 /// # fn main() {}
 /// ```
 ///
+/// SDK 1.1: say what the plugin can be with `roles:` (`Handler`,
+/// `Logger`, or both), so that `tamada -t` refuses a route to a plugin
+/// that only logs (it would answer 404 to everything) and a logger entry
+/// naming a plugin that only handles:
+///
+/// ```
+/// use tamada_sdk::prelude::*;
+///
+/// struct Counter;
+/// impl Handler for Counter {
+///     fn log(&self, _entry: &LogEntry) { /* count */ }
+/// }
+///
+/// tamada_sdk::export_plugin!(name: "counter", new: |_: &Options| Ok(Counter), roles: [Logger]);
+/// # fn main() {}
+/// ```
+///
+/// Without `roles:` the plugin may be named anywhere, as with SDK 1.0;
+/// a route whose plugin declines all of its first 100 requests is then
+/// reported once in the error log.
+///
 /// Use it once per crate, at the crate root or in any module. It generates
 /// the exported symbols (`tamada_plugin_header`, `tamada_plugin_v1`,
 /// `tamada_plugin_lifecycle_v1`, `tamada_plugin_ext_v1`; see
@@ -685,6 +775,12 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_plugin {
     (name: $name:expr, new: $new:expr $(,)?) => {
+        $crate::export_plugin!(@export $name, $new, 0u8);
+    };
+    (name: $name:expr, new: $new:expr, roles: [$($role:ident),+ $(,)?] $(,)?) => {
+        $crate::export_plugin!(@export $name, $new, 0u8 $(| (1u8 << ($crate::Role::$role as u8)))+);
+    };
+    (@export $name:expr, $new:expr, $roles:expr) => {
         // A panic that cannot unwind cannot be caught: it would end the
         // whole server with no log line (see the guide's `errors`).
         #[cfg(panic = "abort")]
@@ -707,6 +803,15 @@ macro_rules! export_plugin {
             ) -> p::abi_stable::std_types::RResult<$crate::abi::Instance, p::abi_stable::std_types::RString> {
                 p::create(options, ctx, construct)
             }
+
+            extern "C" fn create_ext(
+                options: p::abi_stable::std_types::RStr<'_>,
+                ctx: &$crate::abi::CreateCtxV1<'_>,
+            ) -> p::abi_stable::std_types::RResult<$crate::abi::Instance, $crate::abi::OptionErrorV1> {
+                p::create_ext(options, ctx, construct)
+            }
+
+            static EXT: $crate::abi::ExtV1 = p::ext_table(create_ext, $roles);
 
             extern "C" fn init(host: &'static $crate::abi::HostV1) {
                 p::init_named(host, $name)
@@ -736,7 +841,7 @@ macro_rules! export_plugin {
             /// The SDK 1.1 extension table (placement, defer).
             #[unsafe(no_mangle)]
             pub extern "C" fn tamada_plugin_ext_v1() -> $crate::abi::ExtDeclV1 {
-                p::ext_decl()
+                p::ext_decl(&EXT)
             }
         }
     };

@@ -26,6 +26,7 @@ mod runtime;
 mod stream;
 mod view;
 mod writer;
+mod yamlpos;
 
 use arc_swap::ArcSwap;
 use plugins::Registry;

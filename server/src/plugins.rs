@@ -23,8 +23,8 @@ use std::sync::Arc;
 use tamada_sdk::abi::{
     CreateCtxV1, EXT_V1_SYMBOL, ExchangeV1, ExtDeclV1, ExtV1, HEADER_SYMBOL, HandleExtV1,
     HandleResultV1, Instance, LIFECYCLE_V1_SYMBOL, LifecycleDeclV1, LifecycleV1, MAGIC,
-    PlacementV1, PluginDeclV1, PluginHeader, PluginV1, RequestV1, RoleV1, SDK_MAJOR, SDK_MINOR,
-    V1_SYMBOL, VhostV1,
+    PlacementV1, PluginDeclV1, PluginHeader, PluginV1, ROLE_HANDLER, ROLE_LOGGER, RequestV1,
+    RoleV1, SDK_MAJOR, SDK_MINOR, V1_SYMBOL, VhostV1,
 };
 
 /// A loaded plugin.
@@ -38,6 +38,28 @@ pub struct Plugin {
     pub lifecycle: Option<&'static LifecycleV1>,
     /// The optional SDK 1.1 table; without it the plugin runs on the pool.
     pub ext: Option<&'static ExtV1>,
+}
+
+impl Plugin {
+    /// Why it cannot serve as `role`, if it says so (SDK 1.1 plugins
+    /// declare their roles; others may be anything).
+    pub fn refuses(&self, role: RoleV1) -> Option<String> {
+        let roles = self.ext.map_or(0, |x| x.roles);
+        let (bit, what, other) = match role {
+            RoleV1::Handler => (
+                ROLE_HANDLER,
+                "no handler",
+                "a logger: name it under `loggers:`",
+            ),
+            RoleV1::Logger => (
+                ROLE_LOGGER,
+                "no logger",
+                "a handler: name it under `routes:`",
+            ),
+        };
+        (roles != 0 && roles & bit == 0)
+            .then(|| format!("plugin `{}` declares {what}, it is {other}", self.name))
+    }
 }
 
 /// A file that was not loaded, and why (one line).
@@ -365,6 +387,28 @@ pub struct PluginInstance {
     /// The plugin's name, for tagging records (the library is never
     /// unloaded, so the table's string lives for good).
     pub tag: &'static str,
+    /// For a plugin that does not declare its roles: requests it declined
+    /// before it ever answered one (counted up to [`DECLINE_WATCH`]).
+    declined: std::sync::atomic::AtomicU32,
+    answered: std::sync::atomic::AtomicBool,
+}
+
+/// A route whose plugin (with no declared roles) declines this many first
+/// requests in a row is reported once: it may have no `handle` at all.
+pub const DECLINE_WATCH: u32 = 100;
+
+/// Why a plugin refused its options, and where in them when it says.
+#[derive(Debug)]
+pub struct OptionError {
+    /// `cache.valid`, `hosts[2]`: keys and indexes from the options' top.
+    pub path: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for OptionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// What a content phase answered.
@@ -375,34 +419,65 @@ pub enum Handled {
 }
 
 impl PluginInstance {
-    /// Builds an instance from options YAML.
+    /// Builds an instance from options YAML. An error may say where in
+    /// the options it lies (SDK 1.1 plugins).
     pub fn create(
         plugin: &Arc<Plugin>,
         options_yaml: &str,
         role: RoleV1,
         vhost: VhostV1<'_>,
         route: &str,
-    ) -> Result<PluginInstance, String> {
+    ) -> Result<PluginInstance, OptionError> {
         let ctx = CreateCtxV1 {
             role,
             vhost,
             route: RStr::from_str(route),
         };
-        match (plugin.table.create)(RStr::from_str(options_yaml), &ctx).into_result() {
-            Ok(inst) => {
-                let inline = plugin
-                    .ext
-                    .is_some_and(|x| (x.traits)(inst).placement == PlacementV1::Inline);
-                Ok(PluginInstance {
-                    plugin: plugin.clone(),
-                    inst,
-                    inline,
-                    tag: plugin.table.name.as_str(),
-                })
-            }
-            Err(e) => Err(e.into_string()),
-        }
+        let made = match plugin.ext {
+            Some(x) => (x.create)(RStr::from_str(options_yaml), &ctx)
+                .into_result()
+                .map_err(|e| OptionError {
+                    path: Some(e.path.into_string()).filter(|p| !p.is_empty()),
+                    message: e.message.into_string(),
+                }),
+            None => (plugin.table.create)(RStr::from_str(options_yaml), &ctx)
+                .into_result()
+                .map_err(|e| OptionError {
+                    path: None,
+                    message: e.into_string(),
+                }),
+        };
+        let inst = made?;
+        let inline = plugin
+            .ext
+            .is_some_and(|x| (x.traits)(inst).placement == PlacementV1::Inline);
+        Ok(PluginInstance {
+            plugin: plugin.clone(),
+            inst,
+            inline,
+            tag: plugin.table.name.as_str(),
+            declined: Default::default(),
+            answered: Default::default(),
+        })
     }
+    /// Watches a plugin that does not say whether it is a handler: true
+    /// once, when its first [`DECLINE_WATCH`] requests were all declined.
+    pub fn watch(&self, declined: bool) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.plugin.ext.is_some_and(|x| x.roles != 0) || self.answered.load(Relaxed) {
+            return false;
+        }
+        if !declined {
+            self.answered.store(true, Relaxed);
+            return false;
+        }
+        // PERF: past the watch, a load only (no shared writes per request).
+        if self.declined.load(Relaxed) >= DECLINE_WATCH {
+            return false;
+        }
+        self.declined.fetch_add(1, Relaxed) + 1 == DECLINE_WATCH
+    }
+
     /// Content phase; `inline` when called on an event loop (only for an
     /// instance that declared it).
     pub fn handle(&self, req: &RequestV1<'_>, inline: bool) -> Handled {

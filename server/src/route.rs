@@ -178,6 +178,17 @@ pub fn dispatch(x: &mut Exchange, body: &mut BodyIn<'_>, place: Place) -> Step {
             Handled::V1(r) => r,
         };
         let plugin = handler.tag;
+        if handler.watch(matches!(r, HandleResultV1::Decline)) {
+            host::record_here(
+                log::Level::Error,
+                "tamada",
+                &format!(
+                    "route {}: plugin `{plugin}` declined all of the first {} requests it was given; if it only logs, name it under `loggers:` (a plugin built with SDK 1.1 can declare its roles)",
+                    route.prefix,
+                    crate::plugins::DECLINE_WATCH
+                ),
+            );
+        }
         match r {
             HandleResultV1::Respond(resp) => return Step::Respond(resp),
             HandleResultV1::Decline => x.next = i + 1,

@@ -260,6 +260,10 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
             ));
             continue;
         };
+        if let Some(why) = plugin.refuses(RoleV1::Handler) {
+            errors.push(vc.error_at("handler", i, format!("routes[{i}] ({}): {why}", r.path)));
+            continue;
+        }
         let yaml = options_yaml(&r.options);
         match PluginInstance::create(plugin, &yaml, RoleV1::Handler, v.raw(), &r.path) {
             Ok(inst) => routes.push(Route {
@@ -267,14 +271,19 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
                 max_body: r.max_body.map(|m| m.0).unwrap_or(vc.max_body),
                 handler: Arc::new(inst),
             }),
-            Err(e) => errors.push(vc.error_at(
-                "path",
-                i,
-                format!(
+            Err(e) => {
+                let msg = format!(
                     "routes[{i}] ({}): plugin `{}` refused its options: {e}",
                     r.path, r.handler
-                ),
-            )),
+                );
+                errors.push(option_error(
+                    vc,
+                    &format!("routes[{i}].options"),
+                    &e,
+                    msg,
+                    || vc.error_at("path", i, String::new()),
+                ));
+            }
         }
     }
     // Stable sort: equal prefixes keep their file order.
@@ -290,17 +299,26 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
             ));
             continue;
         };
+        if let Some(why) = plugin.refuses(RoleV1::Logger) {
+            errors.push(vc.error_at("loggers", 0, format!("loggers[{i}]: {why}")));
+            continue;
+        }
         let yaml = options_yaml(&l.options);
         match PluginInstance::create(plugin, &yaml, RoleV1::Logger, v.raw(), "") {
             Ok(inst) => loggers.push(Arc::new(inst)),
-            Err(e) => errors.push(vc.error_at(
-                "loggers",
-                0,
-                format!(
+            Err(e) => {
+                let msg = format!(
                     "loggers[{i}]: plugin `{}` refused its options: {e}",
                     l.handler
-                ),
-            )),
+                );
+                errors.push(option_error(
+                    vc,
+                    &format!("loggers[{i}].options"),
+                    &e,
+                    msg,
+                    || vc.error_at("loggers", 0, String::new()),
+                ));
+            }
         }
     }
     v.pool_loggers = loggers.iter().any(|l| !l.inline);
@@ -309,6 +327,38 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
         Ok(v)
     } else {
         Err(errors)
+    }
+}
+
+/// An option error at the conf.d file's own line: where the plugin said
+/// it lies under `base`, else the entry's own line (`fallback`).
+fn option_error(
+    vc: &VhostConf,
+    base: &str,
+    e: &crate::plugins::OptionError,
+    message: String,
+    fallback: impl FnOnce() -> ConfError,
+) -> ConfError {
+    let mut path = crate::yamlpos::parse_path(base);
+    if let Some(p) = &e.path {
+        path.extend(crate::yamlpos::parse_path(p));
+    }
+    // The deepest node the file has on that path (a key may come from a
+    // default, not from the file).
+    while !path.is_empty() {
+        if let Some((line, column)) = crate::yamlpos::locate(&vc.text, &path) {
+            return ConfError {
+                file: vc.file.clone(),
+                line,
+                column,
+                message,
+            };
+        }
+        path.pop();
+    }
+    ConfError {
+        message,
+        ..fallback()
     }
 }
 

@@ -175,9 +175,27 @@ fn dash_t_reports_a_plugin_options_error_with_file_and_route() {
         .file("www/.keep", "");
     let (code, _out, err) = f.check();
     assert_eq!(code, 1);
+    // Regression: the line was the route's, and serde's own "at line 1
+    // column 1" counted from the options block.
     assert!(
         err.contains(
-            "a.yaml:6:5: routes[0] (/): plugin `echo` refused its options: unknown field `tga`"
+            "a.yaml:8:16: routes[0] (/): plugin `echo` refused its options: unknown field `tga`"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains(" at line "), "{err}");
+    // A nested option, in block style, and a value of the wrong kind.
+    let f = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: static\n    options:\n      autoindex: true\n      cache:\n        memory: -5\n",
+        )
+        .file("www/.keep", "");
+    let (code, _out, err) = f.check();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "a.yaml:11:9: routes[0] (/): plugin `static` refused its options: cache.memory: `-5` is not a size: use 4096, 512KiB, 10MB, 1GiB"
         ),
         "{err}"
     );
@@ -441,4 +459,50 @@ fn export_plugin_refuses_to_compile_under_panic_abort() {
         err.contains("tamada plugins must be built with `panic = \"unwind\"`"),
         "{err}"
     );
+}
+
+#[test]
+fn a_route_to_a_plugin_that_declares_no_handler_fails_dash_t_naming_the_route() {
+    // `logging` declares itself a logger only (SDK 1.1 roles).
+    let f = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /logs/\n    handler: logging\n  - path: /\n    handler: static\nloggers:\n  - handler: static\n",
+        )
+        .file("www/.keep", "");
+    let (code, _out, err) = f.check();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("a.yaml:7:5: routes[0] (/logs/): plugin `logging` declares no handler, it is a logger: name it under `loggers:`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("loggers[0]: plugin `static` declares no logger, it is a handler: name it under `routes:`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plugin_without_declared_roles_that_declines_everything_is_reported_once() {
+    // Regression: a route to a plugin that cannot answer silently gave
+    // 404s. `echo` (built without `roles:`) declines here.
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n    options: { decline: true }\n  - path: /\n    handler: static\n",
+        )
+        .file("www/index.html", "home\n")
+        .start();
+    let mut c = Client::connect(s.port());
+    for _ in 0..120 {
+        let r = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(r.status, 200);
+    }
+    let msg = "route /: plugin `echo` declined all of the first 100 requests it was given";
+    assert!(
+        s.log.wait_for(msg, Duration::from_secs(5)),
+        "{}",
+        s.log.text()
+    );
+    assert_eq!(s.log.text().matches(msg).count(), 1, "{}", s.log.text());
 }

@@ -127,15 +127,13 @@ fn the_frozen_1_0_plugin_runs_on_the_pool_and_waits_behind_sleepers() {
     let order: Vec<String> = (0..4)
         .map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap())
         .collect();
-    assert_eq!(
-        order,
-        [
-            "inline 200",
-            "/sleep/a 200",
-            "/sleep/b 200",
-            "/frozen/x 200"
-        ],
-        "the inline route must not wait; the 1.0 plugin must queue on the pool"
+    assert_eq!(order[0], "inline 200", "the inline route waited: {order:?}");
+    // The one pool thread sleeps in /sleep/a when the 1.0 plugin's request
+    // comes: that request can only finish after it.
+    let at = |p: &str| order.iter().position(|o| o.starts_with(p)).unwrap();
+    assert!(
+        at("/frozen/x") > at("/sleep/a"),
+        "the 1.0 plugin did not queue on the pool: {order:?}"
     );
     for t in clients {
         t.join().unwrap();

@@ -177,7 +177,8 @@ fn a_typo_in_the_template_options_fails_dash_t_naming_file_and_route() {
     ]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        err.contains("hello.yaml:6:5: routes[0] (/hello/): plugin `hello` refused its options: unknown field `greting`"),
+        // The misspelt key's own line and column in the vhost file.
+        err.contains("hello.yaml:8:16: routes[0] (/hello/): plugin `hello` refused its options: unknown field `greting`"),
         "{err}"
     );
 }

@@ -250,7 +250,7 @@ fn bad_body(res: &mut ResponseBuilder, log: &LogCtx, e: std::io::Error) -> Outco
     page(res, 400, "the request body could not be read")
 }
 
-tamada_sdk::export_plugin!(name: "cgi", new: new);
+tamada_sdk::export_plugin!(name: "cgi", new: new, roles: [Handler]);
 
 #[cfg(test)]
 mod tests;

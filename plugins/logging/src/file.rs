@@ -77,12 +77,18 @@ fn writer() -> &'static Sender<Job> {
                             st.buf.extend_from_slice(&buf);
                             st.write_out(&f.path);
                         }
+                        // The writer lets go of the file before it answers:
+                        // the caller may be about to drop the last handle,
+                        // whose drop writes what is left.
                         Job::Flush(f, done) => {
                             f.flush_now();
+                            drop(f);
                             let _ = done.send(());
                         }
                         Job::Reopen(f, done) => {
-                            let _ = done.send(f.reopen_now());
+                            let r = f.reopen_now();
+                            drop(f);
+                            let _ = done.send(r);
                         }
                     }
                 }

@@ -235,7 +235,7 @@ impl Handler for Logging {
     }
 }
 
-tamada_sdk::export_plugin!(name: "logging", new: new);
+tamada_sdk::export_plugin!(name: "logging", new: new, roles: [Logger]);
 
 #[cfg(test)]
 mod tests;

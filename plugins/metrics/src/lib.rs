@@ -239,7 +239,7 @@ impl Handler for Metrics {
     }
 }
 
-tamada_sdk::export_plugin!(name: "metrics", new: new);
+tamada_sdk::export_plugin!(name: "metrics", new: new, roles: [Handler, Logger]);
 
 #[cfg(test)]
 mod tests;

@@ -70,7 +70,7 @@ pub fn new(options: &Options) -> Result<Placeholder, String> {
     })
 }
 
-tamada_sdk::export_plugin!(name: "placeholder", new: new);
+tamada_sdk::export_plugin!(name: "placeholder", new: new, roles: [Handler]);
 
 #[cfg(test)]
 mod tests {

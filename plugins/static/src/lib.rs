@@ -205,7 +205,7 @@ pub fn new(options: &Options) -> Result<Static, String> {
     })
 }
 
-tamada_sdk::export_plugin!(name: "static", new: new);
+tamada_sdk::export_plugin!(name: "static", new: new, roles: [Handler]);
 
 /// A file chosen to be served.
 struct Chosen {

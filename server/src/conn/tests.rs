@@ -108,7 +108,15 @@ extern "C" fn create(options: RStr<'_>, ctx: &CreateCtxV1<'_>) -> RResult<Instan
     sdk::create(options, ctx, construct)
 }
 
+extern "C" fn create_ext(
+    options: RStr<'_>,
+    ctx: &CreateCtxV1<'_>,
+) -> RResult<Instance, tamada_sdk::abi::OptionErrorV1> {
+    sdk::create_ext(options, ctx, construct)
+}
+
 static TABLE: PluginV1 = sdk::table("hi", "0", create);
+static EXT: tamada_sdk::abi::ExtV1 = sdk::ext_table(create_ext, 0);
 
 fn plugin() -> Arc<Plugin> {
     static P: OnceLock<Arc<Plugin>> = OnceLock::new();
@@ -120,7 +128,7 @@ fn plugin() -> Arc<Plugin> {
             file: "test".into(),
             table: &TABLE,
             lifecycle: None,
-            ext: Some(&sdk::EXT),
+            ext: Some(&EXT),
         })
     })
     .clone()
