@@ -425,12 +425,56 @@ pub struct ExtV1 {
     /// file's own line). The host calls this one when the table is there.
     pub create:
         extern "C" fn(options: RStr<'_>, ctx: &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
+    /// Called once after loading, after [`PluginV1::init`]: the host's
+    /// SDK 1.1 services.
+    pub init: extern "C" fn(host: &'static HostExtV1),
     /// Read once per instance, right after `create`.
     pub traits: extern "C" fn(inst: Instance) -> TraitsV1,
     /// Content phase; when the table is present the host calls this
     /// instead of [`PluginV1::handle`].
     pub handle: extern "C" fn(inst: Instance, req: &RequestV1<'_>, ex: &ExchangeV1) -> HandleExtV1,
 }
+
+/// The host's SDK 1.1 services, given to [`ExtV1::init`].
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HostExtV1 {
+    /// The server's name and version (`tamada/1.2.0`).
+    pub server: RStr<'static>,
+    /// The SDK major.minor the server speaks.
+    pub sdk_major: u16,
+    /// See [`HostExtV1::sdk_major`].
+    pub sdk_minor: u16,
+    /// What the server can do: `ABILITY_*` bits.
+    pub abilities: u64,
+    /// Whether the server is stopping (SIGTERM): finish, start nothing long.
+    pub draining: extern "C" fn() -> bool,
+    /// Attaches a note to the exchange the calling thread is handling
+    /// (content phase): false when it handles none.
+    pub note: extern "C" fn(key: RStr<'_>, value: RStr<'_>) -> bool,
+    /// Calls `visit.func(ctx, key, value)` for each note of the exchange
+    /// the calling thread is logging (log phase).
+    pub notes: extern "C" fn(visit: NoteVisitV1, ctx: *mut c_void),
+}
+
+/// The callback of [`HostExtV1::notes`].
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct NoteVisitV1 {
+    /// Called once per note, during the call to `notes`.
+    pub func: extern "C" fn(ctx: *mut c_void, key: RStr<'_>, value: RStr<'_>),
+}
+
+/// [`HostExtV1::abilities`]: handlers may run inline on the event loop.
+pub const ABILITY_INLINE: u64 = 1;
+/// [`HostExtV1::abilities`]: an inline handler may answer `Defer`.
+pub const ABILITY_DEFER: u64 = 1 << 1;
+/// [`HostExtV1::abilities`]: request notes, seen by the loggers.
+pub const ABILITY_NOTES: u64 = 1 << 2;
+/// [`HostExtV1::abilities`]: option errors are placed by their path.
+pub const ABILITY_OPTION_PATHS: u64 = 1 << 3;
+/// [`HostExtV1::abilities`]: declared roles are checked.
+pub const ABILITY_ROLES: u64 = 1 << 4;
 
 /// [`ExtV1::roles`]: it answers requests (`routes:`).
 pub const ROLE_HANDLER: u8 = 1;

@@ -468,12 +468,19 @@ pub mod options {
     //! before a request meets it. The message needs no location:
     //! `tamada -t` (and start-up, and a reload, which then keeps the
     //! running configuration) prints it after the vhost file, line and
-    //! route, e.g.
+    //! route. When the error comes from [`Options::parse`](crate::Options::parse),
+    //! the SDK also tells the server where in the options it lies (SDK
+    //! 1.1), and the line and column are those of the offending key in the
+    //! vhost file itself, e.g.
     //!
     //! ```text
     //! Thu, 26 Nov 2026 02:24:24 GMT [ERROR] configuration error:
-    //! conf.d/example.yaml:9:5: routes[0] (/hello/): plugin `hello` refused its options: unknown field `greting`, expected one of `greeting`, `uppercase`, `skip`
+    //! conf.d/example.yaml:11:9: routes[0] (/hello/): plugin `hello` refused its options: unknown field `greting`, expected one of `greeting`, `uppercase`, `skip`
     //! ```
+    //!
+    //! [`units::Size`](crate::units::Size) and [`units::Secs`](crate::units::Secs)
+    //! read sizes and durations as conf.d writes them, and say what they
+    //! expected (`` `-5` is not a size: use 4096, 512KiB, 10MB, 1GiB ``).
     //!
     //! A panic in the constructor is caught and reported the same way.
     //! For quick experiments, [`Options::get`](crate::Options::get) reads
@@ -628,6 +635,21 @@ pub mod logging {
     //! [`reopen`](crate::Handler::reopen),
     //! [`flush`](crate::Handler::flush) and
     //! [`shutdown`](crate::Handler::shutdown) instead.
+    //! ## Notes: details for the loggers (SDK 1.1)
+    //!
+    //! A handler may attach notes to its exchange with
+    //! [`Request::note`](crate::Request::note)`("upstream", "10.0.0.7:8080")`:
+    //! string keys and values that every logger of the vhost sees after the
+    //! response, in [`LogEntry::notes`](crate::LogEntry::notes) (the
+    //! `logging` plugin's JSON format writes them as `"notes": {...}`), as
+    //! nginx's `$upstream_addr` reaches its access log. It works on
+    //! whichever thread runs the handler (the loop or the pool); the notes
+    //! of a call that answered `defer` are dropped with its answer.
+    //!
+    //! [`tamada_sdk::host`](crate::host) tells what the server offers
+    //! (`host::has(Ability::Notes)`), its version and whether it is
+    //! draining, so a plugin built for a newer SDK can run, reduced, on an
+    //! older server.
 }
 
 pub mod threads {
@@ -809,12 +831,20 @@ pub mod testing {
     //! The module `tamada_sdk::testing` (present with that feature) then
     //! gives `TestRequest`: a request built in a unit test (method, target,
     //! headers, body, chunked or not, vhost, route, document root,
-    //! addresses), on which `run(&handler)` calls your `handle` in-process,
-    //! without a server or a `.so`, and returns the [`Outcome`] and the
-    //! response (`body_bytes()` reads a bytes, file or stream body whole).
-    //! `TestRequest::options(yaml)` builds [`Options`] as the server would,
-    //! so the constructor is tested with the handler. Unlike the server,
-    //! `TestRequest` does not normalise the path: give it as the core would.
+    //! addresses: each has a builder method), on which `run(&handler)`
+    //! calls your `handle` in-process, without a server or a `.so`, and
+    //! returns the [`Outcome`] and the response (`read_body()` reads a
+    //! bytes, file, segments or stream body whole and leaves the headers in
+    //! place; `body_bytes()` does the same and consumes it). A panic is
+    //! caught as the server catches it: the outcome is then
+    //! `Outcome::Error("panic: ...")`. `run_inline` runs it as an inline
+    //! handler (see [`placement`](super::placement)); `capture(|| ...)`
+    //! returns the records your code logged (`log::warn!`,
+    //! [`record_for`](crate::record_for)). `TestRequest::options(yaml)`
+    //! builds [`Options`] as the server would, so the constructor is tested
+    //! with the handler. Unlike the server, `TestRequest` does not
+    //! normalise the path: give it as the core would. The module is in the
+    //! documentation whatever the features (`cargo doc -p tamada-sdk`).
     //!
     //! ```
     //! use serde::Deserialize;

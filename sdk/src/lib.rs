@@ -181,6 +181,7 @@
 
 pub mod abi;
 pub mod guide;
+pub mod host;
 pub mod plugin;
 pub mod request;
 pub mod response;

@@ -275,6 +275,25 @@ impl<'a> LogEntry<'a> {
     pub fn completed(&self) -> bool {
         self.raw.completed
     }
+    /// SDK 1.1: the notes handlers attached to the exchange
+    /// ([`Request::note`](crate::Request::note)), in order. Empty on
+    /// servers older than 1.1.
+    pub fn notes(&self) -> Vec<(String, String)> {
+        extern "C" fn visit(ctx: *mut c_void, key: RStr<'_>, value: RStr<'_>) {
+            // SAFETY: ctx is the `&mut Vec` below, alive for the call to
+            // `notes`, which calls `visit` only during that call.
+            let v = unsafe { &mut *(ctx as *mut Vec<(String, String)>) };
+            v.push((key.as_str().to_owned(), value.as_str().to_owned()));
+        }
+        let mut out: Vec<(String, String)> = Vec::new();
+        if let Some(h) = crate::host::HOST_EXT.get() {
+            (h.notes)(
+                crate::abi::NoteVisitV1 { func: visit },
+                &mut out as *mut Vec<(String, String)> as *mut c_void,
+            );
+        }
+        out
+    }
 }
 
 /// A log record routed to the vhost's loggers ([`Handler::record`]).
@@ -554,6 +573,10 @@ pub mod __private {
         }
     }
 
+    extern "C" fn init_ext(host: &'static crate::abi::HostExtV1) {
+        let _ = crate::host::HOST_EXT.set(host);
+    }
+
     extern "C" fn traits(i: Instance) -> TraitsV1 {
         let placement = match catch_unwind(AssertUnwindSafe(|| inst(i).placement())) {
             Ok(Placement::Inline) => PlacementV1::Inline,
@@ -653,6 +676,7 @@ pub mod __private {
             unwinds: cfg!(panic = "unwind"),
             roles,
             create,
+            init: init_ext,
             traits,
             handle: handle_ext,
         }

@@ -82,6 +82,18 @@ impl<'a> Request<'a> {
         Outcome::Decline
     }
 
+    /// SDK 1.1: attaches a note to this exchange: a key and a value that
+    /// every logger of the vhost sees after the response
+    /// ([`LogEntry::notes`](crate::LogEntry::notes); the JSON access log
+    /// writes them), as nginx's `$upstream_addr`. Returns false when the
+    /// server does not keep notes (before 1.1, or in unit tests).
+    pub fn note(&self, key: &str, value: &str) -> bool {
+        use abi_stable::std_types::RStr;
+        crate::host::HOST_EXT
+            .get()
+            .is_some_and(|h| (h.note)(RStr::from_str(key), RStr::from_str(value)))
+    }
+
     /// Whether [`defer`](Self::defer) was called (for the SDK's shims).
     #[doc(hidden)]
     pub fn deferred(&self) -> bool {

@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tamada_sdk::abi::AddrV1;
-use tamada_sdk::abi::{HostV1, RecordV1};
+use tamada_sdk::abi::{
+    ABILITY_DEFER, ABILITY_INLINE, ABILITY_NOTES, ABILITY_OPTION_PATHS, ABILITY_ROLES, HostExtV1,
+    HostV1, NoteVisitV1, RecordV1,
+};
 use tamada_sdk::request::addr_to_raw;
 
 /// The table every plugin gets in `init`.
@@ -19,6 +22,77 @@ pub static HOST_V1: HostV1 = HostV1 {
     log: host_log,
     record: host_record,
 };
+
+/// The SDK 1.1 services every plugin with the extension table gets.
+pub static HOST_EXT_V1: HostExtV1 = HostExtV1 {
+    server: RStr::from_str(crate::http::SERVER),
+    sdk_major: tamada_sdk::abi::SDK_MAJOR,
+    sdk_minor: tamada_sdk::abi::SDK_MINOR,
+    abilities: ABILITY_INLINE
+        | ABILITY_DEFER
+        | ABILITY_NOTES
+        | ABILITY_OPTION_PATHS
+        | ABILITY_ROLES,
+    draining: host_draining,
+    note: host_note,
+    notes: host_notes,
+};
+
+extern "C" fn host_draining() -> bool {
+    SHARED
+        .get()
+        .is_some_and(|s| s.draining.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+thread_local! {
+    /// The notes of the exchange whose handler this thread runs.
+    static NOTES_OUT: std::cell::RefCell<Option<Vec<(String, String)>>> = const { std::cell::RefCell::new(None) };
+    /// The notes of the exchange whose loggers this thread runs.
+    static NOTES_IN: Cell<*const Vec<(String, String)>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs a handler call collecting the notes it attaches.
+pub fn collect_notes<R>(f: impl FnOnce() -> R) -> (R, Vec<(String, String)>) {
+    let outer = NOTES_OUT.with(|n| n.borrow_mut().replace(Vec::new()));
+    let r = f();
+    let got = NOTES_OUT.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
+    (r, got.unwrap_or_default())
+}
+
+/// Runs loggers with the exchange's notes visible to them.
+pub fn with_notes<R>(notes: &Vec<(String, String)>, f: impl FnOnce() -> R) -> R {
+    struct Reset(*const Vec<(String, String)>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NOTES_IN.with(|n| n.set(self.0));
+        }
+    }
+    let _reset = Reset(NOTES_IN.with(|n| n.replace(notes as *const _)));
+    f()
+}
+
+extern "C" fn host_note(key: RStr<'_>, value: RStr<'_>) -> bool {
+    NOTES_OUT.with(|n| match n.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push((key.as_str().to_owned(), value.as_str().to_owned()));
+            true
+        }
+        None => false,
+    })
+}
+
+extern "C" fn host_notes(visit: NoteVisitV1, ctx: *mut std::ffi::c_void) {
+    let p = NOTES_IN.with(|n| n.get());
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: set by `with_notes` from a reference that outlives the call
+    // it wraps, and reset (by its guard) before that reference ends.
+    let notes = unsafe { &*p };
+    for (k, v) in notes {
+        (visit.func)(ctx, RStr::from_str(k), RStr::from_str(v));
+    }
+}
 
 /// The running configuration, for records addressed to a vhost by name.
 static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();

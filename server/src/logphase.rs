@@ -54,9 +54,11 @@ fn call(x: &Exchange, o: &Outcome, which: impl Fn(bool) -> bool) {
         completed: o.completed,
     };
     let _ctx = host::enter(&x.vhost, x.peer);
-    for l in x.vhost.loggers.iter().filter(|l| which(l.inline)) {
-        host::set_plugin(Some(l.tag));
-        l.log(&entry);
-    }
+    host::with_notes(&x.notes, || {
+        for l in x.vhost.loggers.iter().filter(|l| which(l.inline)) {
+            host::set_plugin(Some(l.tag));
+            l.log(&entry);
+        }
+    });
     host::set_plugin(None);
 }

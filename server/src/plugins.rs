@@ -13,7 +13,7 @@
 //!
 //! Libraries are never unloaded: their code may be running on any thread.
 
-use crate::host::HOST_V1;
+use crate::host::{HOST_EXT_V1, HOST_V1};
 use abi_stable::StableAbi;
 use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
 use abi_stable::std_types::RStr;
@@ -135,6 +135,9 @@ impl Registry {
                 previous => {
                     let loaded = load_file(&file, verbose).map(|p| {
                         (p.table.init)(&HOST_V1);
+                        if let Some(x) = p.ext {
+                            (x.init)(&HOST_EXT_V1);
+                        }
                         log::info!(
                             "{} plugin `{}` {} (SDK {}.{}) from {}",
                             if previous.is_some() {

@@ -45,6 +45,8 @@ pub struct Exchange {
     pub error: Option<String>,
     /// Bytes received, head and body.
     pub bytes_received: u64,
+    /// Notes the handlers attached (SDK 1.1), for the loggers.
+    pub notes: Vec<(String, String)>,
 }
 
 impl Exchange {
@@ -72,6 +74,7 @@ impl Exchange {
             route: None,
             error: None,
             bytes_received,
+            notes: Vec::new(),
         }
     }
     pub fn path(&self) -> &str {
@@ -167,8 +170,12 @@ pub fn dispatch(x: &mut Exchange, body: &mut BodyIn<'_>, place: Place) -> Step {
         let req = view::request(x, &headers, &reader);
         let handler = &route.handler;
         host::set_plugin(Some(handler.tag));
-        let r = handler.handle(&req, inline);
+        let (r, notes) = host::collect_notes(|| handler.handle(&req, inline));
         host::set_plugin(None);
+        // A deferred call's notes go with its discarded answer.
+        if !matches!(r, Handled::Defer) {
+            x.notes.extend(notes);
+        }
         let r = match r {
             Handled::Defer if inline => {
                 x.next = i;

@@ -461,3 +461,36 @@ fn requests_the_core_refuses_are_logged_too() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn notes_a_handler_attaches_reach_the_json_access_log() {
+    // SDK 1.1: `Request::note` on whichever thread runs the handler (here
+    // the loop, and the pool for a deferred call), read by the logger.
+    let s = start(&[(
+        "conf.d/a.yaml",
+        "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\nloggers:\n  - handler: logging\n    options: { format: json }\nroutes:\n  - path: /in/\n    handler: place\n    options: { placement: inline, note: true }\n  - path: /deferred/\n    handler: place\n    options: { placement: inline, defer: true, note: true }\n",
+    )]);
+    let r = get(s.port(), "/in/x", "a");
+    let t = r.text();
+    // The host table answers too.
+    assert!(
+        t.contains("server=tamada/") && t.contains("notes=true"),
+        "{t}"
+    );
+    assert!(
+        t.contains("noted=true") && t.contains("draining=false"),
+        "{t}"
+    );
+    get(s.port(), "/deferred/y", "a");
+    let lines = wait_until(&[logs(&s).join("access.log")], |l| l.len() >= 2);
+    assert!(
+        lines[0].contains("\"notes\":{\"placed\":\"loop-"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("\"notes\":{\"placed\":\"pool-"),
+        "{}",
+        lines[1]
+    );
+}

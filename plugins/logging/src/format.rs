@@ -249,6 +249,12 @@ fn json_line(vhost: &str, e: &LogEntry) -> String {
         "user_agent": lossy(req.header_bytes("user-agent")),
         "completed": e.completed(),
         "error": e.error(),
+        // SDK 1.1 notes the handlers attached (an upstream's address...).
+        "notes": e
+            .notes()
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect::<serde_json::Map<_, _>>(),
     });
     let mut s = v.to_string();
     s.push('\n');

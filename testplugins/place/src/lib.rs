@@ -23,6 +23,9 @@ struct Place {
     tag: String,
     #[serde(default)]
     decline: bool,
+    /// Attach a note `placed: <thread>` (SDK 1.1 notes).
+    #[serde(default)]
+    note: bool,
 }
 
 /// The OS thread's name (a cdylib's own `std` does not know the server's
@@ -53,8 +56,16 @@ impl Handler for Place {
         }
         let mut body = Vec::new();
         let read = req.body().read_to_end(&mut body);
+        let noted = self.note && req.note("placed", &thread_name());
+        let host = format!(
+            "server={} sdk={:?} notes={} draining={} noted={noted}",
+            tamada_sdk::host::server().unwrap_or("-"),
+            tamada_sdk::host::sdk_version(),
+            tamada_sdk::host::has(tamada_sdk::host::Ability::Notes),
+            tamada_sdk::host::draining(),
+        );
         res.status(200).header("content-type", "text/plain").body(format!(
-            "tag={} thread={} inline={} body={} path={}{}\n",
+            "tag={} thread={} inline={} body={} path={}{} {host}\n",
             self.tag,
             thread_name(),
             req.is_inline(),

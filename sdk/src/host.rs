@@ -1,0 +1,63 @@
+//! SDK 1.1: what a plugin can ask the server it runs in. On a server
+//! older than 1.1 (or in unit tests) there is nothing to ask: the
+//! functions then say so (`None`, `false`, no abilities).
+//!
+//! ```
+//! use tamada_sdk::host::{self, Ability};
+//!
+//! // A plugin built for a newer SDK can run, reduced, on an older server.
+//! if !host::has(Ability::Notes) {
+//!     // keep the details in the error log instead
+//! }
+//! ```
+
+use crate::abi::{
+    ABILITY_DEFER, ABILITY_INLINE, ABILITY_NOTES, ABILITY_OPTION_PATHS, ABILITY_ROLES, HostExtV1,
+};
+use std::sync::OnceLock;
+
+/// Set when the server gives its SDK 1.1 table.
+pub(crate) static HOST_EXT: OnceLock<&'static HostExtV1> = OnceLock::new();
+
+/// An ability a server may offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ability {
+    /// Handlers placed inline run on the event loop.
+    Inline,
+    /// [`Request::defer`](crate::Request::defer).
+    Defer,
+    /// [`Request::note`](crate::Request::note), seen by the loggers.
+    Notes,
+    /// Option errors reported at the conf.d file's own line.
+    OptionPaths,
+    /// `roles:` of [`export_plugin!`](crate::export_plugin) are checked.
+    Roles,
+}
+
+/// The server's name and version (`tamada/1.2.0`), if it says.
+pub fn server() -> Option<&'static str> {
+    HOST_EXT.get().map(|h| h.server.as_str())
+}
+
+/// The SDK version (major, minor) the server speaks; `None` before 1.1.
+pub fn sdk_version() -> Option<(u16, u16)> {
+    HOST_EXT.get().map(|h| (h.sdk_major, h.sdk_minor))
+}
+
+/// Whether the server offers `ability`.
+pub fn has(ability: Ability) -> bool {
+    let bit = match ability {
+        Ability::Inline => ABILITY_INLINE,
+        Ability::Defer => ABILITY_DEFER,
+        Ability::Notes => ABILITY_NOTES,
+        Ability::OptionPaths => ABILITY_OPTION_PATHS,
+        Ability::Roles => ABILITY_ROLES,
+    };
+    HOST_EXT.get().is_some_and(|h| h.abilities & bit != 0)
+}
+
+/// Whether the server is stopping (SIGTERM): finish what runs, start
+/// nothing long.
+pub fn draining() -> bool {
+    HOST_EXT.get().is_some_and(|h| (h.draining)())
+}
