@@ -228,6 +228,20 @@ pub mod requests {
     //! - **Unread body.** You need not read it. After your response the
     //!   core discards what has already arrived; if more is still on the
     //!   way it closes the connection rather than wait for it.
+    //! - **Only during `handle`.** The reader borrows the request, so it
+    //!   cannot move into a [`BodyStream`](crate::BodyStream) (the compiler
+    //!   then names the ABI's `RequestV1` and `*mut c_void`: that is this
+    //!   rule). A response cannot stream the body back while the upload is
+    //!   still arriving (no full duplex in SDK 1.x so far): the server reads
+    //!   a request's body before it writes that connection's response, as
+    //!   HTTP/1.1 clients expect of nearly every server (curl, browsers and
+    //!   proxies send the whole body, then read). To echo or transform an
+    //!   upload, read it in `handle` and answer from what you read: keep it
+    //!   in memory when it is small, else write it to an unlinked temporary
+    //!   file (the `tempfile` crate) and answer with
+    //!   [`Body::File`](crate::Body::File) or a stream that reads the file
+    //!   (the `cgi` plugin spools chunked bodies this way). The body already
+    //!   streams in without being held whole: only your copy costs memory.
     //!
     //! ```
     //! use std::io::Read;
