@@ -115,6 +115,24 @@ impl TestResponse {
     /// The body read whole, leaving the response in place (its headers
     /// can still be looked at, and a second call gives the same bytes: a
     /// file, segments or stream body is replaced by the bytes it gave).
+    ///
+    /// ```
+    /// use tamada_sdk::prelude::*;
+    /// use tamada_sdk::testing::TestRequest;
+    ///
+    /// struct Lines;
+    /// impl Handler for Lines {
+    ///     fn handle(&self, _: &Request, res: &mut ResponseBuilder) -> Outcome {
+    ///         let data: &'static [u8] = b"one\ntwo\n";
+    ///         res.header("x-lines", "2").body(Body::Stream(Box::new(ReadStream(data))));
+    ///         Outcome::Done
+    ///     }
+    /// }
+    /// let mut out = TestRequest::get("/").run(&Lines);
+    /// assert_eq!(out.read_body(), b"one\ntwo\n");
+    /// assert_eq!(out.response.get_header("x-lines"), Some(&b"2"[..]));
+    /// assert_eq!(out.read_body(), b"one\ntwo\n");
+    /// ```
     pub fn read_body(&mut self) -> Vec<u8> {
         use std::io::{Seek, SeekFrom};
         let bytes = match self.response.take_body() {
