@@ -127,7 +127,9 @@ routes:
 """)
     os.makedirs(os.path.join(logs, f"tamada-{port}"))
     with open(os.path.join(conf, "server.yaml"), "w") as f:
-        f.write("log_level: warn\n" + (f"loops: {loops}\n" if loops else ""))
+        # As root, serve (and run the CGI script) as nobody, as a service would.
+        user = "user: nobody\n" if os.geteuid() == 0 else ""
+        f.write("log_level: warn\n" + user + (f"loops: {loops}\n" if loops else ""))
     return subprocess.Popen([TAMADA, "-c", conf], stderr=subprocess.DEVNULL)
 
 

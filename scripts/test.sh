@@ -14,6 +14,8 @@ need=(
   "perl:perl"
   "python3:python3"
   "php-cgi:php-cgi"
+  "systemd-analyze:systemd"
+  "dpkg-deb:dpkg"
 )
 missing=()
 for pair in "${need[@]}"; do
@@ -52,5 +54,8 @@ rm -rf "$outside"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-features 2>&1 | tee "$log"
+# The Debian package: built, installed, served from, purged (as root; else
+# built and its contents checked).
+bash scripts/package-test.sh
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

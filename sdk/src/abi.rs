@@ -449,6 +449,12 @@ pub struct HostExtV1 {
     pub abilities: u64,
     /// Whether the server is stopping (SIGTERM): finish, start nothing long.
     pub draining: extern "C" fn() -> bool,
+    /// Whether this is `tamada -t`: instances are built to check the
+    /// options and thrown away; create no files.
+    pub dry_run: extern "C" fn() -> bool,
+    /// Whether the server will serve as root (started as root with no
+    /// `user:`): a plugin that starts programs should refuse to.
+    pub serves_as_root: extern "C" fn() -> bool,
     /// Attaches a note to the exchange the calling thread is handling
     /// (content phase): false when it handles none.
     pub note: extern "C" fn(key: RStr<'_>, value: RStr<'_>) -> bool,

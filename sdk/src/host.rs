@@ -61,3 +61,16 @@ pub fn has(ability: Ability) -> bool {
 pub fn draining() -> bool {
     HOST_EXT.get().is_some_and(|h| (h.draining)())
 }
+
+/// Whether this is `tamada -t` (the options are checked and the instances
+/// thrown away): create no files, start nothing.
+pub fn dry_run() -> bool {
+    HOST_EXT.get().is_some_and(|h| (h.dry_run)())
+}
+
+/// Whether the server will serve as root (started as root, no `user:` in
+/// server.yaml). A plugin that runs programs should refuse to run them as
+/// root unless its options say so, as the `cgi` plugin does.
+pub fn serves_as_root() -> bool {
+    HOST_EXT.get().is_some_and(|h| (h.serves_as_root)())
+}

@@ -73,6 +73,10 @@ pub struct Settings {
     pub log_level: String,
     /// The server's own log file (default: stderr).
     pub log_file: Option<PathBuf>,
+    /// Started as root, serve as this user (after binding and opening logs).
+    pub user: Option<String>,
+    /// ...and this group (default: the user's own).
+    pub group: Option<String>,
 }
 
 impl Default for Settings {
@@ -92,6 +96,8 @@ impl Default for Settings {
             plugin_dir: None,
             log_level: "info".into(),
             log_file: None,
+            user: None,
+            group: None,
         }
     }
 }

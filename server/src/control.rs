@@ -52,6 +52,7 @@ impl Control {
                             "got {}: finishing requests in flight, then stopping",
                             if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
                         );
+                        crate::notify(&[sd_notify::NotifyState::Stopping]);
                         self.shared.draining.store(true, Ordering::Relaxed);
                         let t = self.shared.runtime.load().settings.shutdown_timeout.0;
                         let deadline = Instant::now() + t;
@@ -78,6 +79,17 @@ impl Control {
 
     fn reload(&mut self) {
         log::info!("got SIGHUP: reloading configuration");
+        // RELOADING=1 and READY=1 around it, whatever its outcome.
+        crate::notify(&[
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::monotonic_usec_now()
+                .unwrap_or(sd_notify::NotifyState::Status("reloading")),
+        ]);
+        self.reload_inner();
+        crate::notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    fn reload_inner(&mut self) {
         let rt = match (self.reload)() {
             Ok(rt) => rt,
             Err(e) => {

@@ -34,9 +34,25 @@ pub static HOST_EXT_V1: HostExtV1 = HostExtV1 {
         | ABILITY_OPTION_PATHS
         | ABILITY_ROLES,
     draining: host_draining,
+    dry_run: host_dry_run,
+    serves_as_root: host_serves_as_root,
     note: host_note,
     notes: host_notes,
 };
+
+/// `tamada -t` (set by `main` before any plugin is created).
+pub static DRY_RUN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Started as root with no `user:` (set by `main`).
+pub static SERVES_AS_ROOT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn host_dry_run() -> bool {
+    DRY_RUN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+extern "C" fn host_serves_as_root() -> bool {
+    SERVES_AS_ROOT.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 extern "C" fn host_draining() -> bool {
     SHARED

@@ -51,9 +51,14 @@ pub fn bind_all(
     addrs
         .iter()
         .map(|a| {
-            bind(*a, n)
-                .map(|l| (*a, l))
-                .map_err(|e| format!("cannot listen on {a}: {e}"))
+            bind(*a, n).map(|l| (*a, l)).map_err(|e| {
+                let hint = if e.kind() == io::ErrorKind::PermissionDenied && a.port() < 1024 {
+                    " (ports below 1024 need root, or CAP_NET_BIND_SERVICE for a server that dropped its privileges)"
+                } else {
+                    ""
+                };
+                format!("cannot listen on {a}: {e}{hint}")
+            })
         })
         .collect()
 }

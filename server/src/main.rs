@@ -21,6 +21,7 @@ mod listen;
 mod logphase;
 mod plugins;
 mod pool;
+mod privileges;
 mod route;
 mod runtime;
 mod stream;
@@ -232,6 +233,23 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
     )?;
 
+    // Who will serve: checked by -t too (the user must exist).
+    let account = match &settings.user {
+        Some(u) => Some(
+            privileges::lookup(u, settings.group.as_deref())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", conf_dir.join("server.yaml").display()))?,
+        ),
+        None if settings.group.is_some() => anyhow::bail!(
+            "{}: group: set `user:` too (a group alone is not dropped to)",
+            conf_dir.join("server.yaml").display()
+        ),
+        None => None,
+    };
+    host::DRY_RUN.store(args.test, std::sync::atomic::Ordering::Relaxed);
+    host::SERVES_AS_ROOT.store(
+        privileges::is_root() && account.is_none(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let plugin_dir = args
         .plugin_dir
         .clone()
@@ -275,6 +293,27 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let addrs: Vec<_> = rt.sites.keys().copied().collect();
     let mut listeners = listen::bind_all(&addrs, loops).map_err(anyhow::Error::msg)?;
+    // Listeners bound, plugins loaded, log files open: now become the
+    // service user, before any request is read.
+    if let Some(a) = &account {
+        if privileges::is_root() {
+            privileges::drop_to(a).map_err(anyhow::Error::msg)?;
+            log::info!(
+                "serving as user `{}` (uid {}), group `{}` (gid {})",
+                a.name,
+                a.uid,
+                a.group,
+                a.gid
+            );
+        } else {
+            log::warn!(
+                "user: `{}` is ignored: the server was not started as root",
+                a.name
+            );
+        }
+    } else if privileges::is_root() {
+        log::warn!("serving as root: set `user:` in server.yaml to drop privileges");
+    }
     let workers = rt.settings.workers;
     let _ = POOL.set(pool::Pool::start(workers));
     let pool = pool().clone();
@@ -345,6 +384,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         "tamada ready: listening on {} ({vhosts} vhosts, {loops} loops, {workers} pool threads)",
         list.join(", ")
     );
+    // systemd (Type=notify): every listener is bound and every loop runs.
+    notify(&[sd_notify::NotifyState::Ready]);
     let mut clean = true;
     for t in threads {
         clean &= t.join().unwrap_or(false);
@@ -363,6 +404,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Tells the service manager (systemd, `Type=notify`) how the server
+/// stands; nothing when it did not start us (no `NOTIFY_SOCKET`).
+pub fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        log::warn!("cannot notify the service manager: {e}");
+    }
 }
 
 /// Raises the soft limit of open files to the hard one (every connection,

@@ -18,18 +18,20 @@ cgi_bin: ../cgi-bin
 routes:
   - path: /cgi-bin/
     handler: cgi
-    options: { header_timeout: 2s, idle_timeout: 2s }
+    # The tests run as root with no `user:` (see privileges.rs for a drop).
+    options: { header_timeout: 2s, idle_timeout: 2s, run_as_root: true }
   - path: /git/
     handler: cgi
     options:
       script: /usr/lib/git-core/git-http-backend
       env: { GIT_PROJECT_ROOT: "{dir}/repos", GIT_HTTP_EXPORT_ALL: "1" }
+      run_as_root: true
   - path: /echo/
     handler: echo
     options: { tag: redirected }
   - path: /
     handler: cgi
-    options: { interpreters: { .php: /usr/bin/php-cgi } }
+    options: { interpreters: { .php: /usr/bin/php-cgi }, run_as_root: true }
   - path: /
     handler: echo
     options: { tag: fallback }

@@ -180,6 +180,7 @@ pub struct Fixture {
     pub plugins: Plugins,
     pub ports: usize,
     pub args: Vec<String>,
+    pub envs: Vec<(String, String)>,
 }
 
 impl Fixture {
@@ -189,6 +190,7 @@ impl Fixture {
             plugins: Plugins::Standard,
             ports: 1,
             args: Vec::new(),
+            envs: Vec::new(),
         }
     }
     pub fn file(mut self, name: &str, text: &str) -> Self {
@@ -201,6 +203,11 @@ impl Fixture {
     }
     pub fn ports(mut self, n: usize) -> Self {
         self.ports = n;
+        self
+    }
+    /// An environment variable for the server (`{dir}` is expanded).
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.envs.push((k.to_owned(), v.to_owned()));
         self
     }
     #[allow(dead_code)]
@@ -251,7 +258,12 @@ impl Fixture {
 
     pub fn start(self) -> TestServer {
         let (dir, conf, plugins, ports) = self.write();
-        TestServer::spawn(dir, &conf, &plugins, ports, &self.args)
+        let envs: Vec<(String, String)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.clone(), self.expand(v, dir.path(), &ports)))
+            .collect();
+        TestServer::spawn_with(dir, &conf, &plugins, ports, &self.args, &envs)
     }
 }
 
@@ -283,7 +295,19 @@ impl TestServer {
         ports: Vec<u16>,
         args: &[String],
     ) -> TestServer {
+        Self::spawn_with(dir, conf, plugins, ports, args, &[])
+    }
+
+    pub fn spawn_with(
+        dir: tempfile::TempDir,
+        conf: &Path,
+        plugins: &Path,
+        ports: Vec<u16>,
+        args: &[String],
+        envs: &[(String, String)],
+    ) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tamada"))
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(conf)
             .arg("--plugin-dir")

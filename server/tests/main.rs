@@ -9,6 +9,7 @@ mod lifecycle;
 mod logging;
 mod metrics;
 mod placement;
+mod service;
 mod static_files;
 mod template;
 mod vhosts;

@@ -43,6 +43,10 @@ pub struct Config {
     pub idle_timeout: Option<Secs>,
     /// Scripts running at once on this route; more get 503.
     pub max_processes: Option<usize>,
+    /// Run scripts even when the server serves as root (no `user:` in
+    /// server.yaml). Off: such requests get 500 and the error log says why.
+    #[serde(default)]
+    pub run_as_root: bool,
 }
 
 /// Which way a request maps to a program.
@@ -75,6 +79,7 @@ pub struct Settings {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_processes: usize,
+    pub run_as_root: bool,
 }
 
 impl Settings {
@@ -182,6 +187,7 @@ impl Settings {
             header_timeout: dur(&c.header_timeout, 30)?,
             idle_timeout: dur(&c.idle_timeout, 60)?,
             max_processes,
+            run_as_root: c.run_as_root,
         })
     }
 }

@@ -49,6 +49,12 @@ pub fn new(options: &Options) -> Result<Cgi, String> {
     let vhost = options.vhost();
     let base = vhost.config_file().parent().unwrap_or(Path::new("."));
     let s = Settings::from_config(c, base, vhost.document_root(), vhost.cgi_bin())?;
+    if tamada_sdk::host::serves_as_root() && !s.run_as_root {
+        log::warn!(
+            "route {}: the server serves as root (no `user:` in server.yaml): its scripts will be refused (500) unless `run_as_root: true`",
+            options.route()
+        );
+    }
     let base_env = env::base(&s.path, vhost.document_root(), &s.env);
     Ok(Cgi {
         s,
@@ -74,6 +80,15 @@ impl Handler for Cgi {
                 return page(res, code, why);
             }
         };
+        // SECURITY: a script started by a server that never dropped root
+        // would run as root.
+        if tamada_sdk::host::serves_as_root() && !self.s.run_as_root {
+            log::error!(
+                "refusing to run {} as root: set `user:` in server.yaml, or `run_as_root: true` in this route's options",
+                target.label
+            );
+            return page(res, 500, "the server is not allowed to run scripts as root");
+        }
         let Some(slot) = Slot::take(&self.running, self.s.max_processes) else {
             log::warn!(
                 "{} scripts already running (max_processes): 503",

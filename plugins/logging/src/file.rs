@@ -143,6 +143,14 @@ impl LogFile {
     /// instance has it open yet.
     pub fn get(path: &Path) -> Result<Arc<LogFile>, String> {
         let mut files = lock(registry());
+        // A file already open (a reload keeps naming it) is shared, not
+        // opened again: the server may have dropped the privileges it
+        // was opened with.
+        if let Ok(canonical) = path.canonicalize()
+            && let Some(shared) = files.get(&canonical).and_then(Weak::upgrade)
+        {
+            return Ok(shared);
+        }
         // Open before canonicalizing: the file may not exist yet.
         let file = open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let canonical = path

@@ -141,6 +141,21 @@ pub fn new(options: &Options) -> Result<Logging, String> {
             options.vhost().name()
         ));
     }
+    if tamada_sdk::host::dry_run() {
+        // `tamada -t` creates no files (run as root by a unit's
+        // ExecReload, it would leave them owned by root): check only.
+        for (what, p) in [("access_log", &access), ("error_log", &error)] {
+            if let Some(p) = p {
+                writable(p).map_err(|e| format!("{what}: {e}"))?;
+            }
+        }
+        return Ok(Logging {
+            vhost: options.vhost().name().to_owned(),
+            format: c.format,
+            access: None,
+            errors: None,
+        });
+    }
     let access = access
         .map(|p| LogFile::get(&p))
         .transpose()
@@ -156,6 +171,25 @@ pub fn new(options: &Options) -> Result<Logging, String> {
         access,
         errors,
     })
+}
+
+/// Whether `p` could be appended to, without creating it.
+fn writable(p: &Path) -> Result<(), String> {
+    if p.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(p)
+            .map(drop)
+            .map_err(|e| format!("cannot open {}: {e}", p.display()))
+    } else {
+        match p.parent() {
+            Some(d) if d.is_dir() => Ok(()),
+            _ => Err(format!(
+                "cannot create {}: its folder does not exist",
+                p.display()
+            )),
+        }
+    }
 }
 
 impl Logging {

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The Debian package, end to end, as root on this machine (no systemd
+# needed): build it with cargo-deb, install it with dpkg, start the
+# installed binary as the unit would, fetch the welcome page, check the
+# access log and who serves it, check the unit with systemd-analyze, then
+# purge and check that only the logs stay. Not root: build the package and
+# check its contents only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
+cargo build --release --workspace --quiet
+rm -rf target/debian
+cargo deb -p tamada --no-build --strip --quiet -o target/debian/ >/dev/null
+deb=$(ls target/debian/tamada_*.deb)
+contents=$(dpkg-deb -c "$deb")
+for f in ./usr/sbin/tamada ./usr/lib/tamada/plugins/libtamada_static.so \
+         ./etc/tamada/conf.d/default.yaml ./var/www/tamada/index.html \
+         ./etc/logrotate.d/tamada ./lib/systemd/system/tamada.service; do
+  grep -q " $f\$" <<<"$contents" || { echo "package: $f is missing" >&2; exit 1; }
+done
+dpkg-deb -f "$deb" Depends | grep -q adduser
+if [ "$(id -u)" != 0 ]; then
+  echo "package: built and checked $deb (install test needs root)"
+  exit 0
+fi
+
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  dpkg --purge tamada >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+dpkg --purge tamada >/dev/null 2>&1 || true
+DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >/dev/null
+getent passwd tamada >/dev/null || { echo "package: no tamada user" >&2; exit 1; }
+[ "$(stat -c %U /var/log/tamada)" = tamada ] || { echo "package: /var/log/tamada is not tamada's" >&2; exit 1; }
+
+# The unit, checked by systemd itself.
+if ! command -v systemd-analyze >/dev/null && command -v apt-get >/dev/null; then
+  apt-get install -y -qq systemd >/dev/null 2>&1 || true
+fi
+if command -v systemd-analyze >/dev/null; then
+  out=$(systemd-analyze verify /lib/systemd/system/tamada.service 2>&1 || true)
+  if grep -i "tamada.service" <<<"$out" | grep -vi "network-online" | grep -q .; then
+    echo "package: systemd-analyze verify: $out" >&2; exit 1
+  fi
+fi
+
+# A free port instead of 80: the package test must not meet another server.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -i "s/^port: 80$/port: $port/" /etc/tamada/conf.d/default.yaml
+/usr/sbin/tamada -t -c /etc/tamada/conf.d >/dev/null 2>&1
+ls /var/log/tamada/default | grep -q . && { echo "package: -t created log files" >&2; exit 1; }
+/usr/sbin/tamada -c /etc/tamada/conf.d 2>/tmp/tamada-package.log &
+pid=$!
+for _ in $(seq 50); do
+  curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+  sleep 0.1
+done
+page=$(curl -s "http://127.0.0.1:$port/")
+grep -q "Welcome to tamada" <<<"$page" || { echo "package: no welcome page: $page" >&2; exit 1; }
+grep -q "serving as user \`tamada\`" /tmp/tamada-package.log || { cat /tmp/tamada-package.log >&2; exit 1; }
+for t in /proc/$pid/task/*; do
+  uid=$(awk '/^Uid:/ {print $2}' "$t/status")
+  [ "$uid" = "$(id -u tamada)" ] || { echo "package: thread $t serves as uid $uid" >&2; exit 1; }
+done
+kill -TERM "$pid"; wait "$pid" || true; pid=
+grep -q '"GET / HTTP/1.1" 200' /var/log/tamada/default/access.log \
+  || { echo "package: no access log line" >&2; cat /var/log/tamada/default/access.log >&2; exit 1; }
+
+dpkg --purge tamada >/dev/null
+left=$(dpkg -L tamada 2>/dev/null || true)
+for f in /usr/sbin/tamada /usr/lib/tamada /etc/tamada /var/www/tamada/index.html \
+         /lib/systemd/system/tamada.service /etc/logrotate.d/tamada; do
+  [ -e "$f" ] && { echo "package: $f left after purge" >&2; exit 1; }
+done
+[ -d /var/log/tamada ] || { echo "package: the logs went with the purge" >&2; exit 1; }
+rm -rf /var/log/tamada
+echo "package: $deb installs, serves as tamada, logs, and purges cleanly"

@@ -1,0 +1,238 @@
+//! Running as a service: dropping root for a configured user, `-t` as a
+//! dry run that creates nothing.
+
+use crate::harness::*;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+const ID_SH: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"uid=$(id -u) gid=$(id -g)\"\n";
+
+fn fixture() -> Fixture {
+    Fixture::new()
+        .file("conf.d/server.yaml", "user: nobody\n")
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\ncgi_bin: ../cgi-bin\nlog: ../logs\n",
+        )
+        .file("www/index.html", "home\n")
+        .file("www/secret.txt", "root only\n")
+        .file("cgi-bin/id.sh", ID_SH)
+        .file("logs/.keep", "")
+        .ports(2)
+}
+
+/// Makes the tree readable by everyone, but `secret.txt` by root only.
+fn open_up(root: &std::path::Path) {
+    for e in walk(root) {
+        let mode = if e.is_dir() || e.ends_with("id.sh") {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(&e, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = root.join("www/secret.txt");
+    std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+fn ids(status: &str, key: &str) -> Vec<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn started_as_root_it_serves_as_the_configured_user_on_every_thread() {
+    let f = fixture();
+    if !is_root() {
+        // Not root: `user:` cannot be dropped to, and the log says so.
+        let s = f.start();
+        assert!(
+            s.log.wait_for(
+                "is ignored: the server was not started as root",
+                Duration::from_secs(5)
+            ),
+            "{}",
+            s.log.text()
+        );
+        return;
+    }
+    let (dir, conf, plugins, ports) = f.write();
+    open_up(dir.path());
+    let s = TestServer::spawn(dir, &conf, &plugins, ports, &[]);
+    assert!(
+        s.log.wait_for(
+            "serving as user `nobody` (uid 65534)",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        s.log.text()
+    );
+    // Every thread: the loops, the pool, the plugins' own.
+    let pid = s.child.id();
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(tasks.len() > 3, "{tasks:?}");
+    for t in &tasks {
+        let st = std::fs::read_to_string(t.join("status")).unwrap();
+        assert_eq!(ids(&st, "Uid:"), ["65534"; 4], "{t:?}: {st}");
+        assert_eq!(ids(&st, "Gid:"), ["65534"; 4], "{t:?}: {st}");
+        assert!(
+            !ids(&st, "Groups:").contains(&"0".to_owned()),
+            "{t:?}: {st}"
+        );
+    }
+    // CGI children are that user too, and a file only root may read is
+    // refused.
+    let r = get(s.port(), "/cgi-bin/id.sh", "a");
+    assert_eq!(r.text(), "uid=65534 gid=65534\n");
+    assert_eq!(get(s.port(), "/secret.txt", "a").status, 403);
+    assert_eq!(get(s.port(), "/index.html", "a").text(), "home\n");
+    // After the drop, a reload that needs a port below 1024 is refused
+    // with a clear line, and the running configuration stays.
+    std::fs::write(
+        s.conf().join("b.yaml"),
+        "vhost: b\nip: 127.0.0.1\nport: 999\ndocument_root: ../www\n",
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log
+            .wait_for("ports below 1024 need root", Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    assert!(s.log.text().contains("keeping the running configuration"));
+    assert_eq!(get(s.port(), "/index.html", "a").status, 200);
+}
+
+#[test]
+fn dash_t_is_a_dry_run_that_creates_no_log_file_and_checks_the_user() {
+    let f = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\n",
+        )
+        .file("logs/.keep", "");
+    let (dir, conf, plugins, _) = f.write();
+    let (code, out, err) = run_tamada(&[
+        "-t",
+        "-c",
+        conf.to_str().unwrap(),
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(logs, [".keep"], "-t created log files");
+    // A user that does not exist is a configuration error.
+    std::fs::write(conf.join("server.yaml"), "user: no-such-user-here\n").unwrap();
+    let (code, _out, err) = run_tamada(&[
+        "-t",
+        "-c",
+        conf.to_str().unwrap(),
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("server.yaml: user: no user named `no-such-user-here`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cgi_refuses_to_run_scripts_as_root_unless_told_to() {
+    let vhost = |opts: &str| {
+        format!(
+            "vhost: a\nip: 127.0.0.1\nport: {{port0}}\ndocument_root: ../www\ncgi_bin: ../cgi-bin\nroutes:\n  - path: /cgi-bin/\n    handler: cgi\n    options: {{ {opts} }}\n"
+        )
+    };
+    let start = |opts: &str| {
+        let s = Fixture::new()
+            .file("conf.d/a.yaml", &vhost(opts))
+            .file("cgi-bin/id.sh", ID_SH)
+            .start();
+        std::fs::set_permissions(
+            s.dir.path().join("cgi-bin/id.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        s
+    };
+    let s = start("");
+    let r = get(s.port(), "/cgi-bin/id.sh", "a");
+    if !is_root() {
+        // A server run by a normal user runs scripts as that user.
+        assert_eq!(r.status, 200, "{}", r.text());
+        return;
+    }
+    assert_eq!(r.status, 500);
+    assert!(
+        s.log
+            .wait_for("refusing to run id.sh as root", Duration::from_secs(5)),
+        "{}",
+        s.log.text()
+    );
+    assert!(s.log.text().contains("serving as root: set `user:`"));
+    // Said explicitly, it runs them.
+    let s = start("run_as_root: true");
+    let r = get(s.port(), "/cgi-bin/id.sh", "a");
+    assert_eq!(r.text(), "uid=0 gid=0\n");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    // The service manager's side of Type=notify: a datagram socket named
+    // by NOTIFY_SOCKET.
+    let sockdir = tempfile::tempdir().unwrap();
+    let path = sockdir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut s = Fixture::new()
+        .file("conf.d/a.yaml", &echo_vhost("a", "{port0}", ""))
+        .file("www/.keep", "")
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start();
+    assert_eq!(recv(), "READY=1\n");
+    // Ready means every listener accepts.
+    assert_eq!(get(s.port(), "/", "a").status, 200);
+    s.signal(libc::SIGHUP);
+    let m = recv();
+    assert!(m.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{m:?}");
+    assert_eq!(recv(), "READY=1\n");
+    s.signal(libc::SIGTERM);
+    assert_eq!(recv(), "STOPPING=1\n");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+}
