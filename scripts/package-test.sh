@@ -10,13 +10,17 @@ cd "$(dirname "$0")/.."
 
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
 cargo build --release --workspace --quiet
+# The man page, from the same flag definitions as --help.
+mkdir -p target/man
+./target/release/tamada --man | gzip -9n > target/man/tamada.8.gz
 rm -rf target/debian
 cargo deb -p tamada --no-build --strip --quiet -o target/debian/ >/dev/null
 deb=$(ls target/debian/tamada_*.deb)
 contents=$(dpkg-deb -c "$deb")
 for f in ./usr/sbin/tamada ./usr/lib/tamada/plugins/libtamada_static.so \
          ./etc/tamada/conf.d/default.yaml ./var/www/tamada/index.html \
-         ./etc/logrotate.d/tamada ./lib/systemd/system/tamada.service; do
+         ./etc/logrotate.d/tamada ./lib/systemd/system/tamada.service \
+         ./usr/share/man/man8/tamada.8.gz; do
   grep -q " $f\$" <<<"$contents" || { echo "package: $f is missing" >&2; exit 1; }
 done
 dpkg-deb -f "$deb" Depends | grep -q adduser

@@ -60,72 +60,76 @@ pub fn unix_us_at(t: std::time::SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-const USAGE: &str = "\
-usage: tamada [options]
+const SIGNALS: &str = "\
+Signals: SIGHUP reloads conf.d (checked first; a broken file keeps the
+running configuration), SIGUSR1 reopens log files, SIGTERM/SIGINT stop
+after the requests in flight.
 
-  -c, --conf DIR        the conf.d folder (default: ./conf.d)
-  -t, --test            check the configuration and plugins, then exit 0 or 1
-      --plugin-dir DIR  where plugins are loaded from (default: the binary's folder)
-      --plugins         list the plugins found and the files skipped, then exit
-  -w, --workers N       blocking-pool threads (overrides server.yaml)
-      --loops N         event-loop threads, 0 = one per CPU (overrides server.yaml)
-  -l, --log-level L     error, warn, info, debug or trace (overrides server.yaml)
-  -v, --verbose         more detail (abi_stable's layout reports, debug logs)
-  -V, --version         print the version
-  -h, --help            this text
+Configuration: one YAML file per virtual host in conf.d, plus server.yaml
+for the server-wide settings; see the README.";
 
-Signals: SIGHUP reloads conf.d, SIGUSR1 reopens log files, SIGTERM/SIGINT
-stop after the requests in flight.";
-
-#[derive(Default)]
+// The flags, `--help` and the man page (`--man`) come from this one
+// definition.
+/// An HTTP/1.1 server whose request handlers are plugins.
+///
+/// tamada loads every plugin (`lib*.so`) in its plugin folder, reads conf.d
+/// (one file per virtual host, and server.yaml), binds its listeners and
+/// serves: one event loop per CPU, handlers that may block on a pool.
+#[derive(clap::Parser)]
+#[command(name = "tamada", version, about, long_about, after_help = SIGNALS, args_override_self = true)]
 struct Args {
-    conf: Option<PathBuf>,
+    /// The conf.d folder.
+    #[arg(
+        short = 'c',
+        long = "conf",
+        value_name = "DIR",
+        default_value = "conf.d"
+    )]
+    conf: PathBuf,
+    /// Check the configuration and plugins as start-up would, without
+    /// binding or creating files; exit 0 or 1.
+    #[arg(short = 't', long = "test")]
     test: bool,
+    /// Where plugins are loaded from (default: server.yaml's plugin_dir,
+    /// else the binary's folder).
+    #[arg(long = "plugin-dir", value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
+    /// List the plugins found and the files skipped (with why), then exit.
+    #[arg(long = "plugins")]
     list_plugins: bool,
+    /// Blocking-pool threads (overrides server.yaml's workers).
+    #[arg(short = 'w', long = "workers", value_name = "N")]
     workers: Option<usize>,
+    /// Event-loop threads, 0 for one per CPU (overrides server.yaml's loops).
+    #[arg(long = "loops", value_name = "N")]
     loops: Option<usize>,
+    /// The server's own log level: error, warn, info, debug or trace
+    /// (overrides server.yaml's log_level).
+    #[arg(short = 'l', long = "log-level", value_name = "LEVEL")]
     log_level: Option<String>,
+    /// More detail: debug logs, and abi_stable's full layout report for a
+    /// refused plugin.
+    #[arg(short = 'v', long = "verbose")]
     verbose: bool,
-}
-
-fn parse_args() -> Result<Option<Args>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut a = Args::default();
-    let mut p = lexopt::Parser::from_env();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Short('c') | Long("conf") => a.conf = Some(p.value()?.into()),
-            Short('t') | Long("test") => a.test = true,
-            Long("plugin-dir") => a.plugin_dir = Some(p.value()?.into()),
-            Long("plugins") => a.list_plugins = true,
-            Short('w') | Long("workers") => a.workers = Some(p.value()?.parse()?),
-            Long("loops") => a.loops = Some(p.value()?.parse()?),
-            Short('l') | Long("log-level") => a.log_level = Some(p.value()?.string()?),
-            Short('v') | Long("verbose") => a.verbose = true,
-            Short('V') | Long("version") => {
-                println!("{}", http::SERVER);
-                return Ok(None);
-            }
-            Short('h') | Long("help") => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    Ok(Some(a))
+    /// Print the man page (roff) and exit.
+    #[arg(long = "man", hide = true)]
+    man: bool,
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tamada: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    use clap::{CommandFactory, Parser};
+    // Bad flags: clap's message, the usage, exit 2.
+    let args = Args::parse();
+    if args.man {
+        let man = clap_mangen::Man::new(Args::command()).section("8");
+        return match man.render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tamada: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -171,7 +175,7 @@ fn exe_dir() -> PathBuf {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let conf_dir = args.conf.clone().unwrap_or_else(|| PathBuf::from("conf.d"));
+    let conf_dir = args.conf.clone();
     let level_flag = args
         .log_level
         .clone()

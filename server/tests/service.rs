@@ -236,3 +236,35 @@ fn systemd_hears_ready_reloading_and_stopping() {
     assert_eq!(recv(), "STOPPING=1\n");
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn help_and_the_man_page_come_from_one_definition() {
+    let (code, help, _) = run_tamada(&["--help"]);
+    assert_eq!(code, 0);
+    let (code, man, _) = run_tamada(&["--man"]);
+    assert_eq!(code, 0);
+    assert!(man.contains(".TH tamada 8"), "{man}");
+    for flag in [
+        "--conf",
+        "--test",
+        "--plugin-dir",
+        "--plugins",
+        "--workers",
+        "--loops",
+        "--log-level",
+        "--verbose",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+        assert!(
+            man.contains(&flag.replace('-', "\\-")),
+            "the man page lacks {flag}"
+        );
+    }
+    assert!(help.contains("SIGHUP reloads conf.d"), "{help}");
+    let (code, _, err) = run_tamada(&["--no-such-flag"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'"),
+        "{err}"
+    );
+}
