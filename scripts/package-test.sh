@@ -13,6 +13,7 @@ cargo build --release --workspace --quiet
 # The man page, from the same flag definitions as --help.
 mkdir -p target/man
 ./target/release/tamada --man | gzip -9n > target/man/tamada.8.gz
+./target/release/tamada --schema --plugin-dir target/release > target/man/tamada.schema.json
 rm -rf target/debian
 cargo deb -p tamada --no-build --strip --quiet -o target/debian/ >/dev/null
 deb=$(ls target/debian/tamada_*.deb)
@@ -20,7 +21,7 @@ contents=$(dpkg-deb -c "$deb")
 for f in ./usr/sbin/tamada ./usr/lib/tamada/plugins/libtamada_static.so \
          ./etc/tamada/conf.d/default.yaml ./var/www/tamada/index.html \
          ./etc/logrotate.d/tamada ./lib/systemd/system/tamada.service \
-         ./usr/share/man/man8/tamada.8.gz; do
+         ./usr/share/man/man8/tamada.8.gz ./usr/share/tamada/tamada.schema.json; do
   grep -q " $f\$" <<<"$contents" || { echo "package: $f is missing" >&2; exit 1; }
 done
 dpkg-deb -f "$deb" Depends | grep -q adduser

@@ -22,6 +22,9 @@ for pair in "${need[@]}"; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# Python modules: the conf.d schema is checked as an editor would.
+python3 -c 'import jsonschema' 2>/dev/null || missing+=("python3-jsonschema")
+python3 -c 'import yaml' 2>/dev/null || missing+=("python3-yaml")
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${missing[*]}"
@@ -38,6 +41,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The SDK's rustdoc is the plugin authors' guide: it must build clean.
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p tamada-sdk --no-deps --all-features
+# ...and as the README says to build it, with no feature.
+cargo doc --quiet -p tamada-sdk --no-deps
 # The plugin template is a project of its own (not a workspace member):
 # build it into the test plugins' target folder, as its test does.
 cargo build --quiet --manifest-path examples/hello-plugin/Cargo.toml --target-dir target/testplugins

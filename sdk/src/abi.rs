@@ -428,6 +428,9 @@ pub struct ExtV1 {
     /// Called once after loading, after [`PluginV1::init`]: the host's
     /// SDK 1.1 services.
     pub init: extern "C" fn(host: &'static HostExtV1),
+    /// The JSON Schema of the options the plugin takes in `role` (text;
+    /// empty when it does not say).
+    pub options_schema: extern "C" fn(role: RoleV1) -> RString,
     /// Read once per instance, right after `create`.
     pub traits: extern "C" fn(inst: Instance) -> TraitsV1,
     /// Content phase; when the table is present the host calls this

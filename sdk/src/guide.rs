@@ -492,6 +492,13 @@ pub mod options {
     //! conf.d/example.yaml:11:9: routes[0] (/hello/): plugin `hello` refused its options: unknown field `greting`, expected one of `greeting`, `uppercase`, `skip`
     //! ```
     //!
+    //! With the SDK's `schema` feature, describe the options for editors:
+    //! derive `schemars::JsonSchema` on the options type and add
+    //! `schema: |_| tamada_sdk::schema::of::<Config>()` to
+    //! [`export_plugin!`](crate::export_plugin) (see
+    //! the `tamada_sdk::schema` module); `tamada --schema` then puts them into the
+    //! schema of conf.d, and `autoindx:` is flagged as it is typed.
+    //!
     //! [`units::Size`](crate::units::Size) and [`units::Secs`](crate::units::Secs)
     //! read sizes and durations as conf.d writes them, and say what they
     //! expected (`` `-5` is not a size: use 4096, 512KiB, 10MB, 1GiB ``).

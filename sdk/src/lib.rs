@@ -185,6 +185,10 @@ pub mod host;
 pub mod plugin;
 pub mod request;
 pub mod response;
+// Needs the optional schemars: documented when the feature is on (docs.rs
+// turns every feature on).
+#[cfg(feature = "schema")]
+pub mod schema;
 // Documented whatever the features (`cargo doc` and docs.rs show it);
 // usable with the `testing` feature.
 #[cfg(any(feature = "testing", doc))]

@@ -573,6 +573,18 @@ pub mod __private {
         }
     }
 
+    /// Calls the plugin's `schema:` function, with panics caught.
+    pub fn schema_shim(role: RoleV1, f: fn(Role) -> Option<String>) -> RString {
+        let role = match role {
+            RoleV1::Handler => Role::Handler,
+            RoleV1::Logger => Role::Logger,
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(role))) {
+            Ok(Some(s)) => RString::from(s),
+            _ => RString::new(),
+        }
+    }
+
     extern "C" fn init_ext(host: &'static crate::abi::HostExtV1) {
         let _ = crate::host::HOST_EXT.set(host);
     }
@@ -670,12 +682,26 @@ pub mod __private {
         create: extern "C" fn(RStr<'_>, &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
         roles: u8,
     ) -> ExtV1 {
+        ext_table_with_schema(create, roles, no_schema)
+    }
+
+    extern "C" fn no_schema(_: RoleV1) -> RString {
+        RString::new()
+    }
+
+    /// The macro's table, with the plugin's options schema.
+    pub const fn ext_table_with_schema(
+        create: extern "C" fn(RStr<'_>, &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
+        roles: u8,
+        options_schema: extern "C" fn(RoleV1) -> RString,
+    ) -> ExtV1 {
         ExtV1 {
             // Evaluated where the SDK is compiled: as part of the plugin,
             // with its profile's panic strategy.
             unwinds: cfg!(panic = "unwind"),
             roles,
             create,
+            options_schema,
             init: init_ext,
             traits,
             handle: handle_ext,
@@ -798,13 +824,16 @@ pub mod __private {
 /// own code stays free of `unsafe` and `extern "C"`.
 #[macro_export]
 macro_rules! export_plugin {
-    (name: $name:expr, new: $new:expr $(,)?) => {
-        $crate::export_plugin!(@export $name, $new, 0u8);
+    (name: $name:expr, new: $new:expr
+        $(, roles: [$($role:ident),+ $(,)?])?
+        $(, schema: $schema:expr)? $(,)?) => {
+        $crate::export_plugin!(@export $name, $new,
+            0u8 $($(| (1u8 << ($crate::Role::$role as u8)))+)?,
+            $crate::export_plugin!(@schema $($schema)?));
     };
-    (name: $name:expr, new: $new:expr, roles: [$($role:ident),+ $(,)?] $(,)?) => {
-        $crate::export_plugin!(@export $name, $new, 0u8 $(| (1u8 << ($crate::Role::$role as u8)))+);
-    };
-    (@export $name:expr, $new:expr, $roles:expr) => {
+    (@schema) => { |_: $crate::Role| -> ::core::option::Option<::std::string::String> { None } };
+    (@schema $schema:expr) => { $schema };
+    (@export $name:expr, $new:expr, $roles:expr, $schema:expr) => {
         // A panic that cannot unwind cannot be caught: it would end the
         // whole server with no log line (see the guide's `errors`).
         #[cfg(panic = "abort")]
@@ -835,7 +864,18 @@ macro_rules! export_plugin {
                 p::create_ext(options, ctx, construct)
             }
 
-            static EXT: $crate::abi::ExtV1 = p::ext_table(create_ext, $roles);
+            fn schema_of(role: $crate::Role) -> ::core::option::Option<::std::string::String> {
+                let f: fn($crate::Role) -> ::core::option::Option<::std::string::String> = $schema;
+                f(role)
+            }
+
+            extern "C" fn options_schema(
+                role: $crate::abi::RoleV1,
+            ) -> p::abi_stable::std_types::RString {
+                p::schema_shim(role, schema_of)
+            }
+
+            static EXT: $crate::abi::ExtV1 = p::ext_table_with_schema(create_ext, $roles, options_schema);
 
             extern "C" fn init(host: &'static $crate::abi::HostV1) {
                 p::init_named(host, $name)

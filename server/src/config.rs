@@ -42,7 +42,7 @@ impl std::error::Error for ConfError {}
 pub use tamada_sdk::units::{Secs, Size};
 
 /// `server.yaml`: server-wide settings. Command-line flags override them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Event-loop threads (0: one per CPU available).
@@ -103,29 +103,37 @@ impl Default for Settings {
 }
 
 /// One route of a vhost.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConf {
+    /// The path prefix (on a segment boundary; longest first).
     pub path: String,
+    /// The plugin that answers it (its declared name).
     pub handler: String,
+    /// The request body limit for this route.
     pub max_body: Option<Size>,
+    /// Handed to the plugin as they are (see each plugin's options).
     #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
     pub options: serde_yaml::Value,
 }
 
 /// One logger of a vhost.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoggerConf {
+    /// The plugin that logs (its declared name).
     pub handler: String,
+    /// Handed to the plugin as they are.
     #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
     pub options: serde_yaml::Value,
 }
 
 /// A vhost file as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct VhostRaw {
+pub struct VhostRaw {
     vhost: String,
     #[serde(default)]
     aliases: Vec<String>,

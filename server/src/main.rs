@@ -24,6 +24,7 @@ mod pool;
 mod privileges;
 mod route;
 mod runtime;
+mod schema;
 mod stream;
 mod view;
 mod writer;
@@ -111,6 +112,10 @@ struct Args {
     /// refused plugin.
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+    /// Print the JSON Schema of conf.d (server.yaml, vhost files, and the
+    /// options of the plugins loaded), for editors, then exit.
+    #[arg(long = "schema")]
+    schema: bool,
     /// Print the man page (roff) and exit.
     #[arg(long = "man", hide = true)]
     man: bool,
@@ -181,7 +186,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .or_else(|| args.verbose.then(|| "debug".to_owned()));
 
-    if args.list_plugins {
+    if args.list_plugins || args.schema {
         // Needs no conf.d: the folder is the flag, server.yaml's setting
         // if conf.d is readable, or the binary's folder.
         let _ = init_logging(level_flag.as_deref().unwrap_or("warn"), None);
@@ -196,6 +201,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(exe_dir);
         let registry = Registry::load_dir(&dir, args.verbose)
             .map_err(|e| anyhow::anyhow!("plugin folder {}: {e}", dir.display()))?;
+        if args.schema {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{:#}", schema::build(&registry));
+            return Ok(());
+        }
         for p in registry.plugins.values() {
             println!(
                 "{}\t{}\tSDK {}.{}\t{}",

@@ -41,6 +41,12 @@ pub struct Plugin {
 }
 
 impl Plugin {
+    /// The JSON Schema of its options as `role`, if it gives one.
+    pub fn options_schema(&self, role: RoleV1) -> Option<serde_json::Value> {
+        let text = (self.ext?.options_schema)(role);
+        serde_json::from_str(text.as_str()).ok()
+    }
+
     /// Why it cannot serve as `role`, if it says so (SDK 1.1 plugins
     /// declare their roles; others may be anything).
     pub fn refuses(&self, role: RoleV1) -> Option<String> {

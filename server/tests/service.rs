@@ -268,3 +268,69 @@ fn help_and_the_man_page_come_from_one_definition() {
         "{err}"
     );
 }
+
+#[test]
+fn the_conf_d_schema_is_what_the_server_parses_and_catches_typos() {
+    // The committed schema (which the example files name for editors) is
+    // what `tamada --schema` prints for the shipped plugins: it cannot
+    // drift from the types the server parses.
+    let root = workspace_root();
+    let (code, printed, err) = run_tamada(&[
+        "--schema",
+        "--plugin-dir",
+        real_plugin_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let committed = std::fs::read_to_string(root.join("conf.d/tamada.schema.json")).unwrap();
+    assert!(
+        printed.trim() == committed.trim(),
+        "conf.d/tamada.schema.json is stale: run `tamada --schema --plugin-dir target/debug > conf.d/tamada.schema.json`"
+    );
+    let check = |files: &[&std::path::Path]| {
+        let out = std::process::Command::new("python3")
+            .arg(root.join("scripts/validate-conf.py"))
+            .arg(root.join("conf.d/tamada.schema.json"))
+            .args(files)
+            .output()
+            .expect("python3 (with python3-jsonschema and python3-yaml)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Every example file validates.
+    let examples: Vec<_> = [
+        "conf.d/example.yaml",
+        "conf.d/server.yaml",
+        "packaging/conf.d/default.yaml",
+        "packaging/conf.d/server.yaml",
+    ]
+    .iter()
+    .map(|f| root.join(f))
+    .collect();
+    let refs: Vec<&std::path::Path> = examples.iter().map(|p| p.as_path()).collect();
+    let (code, out) = check(&refs);
+    assert_eq!(code, Some(0), "{out}");
+    // A misspelt key, in the file and in a plugin's options, fails.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "vhost: a\nip: 127.0.0.1\nport: 8080\ndocument_root: /srv\nmax_bdy: 1MiB\nroutes:\n  - path: /\n    handler: static\n    options: { autoindx: true }\n",
+    )
+    .unwrap();
+    let (code, out) = check(&[&bad]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("'max_bdy' was unexpected"), "{out}");
+    assert!(
+        out.contains(
+            "routes/0/options: Additional properties are not allowed ('autoindx' was unexpected)"
+        ),
+        "{out}"
+    );
+    let typo = dir.path().join("server.yaml");
+    std::fs::write(&typo, "workerz: 4\n").unwrap();
+    let (code, out) = check(&[&typo]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("'workerz' was unexpected"), "{out}");
+}

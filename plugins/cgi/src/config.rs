@@ -8,7 +8,7 @@ use std::time::Duration;
 use tamada_sdk::units::{Secs, Size};
 
 /// The options as written in YAML.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Folder of scripts (default: the vhost's `cgi_bin`).

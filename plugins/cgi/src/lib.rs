@@ -265,7 +265,12 @@ fn bad_body(res: &mut ResponseBuilder, log: &LogCtx, e: std::io::Error) -> Outco
     page(res, 400, "the request body could not be read")
 }
 
-tamada_sdk::export_plugin!(name: "cgi", new: new, roles: [Handler]);
+tamada_sdk::export_plugin!(
+    name: "cgi",
+    new: new,
+    roles: [Handler],
+    schema: |_| tamada_sdk::schema::of::<config::Config>(),
+);
 
 #[cfg(test)]
 mod tests;

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tamada_sdk::prelude::*;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 struct Config {
     #[serde(default)]
@@ -269,7 +269,12 @@ impl Handler for Logging {
     }
 }
 
-tamada_sdk::export_plugin!(name: "logging", new: new, roles: [Logger]);
+tamada_sdk::export_plugin!(
+    name: "logging",
+    new: new,
+    roles: [Logger],
+    schema: |_| tamada_sdk::schema::of::<Config>(),
+);
 
 #[cfg(test)]
 mod tests;

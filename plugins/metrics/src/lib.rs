@@ -73,7 +73,7 @@ fn default_registry() -> String {
 }
 
 /// Options of the logger role (`loggers: - handler: metrics`).
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, schemars::JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 struct LoggerConfig {
     /// The registry to count into.
@@ -84,7 +84,7 @@ struct LoggerConfig {
 }
 
 /// Options of the handler role (`routes: - handler: metrics`).
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, schemars::JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 struct EndpointConfig {
     /// The registry to show.
@@ -239,7 +239,15 @@ impl Handler for Metrics {
     }
 }
 
-tamada_sdk::export_plugin!(name: "metrics", new: new, roles: [Handler, Logger]);
+tamada_sdk::export_plugin!(
+    name: "metrics",
+    new: new,
+    roles: [Handler, Logger],
+    schema: |role| match role {
+        Role::Handler => tamada_sdk::schema::of::<EndpointConfig>(),
+        Role::Logger => tamada_sdk::schema::of::<LoggerConfig>(),
+    },
+);
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use tamada_sdk::prelude::*;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 struct Config {
     status: Option<u16>,
@@ -70,7 +70,12 @@ pub fn new(options: &Options) -> Result<Placeholder, String> {
     })
 }
 
-tamada_sdk::export_plugin!(name: "placeholder", new: new, roles: [Handler]);
+tamada_sdk::export_plugin!(
+    name: "placeholder",
+    new: new,
+    roles: [Handler],
+    schema: |_| tamada_sdk::schema::of::<Config>(),
+);
 
 #[cfg(test)]
 mod tests {

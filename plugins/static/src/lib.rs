@@ -27,7 +27,7 @@ use tamada_sdk::prelude::*;
 use tamada_sdk::units::{Secs, Size};
 
 /// How ETags are made.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EtagMode {
     /// From size, modification time (with nanoseconds) and inode.
@@ -40,7 +40,7 @@ pub enum EtagMode {
 }
 
 /// Where symlinks may lead.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Symlinks {
     /// Only to files inside the root.
@@ -51,7 +51,7 @@ pub enum Symlinks {
 }
 
 /// The route's `options:`.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, schemars::JsonSchema, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Serve this folder for the route (the rest of the path after the
@@ -82,7 +82,7 @@ pub struct Config {
 }
 
 /// The `cache:` option: the open-file cache of each event loop.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, schemars::JsonSchema, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// How long what a path resolved to is trusted before it is looked
@@ -205,7 +205,12 @@ pub fn new(options: &Options) -> Result<Static, String> {
     })
 }
 
-tamada_sdk::export_plugin!(name: "static", new: new, roles: [Handler]);
+tamada_sdk::export_plugin!(
+    name: "static",
+    new: new,
+    roles: [Handler],
+    schema: |_| tamada_sdk::schema::of::<Config>(),
+);
 
 /// A file chosen to be served.
 struct Chosen {

@@ -1,0 +1,79 @@
+//! SDK 1.1, feature `schema`: a plugin describes its options as a JSON
+//! Schema, so that `tamada --schema` gives editors one schema for conf.d
+//! with every loaded plugin's options in it (a misspelt option is flagged
+//! as it is typed). Derive [`schemars::JsonSchema`] on the options type
+//! (serde's attributes are honoured: `deny_unknown_fields` becomes
+//! `additionalProperties: false`) and name it in
+//! [`export_plugin!`](crate::export_plugin):
+//!
+//! ```
+//! use serde::Deserialize;
+//! use tamada_sdk::prelude::*;
+//! use tamada_sdk::units::Secs;
+//!
+//! #[derive(Deserialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     /// Shown by editors as the option's documentation.
+//!     greeting: String,
+//!     delay: Option<Secs>,
+//! }
+//!
+//! struct Hello(Config);
+//! impl Handler for Hello {}
+//!
+//! tamada_sdk::export_plugin!(
+//!     name: "hello",
+//!     new: |o: &Options| Ok(Hello(o.parse::<Config>()?)),
+//!     roles: [Handler],
+//!     schema: |_role| tamada_sdk::schema::of::<Config>(),
+//! );
+//! # fn main() {}
+//! ```
+//!
+//! `schema:` takes a function of the [`Role`](crate::Role) (a plugin that is
+//! both a handler and a logger may take different options as each) that
+//! returns the schema text, or `None`.
+
+pub use schemars;
+
+/// The JSON Schema of `T`, with every part inlined (it is embedded in
+/// the server's own schema).
+pub fn of<T: schemars::JsonSchema>() -> Option<String> {
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
+    let mut root = generator.into_root_schema_for::<T>();
+    root.remove("$schema");
+    serde_json::to_string(&root).ok()
+}
+
+impl schemars::JsonSchema for crate::units::Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size in bytes: 4096, 512KiB, 10MB, 1GiB",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*([kKmMgGtT](i?[bB])?|[bB])?\\s*$" }
+            ]
+        })
+    }
+}
+
+impl schemars::JsonSchema for crate::units::Secs {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: 5 (seconds), 5s, 500ms, 2m, 1h",
+            "anyOf": [
+                { "type": "number", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(ms|s|m|h)?\\s*$" }
+            ]
+        })
+    }
+}
