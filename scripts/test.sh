@@ -16,6 +16,8 @@ need=(
   "php-cgi:php-cgi"
   "systemd-analyze:systemd"
   "dpkg-deb:dpkg"
+  "ab:apache2-utils"
+  "wrk:wrk"
 )
 missing=()
 for pair in "${need[@]}"; do

@@ -458,12 +458,25 @@ pub struct HostExtV1 {
     /// Whether the server will serve as root (started as root with no
     /// `user:`): a plugin that starts programs should refuse to.
     pub serves_as_root: extern "C" fn() -> bool,
+    /// The user the server will serve as, when it drops root (`user:`):
+    /// files a plugin creates before the drop should be given to it.
+    pub service_user: extern "C" fn() -> ROption<ServiceUserV1>,
     /// Attaches a note to the exchange the calling thread is handling
     /// (content phase): false when it handles none.
     pub note: extern "C" fn(key: RStr<'_>, value: RStr<'_>) -> bool,
     /// Calls `visit.func(ctx, key, value)` for each note of the exchange
     /// the calling thread is logging (log phase).
     pub notes: extern "C" fn(visit: NoteVisitV1, ctx: *mut c_void),
+}
+
+/// [`HostExtV1::service_user`].
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct ServiceUserV1 {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
 }
 
 /// The callback of [`HostExtV1::notes`].

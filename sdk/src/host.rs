@@ -68,6 +68,16 @@ pub fn dry_run() -> bool {
     HOST_EXT.get().is_some_and(|h| (h.dry_run)())
 }
 
+/// The user and group (ids) the server will serve as once it drops root
+/// (`user:` in server.yaml): give them the files you create before that,
+/// at start-up, so that the server can still open them afterwards.
+pub fn service_user() -> Option<(u32, u32)> {
+    HOST_EXT
+        .get()
+        .and_then(|h| (h.service_user)().into_option())
+        .map(|u| (u.uid, u.gid))
+}
+
 /// Whether the server will serve as root (started as root, no `user:` in
 /// server.yaml). A plugin that runs programs should refuse to run them as
 /// root unless its options say so, as the `cgi` plugin does.

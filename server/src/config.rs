@@ -77,6 +77,9 @@ pub struct Settings {
     pub user: Option<String>,
     /// ...and this group (default: the user's own).
     pub group: Option<String>,
+    /// A file that holds the pid of the process that serves (it follows a
+    /// binary upgrade to the new process).
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -98,6 +101,7 @@ impl Default for Settings {
             log_file: None,
             user: None,
             group: None,
+            pid_file: None,
         }
     }
 }
@@ -303,6 +307,11 @@ pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
         && p.is_relative()
     {
         settings.log_file = Some(dir.join(p));
+    }
+    if let Some(p) = &settings.pid_file
+        && p.is_relative()
+    {
+        settings.pid_file = Some(dir.join(p));
     }
     if settings.workers == 0 {
         errors.push(plain(

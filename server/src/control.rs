@@ -14,7 +14,7 @@ use crate::Shared;
 use crate::evloop::{LoopHandle, Msg, Reload};
 use crate::listen;
 use crate::runtime::Runtime;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -32,13 +32,17 @@ pub struct Control {
     pub reload: Reloader,
     /// The addresses listened on.
     pub addrs: BTreeSet<SocketAddr>,
+    /// One descriptor per address, for a binary upgrade to hand over.
+    pub handover: std::collections::BTreeMap<SocketAddr, Vec<std::os::fd::OwnedFd>>,
+    /// The binary and arguments this process was started with.
+    pub started_as: Option<(std::path::PathBuf, Vec<std::ffi::OsString>)>,
 }
 
 impl Control {
     /// Registers the signals; do it before the loops start, so that a
     /// signal that comes early is not lost.
     pub fn signals() -> std::io::Result<Signals> {
-        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
     }
 
     /// Runs until SIGTERM/SIGINT has been passed on.
@@ -62,6 +66,8 @@ impl Control {
                         return;
                     }
                     SIGHUP => self.reload(),
+                    // Once the new process serves, this one drains and ends.
+                    SIGUSR2 if self.upgrade() => return,
                     SIGUSR1 => {
                         log::info!("got SIGUSR1: reopening log files");
                         let rt = self.shared.runtime.load_full();
@@ -73,6 +79,37 @@ impl Control {
                     }
                     _ => {}
                 }
+            }
+        }
+    }
+
+    /// SIGUSR2: starts the new binary on the same sockets; once it is
+    /// ready, this process drains (true) and ends. If it fails, this one
+    /// goes on serving (false).
+    fn upgrade(&mut self) -> bool {
+        let Some((exe, args)) = self.started_as.clone() else {
+            log::error!("binary upgrade: the binary's path is unknown; still serving");
+            return false;
+        };
+        log::info!("got SIGUSR2: starting {} (binary upgrade)", exe.display());
+        match crate::upgrade::start(&exe, &args, &self.handover) {
+            Ok(child) => {
+                log::info!(
+                    "binary upgrade: new process {} serves; this one ({}) stops accepting and drains",
+                    child.id(),
+                    std::process::id()
+                );
+                self.shared.draining.store(true, Ordering::Relaxed);
+                let t = self.shared.runtime.load().settings.shutdown_timeout.0;
+                let deadline = Instant::now() + t;
+                for l in &self.loops {
+                    l.send(Msg::Drain(deadline));
+                }
+                true
+            }
+            Err(e) => {
+                log::error!("binary upgrade failed: {e}; still serving");
+                false
             }
         }
     }
@@ -119,6 +156,10 @@ impl Control {
             .flat_map(|s| s.groups.values())
             .map(|g| g.vhosts.len())
             .sum();
+        self.handover.extend(listen::handover(&bound));
+        for a in &gone {
+            self.handover.remove(a);
+        }
         for l in &self.loops {
             let add = bound
                 .iter_mut()

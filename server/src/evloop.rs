@@ -48,6 +48,11 @@ const LISTENER_BASE: usize = 1;
 const MAX_LISTENERS: usize = 4096;
 const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
 const SWEEP: Duration = Duration::from_millis(250);
+/// When a drain starts (SIGTERM, or a binary upgrade handing over), idle
+/// keep-alive connections stay open this long: a request already on its
+/// way is answered (with `Connection: close`) instead of meeting a closed
+/// socket. Then they are closed.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// Connections open in all loops (for `max_connections`).
 pub static OPEN: AtomicUsize = AtomicUsize::new(0);
@@ -149,6 +154,8 @@ pub struct Cx<'a> {
     handle: &'a LoopHandle,
     key: usize,
     pub draining: bool,
+    /// When the drain started (valid while `draining`).
+    pub drain_started: Instant,
 }
 
 impl<'a> Cx<'a> {
@@ -157,20 +164,21 @@ impl<'a> Cx<'a> {
         pool: &'a Arc<Pool>,
         handle: &'a LoopHandle,
         key: usize,
-        draining: bool,
+        drain: Option<Instant>,
     ) -> Self {
         Cx {
             rt,
             pool,
             handle,
             key,
-            draining,
+            draining: drain.is_some(),
+            drain_started: drain.unwrap_or_else(Instant::now),
         }
     }
     /// A context outside any loop, for the connection's unit tests.
     #[cfg(test)]
     pub fn for_test(rt: &'a Runtime, pool: &'a Arc<Pool>, handle: &'a LoopHandle) -> Self {
-        Cx::new(rt, pool, handle, 0, false)
+        Cx::new(rt, pool, handle, 0, None)
     }
     pub fn settings(&self) -> &Settings {
         &self.rt.settings
@@ -198,6 +206,9 @@ pub struct EventLoop {
     /// Listeners whose accept failed for want of descriptors: retried.
     accept_retry: Vec<usize>,
     drain: Option<Instant>,
+    /// The end of a drain's grace for idle connections.
+    grace_end: Option<Instant>,
+    drain_started: Option<Instant>,
 }
 
 impl EventLoop {
@@ -221,6 +232,8 @@ impl EventLoop {
             again: VecDeque::new(),
             accept_retry: Vec::new(),
             drain: None,
+            grace_end: None,
+            drain_started: None,
         })
     }
 
@@ -302,8 +315,12 @@ impl EventLoop {
                 self.sweep(now);
             }
             if let Some(d) = self.drain {
+                let graced = self.grace_end.is_none_or(|g| now >= g);
+                if graced {
+                    self.close_idle();
+                }
                 let busy = self.conns.iter().filter(|(_, c)| c.is_busy()).count();
-                if busy == 0 {
+                if busy == 0 && (graced || self.conns.is_empty()) {
                     return true;
                 }
                 if now >= d {
@@ -319,13 +336,7 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let mut cx = Cx::new(
-            &self.rt,
-            &self.pool,
-            &self.handle,
-            key,
-            self.drain.is_some(),
-        );
+        let mut cx = Cx::new(&self.rt, &self.pool, &self.handle, key, self.drain_started);
         let next = match handled {
             Some(h) => conn.on_handled(*h, &mut cx),
             None => conn.drive(&mut cx),
@@ -386,10 +397,17 @@ impl EventLoop {
 
     fn start_drain(&mut self, deadline: Instant) {
         self.drain = Some(deadline);
+        self.drain_started = Some(Instant::now());
+        self.grace_end = Some(Instant::now() + DRAIN_GRACE);
+        // Stop accepting: the connections still queued are another
+        // process's after a binary upgrade (it holds the same sockets).
         for (_, mut l) in self.listeners.drain() {
             let _ = self.poll.registry().deregister(&mut l);
         }
-        // Idle connections go now; responses being written finish.
+    }
+
+    /// After the drain's grace, idle connections are closed.
+    fn close_idle(&mut self) {
         let idle: Vec<usize> = self
             .conns
             .iter()
@@ -473,13 +491,7 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let mut cx = Cx::new(
-                &self.rt,
-                &self.pool,
-                &self.handle,
-                key,
-                self.drain.is_some(),
-            );
+            let mut cx = Cx::new(&self.rt, &self.pool, &self.handle, key, self.drain_started);
             if conn.timed_out(&mut cx) == Next::Close {
                 self.remove(key);
             }

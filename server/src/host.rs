@@ -36,6 +36,7 @@ pub static HOST_EXT_V1: HostExtV1 = HostExtV1 {
     draining: host_draining,
     dry_run: host_dry_run,
     serves_as_root: host_serves_as_root,
+    service_user: host_service_user,
     note: host_note,
     notes: host_notes,
 };
@@ -48,6 +49,16 @@ pub static SERVES_AS_ROOT: std::sync::atomic::AtomicBool =
 
 extern "C" fn host_dry_run() -> bool {
     DRY_RUN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The user to drop to, set by `main` before any plugin is created.
+pub static SERVICE_USER: OnceLock<(u32, u32)> = OnceLock::new();
+
+extern "C" fn host_service_user() -> ROption<tamada_sdk::abi::ServiceUserV1> {
+    match SERVICE_USER.get() {
+        Some(&(uid, gid)) => ROption::RSome(tamada_sdk::abi::ServiceUserV1 { uid, gid }),
+        None => ROption::RNone,
+    }
 }
 
 extern "C" fn host_serves_as_root() -> bool {

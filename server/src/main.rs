@@ -26,6 +26,7 @@ mod route;
 mod runtime;
 mod schema;
 mod stream;
+mod upgrade;
 mod view;
 mod writer;
 mod yamlpos;
@@ -121,8 +122,15 @@ struct Args {
     man: bool,
 }
 
+/// The binary and arguments this process was started with, recorded
+/// before anything can replace the file (a binary upgrade runs them).
+static STARTED_AS: OnceLock<(PathBuf, Vec<std::ffi::OsString>)> = OnceLock::new();
+
 fn main() -> ExitCode {
     use clap::{CommandFactory, Parser};
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = STARTED_AS.set((exe, std::env::args_os().skip(1).collect()));
+    }
     // Bad flags: clap's message, the usage, exit 2.
     let args = Args::parse();
     if args.man {
@@ -260,6 +268,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     host::DRY_RUN.store(args.test, std::sync::atomic::Ordering::Relaxed);
+    if let Some(a) = &account {
+        let _ = host::SERVICE_USER.set((a.uid, a.gid));
+    }
     host::SERVES_AS_ROOT.store(
         privileges::is_root() && account.is_none(),
         std::sync::atomic::Ordering::Relaxed,
@@ -306,7 +317,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         n => n,
     };
     let addrs: Vec<_> = rt.sites.keys().copied().collect();
-    let mut listeners = listen::bind_all(&addrs, loops).map_err(anyhow::Error::msg)?;
+    let inherited = upgrade::inherited();
+    let listeners =
+        listen::bind_all_inheriting(&addrs, loops, inherited).map_err(anyhow::Error::msg)?;
+    // Every listening socket, kept for a binary upgrade to hand over.
+    let handover = listen::handover(&listeners);
+    let mut dealt = listen::deal(listeners, loops).into_iter();
     // Listeners bound, plugins loaded, log files open: now become the
     // service user, before any request is read.
     if let Some(a) = &account {
@@ -318,6 +334,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 a.uid,
                 a.group,
                 a.gid
+            );
+        } else if upgrade::is_upgrade() {
+            // SAFETY: getuid has no preconditions.
+            let uid = unsafe { libc::getuid() };
+            log::info!(
+                "serving as uid {uid}, as the process that started this one (binary upgrade)"
             );
         } else {
             log::warn!(
@@ -337,10 +359,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for i in 0..loops {
         let mut ev = evloop::EventLoop::new(Arc::new(rt.fork()), pool.clone())?;
-        for (a, socks) in listeners.iter_mut() {
-            if let Some(s) = socks.pop() {
-                ev.add_listener(*a, s)?;
-            }
+        for (a, s) in dealt.next().unwrap_or_default() {
+            ev.add_listener(a, s)?;
         }
         handles.push(ev.handle());
         threads.push(
@@ -388,6 +408,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         shared: shared.clone(),
         reload: reloader,
         addrs: addrs.iter().copied().collect(),
+        handover,
+        started_as: STARTED_AS.get().cloned(),
     };
     std::thread::Builder::new()
         .name("control".into())
@@ -399,7 +421,27 @@ fn run(args: Args) -> anyhow::Result<()> {
         list.join(", ")
     );
     // systemd (Type=notify): every listener is bound and every loop runs.
-    notify(&[sd_notify::NotifyState::Ready]);
+    let pid_file = shared.runtime.load().settings.pid_file.clone();
+    if let Some(p) = &pid_file
+        && let Err(e) = std::fs::write(p, format!("{}\n", std::process::id()))
+    {
+        log::warn!("pid_file {}: {e}", p.display());
+    }
+    if upgrade::is_upgrade() {
+        // The old process stops accepting once it reads this; systemd
+        // follows the new main process (NotifyAccess=all).
+        upgrade::signal_ready();
+        notify(&[
+            sd_notify::NotifyState::MainPid(std::process::id()),
+            sd_notify::NotifyState::Ready,
+        ]);
+        log::info!(
+            "binary upgrade: this process ({}) now serves",
+            std::process::id()
+        );
+    } else {
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
     let mut clean = true;
     for t in threads {
         clean &= t.join().unwrap_or(false);
@@ -410,6 +452,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     clean &= pool.quiesce(std::time::Instant::now() + t.min(std::time::Duration::from_secs(5)));
     if clean {
         log::info!("all requests finished; stopping");
+    }
+    // The pid file is this process's only while it names it (after a
+    // binary upgrade it names the new one).
+    if let Some(p) = &pid_file
+        && std::fs::read_to_string(p).is_ok_and(|s| s.trim() == std::process::id().to_string())
+    {
+        let _ = std::fs::remove_file(p);
     }
     let rt = shared.runtime.load_full();
     for i in rt.instances() {

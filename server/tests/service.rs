@@ -334,3 +334,141 @@ fn the_conf_d_schema_is_what_the_server_parses_and_catches_typos() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("'workerz' was unexpected"), "{out}");
 }
+
+/// Kills a process the test did not spawn (the upgraded server) at the end.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill with a pid read from the server's own log line.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The pid the upgraded process announces (`... this process (N) now serves`),
+/// the `nth` time.
+fn new_pid(log: &str, nth: usize) -> Option<i32> {
+    log.match_indices("binary upgrade: this process (")
+        .nth(nth)
+        .and_then(|(i, m)| log[i + m.len()..].split(')').next())
+        .and_then(|p| p.parse().ok())
+}
+
+#[test]
+fn a_binary_upgrade_under_load_refuses_and_fails_nothing() {
+    // SIGUSR2 twice: once under `ab` (a new connection per request), once
+    // under `wrk` (keep-alive). Neither sees a failed request or a refused
+    // connection; the old process drains and exits; the new one serves.
+    let mut s = Fixture::new()
+        .file("conf.d/server.yaml", "pid_file: ../tamada.pid\n")
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\n",
+        )
+        .file("www/index.html", "home\n")
+        .file("logs/.keep", "")
+        .start();
+    let url = format!("http://127.0.0.1:{}/index.html", s.port());
+    let mut guard = KillOnDrop(None);
+
+    // 1. ab: 20,000 requests, 10 at a time, each on its own connection.
+    let ab = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new("ab")
+                .args(["-q", "-n", "20000", "-c", "10", "-r", &url])
+                .output()
+                .expect("ab (apache2-utils)")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGUSR2);
+    assert!(
+        s.log
+            .wait_for("binary upgrade: this process (", Duration::from_secs(30)),
+        "{}",
+        s.log.text()
+    );
+    let pid1 = new_pid(&s.log.text(), 0).expect("the new process's pid");
+    guard.0 = Some(pid1);
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        s.log.text()
+    );
+    // The pid file follows the process that serves.
+    let pid_file = s.dir.path().join("tamada.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        pid1.to_string()
+    );
+    let out = ab.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Complete requests:      20000"), "{text}");
+    assert!(text.contains("Failed requests:        0"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    assert_eq!(get(s.port(), "/index.html", "a").text(), "home\n");
+
+    // 2. wrk: keep-alive connections through a second upgrade.
+    let wrk = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new("wrk")
+                .args(["-t1", "-c10", "-d3s", &url])
+                .output()
+                .expect("wrk")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: kill with the pid the upgraded server announced.
+    unsafe {
+        libc::kill(pid1, libc::SIGUSR2);
+    }
+    let out = wrk.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("requests in"), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    assert!(
+        s.log
+            .wait_for_n("binary upgrade: this process (", 2, Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    let pid2 = new_pid(&s.log.text(), 1).expect("the second new process's pid");
+    guard.0 = Some(pid2);
+    assert_ne!(pid1, pid2);
+    assert_eq!(get(s.port(), "/index.html", "a").text(), "home\n");
+    // The access log saw every request, whichever process answered it.
+    let lines = std::fs::read_to_string(s.dir.path().join("logs/access.log")).unwrap_or_default();
+    assert!(
+        lines.lines().count() >= 20000,
+        "{} lines",
+        lines.lines().count()
+    );
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_process_serving() {
+    // The new process cannot start (its conf.d is broken meanwhile): the
+    // old one says why and goes on.
+    let s = Fixture::new()
+        .file("conf.d/a.yaml", &echo_vhost("a", "{port0}", ""))
+        .file("www/.keep", "")
+        .start();
+    std::fs::write(s.conf().join("b.yaml"), "vhost: [broken\n").unwrap();
+    s.signal(libc::SIGUSR2);
+    assert!(
+        s.log
+            .wait_for("binary upgrade failed:", Duration::from_secs(30)),
+        "{}",
+        s.log.text()
+    );
+    assert!(s.log.text().contains("still serving"));
+    assert_eq!(get(s.port(), "/", "a").status, 200);
+}

@@ -153,6 +153,13 @@ impl LogFile {
         }
         // Open before canonicalizing: the file may not exist yet.
         let file = open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // Opened by root before the server becomes its service user: the
+        // file is the user's, so that a reload or a binary upgrade (which
+        // runs as that user) can open it again. Fails harmlessly when not
+        // root.
+        if let Some((uid, gid)) = tamada_sdk::host::service_user() {
+            let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+        }
         let canonical = path
             .canonicalize()
             .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;

@@ -304,7 +304,10 @@ impl<T: Transport> Conn<T> {
             if self.is_idle() {
                 self.buf.shrink();
                 self.head_started = None;
-                if cx.draining {
+                // Draining: a connection that has been answered goes; one
+                // idle since before the drain waits out its grace (a
+                // request may be on its way), then the loop closes it.
+                if cx.draining && self.served > 0 && self.idle_since >= cx.drain_started {
                     return Next::Close;
                 }
             }
