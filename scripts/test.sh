@@ -18,6 +18,7 @@ need=(
   "dpkg-deb:dpkg"
   "ab:apache2-utils"
   "wrk:wrk"
+  "haproxy:haproxy"
 )
 missing=()
 for pair in "${need[@]}"; do
@@ -64,5 +65,8 @@ cargo test --workspace --all-features 2>&1 | tee "$log"
 # The Debian package: built, installed, served from, purged (as root; else
 # built and its contents checked).
 bash scripts/package-test.sh
+# Two instances behind HAProxy: spread, real client addresses, no failed
+# request through an upgrade and a stop.
+bash scripts/lb-demo.sh target/debug/tamada target/debug
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

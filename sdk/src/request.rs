@@ -133,7 +133,10 @@ impl<'a> Request<'a> {
     pub fn local_addr(&self) -> SocketAddr {
         addr(&self.raw.local)
     }
-    /// The client's address.
+    /// The client's address. Behind a load balancer listed in the
+    /// server's `trusted_proxies`, it is the address the balancer reports
+    /// (PROXY protocol, or `X-Forwarded-For`, which gives no port: the
+    /// port is then 0), not the balancer's own.
     pub fn peer_addr(&self) -> SocketAddr {
         addr(&self.raw.peer)
     }

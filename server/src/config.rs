@@ -80,6 +80,30 @@ pub struct Settings {
     /// A file that holds the pid of the process that serves (it follows a
     /// binary upgrade to the new process).
     pub pid_file: Option<PathBuf>,
+    /// A path the core answers itself on every vhost, for a load
+    /// balancer's health checks: `200 ok` while serving, `503` from a
+    /// SIGTERM on (GET and HEAD; not in access logs).
+    pub health: Option<String>,
+    /// After SIGTERM, how long the health route answers 503 while
+    /// everything else is still served, before the listeners close (the
+    /// balancer's checks move traffic away first). Default 5s with
+    /// `health`, else none.
+    pub lame_duck: Option<Secs>,
+    /// Load balancers whose `X-Forwarded-For` and PROXY protocol headers
+    /// give the client's address: addresses or networks (`10.0.0.0/8`).
+    #[schemars(with = "Vec<String>")]
+    pub trusted_proxies: Vec<crate::realip::Cidr>,
+}
+
+impl Settings {
+    /// The lame-duck delay SIGTERM waits before draining.
+    pub fn lame_duck(&self) -> Duration {
+        match (&self.lame_duck, &self.health) {
+            (Some(d), _) => d.0,
+            (None, Some(_)) => Duration::from_secs(5),
+            (None, None) => Duration::ZERO,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -102,6 +126,9 @@ impl Default for Settings {
             user: None,
             group: None,
             pid_file: None,
+            health: None,
+            lame_duck: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -151,6 +178,10 @@ pub struct VhostRaw {
     max_body: Option<Size>,
     routes: Option<Vec<RouteConf>>,
     loggers: Option<Vec<LoggerConf>>,
+    /// Connections to this address start with a PROXY protocol (v1 or v2)
+    /// header from a trusted proxy (every vhost on the socket must agree).
+    #[serde(default)]
+    proxy_protocol: bool,
 }
 
 /// A vhost, checked, with absolute paths and its defaults filled in.
@@ -169,6 +200,7 @@ pub struct VhostConf {
     pub max_body: u64,
     pub routes: Vec<RouteConf>,
     pub loggers: Vec<LoggerConf>,
+    pub proxy_protocol: bool,
 }
 
 impl VhostConf {
@@ -319,10 +351,21 @@ pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
             "workers: must be at least 1",
         ));
     }
+    let server_yaml = dir.join("server.yaml");
+    if let Some(h) = &settings.health
+        && (!h.starts_with('/') || h.contains(['?', '#', ' ']))
+    {
+        errors.push(at_key(
+            &server_yaml,
+            "health",
+            format!("health: `{h}` must be a path starting with / (no query)"),
+        ));
+    }
     if vhosts.is_empty() && errors.is_empty() {
         errors.push(plain(dir, "no virtual host files (*.yaml) in conf.d"));
     }
     check_duplicates(&vhosts, &mut errors);
+    check_proxy_protocol(&vhosts, &settings, &server_yaml, &mut errors);
     if errors.is_empty() {
         Ok(Config {
             dir: dir.to_owned(),
@@ -357,6 +400,7 @@ fn check_vhost(file: &Path, text: String, raw: VhostRaw) -> Result<VhostConf, Co
         max_body: raw.max_body.map(|s| s.0).unwrap_or(DEFAULT_MAX_BODY),
         routes: Vec::new(),
         loggers: Vec::new(),
+        proxy_protocol: raw.proxy_protocol,
     };
     if v.name.is_empty() {
         return Err(v.error_at("vhost", 0, "vhost: must not be empty".into()));
@@ -412,6 +456,65 @@ fn check_vhost(file: &Path, text: String, raw: VhostRaw) -> Result<VhostConf, Co
         None => Vec::new(),
     };
     Ok(v)
+}
+
+/// An error at the line of `key:` in `file` (or without a line).
+fn at_key(file: &Path, key: &str, message: String) -> ConfError {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let (line, column) = locate_key(&text, key, 0).unwrap_or((0, 0));
+    ConfError {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// Every vhost on one listening socket agrees on `proxy_protocol`, and a
+/// socket that expects it has someone to trust.
+fn check_proxy_protocol(
+    vhosts: &[VhostConf],
+    settings: &Settings,
+    server_yaml: &Path,
+    errors: &mut Vec<ConfError>,
+) {
+    let binds = crate::runtime::bind_addresses(vhosts);
+    let mut first: BTreeMap<SocketAddr, &VhostConf> = BTreeMap::new();
+    for v in vhosts {
+        let bind = binds[&v.addr];
+        match first.get(&bind) {
+            None => {
+                first.insert(bind, v);
+            }
+            Some(f) if f.proxy_protocol != v.proxy_protocol => {
+                let (with, without) = if v.proxy_protocol { (v, *f) } else { (*f, v) };
+                errors.push(with.error_at(
+                    "proxy_protocol",
+                    0,
+                    format!(
+                        "proxy_protocol: {} is one listening socket ({bind}) with {}, which \
+                         does not set proxy_protocol: every vhost on it must agree",
+                        with.addr,
+                        without.file.display()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if settings.trusted_proxies.is_empty()
+        && let Some(v) = vhosts.iter().find(|v| v.proxy_protocol)
+    {
+        errors.push(v.error_at(
+            "proxy_protocol",
+            0,
+            format!(
+                "proxy_protocol: needs trusted_proxies in {} (the balancers that may send \
+                 the header)",
+                server_yaml.display()
+            ),
+        ));
+    }
 }
 
 fn check_duplicates(vhosts: &[VhostConf], errors: &mut Vec<ConfError>) {

@@ -7,8 +7,8 @@
 //!   with its new listeners, and drops the listeners no longer wanted.
 //!   Anything wrong keeps the running configuration, and the log says why.
 //! - SIGUSR1: plugins reopen their log files (on a thread of its own).
-//! - SIGTERM/SIGINT: every loop stops accepting and finishes what runs,
-//!   within `shutdown_timeout`.
+//! - SIGTERM/SIGINT: after the lame-duck delay (`health.rs`), every loop
+//!   stops accepting and finishes what runs, within `shutdown_timeout`.
 
 use crate::Shared;
 use crate::evloop::{LoopHandle, Msg, Reload};
@@ -57,6 +57,10 @@ impl Control {
                             if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
                         );
                         crate::notify(&[sd_notify::NotifyState::Stopping]);
+                        let lame_duck = self.shared.runtime.load().settings.lame_duck();
+                        if !lame_duck.is_zero() {
+                            self.lame_duck(lame_duck);
+                        }
                         self.shared.draining.store(true, Ordering::Relaxed);
                         let t = self.shared.runtime.load().settings.shutdown_timeout.0;
                         let deadline = Instant::now() + t;
@@ -68,15 +72,50 @@ impl Control {
                     SIGHUP => self.reload(),
                     // Once the new process serves, this one drains and ends.
                     SIGUSR2 if self.upgrade() => return,
-                    SIGUSR1 => {
-                        log::info!("got SIGUSR1: reopening log files");
-                        let rt = self.shared.runtime.load_full();
-                        std::thread::spawn(move || {
-                            for i in rt.instances() {
-                                i.reopen();
-                            }
-                        });
+                    SIGUSR1 => self.reopen(),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn reopen(&self) {
+        log::info!("got SIGUSR1: reopening log files");
+        let rt = self.shared.runtime.load_full();
+        std::thread::spawn(move || {
+            for i in rt.instances() {
+                i.reopen();
+            }
+        });
+    }
+
+    /// The lame-duck delay after SIGTERM: the health route answers 503
+    /// while everything else is served as before and the listeners stay
+    /// open, so a load balancer's checks move traffic away before the
+    /// drain. A second SIGTERM or SIGINT ends it at once.
+    fn lame_duck(&mut self, d: std::time::Duration) {
+        crate::health::enter_lame_duck();
+        log::info!(
+            "lame duck: the health route answers 503 for {:.1}s, requests are still served; \
+             a second SIGTERM stops at once",
+            d.as_secs_f64()
+        );
+        let until = Instant::now() + d;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            std::thread::sleep((until - now).min(std::time::Duration::from_millis(20)));
+            let pending: Vec<i32> = self.signals.pending().collect();
+            for sig in pending {
+                match sig {
+                    SIGTERM | SIGINT => {
+                        log::info!("got another stop signal: ending the lame duck");
+                        return;
                     }
+                    SIGUSR1 => self.reopen(),
+                    SIGHUP | SIGUSR2 => log::warn!("stopping: signal {sig} ignored"),
                     _ => {}
                 }
             }

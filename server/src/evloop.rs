@@ -463,6 +463,15 @@ impl EventLoop {
         } else {
             bind
         };
+        let proxy = self.rt.sites.get(&bind).is_some_and(|s| s.proxy_protocol);
+        if proxy && !crate::realip::trusted(&self.rt.settings.trusted_proxies, peer.ip()) {
+            log::warn!(
+                "{bind} expects the PROXY protocol: closing the connection from {peer}, \
+                 which is not in trusted_proxies"
+            );
+            OPEN.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         let e = self.conns.vacant_entry();
         let key = e.key();
         if let Err(err) = self.poll.registry().register(
@@ -475,7 +484,9 @@ impl EventLoop {
             return;
         }
         self.next_id += 1;
-        e.insert(Box::new(Conn::new(sock, self.next_id, bind, local, peer)));
+        let mut conn = Box::new(Conn::new(sock, self.next_id, bind, local, peer));
+        conn.proxy = proxy;
+        e.insert(conn);
         // The request often came with the connection: read it now.
         self.drive(key, None);
     }

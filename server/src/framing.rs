@@ -250,10 +250,22 @@ pub fn simple(status: u16, minor: u8, head_only: bool, close: bool) -> Response 
         push_header(&mut h, "Content-Type", b"text/html; charset=utf-8");
         push_length(&mut h, body.len() as u64);
     }
+    with_body(h, minor, close, head_only, &body, status)
+}
+
+/// Ends a head and appends a small body (none for HEAD).
+fn with_body(
+    mut h: Vec<u8>,
+    minor: u8,
+    close: bool,
+    head_only: bool,
+    body: &[u8],
+    status: u16,
+) -> Response {
     finish_head(&mut h, minor, close);
     let head_len = h.len();
     if !head_only {
-        h.extend_from_slice(&body);
+        h.extend_from_slice(body);
     }
     Response {
         head: h,
@@ -262,6 +274,26 @@ pub fn simple(status: u16, minor: u8, head_only: bool, close: bool) -> Response 
         close,
         status,
     }
+}
+
+/// A short `text/plain` answer of the core's own (the health route),
+/// never cached.
+pub fn plain_text(
+    status: u16,
+    minor: u8,
+    head_only: bool,
+    close: bool,
+    extra: &[(&str, &[u8])],
+    body: &[u8],
+) -> Response {
+    let mut h = start_head(status, minor);
+    push_header(&mut h, "Content-Type", b"text/plain; charset=utf-8");
+    push_header(&mut h, "Cache-Control", b"no-store");
+    for (n, v) in extra {
+        push_header(&mut h, n, v);
+    }
+    push_length(&mut h, body.len() as u64);
+    with_body(h, minor, close, head_only, body, status)
 }
 
 /// `OPTIONS *` (RFC 9110 section 9.3.7): about the server itself.

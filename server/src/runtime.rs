@@ -86,6 +86,8 @@ pub struct Group {
 pub struct Site {
     /// By configured IP (a wildcard IP is the unspecified address).
     pub groups: BTreeMap<IpAddr, Group>,
+    /// Connections start with a PROXY protocol header (`realip.rs`).
+    pub proxy_protocol: bool,
 }
 
 impl Site {
@@ -185,12 +187,10 @@ impl Runtime {
             match build_vhost(vc, &registry) {
                 Ok(v) => {
                     let bind = binds[&vc.addr];
-                    let group = sites
-                        .entry(bind)
-                        .or_default()
-                        .groups
-                        .entry(vc.addr.ip())
-                        .or_default();
+                    let site = sites.entry(bind).or_default();
+                    // config.rs has checked that the vhosts agree.
+                    site.proxy_protocol |= vc.proxy_protocol;
+                    let group = site.groups.entry(vc.addr.ip()).or_default();
                     let idx = group.vhosts.len();
                     for n in std::iter::once(&vc.name).chain(&vc.aliases) {
                         group.names.insert(n.clone(), idx);

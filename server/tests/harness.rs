@@ -267,6 +267,19 @@ impl Fixture {
     }
 }
 
+/// One static vhost `a` on `{port0}` with an access log in `logs/`, a
+/// home page, and this `server.yaml`.
+pub fn logged_site(server_yaml: &str) -> Fixture {
+    Fixture::new()
+        .file("conf.d/server.yaml", server_yaml)
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\n",
+        )
+        .file("www/index.html", "home\n")
+        .file("logs/.keep", "")
+}
+
 /// A vhost file for `name` on `port` routing `/` to echo with a tag.
 pub fn echo_vhost(name: &str, port: &str, extra: &str) -> String {
     format!(

@@ -363,15 +363,7 @@ fn a_binary_upgrade_under_load_refuses_and_fails_nothing() {
     // SIGUSR2 twice: once under `ab` (a new connection per request), once
     // under `wrk` (keep-alive). Neither sees a failed request or a refused
     // connection; the old process drains and exits; the new one serves.
-    let mut s = Fixture::new()
-        .file("conf.d/server.yaml", "pid_file: ../tamada.pid\n")
-        .file(
-            "conf.d/a.yaml",
-            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\n",
-        )
-        .file("www/index.html", "home\n")
-        .file("logs/.keep", "")
-        .start();
+    let mut s = logged_site("pid_file: ../tamada.pid\n").start();
     let url = format!("http://127.0.0.1:{}/index.html", s.port());
     let mut guard = KillOnDrop(None);
 

@@ -96,7 +96,11 @@ pub fn build(base: &[(String, Vec<u8>)], req: &Request, p: &PerRequest) -> Vec<(
     set("REMOTE_ADDR", ip.as_bytes());
     // No DNS look-up (RFC 3875 4.1.9 allows the address).
     set("REMOTE_HOST", ip.as_bytes());
-    set("REMOTE_PORT", peer.port().to_string().as_bytes());
+    // Port 0: the address came from a proxy's X-Forwarded-For, which
+    // gives no port.
+    if peer.port() != 0 {
+        set("REMOTE_PORT", peer.port().to_string().as_bytes());
+    }
     if let Some(ct) = req.header_bytes("content-type") {
         set("CONTENT_TYPE", ct);
     }

@@ -20,6 +20,22 @@ use crate::route::{self, BodyIn, Exchange, Place, Step};
 use crate::writer::Mark;
 use std::sync::Arc;
 
+/// The client's address: the connection's peer, or what a trusted
+/// proxy's `X-Forwarded-For` says (`realip.rs`).
+fn client(cx: &Cx<'_>, peer: std::net::SocketAddr, head: &RequestHead) -> std::net::SocketAddr {
+    let list = &cx.settings().trusted_proxies;
+    if list.is_empty() {
+        return peer;
+    }
+    let values: Vec<&str> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .collect();
+    crate::realip::forwarded_for(list, peer, values.into_iter())
+}
+
 /// What the pool sends back.
 pub struct Handled {
     pub exchange: Box<Exchange>,
@@ -93,6 +109,14 @@ impl<T: Transport> Conn<T> {
         self.buf.consume(head.head_len);
         let minor = head.version_minor;
         let head_only = head.is_head();
+        if let Some(h) = &cx.settings().health
+            && head.path == *h
+        {
+            let r = crate::health::answer(&head, head.keep_alive && !cx.draining, cx.draining);
+            self.linger |= r.close;
+            self.queue(r, None);
+            return;
+        }
         let Some(vhost) = cx.rt.vhost_for(self.bind, self.local, &head.host).cloned() else {
             self.linger = true;
             self.queue(framing::simple(404, minor, head_only, true), None);
@@ -110,7 +134,8 @@ impl<T: Transport> Conn<T> {
         let limit = vhost.max_body_for(&head.path);
         let expect = head.expect_continue;
         let framing_ = head.framing;
-        let mut x = Box::new(Exchange::new(head, vhost, self.local, self.peer, started));
+        let peer = client(cx, self.peer, &head);
+        let mut x = Box::new(Exchange::new(head, vhost, self.local, peer, started));
         if let Framing::Length(n) = framing_
             && n > limit
         {
@@ -265,7 +290,7 @@ impl<T: Transport> Conn<T> {
                 if state.exceeded {
                     host::record(
                         &x.vhost,
-                        Some(self.peer),
+                        Some(x.peer),
                         log::Level::Error,
                         "tamada",
                         &format!(
@@ -369,7 +394,7 @@ impl<T: Transport> Conn<T> {
     fn too_large(&mut self, x: Box<Exchange>, minor: u8, head_only: bool, n: u64, limit: u64) {
         host::record(
             &x.vhost,
-            Some(self.peer),
+            Some(x.peer),
             log::Level::Error,
             "tamada",
             &format!("request body of {n} bytes is over the limit of {limit} bytes"),

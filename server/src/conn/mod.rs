@@ -150,6 +150,9 @@ pub struct Conn<T> {
     pub writable: bool,
     /// The peer has closed its side (reads go on to the end of stream).
     pub peer_closed: bool,
+    /// A PROXY protocol header is expected before the first request
+    /// (`realip.rs`): it sets `peer` to the client's address.
+    pub proxy: bool,
     /// The client ended its side.
     read_eof: bool,
     /// The last queued response closes the connection.
@@ -181,6 +184,7 @@ impl<T: Transport> Conn<T> {
             readable: true,
             writable: true,
             peer_closed: false,
+            proxy: false,
             read_eof: false,
             close_after: false,
             linger: false,
@@ -228,8 +232,35 @@ impl<T: Transport> Conn<T> {
                 && !self.close_after
                 && !self.out.can_gather()
                 && !self.buf.is_empty();
+            // 0. A PROXY protocol header comes before anything else.
+            if self.proxy && !self.close_after {
+                match crate::realip::parse_proxy(self.buf.data()) {
+                    crate::realip::Proxy::Partial => {}
+                    crate::realip::Proxy::Header(n, client) => {
+                        self.buf.consume(n);
+                        self.proxy = false;
+                        if let Some(c) = client {
+                            log::trace!("PROXY protocol: {} is {c}", self.peer);
+                            self.peer = c;
+                        }
+                        continue;
+                    }
+                    crate::realip::Proxy::Bad(why) => {
+                        log::warn!(
+                            "{} expects the PROXY protocol: closing the connection from {}: {why}",
+                            self.bind,
+                            self.peer
+                        );
+                        return self.close(cx, "no PROXY protocol header");
+                    }
+                }
+            }
             // 1. Answer the heads already buffered (pipelining).
-            if matches!(self.phase, Phase::Head) && !self.close_after && self.out.can_gather() {
+            if matches!(self.phase, Phase::Head)
+                && !self.proxy
+                && !self.close_after
+                && self.out.can_gather()
+            {
                 if answered >= TURN {
                     return self.flush(cx).unwrap_or(Next::Again);
                 }

@@ -1,0 +1,57 @@
+//! The health route (`health:` in server.yaml), answered by the core on
+//! every vhost before routing, for a load balancer's checks:
+//!
+//! - `200 ok` while the server serves;
+//! - `503` from SIGTERM on: first for the lame-duck delay (`lame_duck:`),
+//!   while every other request is still served, so that the balancer's
+//!   checks take this instance out of rotation before it stops accepting;
+//!   then through the drain. A process that has handed its sockets to a
+//!   new binary (SIGUSR2) answers 503 too, on the keep-alive connections
+//!   it still finishes: new connections reach the new process, whose
+//!   route answers 200.
+//!
+//! GET and HEAD only (others: 405). Health checks are not access-logged.
+
+use crate::framing;
+use crate::framing::Response;
+use crate::http::request::{Framing, RequestHead};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the control thread when the lame-duck delay starts.
+static LAME_DUCK: AtomicBool = AtomicBool::new(false);
+
+pub fn enter_lame_duck() {
+    LAME_DUCK.store(true, Ordering::Relaxed);
+}
+
+pub fn lame_duck() -> bool {
+    LAME_DUCK.load(Ordering::Relaxed)
+}
+
+/// The answer to a request for the health route, and whether the
+/// connection closes after it.
+pub fn answer(head: &RequestHead, keep: bool, draining: bool) -> Response {
+    let minor = head.version_minor;
+    let head_only = head.is_head();
+    // A body would have to be read past: close instead.
+    let close = !keep || head.framing != Framing::None;
+    match head.method.as_str() {
+        "GET" | "HEAD" if draining || lame_duck() => framing::plain_text(
+            503,
+            minor,
+            head_only,
+            true,
+            &[("Retry-After", b"5")],
+            b"stopping\n",
+        ),
+        "GET" | "HEAD" => framing::plain_text(200, minor, head_only, close, &[], b"ok\n"),
+        _ => framing::plain_text(
+            405,
+            minor,
+            false,
+            close,
+            &[("Allow", b"GET, HEAD")],
+            b"the health route answers GET and HEAD\n",
+        ),
+    }
+}
