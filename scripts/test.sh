@@ -40,12 +40,18 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# Each suite's time goes to the closing summary (CI must stay under 25 min).
+timings=()
+t0=$SECONDS
+lap() { timings+=("$1 $((SECONDS - t0))s"); t0=$SECONDS; }
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The SDK's rustdoc is the plugin authors' guide: it must build clean.
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p tamada-sdk --no-deps --all-features
 # ...and as the README says to build it, with no feature.
 cargo doc --quiet -p tamada-sdk --no-deps
+lap "fmt+clippy+doc"
 # The plugin template is a project of its own (not a workspace member):
 # build it into the test plugins' target folder, as its test does.
 cargo build --quiet --manifest-path examples/hello-plugin/Cargo.toml --target-dir target/testplugins
@@ -59,14 +65,19 @@ rm -rf "$outside/hello-plugin/target"
 sed -i 's#path = "../../sdk"#path = "../tamada-sdk"#' "$outside/hello-plugin/Cargo.toml"
 cargo test --quiet --manifest-path "$outside/hello-plugin/Cargo.toml" --target-dir target/testplugins >/dev/null
 rm -rf "$outside"
+lap "sdk-package+template"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-features 2>&1 | tee "$log"
+lap "cargo-test"
 # The Debian package: built, installed, served from, purged (as root; else
 # built and its contents checked).
 bash scripts/package-test.sh
+lap "package-test"
 # Two instances behind HAProxy: spread, real client addresses, no failed
 # request through an upgrade and a stop.
 bash scripts/lb-demo.sh target/debug/tamada target/debug
+lap "lb-demo"
+echo "suite times: ${timings[*]}"
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -176,7 +176,14 @@ fn init_logging(level: &str, file: Option<&Path>) -> anyhow::Result<()> {
         Some(f) => d.chain(
             fern::log_file(f).map_err(|e| anyhow::anyhow!("log_file {}: {e}", f.display()))?,
         ),
-        None => d.chain(std::io::stderr()),
+        // One write(2) per line: after a binary upgrade two processes share
+        // this stderr (a pipe, the journal), and fern's own stderr output
+        // writes a line in pieces that the other process can split.
+        None => d.chain(fern::Output::call(|rec| {
+            use std::io::Write;
+            let line = format!("{}\n", rec.args());
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        })),
     };
     d.apply()?;
     Ok(())

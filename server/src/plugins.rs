@@ -216,7 +216,11 @@ impl Registry {
 fn private_copy(file: &Path) -> Option<PathBuf> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("tamada-{}-plugins", std::process::id()));
+    // One folder per user: after the privilege drop, a SIGHUP that loads a
+    // new plugin cannot write to the folder root made at start-up.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let dir = std::env::temp_dir().join(format!("tamada-{}-{euid}-plugins", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
     let name = file.file_name()?.to_string_lossy().into_owned();
     let copy = dir.join(format!("{}-{name}", N.fetch_add(1, Ordering::Relaxed)));
