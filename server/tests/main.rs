@@ -10,6 +10,7 @@ mod lifecycle;
 mod logging;
 mod metrics;
 mod placement;
+mod proxy;
 mod service;
 mod static_files;
 mod template;

@@ -1,0 +1,232 @@
+//! The route's `options:`: parsed once with serde (addresses and CIDRs are
+//! checked while parsing, so an error names its option path and the host
+//! points at the conf.d line), then turned into the constants every
+//! request uses.
+
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+use tamada_sdk::units::{Secs, Size};
+
+/// The options as written in YAML.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where requests go: `host:port` or `unix:/path`, one or more.
+    #[schemars(with = "Vec<String>")]
+    pub upstreams: Vec<Addr>,
+    /// `round_robin` (default) or `least_conn`.
+    #[serde(default)]
+    pub balance: Balance,
+    /// The `Host` sent upstream: `pass` (default: the client's), `upstream`
+    /// (the upstream's address, as nginx's `$proxy_host`) or a literal.
+    pub host: Option<String>,
+    /// Replaces the route's prefix in the path sent upstream (nginx's
+    /// `proxy_pass http://up/new/`): `/` strips it.
+    pub replace_prefix: Option<String>,
+    /// Send X-Forwarded-For, -Proto and -Host (default true).
+    pub x_forwarded: Option<bool>,
+    /// Send `Forwarded` (RFC 7239; default false).
+    #[serde(default)]
+    pub forwarded: bool,
+    /// Peers whose X-Forwarded-* and Forwarded are appended to; from
+    /// anyone else they are replaced. CIDRs or addresses.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub trusted: Vec<Cidr>,
+    /// Longest wait for a TCP connect (default 60s).
+    pub connect_timeout: Option<Secs>,
+    /// Longest stall while sending the request (default 60s).
+    pub send_timeout: Option<Secs>,
+    /// Longest wait for the response head, and longest stall of its body
+    /// (default 60s): 504.
+    pub read_timeout: Option<Secs>,
+    /// Idle connections kept open per upstream (default 32; 0: none).
+    pub keepalive: Option<usize>,
+    /// How long an idle connection is kept (default 60s). Keep it below
+    /// the upstream's own keep-alive timeout.
+    pub keepalive_timeout: Option<Secs>,
+    /// Failures within `fail_timeout` that take an upstream out (default 1;
+    /// 0: never).
+    pub max_fails: Option<u32>,
+    /// How long an upstream stays out, and the window failures count in
+    /// (default 10s).
+    pub fail_timeout: Option<Secs>,
+    /// Largest upstream response head (default 64KiB): over it, 502.
+    pub max_response_head: Option<Size>,
+}
+
+/// How an upstream is picked.
+#[derive(Deserialize, schemars::JsonSchema, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConn,
+}
+
+/// An upstream address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addr {
+    Tcp { addr: SocketAddr, name: String },
+    Unix(PathBuf),
+}
+
+impl Addr {
+    /// As the admin wrote it (log lines, notes, `host: upstream`).
+    pub fn label(&self) -> String {
+        match self {
+            Addr::Tcp { name, .. } => name.clone(),
+            Addr::Unix(p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Addr, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_prefix("unix:") {
+            if !p.starts_with('/') {
+                return Err(format!(
+                    "`{s}`: a unix socket needs an absolute path (unix:/run/app.sock)"
+                ));
+            }
+            return Ok(Addr::Unix(PathBuf::from(p)));
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "`{s}` is not host:port or unix:/path (no scheme: write 127.0.0.1:8080)"
+            ));
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(format!(
+                "`{s}` is not host:port or unix:/path (the port is missing)"
+            ));
+        };
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("`{s}` is not host:port or unix:/path"));
+        }
+        let addr = s
+            .to_socket_addrs()
+            .map_err(|e| format!("`{s}`: {e}"))?
+            .next()
+            .ok_or_else(|| format!("`{s}`: the name has no address"))?;
+        Ok(Addr::Tcp {
+            addr,
+            name: s.to_owned(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Addr::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A trusted network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<ipnet::IpNet>() {
+            return Ok(Cidr(n.trunc()));
+        }
+        s.parse::<IpAddr>()
+            .map(|ip| Cidr(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("`{s}` is not an address or a CIDR (10.0.0.0/8, ::1)"))
+    }
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Cidr::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which `Host` goes upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMode {
+    Pass,
+    Upstream,
+    Fixed(String),
+}
+
+/// Checked options with their defaults.
+pub struct Settings {
+    pub upstreams: Vec<Addr>,
+    pub balance: Balance,
+    pub host: HostMode,
+    pub replace_prefix: Option<String>,
+    pub x_forwarded: bool,
+    pub forwarded: bool,
+    pub trusted: Vec<Cidr>,
+    pub connect_timeout: Duration,
+    pub send_timeout: Duration,
+    pub read_timeout: Duration,
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub max_response_head: usize,
+}
+
+/// nginx's default for its three proxy timeouts.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Settings {
+    pub fn from_config(c: Config) -> Result<Settings, String> {
+        if c.upstreams.is_empty() {
+            return Err("upstreams: at least one address is needed".into());
+        }
+        let host = match c.host.as_deref() {
+            None | Some("pass") => HostMode::Pass,
+            Some("upstream") => HostMode::Upstream,
+            Some(h)
+                if h.is_empty()
+                    || h.bytes()
+                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) =>
+            {
+                return Err(format!("host: `{h}` is not a host name"));
+            }
+            Some(h) => HostMode::Fixed(h.to_owned()),
+        };
+        if let Some(p) = &c.replace_prefix
+            && !p.starts_with('/')
+        {
+            return Err(format!("replace_prefix: `{p}` must start with `/`"));
+        }
+        let secs = |s: Option<Secs>, d: Duration| s.map_or(d, |s| s.0);
+        let head = c.max_response_head.map_or(64 * 1024, |s| s.0 as usize);
+        if head < 1024 {
+            return Err("max_response_head: at least 1KiB".into());
+        }
+        Ok(Settings {
+            upstreams: c.upstreams,
+            balance: c.balance,
+            host,
+            replace_prefix: c.replace_prefix,
+            x_forwarded: c.x_forwarded.unwrap_or(true),
+            forwarded: c.forwarded,
+            trusted: c.trusted,
+            connect_timeout: secs(c.connect_timeout, DEFAULT_TIMEOUT),
+            send_timeout: secs(c.send_timeout, DEFAULT_TIMEOUT),
+            read_timeout: secs(c.read_timeout, DEFAULT_TIMEOUT),
+            keepalive: c.keepalive.unwrap_or(32),
+            keepalive_timeout: secs(c.keepalive_timeout, DEFAULT_TIMEOUT),
+            max_fails: c.max_fails.unwrap_or(1),
+            fail_timeout: secs(c.fail_timeout, Duration::from_secs(10)),
+            max_response_head: head,
+        })
+    }
+}

@@ -1,0 +1,419 @@
+//! `proxy`: a reverse proxy to HTTP/1.1 upstreams (`host:port` or
+//! `unix:/path`), like nginx's `proxy_pass` with `keepalive`.
+//!
+//! The life of a request, in [`Proxy::handle`], on the pool: pick an
+//! upstream ([`upstream`]: round robin or least connections, skipping one
+//! the passive health check took out), take an idle connection that is
+//! still open or connect, send the head ([`head`]) and stream the body
+//! while watching for an early answer, read the response head
+//! ([`response`]) and hand its body to the core as a stream that puts the
+//! connection back in the pool once the body ended cleanly. What may be
+//! retried is retried on the next upstream; everything else is a 502 (504
+//! for a timeout) with one line in the error log.
+
+pub mod config;
+pub mod head;
+pub mod response;
+pub mod upstream;
+
+use config::{Config, Settings};
+use head::BodyFraming;
+use response::{Finish, HeadError, UpstreamBody};
+use rustix::event::{PollFd, PollFlags};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tamada_sdk::prelude::*;
+use upstream::{Conn, Upstreams};
+
+/// A route's proxy.
+pub struct Proxy {
+    s: Settings,
+    ups: Arc<Upstreams>,
+}
+
+/// Builds the handler from its options.
+pub fn new(options: &Options) -> Result<Proxy, String> {
+    let c: Config = options.parse()?;
+    let s = Settings::from_config(c)?;
+    let ups = Arc::new(Upstreams::new(&s));
+    Ok(Proxy { s, ups })
+}
+
+/// Request bodies replayed to a fresh connection when a pooled one turns
+/// out closed are kept up to this size.
+const REPLAY: usize = 64 * 1024;
+
+/// Why one attempt failed.
+enum Fail {
+    /// The upstream had closed a pooled connection before reading the
+    /// request: nothing reached it, the request may go again.
+    Stale,
+    /// Sending or reading failed before any response byte.
+    Io(String),
+    /// `read_timeout` (or `send_timeout`) passed.
+    Timeout(String),
+    /// The upstream sent something that is not a response.
+    Bad(String),
+    /// The client's body failed (too large, too slow, gone).
+    Client(String),
+}
+
+/// The request body: what was read from the client so far and, while it
+/// is small, a copy for a replay.
+struct Upload<'r> {
+    framing: BodyFraming,
+    reader: tamada_sdk::BodyReader<'r>,
+    started: bool,
+    ended: bool,
+    copy: Option<Vec<u8>>,
+}
+
+fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
+impl Proxy {
+    /// One attempt on one connection.
+    fn attempt(
+        &self,
+        c: &mut Conn,
+        req: &Request,
+        up: &mut Upload,
+    ) -> Result<response::Head, Fail> {
+        let io_fail = |c: &Conn, e: io::Error, what: &str| {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
+                Fail::Timeout(format!("timed out {what}"))
+            } else if c.reused {
+                Fail::Stale
+            } else {
+                Fail::Io(format!("{what}: {e}"))
+            }
+        };
+        let _ = c.sock.set_write_timeout(self.s.send_timeout);
+        let _ = c.sock.set_read_timeout(self.s.read_timeout);
+        let head = head::build(req, &self.s, &self.s.upstreams[c.up], up.framing);
+        let mut early = false;
+        if let Err(e) = c.sock.write_all(&head) {
+            return Err(io_fail(c, e, "sending the request head"));
+        }
+        if up.framing != BodyFraming::None {
+            match self.send_body(c, up) {
+                Ok(answered) => early = answered,
+                Err(Fail::Io(why)) => {
+                    // The upstream may have answered and closed (a 413
+                    // before the whole body): read what it said.
+                    if c.buffered().is_empty() && !readable(c) {
+                        return Err(if c.reused && !up.ended {
+                            Fail::Stale
+                        } else {
+                            Fail::Io(why)
+                        });
+                    }
+                    early = true;
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        let head_request = req.method() == "HEAD";
+        match response::read_head(c, self.s.max_response_head, head_request) {
+            Ok(mut h) => {
+                if early || !up.ended {
+                    // It answered before the whole body: the rest will not
+                    // follow on this connection.
+                    h.reusable = false;
+                }
+                Ok(h)
+            }
+            Err(HeadError::Nothing(e)) => Err(io_fail(c, e, "reading the response head")),
+            Err(HeadError::Timeout) => Err(Fail::Timeout(format!(
+                "no response head within {:?} (read_timeout)",
+                self.s.read_timeout
+            ))),
+            Err(HeadError::Bad(why)) => Err(Fail::Bad(why)),
+        }
+    }
+
+    /// Streams the body (a replayed copy first); `Ok(true)` when the
+    /// upstream answered before it ended.
+    fn send_body(&self, c: &mut Conn, up: &mut Upload) -> Result<bool, Fail> {
+        let chunked = up.framing == BodyFraming::Chunked;
+        if up.started {
+            // A replay: only when the copy holds all that was read.
+            let Some(copy) = up.copy.clone() else {
+                return Err(Fail::Io("the request body cannot be sent again".into()));
+            };
+            if !copy.is_empty() && self.send_watching(c, &framed(&copy, chunked))? {
+                return Ok(true);
+            }
+            if up.ended {
+                return Ok(chunked && self.send_watching(c, b"0\r\n\r\n")?);
+            }
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = loop {
+                match up.reader.read(&mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            }
+            .map_err(|e| Fail::Client(e.to_string()))?;
+            up.started = true;
+            if n == 0 {
+                up.ended = true;
+                return if chunked {
+                    self.send_watching(c, b"0\r\n\r\n")
+                } else {
+                    Ok(false)
+                };
+            }
+            if let Some(copy) = up.copy.as_mut() {
+                if copy.len() + n <= REPLAY {
+                    copy.extend_from_slice(&buf[..n]);
+                } else {
+                    up.copy = None;
+                }
+            }
+            if self.send_watching(c, &framed(&buf[..n], chunked))? {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Writes `data`, or stops when the upstream has something to say;
+    /// `Ok(true)` then.
+    fn send_watching(&self, c: &mut Conn, mut data: &[u8]) -> Result<bool, Fail> {
+        let deadline = Instant::now() + self.s.send_timeout;
+        while !data.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Fail::Timeout(format!(
+                    "the upstream took no body for {:?} (send_timeout)",
+                    self.s.send_timeout
+                )));
+            }
+            let ts = rustix::event::Timespec::try_from(left).ok();
+            let mut fds = [PollFd::new(&c.sock, PollFlags::OUT | PollFlags::IN)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(Fail::Io(format!("poll: {e}"))),
+            }
+            let ev = fds[0].revents();
+            if ev.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+                return Ok(true);
+            }
+            match rustix::net::send(
+                &c.sock,
+                data,
+                rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
+            ) {
+                Ok(n) => data = &data[n..],
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(Fail::Io(format!(
+                        "sending the request body: {}",
+                        io::Error::from(e)
+                    )));
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn error(&self, res: &mut ResponseBuilder, status: u16, why: &str) -> Outcome {
+        res.status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .header("cache-control", "no-store")
+            .body(match status {
+                504 => "504 Gateway Timeout: the upstream did not answer in time\n",
+                503 => "503 Service Unavailable\n",
+                400 => "400 Bad Request: the request body could not be read\n",
+                _ => "502 Bad Gateway: the upstream did not answer properly\n",
+            });
+        let _ = why;
+        Outcome::Done
+    }
+}
+
+fn framed(data: &[u8], chunked: bool) -> Vec<u8> {
+    if !chunked {
+        return data.to_vec();
+    }
+    let mut v = Vec::with_capacity(data.len() + 16);
+    v.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    v.extend_from_slice(data);
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+/// Whether the upstream has bytes (or its end) waiting.
+fn readable(c: &Conn) -> bool {
+    let mut fds = [PollFd::new(&c.sock, PollFlags::IN)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0].revents().contains(PollFlags::IN)
+}
+
+impl Handler for Proxy {
+    fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        let t0 = Instant::now();
+        let framing = match req.content_length() {
+            Some(0) => BodyFraming::None,
+            Some(n) => BodyFraming::Length(n),
+            None => BodyFraming::Chunked,
+        };
+        let mut up = Upload {
+            framing,
+            reader: req.body(),
+            started: false,
+            ended: framing == BodyFraming::None,
+            copy: Some(Vec::new()),
+        };
+        let mut tried: Vec<usize> = Vec::new();
+        let mut labels: Vec<String> = Vec::new();
+        let mut fresh_for: Option<usize> = None;
+        let mut last: (u16, String) = (502, "every upstream is out (passive health check)".into());
+        loop {
+            let i = match fresh_for.take() {
+                Some(i) => i,
+                None => match self.ups.pick(&tried) {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
+            let label = self.ups.list[i].label.clone();
+            let mut conn = match self.ups.take_idle(i) {
+                Some(c) if !tried.contains(&i) => c,
+                _ => match upstream::connect(&self.ups.list[i].addr, self.s.connect_timeout) {
+                    Ok(sock) => Conn {
+                        sock,
+                        up: i,
+                        reused: false,
+                        buf: Vec::new(),
+                        pos: 0,
+                    },
+                    Err(e) => {
+                        // Nothing was sent: any request may go to the next.
+                        let timeout = matches!(
+                            e.kind(),
+                            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                        );
+                        let why = format!("connecting to {label}: {e}");
+                        log::error!("{why}");
+                        self.ups.failed(i, &why);
+                        labels.push(label);
+                        tried.push(i);
+                        last = (if timeout { 504 } else { 502 }, why);
+                        continue;
+                    }
+                },
+            };
+            let active = &self.ups.list[i].active;
+            active.fetch_add(1, Ordering::Relaxed);
+            match self.attempt(&mut conn, req, &mut up) {
+                Ok(h) => {
+                    self.ups.ok(i);
+                    labels.push(label);
+                    note(req, &labels, h.status, t0.elapsed());
+                    res.status(h.status);
+                    for (n, v) in &h.headers {
+                        res.header(n, v);
+                    }
+                    let finish = Finish {
+                        ups: self.ups.clone(),
+                        reusable: h.reusable,
+                    };
+                    res.body(Body::Stream(Box::new(UpstreamBody::new(
+                        conn, h.framing, finish,
+                    ))));
+                    return Outcome::Done;
+                }
+                Err(f) => {
+                    active.fetch_sub(1, Ordering::Relaxed);
+                    drop(conn);
+                    match f {
+                        Fail::Stale => {
+                            // Not the upstream's fault: a fresh connection
+                            // to the same one, the body replayed.
+                            log::debug!("{label}: a pooled connection was closed; a new one");
+                            fresh_for = Some(i);
+                            if !tried.contains(&i) {
+                                tried.push(i);
+                            }
+                            continue;
+                        }
+                        Fail::Client(why) => {
+                            log::info!("{} {}: the request body: {why}", req.method(), req.path());
+                            return self.error(res, 400, &why);
+                        }
+                        Fail::Timeout(why) => {
+                            let why = format!("{label}: {why}");
+                            log::error!("{why}");
+                            self.ups.failed(i, &why);
+                            labels.push(label);
+                            note(req, &labels, 504, t0.elapsed());
+                            return self.error(res, 504, &why);
+                        }
+                        Fail::Bad(why) => {
+                            let why = format!("{label}: {why}");
+                            log::error!("{why}");
+                            self.ups.failed(i, &why);
+                            labels.push(label);
+                            note(req, &labels, 502, t0.elapsed());
+                            return self.error(res, 502, &why);
+                        }
+                        Fail::Io(why) => {
+                            let why = format!("{label}: {why}");
+                            log::error!("{why}");
+                            self.ups.failed(i, &why);
+                            labels.push(label);
+                            tried.push(i);
+                            last = (502, why);
+                            if !idempotent(req.method()) || up.started {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if tried.is_empty() {
+            log::error!("{} {}: {}", req.method(), req.path(), last.1);
+        }
+        note(req, &labels, last.0, t0.elapsed());
+        self.error(res, last.0, &last.1)
+    }
+}
+
+/// The exchange's notes, as nginx's `$upstream_addr`, `$upstream_status`
+/// and `$upstream_response_time` (seconds to the response head).
+fn note(req: &Request, labels: &[String], status: u16, took: Duration) {
+    if !labels.is_empty() {
+        req.note("upstream_addr", &labels.join(", "));
+    }
+    req.note("upstream_status", &status.to_string());
+    req.note(
+        "upstream_response_time",
+        &format!("{:.3}", took.as_secs_f64()),
+    );
+}
+
+tamada_sdk::export_plugin!(
+    name: "proxy",
+    new: new,
+    roles: [Handler],
+    schema: |_| tamada_sdk::schema::of::<config::Config>(),
+);

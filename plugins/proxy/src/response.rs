@@ -1,0 +1,482 @@
+//! The upstream's response: its head (1xx skipped, a limit on its size),
+//! its framing (RFC 9112 section 6.3), the headers passed to the client,
+//! and the body as a stream the core pulls, de-chunked (the core frames it
+//! again for the client).
+
+use crate::upstream::{Conn, Upstreams};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tamada_sdk::BodyStream;
+
+/// Why no usable head came.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The connection ended or failed before the first byte (a pooled
+    /// connection the upstream had closed looks like this).
+    Nothing(io::Error),
+    /// `read_timeout` passed.
+    Timeout,
+    /// A bad head, a cut one, or one over the limit.
+    Bad(String),
+}
+
+/// How the body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: the connection cannot be reused.
+    Close,
+}
+
+/// A parsed response head.
+pub struct Head {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub framing: Framing,
+    /// The connection may serve another request after this body.
+    pub reusable: bool,
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Reads the response head (skipping 1xx interim responses).
+pub fn read_head(c: &mut Conn, limit: usize, head_request: bool) -> Result<Head, HeadError> {
+    let mut got_any = false;
+    loop {
+        let parsed = {
+            let mut hs = [httparse::EMPTY_HEADER; 128];
+            let mut r = httparse::Response::new(&mut hs);
+            match r.parse(c.buffered()) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let status = r.code.unwrap_or(0);
+                    let minor = r.version.unwrap_or(1);
+                    let headers: Vec<(String, Vec<u8>)> = r
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                        .collect();
+                    Some((n, status, minor, headers))
+                }
+                Ok(httparse::Status::Partial) => None,
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(HeadError::Bad(
+                        "a response head with over 128 fields".into(),
+                    ));
+                }
+                Err(e) => return Err(HeadError::Bad(format!("a bad response head ({e})"))),
+            }
+        };
+        match parsed {
+            Some((n, status, minor, headers)) => {
+                c.consume(n);
+                if (100..200).contains(&status) {
+                    if status == 101 {
+                        return Err(HeadError::Bad(
+                            "101 Switching Protocols, which was not asked for".into(),
+                        ));
+                    }
+                    continue;
+                }
+                return frame(status, minor, headers, head_request).map_err(HeadError::Bad);
+            }
+            None => {
+                if c.buffered().len() >= limit {
+                    return Err(HeadError::Bad(format!(
+                        "a response head over {limit} bytes (max_response_head)"
+                    )));
+                }
+                match c.fill() {
+                    Ok(0) if !got_any && c.buffered().is_empty() => {
+                        return Err(HeadError::Nothing(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    Ok(0) => {
+                        return Err(HeadError::Bad(
+                            "the connection closed in the response head".into(),
+                        ));
+                    }
+                    Ok(_) => got_any = true,
+                    Err(e) if timed_out(&e) => return Err(HeadError::Timeout),
+                    Err(e) if !got_any && c.buffered().is_empty() => {
+                        return Err(HeadError::Nothing(e));
+                    }
+                    Err(e) => {
+                        return Err(HeadError::Bad(format!("reading the response head: {e}")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Headers that stay between tamada and the upstream.
+fn hop_by_hop(lower: &str) -> bool {
+    matches!(
+        lower,
+        "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+            | "date"
+            | "server"
+    )
+}
+
+fn frame(
+    status: u16,
+    minor: u8,
+    mut headers: Vec<(String, Vec<u8>)>,
+    head_request: bool,
+) -> Result<Head, String> {
+    let lower = |n: &str| n.to_ascii_lowercase();
+    let mut conn_tokens: Vec<String> = Vec::new();
+    let mut te: Vec<String> = Vec::new();
+    let mut lengths: Vec<&[u8]> = Vec::new();
+    for (n, v) in &headers {
+        match lower(n).as_str() {
+            "connection" => conn_tokens.extend(
+                String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(|t| t.trim().to_ascii_lowercase()),
+            ),
+            "transfer-encoding" => te.extend(
+                String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .filter(|t| !t.is_empty()),
+            ),
+            "content-length" => lengths.push(v),
+            _ => {}
+        }
+    }
+    let mut reusable = if minor == 0 {
+        conn_tokens.iter().any(|t| t == "keep-alive")
+    } else {
+        !conn_tokens.iter().any(|t| t == "close")
+    };
+    let length = if lengths.is_empty() {
+        None
+    } else {
+        let mut one: Option<u64> = None;
+        for v in &lengths {
+            for part in String::from_utf8_lossy(v).split(',') {
+                let p = part.trim();
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!("a bad Content-Length `{p}`"));
+                }
+                let n: u64 = p
+                    .parse()
+                    .map_err(|_| format!("a bad Content-Length `{p}`"))?;
+                if one.is_some_and(|o| o != n) {
+                    return Err("two different Content-Length values".into());
+                }
+                one = Some(n);
+            }
+        }
+        one
+    };
+    let bodiless = head_request || status == 204 || status == 304;
+    let framing = if bodiless {
+        Framing::Length(0)
+    } else if !te.is_empty() {
+        // Transfer-Encoding wins over Content-Length (RFC 9112 6.3); both
+        // is a smuggling sign: never reuse that connection.
+        if length.is_some() {
+            reusable = false;
+        }
+        if te.last().map(String::as_str) == Some("chunked") {
+            Framing::Chunked
+        } else {
+            reusable = false;
+            Framing::Close
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        reusable = false;
+        Framing::Close
+    };
+    let named = conn_tokens;
+    headers.retain(|(n, _)| {
+        let l = lower(n);
+        if hop_by_hop(&l) || named.contains(&l) {
+            return false;
+        }
+        // The length passes on only when it frames what the client gets
+        // (a HEAD's too: the core keeps it).
+        l != "content-length"
+            || (te.is_empty() && (matches!(framing, Framing::Length(_)) || head_request))
+    });
+    if head_request && status != 304 && status != 204 {
+        // Keep one Content-Length only.
+        let mut seen = false;
+        headers.retain(|(n, _)| {
+            if n.eq_ignore_ascii_case("content-length") {
+                let keep = !seen;
+                seen = true;
+                keep
+            } else {
+                true
+            }
+        });
+    }
+    Ok(Head {
+        status,
+        headers,
+        framing,
+        reusable,
+    })
+}
+
+/// Where the chunked decoder is.
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk: bytes left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines up to the empty one.
+    Trailers,
+}
+
+/// What goes back to the pool when the body ends.
+pub struct Finish {
+    pub ups: Arc<Upstreams>,
+    pub reusable: bool,
+}
+
+/// The response body, pulled by the core on the pool.
+pub struct UpstreamBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    left: u64,
+    chunk: Chunk,
+    done: bool,
+    finish: Finish,
+}
+
+impl UpstreamBody {
+    pub fn new(conn: Conn, framing: Framing, finish: Finish) -> UpstreamBody {
+        let left = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut b = UpstreamBody {
+            conn: Some(conn),
+            framing,
+            left,
+            chunk: Chunk::Size,
+            done: false,
+            finish,
+        };
+        if framing == Framing::Length(0) {
+            b.end();
+        }
+        b
+    }
+
+    /// Whether the whole body was read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn end(&mut self) {
+        self.done = true;
+        if let Some(c) = self.conn.take() {
+            let ups = self.finish.ups.clone();
+            ups.list[c.up].active.fetch_sub(1, Ordering::Relaxed);
+            if self.finish.reusable && c.buffered().is_empty() {
+                ups.put_idle(c);
+            }
+        }
+    }
+
+    fn conn(&mut self) -> io::Result<&mut Conn> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the upstream connection is gone"))
+    }
+
+    /// Copies up to `max` buffered or fresh bytes into `out`.
+    fn raw(&mut self, out: &mut [u8], max: u64) -> io::Result<usize> {
+        let c = self.conn()?;
+        if c.buffered().is_empty() {
+            let n = c.fill()?;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        let b = c.buffered();
+        let n = b
+            .len()
+            .min(out.len())
+            .min(usize::try_from(max).unwrap_or(usize::MAX));
+        out[..n].copy_from_slice(&b[..n]);
+        c.consume(n);
+        Ok(n)
+    }
+
+    /// One line (without CRLF) for the chunked framing; bounded.
+    fn line(&mut self) -> io::Result<Vec<u8>> {
+        let c = self.conn()?;
+        loop {
+            if let Some(i) = c.buffered().iter().position(|&b| b == b'\n') {
+                let mut l = c.buffered()[..i].to_vec();
+                c.consume(i + 1);
+                if l.last() == Some(&b'\r') {
+                    l.pop();
+                }
+                return Ok(l);
+            }
+            if c.buffered().len() > 8192 {
+                return Err(io::Error::other(
+                    "the upstream sent a chunk line over 8 KiB",
+                ));
+            }
+            if c.fill()? == 0 {
+                return Err(io::Error::other(
+                    "the upstream closed inside the chunked body",
+                ));
+            }
+        }
+    }
+
+    fn chunked(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.chunk {
+                Chunk::Size => {
+                    let l = self.line()?;
+                    let hex = l.split(|&b| b == b';').next().unwrap_or(&[]);
+                    let hex = String::from_utf8_lossy(hex);
+                    let hex = hex.trim();
+                    if hex.is_empty()
+                        || hex.len() > 15
+                        || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        return Err(io::Error::other(format!(
+                            "the upstream sent a bad chunk size `{hex}`"
+                        )));
+                    }
+                    let n = u64::from_str_radix(hex, 16).map_err(io::Error::other)?;
+                    self.chunk = if n == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(n)
+                    };
+                }
+                Chunk::Data(left) => {
+                    let n = self.raw(out, left)?;
+                    if n == 0 {
+                        return Err(io::Error::other("the upstream closed inside a chunk"));
+                    }
+                    let left = left - n as u64;
+                    self.chunk = if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    };
+                    return Ok(n);
+                }
+                Chunk::DataEnd => {
+                    if !self.line()?.is_empty() {
+                        return Err(io::Error::other(
+                            "the upstream sent a chunk longer than its size",
+                        ));
+                    }
+                    self.chunk = Chunk::Size;
+                }
+                Chunk::Trailers => {
+                    // Trailer fields are not passed on (the core sends no
+                    // trailers).
+                    let mut total = 0;
+                    loop {
+                        let l = self.line()?;
+                        if l.is_empty() {
+                            break;
+                        }
+                        total += l.len();
+                        if total > 16 * 1024 {
+                            return Err(io::Error::other("the upstream sent trailers over 16 KiB"));
+                        }
+                    }
+                    self.end();
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
+
+impl BodyStream for UpstreamBody {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.done || out.is_empty() {
+            return Ok(0);
+        }
+        let r = self.read_framed(out);
+        if r.is_err() {
+            // A cut or broken body: the connection is not reused.
+            self.finish.reusable = false;
+            self.end();
+        }
+        r
+    }
+
+    fn close(&mut self, _client_gone: bool) {
+        if !self.done {
+            // The client left (or the core stopped early): the rest of the
+            // body will never be read, so the connection is closed.
+            self.finish.reusable = false;
+            self.end();
+        }
+    }
+}
+
+impl UpstreamBody {
+    fn read_framed(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self.framing {
+            Framing::Length(_) => {
+                let n = self.raw(out, self.left)?;
+                if n == 0 {
+                    // Short of its length: an error, so the core cuts the
+                    // client's connection instead of a silent truncation.
+                    return Err(io::Error::other(format!(
+                        "the upstream closed {} bytes short of its Content-Length",
+                        self.left
+                    )));
+                }
+                self.left -= n as u64;
+                if self.left == 0 {
+                    self.end();
+                }
+                Ok(n)
+            }
+            Framing::Chunked => self.chunked(out),
+            Framing::Close => {
+                let n = self.raw(out, u64::MAX)?;
+                if n == 0 {
+                    self.end();
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish.reusable = false;
+            self.end();
+        }
+    }
+}
