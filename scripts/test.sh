@@ -28,6 +28,8 @@ done
 # Python modules: the conf.d schema is checked as an editor would.
 python3 -c 'import jsonschema' 2>/dev/null || missing+=("python3-jsonschema")
 python3 -c 'import yaml' 2>/dev/null || missing+=("python3-yaml")
+# php-fpm is versioned (/usr/sbin/php-fpm8.2): the fastcgi tests run it.
+compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=("php-fpm")
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${missing[*]}"

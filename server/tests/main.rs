@@ -6,6 +6,7 @@ mod harness;
 mod balancer;
 mod cgi;
 mod core_http;
+mod fastcgi;
 mod lifecycle;
 mod logging;
 mod metrics;

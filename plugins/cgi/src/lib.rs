@@ -15,12 +15,13 @@
 //! the core as a stream. Every path out of here reaps the child.
 
 pub mod config;
-pub mod env;
-pub mod headers;
 pub mod map;
 pub mod pipes;
 pub mod process;
-pub mod spool;
+
+pub use tamada_gateway::cgi_env as env;
+pub use tamada_gateway::cgi_headers as headers;
+pub use tamada_gateway::spool;
 
 use config::{Config, Settings};
 use headers::Reply;
@@ -125,7 +126,7 @@ impl Handler for Cgi {
             &self.base_env,
             req,
             &env::PerRequest {
-                target: &target,
+                script: target.script(),
                 content_length,
                 pass_authorization: self.s.pass_authorization,
                 basic_remote_user: self.s.basic_remote_user,

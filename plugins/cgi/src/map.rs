@@ -25,6 +25,17 @@ pub struct Target {
     pub label: String,
 }
 
+impl Target {
+    /// What the CGI meta-variables say of it.
+    pub fn script(&self) -> crate::env::Script<'_> {
+        crate::env::Script {
+            name: &self.script_name,
+            filename: &self.script_filename,
+            path_info: &self.path_info,
+        }
+    }
+}
+
 /// What to do with a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Mapped {

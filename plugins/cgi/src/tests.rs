@@ -37,7 +37,7 @@ fn env_of(
             &base,
             r,
             &env::PerRequest {
-                target: &t,
+                script: t.script(),
                 content_length: Some(5),
                 pass_authorization,
                 basic_remote_user: true,
@@ -109,7 +109,7 @@ fn no_path_translated_without_path_info_and_empty_query() {
             &base,
             r,
             &env::PerRequest {
-                target: &t,
+                script: t.script(),
                 content_length: None,
                 pass_authorization: false,
                 basic_remote_user: false,

@@ -19,13 +19,13 @@ pub mod upstream;
 use config::{Config, Settings};
 use head::BodyFraming;
 use response::{Finish, HeadError, UpstreamBody};
-use rustix::event::{PollFd, PollFlags};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tamada_gateway::upload::Upload;
 use tamada_sdk::prelude::*;
-use upstream::{Conn, Upstreams};
+use upstream::{Conn, Sent, Upstreams};
 
 /// A route's proxy.
 pub struct Proxy {
@@ -40,10 +40,6 @@ pub fn new(options: &Options) -> Result<Proxy, String> {
     let ups = Arc::new(Upstreams::new(&s));
     Ok(Proxy { s, ups })
 }
-
-/// Request bodies replayed to a fresh connection when a pooled one turns
-/// out closed are kept up to this size.
-const REPLAY: usize = 64 * 1024;
 
 /// Why one attempt failed.
 enum Fail {
@@ -60,16 +56,6 @@ enum Fail {
     Client(String),
 }
 
-/// The request body: what was read from the client so far and, while it
-/// is small, a copy for a replay.
-struct Upload<'r> {
-    framing: BodyFraming,
-    reader: tamada_sdk::BodyReader<'r>,
-    started: bool,
-    ended: bool,
-    copy: Option<Vec<u8>>,
-}
-
 fn idempotent(method: &str) -> bool {
     matches!(
         method,
@@ -84,6 +70,7 @@ impl Proxy {
         c: &mut Conn,
         req: &Request,
         up: &mut Upload,
+        framing: BodyFraming,
     ) -> Result<response::Head, Fail> {
         let io_fail = |c: &Conn, e: io::Error, what: &str| {
             if matches!(
@@ -99,18 +86,18 @@ impl Proxy {
         };
         let _ = c.sock.set_write_timeout(self.s.send_timeout);
         let _ = c.sock.set_read_timeout(self.s.read_timeout);
-        let head = head::build(req, &self.s, &self.s.upstreams[c.up], up.framing);
+        let head = head::build(req, &self.s, &self.s.upstreams[c.up], framing);
         let mut early = false;
         if let Err(e) = c.sock.write_all(&head) {
             return Err(io_fail(c, e, "sending the request head"));
         }
-        if up.framing != BodyFraming::None {
-            match self.send_body(c, up) {
+        if framing != BodyFraming::None {
+            match self.send_body(c, up, framing) {
                 Ok(answered) => early = answered,
                 Err(Fail::Io(why)) => {
                     // The upstream may have answered and closed (a 413
                     // before the whole body): read what it said.
-                    if c.buffered().is_empty() && !readable(c) {
+                    if !c.readable() {
                         return Err(if c.reused && !up.ended {
                             Fail::Stale
                         } else {
@@ -143,44 +130,29 @@ impl Proxy {
 
     /// Streams the body (a replayed copy first); `Ok(true)` when the
     /// upstream answered before it ended.
-    fn send_body(&self, c: &mut Conn, up: &mut Upload) -> Result<bool, Fail> {
-        let chunked = up.framing == BodyFraming::Chunked;
+    fn send_body(&self, c: &mut Conn, up: &mut Upload, framing: BodyFraming) -> Result<bool, Fail> {
+        let chunked = framing == BodyFraming::Chunked;
         if up.started {
-            // A replay: only when the copy holds all that was read.
-            let Some(copy) = up.copy.clone() else {
+            let Some(copy) = up.replay().map(<[u8]>::to_vec) else {
                 return Err(Fail::Io("the request body cannot be sent again".into()));
             };
             if !copy.is_empty() && self.send_watching(c, &framed(&copy, chunked))? {
                 return Ok(true);
             }
-            if up.ended {
-                return Ok(chunked && self.send_watching(c, b"0\r\n\r\n")?);
-            }
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = loop {
-                match up.reader.read(&mut buf) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r,
-                }
-            }
-            .map_err(|e| Fail::Client(e.to_string()))?;
-            up.started = true;
+            let n = if up.ended {
+                0
+            } else {
+                up.read(&mut buf).map_err(|e| Fail::Client(e.to_string()))?
+            };
             if n == 0 {
-                up.ended = true;
                 return if chunked {
                     self.send_watching(c, b"0\r\n\r\n")
                 } else {
                     Ok(false)
                 };
-            }
-            if let Some(copy) = up.copy.as_mut() {
-                if copy.len() + n <= REPLAY {
-                    copy.extend_from_slice(&buf[..n]);
-                } else {
-                    up.copy = None;
-                }
             }
             if self.send_watching(c, &framed(&buf[..n], chunked))? {
                 return Ok(true);
@@ -190,44 +162,15 @@ impl Proxy {
 
     /// Writes `data`, or stops when the upstream has something to say;
     /// `Ok(true)` then.
-    fn send_watching(&self, c: &mut Conn, mut data: &[u8]) -> Result<bool, Fail> {
-        let deadline = Instant::now() + self.s.send_timeout;
-        while !data.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Fail::Timeout(format!(
-                    "the upstream took no body for {:?} (send_timeout)",
-                    self.s.send_timeout
-                )));
-            }
-            let ts = rustix::event::Timespec::try_from(left).ok();
-            let mut fds = [PollFd::new(&c.sock, PollFlags::OUT | PollFlags::IN)];
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(Fail::Io(format!("poll: {e}"))),
-            }
-            let ev = fds[0].revents();
-            if ev.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
-                return Ok(true);
-            }
-            match rustix::net::send(
-                &c.sock,
-                data,
-                rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
-            ) {
-                Ok(n) => data = &data[n..],
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-                Err(e) => {
-                    return Err(Fail::Io(format!(
-                        "sending the request body: {}",
-                        io::Error::from(e)
-                    )));
-                }
-            }
+    fn send_watching(&self, c: &mut Conn, data: &[u8]) -> Result<bool, Fail> {
+        match c.send_watching(data, self.s.send_timeout) {
+            Ok(sent) => Ok(sent == Sent::Answered),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(Fail::Timeout(format!(
+                "the upstream took no body for {:?} (send_timeout)",
+                self.s.send_timeout
+            ))),
+            Err(e) => Err(Fail::Io(format!("sending the request body: {e}"))),
         }
-        Ok(false)
     }
 
     fn error(&self, res: &mut ResponseBuilder, status: u16, why: &str) -> Outcome {
@@ -256,17 +199,6 @@ fn framed(data: &[u8], chunked: bool) -> Vec<u8> {
     v
 }
 
-/// Whether the upstream has bytes (or its end) waiting.
-fn readable(c: &Conn) -> bool {
-    let mut fds = [PollFd::new(&c.sock, PollFlags::IN)];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-        && fds[0].revents().contains(PollFlags::IN)
-}
-
 impl Handler for Proxy {
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         let t0 = Instant::now();
@@ -275,13 +207,9 @@ impl Handler for Proxy {
             Some(n) => BodyFraming::Length(n),
             None => BodyFraming::Chunked,
         };
-        let mut up = Upload {
-            framing,
-            reader: req.body(),
-            started: false,
-            ended: framing == BodyFraming::None,
-            copy: Some(Vec::new()),
-        };
+        let mut up = Upload::new(
+            (framing != BodyFraming::None).then(|| Box::new(req.body()) as Box<dyn Read>),
+        );
         let mut tried: Vec<usize> = Vec::new();
         let mut labels: Vec<String> = Vec::new();
         let mut fresh_for: Option<usize> = None;
@@ -298,13 +226,7 @@ impl Handler for Proxy {
             let mut conn = match self.ups.take_idle(i) {
                 Some(c) if !tried.contains(&i) => c,
                 _ => match upstream::connect(&self.ups.list[i].addr, self.s.connect_timeout) {
-                    Ok(sock) => Conn {
-                        sock,
-                        up: i,
-                        reused: false,
-                        buf: Vec::new(),
-                        pos: 0,
-                    },
+                    Ok(sock) => Conn::new(sock, i),
                     Err(e) => {
                         // Nothing was sent: any request may go to the next.
                         let timeout = matches!(
@@ -323,7 +245,7 @@ impl Handler for Proxy {
             };
             let active = &self.ups.list[i].active;
             active.fetch_add(1, Ordering::Relaxed);
-            match self.attempt(&mut conn, req, &mut up) {
+            match self.attempt(&mut conn, req, &mut up, framing) {
                 Ok(h) => {
                     self.ups.ok(i);
                     labels.push(label);

@@ -2,7 +2,6 @@
 //! one HTTP_* variable per request header, PATH and the route's `env:`.
 //! Nothing else of the server's own environment reaches a script.
 
-use crate::map::Target;
 use base64::Engine;
 use std::path::Path;
 use tamada_sdk::Request;
@@ -33,9 +32,20 @@ pub fn base(
     v
 }
 
+/// The script a request runs.
+#[derive(Clone, Copy)]
+pub struct Script<'a> {
+    /// SCRIPT_NAME: the URL path that names the script.
+    pub name: &'a str,
+    /// SCRIPT_FILENAME: the script's file.
+    pub filename: &'a Path,
+    /// PATH_INFO: what follows the script in the URL path (decoded).
+    pub path_info: &'a str,
+}
+
 /// What varies per request besides the request itself.
 pub struct PerRequest<'a> {
-    pub target: &'a Target,
+    pub script: Script<'a>,
     /// CONTENT_LENGTH, when the body's length is known.
     pub content_length: Option<u64>,
     pub pass_authorization: bool,
@@ -49,7 +59,7 @@ pub fn build(base: &[(String, Vec<u8>)], req: &Request, p: &PerRequest) -> Vec<(
     let mut v = Vec::with_capacity(base.len() + 40);
     v.extend_from_slice(base);
     let mut set = |k: &str, val: &[u8]| v.push((k.to_owned(), val.to_vec()));
-    let t = p.target;
+    let t = p.script;
     let (maj, min) = req.version();
     set("SERVER_PROTOCOL", format!("HTTP/{maj}.{min}").as_bytes());
     let name = req.vhost().name();
@@ -71,11 +81,8 @@ pub fn build(base: &[(String, Vec<u8>)], req: &Request, p: &PerRequest) -> Vec<(
             b"off"
         },
     );
-    set("SCRIPT_NAME", t.script_name.as_bytes());
-    set(
-        "SCRIPT_FILENAME",
-        t.script_filename.as_os_str().as_encoded_bytes(),
-    );
+    set("SCRIPT_NAME", t.name.as_bytes());
+    set("SCRIPT_FILENAME", t.filename.as_os_str().as_encoded_bytes());
     set("PATH_INFO", t.path_info.as_bytes());
     if !t.path_info.is_empty() {
         let mut translated = req

@@ -1,0 +1,248 @@
+//! Connections to an upstream (TCP or unix): a read buffer, a liveness
+//! check for idle ones, a write that stops when the upstream has already
+//! answered, and a bounded pool of idle connections.
+
+use crate::addr::Addr;
+use rustix::event::{PollFd, PollFlags};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A connected socket.
+pub enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    pub fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_read_timeout(Some(t)),
+            Sock::Unix(s) => s.set_read_timeout(Some(t)),
+        }
+    }
+    pub fn set_write_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_write_timeout(Some(t)),
+            Sock::Unix(s) => s.set_write_timeout(Some(t)),
+        }
+    }
+}
+
+impl AsFd for Sock {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Sock::Tcp(s) => s.as_fd(),
+            Sock::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // MSG_NOSIGNAL: an upstream that closed gives EPIPE, not SIGPIPE.
+        rustix::net::send(self.as_fd(), buf, rustix::net::SendFlags::NOSIGNAL)
+            .map_err(io::Error::from)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Connects to `addr` within `timeout` (TCP_NODELAY set).
+pub fn connect(addr: &Addr, timeout: Duration) -> io::Result<Sock> {
+    match addr {
+        Addr::Tcp { addr, .. } => {
+            let s = TcpStream::connect_timeout(addr, timeout)?;
+            s.set_nodelay(true)?;
+            Ok(Sock::Tcp(s))
+        }
+        Addr::Unix(p) => UnixStream::connect(p).map(Sock::Unix),
+    }
+}
+
+/// How a watched write ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Every byte went.
+    All,
+    /// The upstream has something to say (or closed) before it took them
+    /// all: read its answer.
+    Answered,
+}
+
+/// A connection to one upstream, with what was read and not used yet.
+pub struct Conn {
+    pub sock: Sock,
+    /// The upstream's index in the plugin's list.
+    pub up: usize,
+    /// Taken from a pool (it served a request before).
+    pub reused: bool,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Conn {
+    pub fn new(sock: Sock, up: usize) -> Conn {
+        Conn {
+            sock,
+            up,
+            reused: false,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+    /// Bytes read and not used yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+    /// Reads more into the buffer; `Ok(0)` is the upstream's end.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + 16 * 1024, 0);
+        let r = loop {
+            match self.sock.read(&mut self.buf[old..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        self.buf.truncate(old + *r.as_ref().unwrap_or(&0));
+        r
+    }
+    /// Until `buffered()` holds `n` bytes; false at the upstream's end.
+    pub fn fill_to(&mut self, n: usize) -> io::Result<bool> {
+        while self.buffered().len() < n {
+            if self.fill()? == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+    /// Whether an idle connection is still open: nothing to read yet (a
+    /// FIN or unasked-for bytes mean it must not be used).
+    pub fn still_open(&self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            rustix::net::recv(
+                self.sock.as_fd(),
+                &mut b,
+                rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT
+            ),
+            Err(rustix::io::Errno::AGAIN)
+        )
+    }
+    /// Whether bytes (or the upstream's end) are waiting to be read.
+    pub fn readable(&self) -> bool {
+        if !self.buffered().is_empty() {
+            return true;
+        }
+        let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+            && fds[0].revents().contains(PollFlags::IN)
+    }
+    /// Writes `data` within `timeout`, unless the upstream answers first.
+    /// An error of kind `TimedOut` is the timeout.
+    pub fn send_watching(&mut self, mut data: &[u8], timeout: Duration) -> io::Result<Sent> {
+        let deadline = Instant::now() + timeout;
+        while !data.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            let ts = rustix::event::Timespec::try_from(left).ok();
+            let mut fds = [PollFd::new(&self.sock, PollFlags::OUT | PollFlags::IN)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if fds[0]
+                .revents()
+                .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
+            {
+                return Ok(Sent::Answered);
+            }
+            match rustix::net::send(
+                &self.sock,
+                data,
+                rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
+            ) {
+                Ok(n) => data = &data[n..],
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Sent::All)
+    }
+}
+
+/// Idle connections to one upstream: newest first, bounded, each kept
+/// at most `timeout` and checked before it is handed out.
+pub struct IdlePool {
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    max: usize,
+    timeout: Duration,
+}
+
+impl IdlePool {
+    pub fn new(max: usize, timeout: Duration) -> IdlePool {
+        IdlePool {
+            idle: Mutex::new(Vec::new()),
+            max,
+            timeout,
+        }
+    }
+    /// An idle connection that is still open.
+    pub fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((c, since)) = idle.pop() {
+            if since.elapsed() < self.timeout && c.still_open() {
+                return Some(c);
+            }
+            // Expired or closed by the upstream: dropped (closed) here.
+        }
+        None
+    }
+    /// Gives back a connection whose last exchange ended cleanly.
+    pub fn put(&self, mut c: Conn) {
+        if self.max == 0 || !c.buffered().is_empty() {
+            return;
+        }
+        c.buf = Vec::new();
+        c.pos = 0;
+        c.reused = true;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(_, since)| since.elapsed() < self.timeout);
+        if idle.len() >= self.max {
+            idle.remove(0);
+        }
+        idle.push((c, Instant::now()));
+    }
+}
