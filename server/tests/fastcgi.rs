@@ -296,7 +296,7 @@ fn php_fpm_down_gives_502_too_slow_504_and_it_recovers() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut fpm = Fpm::start(fdir.path(), &listen);
-    let s = php_site(&listen, ", read_timeout: 1s").start();
+    let s = php_site(&listen, ", read_timeout: 1s, keepalive: 2").start();
     // Kept-alive connections are reused.
     for _ in 0..5 {
         assert_eq!(get(s.port(), "/form.php", "a").text(), "a=- b=-\n");

@@ -40,7 +40,10 @@ pub struct Config {
     /// Longest wait for the response head, and longest stall of its body
     /// (default 60s): 504.
     pub read_timeout: Option<Secs>,
-    /// Idle connections kept open (default 16; 0: one per request).
+    /// Idle connections kept open with FCGI_KEEP_CONN (default 0: a
+    /// connection per request, as nginx). A php-fpm child stays bound to
+    /// a kept connection, so keep this (summed over every route and
+    /// server using the pool) below the pool's `pm.max_children`.
     pub keepalive: Option<usize>,
     /// How long an idle connection is kept (default 60s).
     pub keepalive_timeout: Option<Secs>,
@@ -112,7 +115,7 @@ impl Settings {
             connect_timeout: secs(c.connect_timeout),
             send_timeout: secs(c.send_timeout),
             read_timeout: secs(c.read_timeout),
-            keepalive: c.keepalive.unwrap_or(16),
+            keepalive: c.keepalive.unwrap_or(0),
             keepalive_timeout: secs(c.keepalive_timeout),
             spool_threshold: c.spool_threshold.map_or(1 << 20, |s| s.0 as usize),
         })

@@ -5,7 +5,7 @@
 //! path to a script ([`map`]: a script file, a folder's index, or the
 //! front controller), build the CGI meta-variables (the same code as the
 //! `cgi` plugin: [`tamada_gateway::cgi_env`]), take an idle connection
-//! (`FCGI_KEEP_CONN`) or connect, send BEGIN_REQUEST and PARAMS, stream
+//! (with `keepalive`: `FCGI_KEEP_CONN`) or connect, send BEGIN_REQUEST and PARAMS, stream
 //! the body as STDIN (a chunked one is spooled first: CONTENT_LENGTH must
 //! be known), read STDOUT up to the end of the CGI header block
 //! ([`tamada_gateway::cgi_headers`]), and hand the rest to the core as a
@@ -364,7 +364,7 @@ impl Handler for FastCgi {
             }
         }
         let mut pre = Vec::with_capacity(2048);
-        record::begin(&mut pre);
+        record::begin(&mut pre, self.s.keepalive > 0);
         record::push_stream(&mut pre, record::PARAMS, &record::params(pairs));
         record::push(&mut pre, record::PARAMS, &[]);
         let mut input = Upload::new(reader);
@@ -461,14 +461,25 @@ impl FastCgi {
                 for (n, v) in &hs {
                     res.header(n, v);
                 }
-                res.body(Body::Stream(Box::new(FcgiBody {
+                let mut body = FcgiBody {
                     conn: Some(c),
                     pending: head.rest,
                     pos: 0,
                     reusable: head.reusable,
                     pool: self.pool.clone(),
                     log,
-                })));
+                };
+                match body.take_ready() {
+                    Ok(Some(all)) => res.body(all),
+                    Ok(None) => res.body(Body::Stream(Box::new(body))),
+                    Err(e) => {
+                        body.log.record(
+                            log::Level::Error,
+                            &format!("{}: reading the response: {e}", self.label),
+                        );
+                        return page(res, 502, "Bad Gateway");
+                    }
+                };
                 Outcome::Done
             }
         }
@@ -483,6 +494,44 @@ struct FcgiBody {
     reusable: bool,
     pool: Arc<IdlePool>,
     log: LogCtx,
+}
+
+/// Responses whose end is already here up to this size are answered
+/// from memory (no stream for the core to pull).
+const SMALL_BODY: usize = 64 * 1024;
+
+impl FcgiBody {
+    /// The whole body, when END_REQUEST is among the bytes that have
+    /// already arrived (no waiting: a script that streams keeps
+    /// streaming).
+    fn take_ready(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            let Some(c) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            if self.pending.len() - self.pos > SMALL_BODY || !c.readable() {
+                return Ok(None);
+            }
+            match read_record(c)? {
+                None => {
+                    return Err(io::Error::other(
+                        "the FastCGI server closed before END_REQUEST",
+                    ));
+                }
+                Some((record::STDOUT, data)) => self.pending.extend_from_slice(&data),
+                Some((record::STDERR, data)) => self.log.stderr(&data),
+                Some((record::END_REQUEST, _)) => {
+                    if let Some(c) = self.conn.take()
+                        && self.reusable
+                    {
+                        self.pool.put(c);
+                    }
+                    return Ok(Some(self.pending.split_off(self.pos)));
+                }
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 impl BodyStream for FcgiBody {

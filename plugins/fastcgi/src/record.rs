@@ -42,11 +42,12 @@ pub fn push_stream(out: &mut Vec<u8>, ty: u8, content: &[u8]) {
     }
 }
 
-/// BEGIN_REQUEST for a responder that keeps the connection.
-pub fn begin(out: &mut Vec<u8>) {
+/// BEGIN_REQUEST for a responder (`keep`: the application keeps the
+/// connection open after the response).
+pub fn begin(out: &mut Vec<u8>, keep: bool) {
     let mut body = [0u8; 8];
     body[..2].copy_from_slice(&RESPONDER.to_be_bytes());
-    body[2] = KEEP_CONN;
+    body[2] = if keep { KEEP_CONN } else { 0 };
     push(out, BEGIN_REQUEST, &body);
 }
 

@@ -188,6 +188,25 @@ impl Proxy {
     }
 }
 
+/// Bodies up to this size, with a Content-Length, are read before the
+/// handler returns and answered from memory.
+const SMALL_BODY: u64 = 64 * 1024;
+
+/// The whole body of a small response.
+fn read_small(body: &mut UpstreamBody, n: usize) -> io::Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = tamada_sdk::BodyStream::read(body, &mut v[got..])?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    v.truncate(got);
+    Ok(v)
+}
+
 fn framed(data: &[u8], chunked: bool) -> Vec<u8> {
     if !chunked {
         return data.to_vec();
@@ -258,9 +277,27 @@ impl Handler for Proxy {
                         ups: self.ups.clone(),
                         reusable: h.reusable,
                     };
-                    res.body(Body::Stream(Box::new(UpstreamBody::new(
-                        conn, h.framing, finish,
-                    ))));
+                    let mut body = UpstreamBody::new(conn, h.framing, finish);
+                    match h.framing {
+                        response::Framing::Length(n)
+                            if n <= SMALL_BODY && !body.is_done() && req.method() != "HEAD" =>
+                        {
+                            // Small: read now, on this pool thread, and
+                            // answer from memory (no stream to pull later).
+                            match read_small(&mut body, n as usize) {
+                                Ok(v) => res.body(v),
+                                Err(e) => {
+                                    let why =
+                                        format!("{}: reading the body: {e}", labels.join(", "));
+                                    log::error!("{why}");
+                                    return self.error(res, 502, &why);
+                                }
+                            };
+                        }
+                        _ => {
+                            res.body(Body::Stream(Box::new(body)));
+                        }
+                    }
                     return Outcome::Done;
                 }
                 Err(f) => {
