@@ -28,6 +28,8 @@ done
 # Python modules: the conf.d schema is checked as an editor would.
 python3 -c 'import jsonschema' 2>/dev/null || missing+=("python3-jsonschema")
 python3 -c 'import yaml' 2>/dev/null || missing+=("python3-yaml")
+# The WebSocket relay test (Debian's python3, where the module goes).
+python3 -c 'import websockets' 2>/dev/null || /usr/bin/python3 -c 'import websockets' 2>/dev/null || missing+=("python3-websockets")
 # php-fpm is versioned (/usr/sbin/php-fpm8.2): the fastcgi tests run it.
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=("php-fpm")
 if ((${#missing[@]})); then

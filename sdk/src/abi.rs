@@ -497,6 +497,9 @@ pub const ABILITY_NOTES: u64 = 1 << 2;
 pub const ABILITY_OPTION_PATHS: u64 = 1 << 3;
 /// [`HostExtV1::abilities`]: declared roles are checked.
 pub const ABILITY_ROLES: u64 = 1 << 4;
+/// [`HostExtV1::abilities`]: [`HandleExtV1::Relay`] (WebSocket and other
+/// upgrades).
+pub const ABILITY_RELAY: u64 = 1 << 5;
 
 /// [`ExtV1::roles`]: it answers requests (`routes:`).
 pub const ROLE_HANDLER: u8 = 1;
@@ -550,4 +553,23 @@ pub enum HandleExtV1 {
     V1(HandleResultV1),
     /// Run this handler again, on the blocking pool (only inline).
     Defer,
+    /// A `101 Switching Protocols` answer (its body is ignored), after
+    /// which the core relays bytes both ways between the client and the
+    /// socket in [`RelayV1`] ([`ABILITY_RELAY`]).
+    Relay(ResponseV1, RelayV1),
+}
+
+/// The other side of a relay.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct RelayV1 {
+    /// A connected stream socket; its ownership passes to the core, which
+    /// closes it.
+    pub fd: i32,
+    /// Bytes already read from it past the 101 head: sent to the client
+    /// first.
+    pub pre: RVec<u8>,
+    /// The relay closes after this long with no byte either way
+    /// (milliseconds; 0: the core's default).
+    pub idle_ms: u64,
 }

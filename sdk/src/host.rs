@@ -12,7 +12,8 @@
 //! ```
 
 use crate::abi::{
-    ABILITY_DEFER, ABILITY_INLINE, ABILITY_NOTES, ABILITY_OPTION_PATHS, ABILITY_ROLES, HostExtV1,
+    ABILITY_DEFER, ABILITY_INLINE, ABILITY_NOTES, ABILITY_OPTION_PATHS, ABILITY_RELAY,
+    ABILITY_ROLES, HostExtV1,
 };
 use std::sync::OnceLock;
 
@@ -32,6 +33,9 @@ pub enum Ability {
     OptionPaths,
     /// `roles:` of [`export_plugin!`](crate::export_plugin) are checked.
     Roles,
+    /// [`ResponseBuilder::relay`](crate::ResponseBuilder::relay): after a
+    /// 101, the core relays bytes between the client and a socket.
+    Relay,
 }
 
 /// The server's name and version (`tamada/1.2.0`), if it says.
@@ -52,6 +56,7 @@ pub fn has(ability: Ability) -> bool {
         Ability::Notes => ABILITY_NOTES,
         Ability::OptionPaths => ABILITY_OPTION_PATHS,
         Ability::Roles => ABILITY_ROLES,
+        Ability::Relay => ABILITY_RELAY,
     };
     HOST_EXT.get().is_some_and(|h| h.abilities & bit != 0)
 }

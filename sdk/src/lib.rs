@@ -197,7 +197,9 @@ pub mod units;
 
 pub use plugin::{Handler, LogEntry, Options, Outcome, Placement, Record, Role, record_for};
 pub use request::{BodyReader, Request, Vhost};
-pub use response::{Body, BodyStream, FileId, ReadStream, ResponseBuilder, Segment, Segments};
+pub use response::{
+    Body, BodyStream, FileId, ReadStream, Relay, ResponseBuilder, Segment, Segments,
+};
 
 /// `use tamada_sdk::prelude::*;` brings what a handler needs.
 pub mod prelude {

@@ -611,6 +611,17 @@ pub mod __private {
             Ok((_, _, true)) => HandleExtV1::V1(HandleResultV1::Error(RString::from(
                 "Request::defer was called on the blocking pool, where it has no meaning",
             ))),
+            Ok((Outcome::Done, mut res, false)) if res.is_relay() => {
+                let r = res.take_relay().expect("checked: is_relay");
+                HandleExtV1::Relay(
+                    res.into_raw(),
+                    crate::abi::RelayV1 {
+                        fd: std::os::fd::IntoRawFd::into_raw_fd(r.fd),
+                        pre: r.pre.into(),
+                        idle_ms: r.idle.as_millis().min(u64::MAX as u128) as u64,
+                    },
+                )
+            }
             Ok((outcome, res, false)) => HandleExtV1::V1(result_v1(outcome, res)),
             Err(p) => HandleExtV1::V1(HandleResultV1::Error(RString::from(format!(
                 "panic: {}",

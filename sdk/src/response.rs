@@ -172,6 +172,14 @@ pub struct ResponseBuilder {
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
     body: Body,
+    relay: Option<Relay>,
+}
+
+/// The socket of a relay ([`ResponseBuilder::relay`]).
+pub struct Relay {
+    pub(crate) fd: std::os::fd::OwnedFd,
+    pub(crate) pre: Vec<u8>,
+    pub(crate) idle: std::time::Duration,
 }
 
 impl Default for ResponseBuilder {
@@ -188,6 +196,7 @@ impl ResponseBuilder {
             // PERF: room for a typical response's headers in one allocation.
             headers: Vec::with_capacity(8),
             body: Body::Empty,
+            relay: None,
         }
     }
     /// Sets the status code.
@@ -208,6 +217,40 @@ impl ResponseBuilder {
     pub fn body(&mut self, body: impl Into<Body>) -> &mut Self {
         self.body = body.into();
         self
+    }
+    /// SDK 1.1 (when [`host::has`](crate::host::has)`(Ability::Relay)`):
+    /// answer `101 Switching Protocols` and hand the core a connected
+    /// socket (a `TcpStream`, a `UnixStream`...). Once the head is sent,
+    /// the core relays bytes both ways between the client and `socket` on
+    /// its event loop (no thread per relay), `already_read` (bytes read
+    /// from the socket past its own 101) first; an end of stream on one
+    /// side is passed on as a half-close to the other; after `idle` with
+    /// no byte either way it closes both. The access log records the
+    /// relay when it closes (bytes both ways, duration). Set status 101
+    /// and the `Upgrade` header (and any other, such as
+    /// `Sec-WebSocket-Accept`); `Connection: upgrade` is the core's. The
+    /// body is ignored. A server without the ability, or a request that
+    /// had a body, gets a 500 and the socket is closed.
+    pub fn relay(
+        &mut self,
+        socket: impl Into<std::os::fd::OwnedFd>,
+        already_read: Vec<u8>,
+        idle: std::time::Duration,
+    ) -> &mut Self {
+        self.relay = Some(Relay {
+            fd: socket.into(),
+            pre: already_read,
+            idle,
+        });
+        self
+    }
+    /// Whether [`relay`](Self::relay) was called.
+    pub fn is_relay(&self) -> bool {
+        self.relay.is_some()
+    }
+    #[doc(hidden)]
+    pub fn take_relay(&mut self) -> Option<Relay> {
+        self.relay.take()
     }
     /// The status set so far.
     pub fn get_status(&self) -> u16 {

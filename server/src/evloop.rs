@@ -47,6 +47,9 @@ const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const MAX_LISTENERS: usize = 4096;
 const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
+/// Set in the token of a relay's other socket (the connection's key
+/// below it).
+const RELAY_BIT: usize = 1 << (usize::BITS - 2);
 const SWEEP: Duration = Duration::from_millis(250);
 /// When a drain starts (SIGTERM, or a binary upgrade handing over), idle
 /// keep-alive connections stay open this long: a request already on its
@@ -156,6 +159,7 @@ pub struct Cx<'a> {
     pub draining: bool,
     /// When the drain started (valid while `draining`).
     pub drain_started: Instant,
+    registry: Option<&'a mio::Registry>,
 }
 
 impl<'a> Cx<'a> {
@@ -173,7 +177,20 @@ impl<'a> Cx<'a> {
             key,
             draining: drain.is_some(),
             drain_started: drain.unwrap_or_else(Instant::now),
+            registry: None,
         }
+    }
+    /// Watches a relay's other socket for this connection (edge-triggered,
+    /// both ways); closing the socket takes it out again.
+    pub fn register_relay(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        let Some(r) = self.registry else {
+            return Err(io::Error::other("no event loop"));
+        };
+        r.register(
+            &mut mio::unix::SourceFd(&fd),
+            Token(RELAY_BIT | (CONN_BASE + self.key)),
+            Interest::READABLE | Interest::WRITABLE,
+        )
     }
     /// A context outside any loop, for the connection's unit tests.
     #[cfg(test)]
@@ -284,6 +301,17 @@ impl EventLoop {
                     Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
                         self.accept(t - LISTENER_BASE)
                     }
+                    Token(t) if t & RELAY_BIT != 0 => {
+                        let key = (t & !RELAY_BIT) - CONN_BASE;
+                        if let Some(c) = self.conns.get_mut(key) {
+                            let closed = ev.is_read_closed() || ev.is_error();
+                            c.relay_ready(
+                                ev.is_readable() || closed,
+                                ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                            );
+                            self.drive(key, None);
+                        }
+                    }
                     Token(t) => {
                         let key = t - CONN_BASE;
                         if let Some(c) = self.conns.get_mut(key) {
@@ -337,6 +365,7 @@ impl EventLoop {
             return;
         };
         let mut cx = Cx::new(&self.rt, &self.pool, &self.handle, key, self.drain_started);
+        cx.registry = Some(self.poll.registry());
         let next = match handled {
             Some(h) => conn.on_handled(*h, &mut cx),
             None => conn.drive(&mut cx),
@@ -503,6 +532,7 @@ impl EventLoop {
                 continue;
             };
             let mut cx = Cx::new(&self.rt, &self.pool, &self.handle, key, self.drain_started);
+            cx.registry = Some(self.poll.registry());
             if conn.timed_out(&mut cx) == Next::Close {
                 self.remove(key);
             }

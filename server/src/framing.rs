@@ -215,6 +215,42 @@ pub fn start_head(status: u16, minor: u8) -> Vec<u8> {
     h
 }
 
+/// The head of a `101 Switching Protocols` before a relay: the plugin's
+/// headers (`Upgrade` included) and the core's `Connection: upgrade`.
+pub fn switching(o: &Owned) -> Response {
+    let mut h = start_head(101, 1);
+    for hd in o.headers.iter() {
+        let name = hd.name.as_str();
+        let value = hd.value.as_slice();
+        let lower = name.to_ascii_lowercase();
+        if !http::valid_header(name, value)
+            || matches!(
+                lower.as_str(),
+                "connection"
+                    | "content-length"
+                    | "transfer-encoding"
+                    | "keep-alive"
+                    | "date"
+                    | "server"
+                    | "te"
+                    | "trailer"
+                    | "proxy-connection"
+            )
+        {
+            continue;
+        }
+        push_header(&mut h, name, value);
+    }
+    h.extend_from_slice(b"Connection: upgrade\r\n\r\n");
+    Response {
+        head_len: h.len(),
+        head: h,
+        body: OutBody::None,
+        close: false,
+        status: 101,
+    }
+}
+
 pub fn push_header(h: &mut Vec<u8>, name: &str, value: &[u8]) {
     h.extend_from_slice(canonical(name).as_bytes());
     h.extend_from_slice(b": ");

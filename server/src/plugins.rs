@@ -429,6 +429,27 @@ pub enum Handled {
     V1(HandleResultV1),
     /// Run it again on the pool.
     Defer,
+    /// A 101, then a relay to this socket (SDK 1.1).
+    Relay(tamada_sdk::abi::ResponseV1, Relay),
+}
+
+/// The socket and bytes of a relay, owned.
+pub struct Relay {
+    pub fd: std::os::fd::OwnedFd,
+    pub pre: Vec<u8>,
+    pub idle: std::time::Duration,
+}
+
+impl Relay {
+    /// The plugin's idle timeout, or the server's `idle_timeout` when it
+    /// gave none.
+    pub fn idle_or(&self, cx: &crate::evloop::Cx<'_>) -> std::time::Duration {
+        if self.idle.is_zero() {
+            cx.settings().idle_timeout.0
+        } else {
+            self.idle
+        }
+    }
 }
 
 impl PluginInstance {
@@ -498,6 +519,25 @@ impl PluginInstance {
             Some(x) => match (x.handle)(self.inst, req, &ExchangeV1 { inline }) {
                 HandleExtV1::V1(r) => Handled::V1(r),
                 HandleExtV1::Defer => Handled::Defer,
+                HandleExtV1::Relay(resp, r) => {
+                    use std::os::fd::FromRawFd;
+                    if r.fd < 0 {
+                        return Handled::V1(HandleResultV1::Error(
+                            "a relay without a socket".into(),
+                        ));
+                    }
+                    // SAFETY: the plugin passed the descriptor's ownership
+                    // (RelayV1::fd); nothing else closes it.
+                    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(r.fd) };
+                    Handled::Relay(
+                        resp,
+                        Relay {
+                            fd,
+                            pre: r.pre.into_vec(),
+                            idle: std::time::Duration::from_millis(r.idle_ms),
+                        },
+                    )
+                }
             },
             None => Handled::V1((self.plugin.table.handle)(self.inst, req)),
         }

@@ -127,6 +127,8 @@ pub enum Step {
     TooLarge,
     /// (Loop only) the next handler runs on the pool.
     ToPool,
+    /// A 101 and a relay to the plugin's socket.
+    Relay(ResponseV1, crate::plugins::Relay),
 }
 
 /// Offers the exchange to its routes from `x.next` on.
@@ -182,6 +184,20 @@ pub fn dispatch(x: &mut Exchange, body: &mut BodyIn<'_>, place: Place) -> Step {
                 return Step::ToPool;
             }
             Handled::Defer => HandleResultV1::Error("answered Defer on the pool".into()),
+            Handled::Relay(resp, relay) => {
+                if resp.status == 101
+                    && x.head.framing == Framing::None
+                    && x.head.version_minor == 1
+                {
+                    handler.watch(false);
+                    return Step::Relay(resp, relay);
+                }
+                // The socket closes here, with the refused answer.
+                drop(relay);
+                HandleResultV1::Error(
+                    "a relay needs status 101 and an HTTP/1.1 request without a body".into(),
+                )
+            }
             Handled::V1(r) => r,
         };
         let plugin = handler.tag;

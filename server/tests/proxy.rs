@@ -674,3 +674,154 @@ fn dash_t_reports_bad_upstreams_cidrs_and_keys_with_file_and_line() {
     let (code, out, err) = proxy_site("{ upstreams: [\"127.0.0.1:8080\", \"unix:/run/x.sock\"], trusted: [10.0.0.0/8, \"::1\"], balance: least_conn }", "").check();
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A python3 that has the `websockets` module (Debian's, when another
+/// python3 comes first on PATH).
+fn python_with_websockets() -> String {
+    for py in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(py)
+            .args(["-c", "import websockets"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return py.to_owned();
+        }
+    }
+    panic!("no python3 with the websockets module: apt-get install python3-websockets");
+}
+
+#[test]
+fn websockets_are_relayed_both_ways_and_logged_when_they_close() {
+    let py = python_with_websockets();
+    let script = workspace_root().join("server/tests/upstreams/ws.py");
+    let port = free_port();
+    let mut server = KillChild(
+        Command::new(&py)
+            .args([script.to_str().unwrap(), "server", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let s = proxy_site(&format!("{{ upstreams: [\"127.0.0.1:{port}\"] }}"), "").start();
+    // A real client through tamada: text, a 300 KB binary, 50 in a row.
+    let out = Command::new(&py)
+        .args([
+            script.to_str().unwrap(),
+            "client",
+            &format!("ws://127.0.0.1:{}/chat", s.port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        error_log(&s, "")
+    );
+    // The access log has the tunnel, once closed: 101, bytes both ways.
+    let log = s.dir.path().join("logs/access.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("/chat") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(line["status"], 101, "{line}");
+    assert!(
+        line["body_bytes_sent"].as_u64().unwrap() > 300_000,
+        "{line}"
+    );
+    assert!(line["bytes_received"].as_u64().unwrap() > 300_000, "{line}");
+    // Half-close and the idle timeout, with a raw upstream: it answers 101,
+    // sends "hi", and ends its side; the client then still sends, and the
+    // upstream gets it.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+    let raw_up = scripted(move |mut s| {
+        let head = read_head(&mut s);
+        assert!(head.contains("Upgrade: x-test"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: upgrade"),
+            "{head}"
+        );
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\nhi",
+        )
+        .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let _ = tx.lock().unwrap().send(got);
+    });
+    let s2 = proxy_site(
+        &format!("{{ upstreams: [\"127.0.0.1:{raw_up}\"], read_timeout: 2s }}"),
+        "",
+    )
+    .start();
+    let mut c = Client::connect(s2.port());
+    c.send(b"GET /raw HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n");
+    let mut got = Vec::new();
+    let mut b = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\nhi") {
+        let n = c.stream.read(&mut b).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("Upgrade: x-test") && head.contains("Connection: upgrade"),
+        "{head}"
+    );
+    // The upstream's end reached us as an end of stream...
+    assert_eq!(c.stream.read(&mut b).unwrap(), 0);
+    // ...and our side still goes through, then ends.
+    c.stream.write_all(b"after half-close").unwrap();
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let up_got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(up_got, b"after half-close");
+    // An idle relay closes after read_timeout.
+    let idle_up = scripted(|mut s| {
+        read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\n\r\n");
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    let s3 = proxy_site(
+        &format!("{{ upstreams: [\"127.0.0.1:{idle_up}\"], read_timeout: 1s }}"),
+        "",
+    )
+    .start();
+    let mut c = Client::connect(s3.port());
+    let t0 = Instant::now();
+    c.send(b"GET /idle HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: x-test\r\n\r\n");
+    let mut all = Vec::new();
+    let _ = c.stream.read_to_end(&mut all);
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 101"));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillChild(Child);
+
+impl Drop for KillChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

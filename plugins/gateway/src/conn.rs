@@ -32,6 +32,15 @@ impl Sock {
     }
 }
 
+impl From<Sock> for std::os::fd::OwnedFd {
+    fn from(s: Sock) -> Self {
+        match s {
+            Sock::Tcp(s) => s.into(),
+            Sock::Unix(s) => s.into(),
+        }
+    }
+}
+
 impl AsFd for Sock {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
@@ -103,6 +112,11 @@ impl Conn {
             buf: Vec::new(),
             pos: 0,
         }
+    }
+    /// The socket and the bytes read past what was used (a relay's).
+    pub fn into_parts(self) -> (Sock, Vec<u8>) {
+        let rest = self.buf[self.pos..].to_vec();
+        (self.sock, rest)
     }
     /// Bytes read and not used yet.
     pub fn buffered(&self) -> &[u8] {

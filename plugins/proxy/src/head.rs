@@ -117,6 +117,19 @@ fn forwarded_value(v: &str) -> String {
     }
 }
 
+/// The protocol the client asks to switch to (`Upgrade:` named by
+/// `Connection:`), when the server can relay it.
+pub fn upgrade_asked<'a>(req: &Request<'a>) -> Option<&'a str> {
+    let named = connection_tokens(req);
+    if !named.iter().any(|t| t == "upgrade") || req.version() != (1, 1) {
+        return None;
+    }
+    if !tamada_sdk::host::has(tamada_sdk::host::Ability::Relay) {
+        return None;
+    }
+    req.header("upgrade").filter(|u| !u.trim().is_empty())
+}
+
 /// The whole request head.
 pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u8> {
     let mut h = Vec::with_capacity(512);
@@ -187,6 +200,11 @@ pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u
             _ => el,
         };
         push(&mut h, "Forwarded", v.as_bytes());
+    }
+    if let Some(proto) = upgrade_asked(req).filter(|_| body == BodyFraming::None) {
+        // Forwarded only when the client asked (RFC 9110 7.8).
+        push(&mut h, "Upgrade", proto.as_bytes());
+        h.extend_from_slice(b"Connection: upgrade\r\n");
     }
     match body {
         BodyFraming::None => {

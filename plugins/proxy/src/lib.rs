@@ -110,7 +110,8 @@ impl Proxy {
             }
         }
         let head_request = req.method() == "HEAD";
-        match response::read_head(c, self.s.max_response_head, head_request) {
+        let upgrade = framing == BodyFraming::None && head::upgrade_asked(req).is_some();
+        match response::read_head(c, self.s.max_response_head, head_request, upgrade) {
             Ok(mut h) => {
                 if early || !up.ended {
                     // It answered before the whole body: the rest will not
@@ -272,6 +273,14 @@ impl Handler for Proxy {
                     res.status(h.status);
                     for (n, v) in &h.headers {
                         res.header(n, v);
+                    }
+                    if h.status == 101 {
+                        // WebSocket (or another upgrade): the core relays
+                        // both ways from here, idle at most read_timeout.
+                        active.fetch_sub(1, Ordering::Relaxed);
+                        let (sock, rest) = conn.into_parts();
+                        res.relay(sock, rest, self.s.read_timeout);
+                        return Outcome::Done;
                     }
                     let finish = Finish {
                         ups: self.ups.clone(),

@@ -47,7 +47,12 @@ fn timed_out(e: &io::Error) -> bool {
 }
 
 /// Reads the response head (skipping 1xx interim responses).
-pub fn read_head(c: &mut Conn, limit: usize, head_request: bool) -> Result<Head, HeadError> {
+pub fn read_head(
+    c: &mut Conn,
+    limit: usize,
+    head_request: bool,
+    upgrade: bool,
+) -> Result<Head, HeadError> {
     let mut got_any = false;
     loop {
         let parsed = {
@@ -76,6 +81,33 @@ pub fn read_head(c: &mut Conn, limit: usize, head_request: bool) -> Result<Head,
         match parsed {
             Some((n, status, minor, headers)) => {
                 c.consume(n);
+                if status == 101 && upgrade {
+                    // Switching: the headers pass but for the framing and
+                    // the core's own; the socket becomes a relay.
+                    let headers = headers
+                        .into_iter()
+                        .filter(|(n, _)| {
+                            !matches!(
+                                n.to_ascii_lowercase().as_str(),
+                                "connection"
+                                    | "keep-alive"
+                                    | "te"
+                                    | "trailer"
+                                    | "transfer-encoding"
+                                    | "content-length"
+                                    | "date"
+                                    | "server"
+                                    | "proxy-connection"
+                            )
+                        })
+                        .collect();
+                    return Ok(Head {
+                        status,
+                        headers,
+                        framing: Framing::Length(0),
+                        reusable: false,
+                    });
+                }
                 if (100..200).contains(&status) {
                     if status == 101 {
                         return Err(HeadError::Bad(

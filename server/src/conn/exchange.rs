@@ -46,6 +46,8 @@ pub enum Done {
     Respond(Owned),
     Unanswered,
     TooLarge,
+    /// A 101, then a relay.
+    Relay(Owned, crate::plugins::Relay),
 }
 
 impl<T: Transport> Conn<T> {
@@ -170,6 +172,7 @@ impl<T: Transport> Conn<T> {
                 step => {
                     let done = match step {
                         Step::Respond(r) => Done::Respond(framing::own(r)),
+                        Step::Relay(r, relay) => Done::Relay(framing::own(r), relay),
                         Step::TooLarge => Done::TooLarge,
                         _ => Done::Unanswered,
                     };
@@ -253,6 +256,7 @@ impl<T: Transport> Conn<T> {
                     );
                     Done::Respond(o)
                 }
+                Step::Relay(r, relay) => Done::Relay(framing::own(r), relay),
                 Step::TooLarge => Done::TooLarge,
                 Step::Unanswered | Step::ToPool => Done::Unanswered,
             };
@@ -387,6 +391,25 @@ impl<T: Transport> Conn<T> {
                 let status = if x.error.is_some() { 500 } else { 404 };
                 framing::simple(status, minor, head_only, !keep)
             }
+            Done::Relay(o, relay) => {
+                let resp = framing::switching(&o);
+                drop_owned(o);
+                let head_len = resp.head_len;
+                let idle = relay.idle_or(cx);
+                match super::tunnel::Tunnel::new(relay.fd, relay.pre, idle, x, head_len) {
+                    Ok(mut t) => {
+                        t.early_client_bytes(self.buf.data());
+                        self.buf.consume(self.buf.data().len());
+                        self.queue(resp, None);
+                        self.phase = Phase::Tunnel(Box::new(t));
+                    }
+                    Err(e) => {
+                        log::error!("cannot relay: {e}");
+                        self.queue(framing::simple(502, minor, head_only, true), None);
+                    }
+                }
+                return;
+            }
         };
         self.queue(resp, Some(x));
     }
@@ -465,9 +488,11 @@ pub fn drop_handled(h: Handled) {
         Done::Respond(o) => o.status,
         Done::TooLarge => 413,
         Done::Unanswered => 404,
+        Done::Relay(..) => 101,
     };
-    if let Done::Respond(o) = h.step {
-        drop_owned(o);
+    match h.step {
+        Done::Respond(o) | Done::Relay(o, _) => drop_owned(o),
+        _ => {}
     }
     logphase::run(
         h.exchange,

@@ -26,6 +26,7 @@
 mod exchange;
 #[cfg(test)]
 mod tests;
+mod tunnel;
 
 use exchange::log_mark;
 pub use exchange::{Handled, drop_handled};
@@ -114,6 +115,8 @@ enum Phase {
     /// before the client has read the response (an early 413, say).
     /// (Boxed: idle connections keep the enum small.)
     Linger(Box<(Instant, u64)>),
+    /// After a 101: bytes relayed both ways (`tunnel.rs`).
+    Tunnel(Box<tunnel::Tunnel>),
 }
 
 /// A request whose handler runs on the pool.
@@ -209,7 +212,46 @@ impl<T: Transport> Conn<T> {
 
     /// Whether a response is still being written or a handler runs.
     pub fn is_busy(&self) -> bool {
-        !self.out.is_idle() || matches!(self.phase, Phase::Pool(_))
+        !self.out.is_idle() || matches!(self.phase, Phase::Pool(_) | Phase::Tunnel(_))
+    }
+
+    /// Readiness of a relay's other socket.
+    pub fn relay_ready(&mut self, readable: bool, writable: bool) {
+        if let Phase::Tunnel(t) = &mut self.phase {
+            t.up_readable |= readable;
+            t.up_writable |= writable;
+        }
+    }
+
+    /// A turn of the relay, once the 101 is out.
+    fn tunnel_step(&mut self, cx: &mut Cx<'_>) -> Next {
+        if !self.out.is_idle() {
+            if let Some(n) = self.flush(cx) {
+                return n;
+            }
+            if !self.out.is_idle() {
+                return Next::Wait;
+            }
+        }
+        let Phase::Tunnel(t) = &mut self.phase else {
+            return Next::Close;
+        };
+        if let Some(fd) = t.take_unregistered()
+            && let Err(e) = cx.register_relay(fd)
+        {
+            t.fail(&format!("cannot watch the relay's socket: {e}"));
+            return Next::Close;
+        }
+        match t.turn(&mut self.io, &mut self.readable, &mut self.writable) {
+            tunnel::Turn::Wait => Next::Wait,
+            tunnel::Turn::Again => Next::Again,
+            tunnel::Turn::Done => Next::Close,
+            tunnel::Turn::Failed(e) => {
+                log::debug!("relay for {}: {e}", self.peer);
+                t.fail(&e);
+                Next::Close
+            }
+        }
     }
 
     /// Runs the connection until it must wait.
@@ -222,6 +264,9 @@ impl<T: Transport> Conn<T> {
     fn step(&mut self, cx: &mut Cx<'_>) -> Next {
         if let Phase::Linger(_) = self.phase {
             return self.linger_read();
+        }
+        if let Phase::Tunnel(_) = self.phase {
+            return self.tunnel_step(cx);
         }
         let mut answered = 0u32;
         loop {
@@ -433,6 +478,9 @@ impl<T: Transport> Conn<T> {
         {
             pipe.fail(format!("the connection was closed: {why}"));
         }
+        if let Phase::Tunnel(t) = &mut self.phase {
+            t.fail(why);
+        }
         Next::Close
     }
 
@@ -440,6 +488,11 @@ impl<T: Transport> Conn<T> {
         let s = cx.settings();
         if let Phase::Linger(l) = &self.phase {
             return Some(l.0);
+        }
+        if let Phase::Tunnel(t) = &self.phase
+            && self.out.is_idle()
+        {
+            return Some(t.last + t.idle);
         }
         if !self.out.is_idle() && !self.writable {
             return Some(self.last_write + s.send_timeout.0);
@@ -459,6 +512,7 @@ impl<T: Transport> Conn<T> {
     pub fn timed_out(&mut self, cx: &mut Cx<'_>) -> Next {
         let why = match self.phase {
             Phase::Linger(_) => return Next::Close,
+            Phase::Tunnel(_) if self.out.is_idle() => "relay idle",
             _ if !self.out.is_idle() => "send timeout",
             _ if !self.buf.is_empty() => "header timeout",
             _ => "idle",
