@@ -205,9 +205,12 @@ fn headers_go_upstream_end_to_end_only_with_forwarded_ones_rewritten() {
 
     // The route prefix replaced (decoded path encoded again), Host set to
     // the upstream's address.
-    let r = c.request("GET /api/users/a%20b?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.request("GET /api/users/a%20b?x=1 HTTP/1.1\r\nHost: a\r\nForwarded: for=198.51.100.1;proto=https\r\nX-Real-IP: 198.51.100.1\r\n\r\n");
     let d = json(&r);
     assert_eq!(d["target"], "/v1/users/a%20b?x=1");
+    // An untrusted client's Forwarded and X-Real-IP never pass.
+    assert_eq!(header_of(&d, "forwarded"), None, "{d}");
+    assert_eq!(header_of(&d, "x-real-ip"), None, "{d}");
     assert_eq!(
         header_of(&d, "host"),
         Some(format!("127.0.0.1:{}", up.port))
@@ -217,6 +220,14 @@ fn headers_go_upstream_end_to_end_only_with_forwarded_ones_rewritten() {
     assert_eq!(header_of(&d, "host").as_deref(), Some("app.internal"));
     assert_eq!(header_of(&d, "x-forwarded-for"), None);
 
+    // Absolute-form: the path the core routed goes upstream, and the
+    // target's authority is the Host (RFC 9112 3.2.2).
+    let r = c.request("GET http://a/p%20q?z=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+    let d = json(&r);
+    assert_eq!(d["target"], "/p%20q?z=1");
+    assert_eq!(header_of(&d, "host").as_deref(), Some("a"));
+    let r = c.request("GET http://a?/admin HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(json(&r)["target"], "/?/admin");
     // HEAD: the length of the GET, no body.
     c.send(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n");
     let r = c.read_response(true);
@@ -374,6 +385,7 @@ fn responses_chunked_close_delimited_interim_and_bodiless() {
                     return;
                 }
                 "/204" => b"HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n",
+                "/gzip-te" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
                 "/304" => b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n",
                 "/conn" => b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=3\r\nContent-Length: 2\r\n\r\nok",
                 _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
@@ -399,6 +411,10 @@ fn responses_chunked_close_delimited_interim_and_bodiless() {
     assert_eq!(r.text(), "ok");
     assert_eq!(r.header("x-hop"), None);
     assert_eq!(r.header("keep-alive"), None);
+    // A transfer coding the core cannot pass on: 502 (as nginx).
+    let r = c.request("GET /gzip-te HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 502);
+    let mut c = Client::connect(s.port());
     let r = c.request("GET /close HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.text(), "until the end");
     // HTTP/1.0 client, close-delimited upstream: close-delimited reply.
@@ -473,13 +489,14 @@ fn failing_upstreams_give_502_or_504_and_a_cut_body_is_never_a_valid_one() {
 fn a_dead_upstream_is_taken_out_and_tried_again_after_fail_timeout() {
     let good = PyUpstream::start("good", 30.0);
     let dead = free_port();
+    let dead2 = free_port();
     let s = proxy_site(
         &format!(
             "{{ upstreams: [\"127.0.0.1:{dead}\", \"127.0.0.1:{}\"], fail_timeout: 2s }}",
             good.port
         ),
         &format!(
-            "  - path: /alldown/\n    handler: proxy\n    options: {{ upstreams: [\"127.0.0.1:{dead}\"], fail_timeout: 2s }}\n"
+            "  - path: /alldown/\n    handler: proxy\n    options: {{ upstreams: [\"127.0.0.1:{dead}\", \"127.0.0.1:{dead2}\"], fail_timeout: 2s }}\n  - path: /single/\n    handler: proxy\n    options: {{ upstreams: [\"127.0.0.1:{dead}\"] }}\n"
         ),
     )
     .start();
@@ -501,6 +518,20 @@ fn a_dead_upstream_is_taken_out_and_tried_again_after_fail_timeout() {
         1,
         "{log}"
     );
+    // The only upstream of a route is never taken out (as nginx): each
+    // request tries it.
+    for _ in 0..2 {
+        let before = error_log(&s, "").matches("connecting to").count();
+        assert_eq!(get(s.port(), "/single/", "a").status, 502);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while error_log(&s, "").matches("connecting to").count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "the single upstream was not tried"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     // All down: 502 at once, then tried again after fail_timeout.
     assert_eq!(get(s.port(), "/alldown/", "a").status, 502);
     let t0 = Instant::now();
@@ -751,13 +782,13 @@ fn websockets_are_relayed_both_ways_and_logged_when_they_close() {
     let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
     let raw_up = scripted(move |mut s| {
         let head = read_head(&mut s);
-        assert!(head.contains("Upgrade: x-test"), "{head}");
+        assert!(head.contains("Upgrade: websocket"), "{head}");
         assert!(
             head.to_ascii_lowercase().contains("connection: upgrade"),
             "{head}"
         );
         s.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\nhi",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi",
         )
         .unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -771,7 +802,7 @@ fn websockets_are_relayed_both_ways_and_logged_when_they_close() {
     )
     .start();
     let mut c = Client::connect(s2.port());
-    c.send(b"GET /raw HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n");
+    c.send(b"GET /raw HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     let mut got = Vec::new();
     let mut b = [0u8; 1024];
     while !String::from_utf8_lossy(&got).contains("\r\n\r\nhi") {
@@ -782,7 +813,7 @@ fn websockets_are_relayed_both_ways_and_logged_when_they_close() {
     let head = String::from_utf8_lossy(&got).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
-        head.contains("Upgrade: x-test") && head.contains("Connection: upgrade"),
+        head.contains("Upgrade: websocket") && head.contains("Connection: upgrade"),
         "{head}"
     );
     // The upstream's end reached us as an end of stream...
@@ -795,7 +826,7 @@ fn websockets_are_relayed_both_ways_and_logged_when_they_close() {
     // An idle relay closes after read_timeout.
     let idle_up = scripted(|mut s| {
         read_head(&mut s);
-        let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\n\r\n");
+        let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
         std::thread::sleep(Duration::from_secs(8));
     });
     let s3 = proxy_site(
@@ -805,7 +836,7 @@ fn websockets_are_relayed_both_ways_and_logged_when_they_close() {
     .start();
     let mut c = Client::connect(s3.port());
     let t0 = Instant::now();
-    c.send(b"GET /idle HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: x-test\r\n\r\n");
+    c.send(b"GET /idle HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
     let mut all = Vec::new();
     let _ = c.stream.read_to_end(&mut all);
     assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 101"));

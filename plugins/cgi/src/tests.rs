@@ -80,13 +80,13 @@ fn meta_variables() {
         ("DOCUMENT_ROOT", "/srv/www"),
         ("REDIRECT_STATUS", "200"),
         ("REQUEST_SCHEME", "http"),
-        ("HTTPS", "off"),
         ("PATH", "/bin"),
         ("GIT_PROJECT_ROOT", "/g"),
     ];
     for (k, v) in want {
         assert_eq!(var(&env, k), Some(v), "{k}");
     }
+    assert_eq!(var(&env, "HTTPS"), None, "HTTPS only when on");
     assert_eq!(
         var(&env, "SERVER_SOFTWARE"),
         Some(concat!("tamada/", env!("CARGO_PKG_VERSION")))

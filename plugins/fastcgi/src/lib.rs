@@ -116,6 +116,13 @@ fn read_record(c: &mut Conn) -> io::Result<Option<(u8, Vec<u8>)>> {
     Ok(Some((h.ty, content)))
 }
 
+fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
 fn timed_out(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -139,6 +146,7 @@ impl FastCgi {
         pre: &[u8],
         input: &mut Upload,
         log: &LogCtx,
+        req_method: &str,
     ) -> Result<Head, Fail> {
         let _ = c.sock.set_read_timeout(self.s.read_timeout);
         let _ = c.sock.set_write_timeout(self.s.send_timeout);
@@ -179,11 +187,15 @@ impl FastCgi {
                         self.s.read_timeout
                     )));
                 }
-                Err(e) if !any => return Err(stale_or(c, e, "reading the response")),
+                Err(e) if !any && idempotent(req_method) => {
+                    return Err(stale_or(c, e, "reading the response"));
+                }
                 Err(e) => return Err(Fail::Bad(format!("reading the response: {e}"))),
             };
             let Some((ty, content)) = rec else {
-                if !any && c.reused {
+                // Nothing came back: a request that may run twice goes
+                // again on a fresh connection (RFC 9110 9.2.2).
+                if !any && c.reused && idempotent(req_method) {
                     return Err(Fail::Stale);
                 }
                 return Err(Fail::Bad(
@@ -238,7 +250,7 @@ impl FastCgi {
     /// `Ok(true)` when the server answered before it ended.
     fn send_stdin(&self, c: &mut Conn, input: &mut Upload) -> Result<bool, Fail> {
         let send = |c: &mut Conn, data: &[u8]| -> Result<bool, Fail> {
-            match c.send_watching(data, self.s.send_timeout) {
+            match c.send_reading(data, self.s.send_timeout) {
                 Ok(s) => Ok(s == Sent::Answered),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(Fail::Timeout(format!(
                     "the server took no body for {:?} (send_timeout)",
@@ -395,7 +407,7 @@ impl Handler for FastCgi {
                     }
                 },
             };
-            let fail = match self.attempt(&mut c, &pre, &mut input, &log) {
+            let fail = match self.attempt(&mut c, &pre, &mut input, &log, req.method()) {
                 Ok(head) => return self.respond(req, res, c, head, log, t0),
                 Err(f) => f,
             };

@@ -73,14 +73,11 @@ pub fn build(base: &[(String, Vec<u8>)], req: &Request, p: &PerRequest) -> Vec<(
     set("REQUEST_METHOD", req.method().as_bytes());
     set("REQUEST_URI", req.target().as_bytes());
     set("REQUEST_SCHEME", req.scheme().as_bytes());
-    set(
-        "HTTPS",
-        if req.scheme() == "https" {
-            b"on" as &[u8]
-        } else {
-            b"off"
-        },
-    );
+    // Only when on, as nginx's fastcgi_params and Apache: PHP code tests
+    // `!empty($_SERVER['HTTPS'])`.
+    if req.scheme() == "https" {
+        set("HTTPS", b"on");
+    }
     set("SCRIPT_NAME", t.name.as_bytes());
     set("SCRIPT_FILENAME", t.filename.as_os_str().as_encoded_bytes());
     set("PATH_INFO", t.path_info.as_bytes());

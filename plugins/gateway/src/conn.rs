@@ -78,7 +78,38 @@ pub fn connect(addr: &Addr, timeout: Duration) -> io::Result<Sock> {
             s.set_nodelay(true)?;
             Ok(Sock::Tcp(s))
         }
-        Addr::Unix(p) => UnixStream::connect(p).map(Sock::Unix),
+        Addr::Unix(p) => connect_unix(p, timeout).map(Sock::Unix),
+    }
+}
+
+/// A unix-socket connect that cannot hang: a blocking connect(2) waits
+/// for as long as the listener's backlog is full (an overloaded
+/// php-fpm). Non-blocking, a full backlog is EAGAIN: tried again every
+/// 10 ms for at most `timeout` (2 s at most), then an error (nginx gives
+/// up at once).
+fn connect_unix(p: &std::path::Path, timeout: Duration) -> io::Result<UnixStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let addr = SockAddr::unix(p)?;
+    let deadline = Instant::now() + timeout.min(Duration::from_secs(2));
+    loop {
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        s.set_nonblocking(true)?;
+        match s.connect(&addr) {
+            Ok(()) => {
+                s.set_nonblocking(false)?;
+                return Ok(UnixStream::from(std::os::fd::OwnedFd::from(s)));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the socket's backlog stayed full (the server is overloaded)",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -131,8 +162,10 @@ impl Conn {
     }
     /// Reads more into the buffer; `Ok(0)` is the upstream's end.
     pub fn fill(&mut self) -> io::Result<usize> {
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
+        // What was used goes: the buffer holds at most what is still
+        // unread plus one read (a long stream never grows it).
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
             self.pos = 0;
         }
         let old = self.buf.len();
@@ -202,6 +235,46 @@ impl Conn {
                 .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
             {
                 return Ok(Sent::Answered);
+            }
+            match rustix::net::send(
+                &self.sock,
+                data,
+                rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
+            ) {
+                Ok(n) => data = &data[n..],
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Sent::All)
+    }
+}
+
+impl Conn {
+    /// Writes `data` within `timeout` while reading whatever the upstream
+    /// sends meanwhile into the buffer (FastCGI: an application may write
+    /// before it has read all of its input). `Answered` when the upstream
+    /// closed, or more than 1 MiB of its answer is waiting.
+    pub fn send_reading(&mut self, mut data: &[u8], timeout: Duration) -> io::Result<Sent> {
+        let deadline = Instant::now() + timeout;
+        while !data.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            let ts = rustix::event::Timespec::try_from(left).ok();
+            let mut fds = [PollFd::new(&self.sock, PollFlags::OUT | PollFlags::IN)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let ev = fds[0].revents();
+            if ev.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+                if self.fill()? == 0 || self.buffered().len() > 1 << 20 {
+                    return Ok(Sent::Answered);
+                }
+                continue;
             }
             match rustix::net::send(
                 &self.sock,

@@ -52,18 +52,20 @@ pub fn upstream_target(req: &Request, s: &Settings) -> String {
         return target.to_owned();
     }
     let Some(new) = &s.replace_prefix else {
-        // As the client sent it (still encoded); absolute-form becomes
-        // origin-form.
-        if let Some(after) = target
-            .strip_prefix("http://")
-            .or_else(|| target.strip_prefix("https://"))
-        {
-            return match after.find('/') {
-                Some(i) => after[i..].to_owned(),
-                None => format!("/{}", after.find('?').map_or("", |q| &after[q..])),
-            };
+        // As the client sent it (still encoded), when that is what was
+        // routed: origin-form and no internal redirect. Otherwise the path
+        // the core routed, encoded again (an absolute-form target is never
+        // cut by hand: `http://h?/admin` routes `/`).
+        if target.starts_with('/') && req.redirects() == 0 {
+            return target.to_owned();
         }
-        return target.to_owned();
+        let mut out = String::with_capacity(target.len());
+        encode_path(req.path(), &mut out);
+        if let Some(q) = req.query() {
+            out.push('?');
+            out.push_str(q);
+        }
+        return out;
     };
     let rest = req.rest().trim_start_matches('/');
     let mut out = new.clone();
@@ -127,7 +129,26 @@ pub fn upgrade_asked<'a>(req: &Request<'a>) -> Option<&'a str> {
     if !tamada_sdk::host::has(tamada_sdk::host::Ability::Relay) {
         return None;
     }
-    req.header("upgrade").filter(|u| !u.trim().is_empty())
+    // WebSocket only: an `h2c` upgrade would open an HTTP/2 connection to
+    // the upstream that tamada's routes never see.
+    req.header("upgrade").filter(|u| {
+        let u = u.trim().to_ascii_lowercase();
+        u == "websocket" || u.starts_with("websocket/")
+    })
+}
+
+/// The authority of an absolute-form target (`http://a.example:8080/x`).
+fn absolute_authority(target: &str) -> Option<&str> {
+    let lower = target.get(..8)?.to_ascii_lowercase();
+    let after = if lower.starts_with("http://") {
+        &target[7..]
+    } else if lower.starts_with("https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    Some(&after[..end]).filter(|a| !a.is_empty())
 }
 
 /// The whole request head.
@@ -137,8 +158,10 @@ pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u
     h.push(b' ');
     h.extend_from_slice(upstream_target(req, s).as_bytes());
     h.extend_from_slice(b" HTTP/1.1\r\n");
-    let client_host = req
-        .header("host")
+    // The authority the core routed by: an absolute-form target's wins
+    // over the Host header (RFC 9112 3.2.2).
+    let client_host = absolute_authority(req.target())
+        .or_else(|| req.header("host"))
         .map(str::to_owned)
         .unwrap_or_else(|| req.host().to_owned());
     let host = match &s.host {
@@ -160,7 +183,11 @@ pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u
         }
         let ours = match lower.as_str() {
             "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" => s.x_forwarded,
-            "forwarded" => s.forwarded,
+            // From an untrusted client these would be believed by
+            // applications that read them: dropped.
+            "forwarded" | "x-forwarded-port" | "x-forwarded-prefix" | "x-real-ip" => {
+                s.forwarded || !trusted
+            }
             _ => false,
         };
         if ours {

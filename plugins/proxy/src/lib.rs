@@ -120,6 +120,12 @@ impl Proxy {
                 }
                 Ok(h)
             }
+            // A pooled connection that ends with no answer after the
+            // whole request went may have processed it: only a request
+            // that may run twice goes again (RFC 9110 9.2.2, as nginx).
+            Err(HeadError::Nothing(e)) if !idempotent(req.method()) => Err(Fail::Io(format!(
+                "the connection ended with no response head: {e}"
+            ))),
             Err(HeadError::Nothing(e)) => Err(io_fail(c, e, "reading the response head")),
             Err(HeadError::Timeout) => Err(Fail::Timeout(format!(
                 "no response head within {:?} (read_timeout)",
@@ -243,9 +249,14 @@ impl Handler for Proxy {
                 },
             };
             let label = self.ups.list[i].label.clone();
-            let mut conn = match self.ups.take_idle(i) {
-                Some(c) if !tried.contains(&i) => c,
-                _ => match upstream::connect(&self.ups.list[i].addr, self.s.connect_timeout) {
+            let pooled = if tried.contains(&i) {
+                None
+            } else {
+                self.ups.take_idle(i)
+            };
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => match upstream::connect(&self.ups.list[i].addr, self.s.connect_timeout) {
                     Ok(sock) => Conn::new(sock, i),
                     Err(e) => {
                         // Nothing was sent: any request may go to the next.
@@ -313,6 +324,15 @@ impl Handler for Proxy {
                     active.fetch_sub(1, Ordering::Relaxed);
                     drop(conn);
                     match f {
+                        Fail::Stale if up.started && up.replay().is_none() => {
+                            let why = format!(
+                                "{label}: a pooled connection closed under a request whose body (over 64 KiB) cannot be sent again"
+                            );
+                            log::error!("{why}");
+                            labels.push(label);
+                            note(req, &labels, 502, t0.elapsed());
+                            return self.error(res, 502, &why);
+                        }
                         Fail::Stale => {
                             // Not the upstream's fault: a fresh connection
                             // to the same one, the body replayed.

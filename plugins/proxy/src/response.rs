@@ -225,11 +225,15 @@ fn frame(
         if length.is_some() {
             reusable = false;
         }
-        if te.last().map(String::as_str) == Some("chunked") {
+        // Only `chunked` alone can be passed on: the core frames the body
+        // for the client and cannot carry another coding (nginx: 502).
+        if te.len() == 1 && te[0] == "chunked" {
             Framing::Chunked
         } else {
-            reusable = false;
-            Framing::Close
+            return Err(format!(
+                "an unsupported Transfer-Encoding `{}`",
+                te.join(", ")
+            ));
         }
     } else if let Some(n) = length {
         Framing::Length(n)

@@ -105,7 +105,9 @@ impl Upstreams {
     /// Upstream `i` failed (`why`); after `max_fails` within
     /// `fail_timeout` it is taken out for `fail_timeout`, said once.
     pub fn failed(&self, i: usize, why: &str) {
-        if self.max_fails == 0 {
+        // As nginx: the only upstream of a route is never taken out (there
+        // is nothing to send its requests to instead).
+        if self.max_fails == 0 || self.list.len() == 1 {
             return;
         }
         let now = Instant::now();
