@@ -19,6 +19,7 @@ need=(
   "ab:apache2-utils"
   "wrk:wrk"
   "haproxy:haproxy"
+  "gunicorn:gunicorn"
 )
 missing=()
 for pair in "${need[@]}"; do

@@ -856,3 +856,53 @@ impl Drop for KillChild {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn gunicorn_behind_the_proxy_with_its_closing_connections_and_chunked_streams() {
+    let port = free_port();
+    let dir = workspace_root().join("server/tests/upstreams");
+    let _g = KillChild(
+        Command::new("gunicorn")
+            .args([
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--workers",
+                "2",
+                "--chdir",
+                dir.to_str().unwrap(),
+                "wsgi_app:application",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gunicorn (Debian package gunicorn)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gunicorn did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = proxy_site(&format!("{{ upstreams: [\"127.0.0.1:{port}\"] }}"), "").start();
+    let mut c = Client::connect(s.port());
+    for i in 0..5 {
+        // gunicorn's sync workers close every connection: never reused,
+        // never a 502.
+        let r = c.request(&format!(
+            "POST /items?n={i} HTTP/1.1\r\nHost: app.example\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+        ));
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.header("x-app"), Some("wsgi"));
+        let d = json(&r);
+        assert_eq!(d["method"], "POST");
+        assert_eq!(d["path"], "/items");
+        assert_eq!(d["query"], format!("n={i}"));
+        assert_eq!(d["body"], "hello");
+        assert_eq!(d["host"], "app.example");
+        assert_eq!(d["xff"], "127.0.0.1");
+    }
+    let r = c.request("GET /stream HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert_eq!(text.lines().count(), 1000);
+    assert!(text.ends_with("part 999\n"));
+}
