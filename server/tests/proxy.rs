@@ -906,3 +906,52 @@ fn gunicorn_behind_the_proxy_with_its_closing_connections_and_chunked_streams() 
     assert_eq!(text.lines().count(), 1000);
     assert!(text.ends_with("part 999\n"));
 }
+
+#[test]
+fn an_interim_response_during_an_upload_does_not_stop_the_body() {
+    // 103 Early Hints right after the head, then the whole body is read
+    // and answered: the proxy goes back to sending after the 103.
+    let port = scripted(|mut s| {
+        let head = read_head(&mut s);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let _ = s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n");
+        let mut got = 0;
+        let mut b = vec![0u8; 65536];
+        while got < len {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+        let body = format!("got {got}");
+        let _ = s.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    });
+    let s = proxy_site(
+        &format!("{{ upstreams: [\"127.0.0.1:{port}\"], read_timeout: 10s }}"),
+        "",
+    )
+    .start();
+    let mut c = Client::connect(s.port());
+    let body = vec![b'u'; 2_000_000];
+    c.send(
+        format!(
+            "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(&body);
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "got 2000000");
+}

@@ -214,9 +214,10 @@ impl Conn {
         matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
             && fds[0].revents().contains(PollFlags::IN)
     }
-    /// Writes `data` within `timeout`, unless the upstream answers first.
-    /// An error of kind `TimedOut` is the timeout.
-    pub fn send_watching(&mut self, mut data: &[u8], timeout: Duration) -> io::Result<Sent> {
+    /// Writes `data` within `timeout`, unless the upstream answers first
+    /// (`data` is then what is left). An error of kind `TimedOut` is the
+    /// timeout.
+    pub fn send_watching(&mut self, data: &mut &[u8], timeout: Duration) -> io::Result<Sent> {
         let deadline = Instant::now() + timeout;
         while !data.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -238,10 +239,10 @@ impl Conn {
             }
             match rustix::net::send(
                 &self.sock,
-                data,
+                *data,
                 rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
             ) {
-                Ok(n) => data = &data[n..],
+                Ok(n) => *data = &data[n..],
                 Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -15,6 +15,9 @@ pub struct Upload<'r> {
     /// All of it was (also true when there is none).
     pub ended: bool,
     copy: Option<Vec<u8>>,
+    /// Framed bytes not sent yet when the upstream interrupted with an
+    /// interim answer: sent first when the body goes on.
+    pub unsent: Vec<u8>,
 }
 
 impl<'r> Upload<'r> {
@@ -25,6 +28,7 @@ impl<'r> Upload<'r> {
             reader,
             started: false,
             copy: Some(Vec::new()),
+            unsent: Vec::new(),
         }
     }
     /// What was read so far, if it can all be sent again.

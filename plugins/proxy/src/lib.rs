@@ -91,59 +91,95 @@ impl Proxy {
         if let Err(e) = c.sock.write_all(&head) {
             return Err(io_fail(c, e, "sending the request head"));
         }
-        if framing != BodyFraming::None {
-            match self.send_body(c, up, framing) {
-                Ok(answered) => early = answered,
-                Err(Fail::Io(why)) => {
-                    // The upstream may have answered and closed (a 413
-                    // before the whole body): read what it said.
-                    if !c.readable() {
-                        return Err(if c.reused && !up.ended {
-                            Fail::Stale
-                        } else {
-                            Fail::Io(why)
-                        });
-                    }
-                    early = true;
-                }
-                Err(f) => return Err(f),
-            }
-        }
         let head_request = req.method() == "HEAD";
         let upgrade = framing == BodyFraming::None && head::upgrade_asked(req).is_some();
-        match response::read_head(c, self.s.max_response_head, head_request, upgrade) {
-            Ok(mut h) => {
-                if early || !up.ended {
-                    // It answered before the whole body: the rest will not
-                    // follow on this connection.
-                    h.reusable = false;
+        let mut resume = false;
+        loop {
+            if framing != BodyFraming::None && (!resume || !up.ended || !up.unsent.is_empty()) {
+                match self.send_body(c, up, framing, resume) {
+                    Ok(answered) => early = answered,
+                    Err(Fail::Io(why)) => {
+                        // The upstream may have answered and closed (a 413
+                        // before the whole body): read what it said.
+                        if !c.readable() {
+                            return Err(if c.reused && !up.ended {
+                                Fail::Stale
+                            } else {
+                                Fail::Io(why)
+                            });
+                        }
+                        early = true;
+                    }
+                    Err(f) => return Err(f),
                 }
-                Ok(h)
             }
+            // An interim response (103) while the body is still going: back
+            // to sending it, the final answer comes after.
+            let interim_returns = early && !up.ended;
+            match response::read_head(
+                c,
+                self.s.max_response_head,
+                head_request,
+                upgrade,
+                interim_returns,
+            ) {
+                Err(HeadError::Interim) => {
+                    resume = true;
+                    early = false;
+                    continue;
+                }
+                r => {
+                    break r.map(|mut h| {
+                        if early || !up.ended {
+                            // It answered before the whole body: the rest will
+                            // not follow on this connection.
+                            h.reusable = false;
+                        }
+                        h
+                    });
+                }
+            }
+        }
+        .or_else(|e| match e {
             // A pooled connection that ends with no answer after the
             // whole request went may have processed it: only a request
             // that may run twice goes again (RFC 9110 9.2.2, as nginx).
-            Err(HeadError::Nothing(e)) if !idempotent(req.method()) => Err(Fail::Io(format!(
+            HeadError::Nothing(e) if !idempotent(req.method()) => Err(Fail::Io(format!(
                 "the connection ended with no response head: {e}"
             ))),
-            Err(HeadError::Nothing(e)) => Err(io_fail(c, e, "reading the response head")),
-            Err(HeadError::Timeout) => Err(Fail::Timeout(format!(
+            HeadError::Nothing(e) => Err(io_fail(c, e, "reading the response head")),
+            HeadError::Timeout => Err(Fail::Timeout(format!(
                 "no response head within {:?} (read_timeout)",
                 self.s.read_timeout
             ))),
-            Err(HeadError::Bad(why)) => Err(Fail::Bad(why)),
-        }
+            HeadError::Bad(why) => Err(Fail::Bad(why)),
+            HeadError::Interim => Err(Fail::Bad("an interim response out of place".into())),
+        })
     }
 
     /// Streams the body (a replayed copy first); `Ok(true)` when the
     /// upstream answered before it ended.
-    fn send_body(&self, c: &mut Conn, up: &mut Upload, framing: BodyFraming) -> Result<bool, Fail> {
+    fn send_body(
+        &self,
+        c: &mut Conn,
+        up: &mut Upload,
+        framing: BodyFraming,
+        resume: bool,
+    ) -> Result<bool, Fail> {
         let chunked = framing == BodyFraming::Chunked;
-        if up.started {
+        if resume {
+            let rest = std::mem::take(&mut up.unsent);
+            if !rest.is_empty() && self.send_watching(c, up, &rest)? {
+                return Ok(true);
+            }
+            if up.ended {
+                return Ok(false);
+            }
+        } else if up.started {
             let Some(copy) = up.replay().map(<[u8]>::to_vec) else {
                 return Err(Fail::Io("the request body cannot be sent again".into()));
             };
-            if !copy.is_empty() && self.send_watching(c, &framed(&copy, chunked))? {
+            if !copy.is_empty() && self.send_watching(c, up, &framed(&copy, chunked))? {
                 return Ok(true);
             }
         }
@@ -156,22 +192,27 @@ impl Proxy {
             };
             if n == 0 {
                 return if chunked {
-                    self.send_watching(c, b"0\r\n\r\n")
+                    self.send_watching(c, up, b"0\r\n\r\n")
                 } else {
                     Ok(false)
                 };
             }
-            if self.send_watching(c, &framed(&buf[..n], chunked))? {
+            if self.send_watching(c, up, &framed(&buf[..n], chunked))? {
                 return Ok(true);
             }
         }
     }
 
     /// Writes `data`, or stops when the upstream has something to say;
-    /// `Ok(true)` then.
-    fn send_watching(&self, c: &mut Conn, data: &[u8]) -> Result<bool, Fail> {
-        match c.send_watching(data, self.s.send_timeout) {
-            Ok(sent) => Ok(sent == Sent::Answered),
+    /// `Ok(true)` then, with what was not sent kept in `up.unsent`.
+    fn send_watching(&self, c: &mut Conn, up: &mut Upload, data: &[u8]) -> Result<bool, Fail> {
+        let mut left = data;
+        match c.send_watching(&mut left, self.s.send_timeout) {
+            Ok(Sent::Answered) => {
+                up.unsent = left.to_vec();
+                Ok(true)
+            }
+            Ok(Sent::All) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(Fail::Timeout(format!(
                 "the upstream took no body for {:?} (send_timeout)",
                 self.s.send_timeout

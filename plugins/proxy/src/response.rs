@@ -19,6 +19,8 @@ pub enum HeadError {
     Timeout,
     /// A bad head, a cut one, or one over the limit.
     Bad(String),
+    /// A 1xx was consumed and the caller asked to hear of it.
+    Interim,
 }
 
 /// How the body ends.
@@ -52,6 +54,7 @@ pub fn read_head(
     limit: usize,
     head_request: bool,
     upgrade: bool,
+    interim_returns: bool,
 ) -> Result<Head, HeadError> {
     let mut got_any = false;
     loop {
@@ -113,6 +116,9 @@ pub fn read_head(
                         return Err(HeadError::Bad(
                             "101 Switching Protocols, which was not asked for".into(),
                         ));
+                    }
+                    if interim_returns {
+                        return Err(HeadError::Interim);
                     }
                     continue;
                 }
