@@ -239,7 +239,7 @@ impl Conn {
             }
             match rustix::net::send(
                 &self.sock,
-                *data,
+                data,
                 rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
             ) {
                 Ok(n) => *data = &data[n..],
