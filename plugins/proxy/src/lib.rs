@@ -140,20 +140,20 @@ impl Proxy {
                 }
             }
         }
-        .or_else(|e| match e {
+        .map_err(|e| match e {
             // A pooled connection that ends with no answer after the
             // whole request went may have processed it: only a request
             // that may run twice goes again (RFC 9110 9.2.2, as nginx).
-            HeadError::Nothing(e) if !idempotent(req.method()) => Err(Fail::Io(format!(
-                "the connection ended with no response head: {e}"
-            ))),
-            HeadError::Nothing(e) => Err(io_fail(c, e, "reading the response head")),
-            HeadError::Timeout => Err(Fail::Timeout(format!(
+            HeadError::Nothing(e) if !idempotent(req.method()) => {
+                Fail::Io(format!("the connection ended with no response head: {e}"))
+            }
+            HeadError::Nothing(e) => io_fail(c, e, "reading the response head"),
+            HeadError::Timeout => Fail::Timeout(format!(
                 "no response head within {:?} (read_timeout)",
                 self.s.read_timeout
-            ))),
-            HeadError::Bad(why) => Err(Fail::Bad(why)),
-            HeadError::Interim => Err(Fail::Bad("an interim response out of place".into())),
+            )),
+            HeadError::Bad(why) => Fail::Bad(why),
+            HeadError::Interim => Fail::Bad("an interim response out of place".into()),
         })
     }
 
