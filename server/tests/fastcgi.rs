@@ -89,7 +89,7 @@ impl Drop for Fpm {
 
 const INFO: &str = r#"<?php
 header('Content-Type: application/json');
-$keys = ['QUERY_STRING','REQUEST_METHOD','CONTENT_TYPE','CONTENT_LENGTH','SCRIPT_NAME','REQUEST_URI','DOCUMENT_URI','DOCUMENT_ROOT','SERVER_PROTOCOL','REQUEST_SCHEME','GATEWAY_INTERFACE','SERVER_SOFTWARE','REMOTE_ADDR','REMOTE_PORT','SERVER_ADDR','SERVER_PORT','SERVER_NAME','REDIRECT_STATUS','SCRIPT_FILENAME','PATH_INFO','HTTP_X_TEST','HTTP_AUTHORIZATION','HTTP_PROXY','APP_ENV'];
+$keys = ['QUERY_STRING','REQUEST_METHOD','CONTENT_TYPE','CONTENT_LENGTH','SCRIPT_NAME','REQUEST_URI','DOCUMENT_URI','DOCUMENT_ROOT','SERVER_PROTOCOL','REQUEST_SCHEME','GATEWAY_INTERFACE','SERVER_SOFTWARE','REMOTE_ADDR','REMOTE_PORT','SERVER_ADDR','SERVER_PORT','SERVER_NAME','REDIRECT_STATUS','SCRIPT_FILENAME','PATH_INFO','PATH_TRANSLATED','HTTP_X_TEST','HTTP_AUTHORIZATION','HTTP_PROXY','APP_ENV'];
 $out = [];
 foreach ($keys as $k) { if (isset($_SERVER[$k])) $out[$k] = $_SERVER[$k]; }
 echo json_encode($out);
@@ -167,6 +167,10 @@ fn php_fpm_gets_the_parameters_nginx_gives_and_answers_forms_uploads_sessions() 
     assert_eq!(v["REQUEST_METHOD"], "GET");
     assert_eq!(v["SCRIPT_NAME"], "/info.php");
     assert_eq!(v["PATH_INFO"], "/extra/path");
+    assert_eq!(
+        v["PATH_TRANSLATED"],
+        format!("{}/extra/path", root.display())
+    );
     assert_eq!(v["REQUEST_URI"], "/info.php/extra/path?x=1&y=%20");
     assert_eq!(v["DOCUMENT_URI"], "/info.php/extra/path");
     assert_eq!(v["DOCUMENT_ROOT"], root.to_str().unwrap());

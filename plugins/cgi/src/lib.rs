@@ -127,6 +127,7 @@ impl Handler for Cgi {
             req,
             &env::PerRequest {
                 script: target.script(),
+                path_root: None,
                 content_length,
                 pass_authorization: self.s.pass_authorization,
                 basic_remote_user: self.s.basic_remote_user,

@@ -38,6 +38,7 @@ fn env_of(
             r,
             &env::PerRequest {
                 script: t.script(),
+                path_root: None,
                 content_length: Some(5),
                 pass_authorization,
                 basic_remote_user: true,
@@ -110,6 +111,7 @@ fn no_path_translated_without_path_info_and_empty_query() {
             r,
             &env::PerRequest {
                 script: t.script(),
+                path_root: None,
                 content_length: None,
                 pass_authorization: false,
                 basic_remote_user: false,

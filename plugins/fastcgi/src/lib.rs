@@ -358,6 +358,7 @@ impl Handler for FastCgi {
                     filename: &script.filename,
                     path_info: &script.path_info,
                 },
+                path_root: Some(&self.s.root),
                 content_length,
                 pass_authorization: self.s.pass_authorization,
                 basic_remote_user: false,

@@ -46,6 +46,9 @@ pub struct Script<'a> {
 /// What varies per request besides the request itself.
 pub struct PerRequest<'a> {
     pub script: Script<'a>,
+    /// The root PATH_TRANSLATED is under (`None`: the vhost's
+    /// document_root; fastcgi gives its own `root`).
+    pub path_root: Option<&'a Path>,
     /// CONTENT_LENGTH, when the body's length is known.
     pub content_length: Option<u64>,
     pub pass_authorization: bool,
@@ -82,9 +85,9 @@ pub fn build(base: &[(String, Vec<u8>)], req: &Request, p: &PerRequest) -> Vec<(
     set("SCRIPT_FILENAME", t.filename.as_os_str().as_encoded_bytes());
     set("PATH_INFO", t.path_info.as_bytes());
     if !t.path_info.is_empty() {
-        let mut translated = req
-            .vhost()
-            .document_root()
+        let mut translated = p
+            .path_root
+            .unwrap_or(req.vhost().document_root())
             .as_os_str()
             .as_encoded_bytes()
             .to_vec();
