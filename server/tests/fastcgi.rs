@@ -334,3 +334,39 @@ fn dash_t_reports_a_bad_fastcgi_address_with_file_and_line() {
     assert_ne!(code, 0);
     assert!(format!("{out}{err}").contains("indx"));
 }
+
+#[test]
+fn a_deploy_that_swaps_the_root_symlink_is_followed_without_a_reload() {
+    let fdir = tempfile::tempdir().unwrap();
+    let sock = fdir.path().join("php.sock");
+    let _fpm = Fpm::start(fdir.path(), sock.to_str().unwrap());
+    let releases = tempfile::tempdir().unwrap();
+    for (r, text) in [("r1", "one"), ("r2", "two")] {
+        std::fs::create_dir_all(releases.path().join(r)).unwrap();
+        std::fs::write(
+            releases.path().join(r).join("v.php"),
+            format!("<?php echo '{text} ', $_SERVER['DOCUMENT_ROOT'];"),
+        )
+        .unwrap();
+    }
+    let current = releases.path().join("current");
+    std::os::unix::fs::symlink(releases.path().join("r1"), &current).unwrap();
+    let s = php_site(
+        &format!("unix:{}", sock.display()),
+        &format!(", root: \"{}\"", current.display()),
+    )
+    .start();
+    let real = |r: &str| releases.path().join(r).canonicalize().unwrap();
+    assert_eq!(
+        get(s.port(), "/v.php", "a").text(),
+        format!("one {}", real("r1").display())
+    );
+    // The deploy: a new symlink renamed over the old one.
+    let next = releases.path().join("next");
+    std::os::unix::fs::symlink(releases.path().join("r2"), &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    assert_eq!(
+        get(s.port(), "/v.php", "a").text(),
+        format!("two {}", real("r2").display())
+    );
+}

@@ -55,7 +55,11 @@ pub struct Config {
 /// Checked options with their defaults.
 pub struct Settings {
     pub address: Addr,
+    /// The root as resolved at start-up.
     pub root: PathBuf,
+    /// The root as configured (resolved again per request: a symlink
+    /// swapped by a deploy is followed, as nginx's `$realpath_root`).
+    pub root_link: PathBuf,
     pub index: String,
     pub extension: String,
     pub front_controller: Option<String>,
@@ -80,6 +84,7 @@ impl Settings {
             Some(r) => base.join(r),
             None => document_root.to_path_buf(),
         };
+        let root_link = root.clone();
         let root = root
             .canonicalize()
             .map_err(|e| format!("root `{}`: {e}", root.display()))?;
@@ -118,6 +123,7 @@ impl Settings {
         Ok(Settings {
             address: c.address,
             root,
+            root_link,
             index,
             extension,
             front_controller: c.front_controller,

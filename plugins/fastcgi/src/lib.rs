@@ -311,13 +311,13 @@ impl Handler for FastCgi {
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         let t0 = Instant::now();
         let front = self.s.front_controller.as_deref();
-        let script = match map::map(
-            &self.s.root,
-            req.path(),
-            &self.s.index,
-            &self.s.extension,
-            front,
-        ) {
+        // The root as it is now (a deploy may have swapped a symlink).
+        let root = self
+            .s
+            .root_link
+            .canonicalize()
+            .unwrap_or_else(|_| self.s.root.clone());
+        let script = match map::map(&root, req.path(), &self.s.index, &self.s.extension, front) {
             map::Mapped::Run(s) => s,
             map::Mapped::Decline => return Outcome::Decline,
             map::Mapped::NotFound => return page(res, 404, "Not Found"),
@@ -358,12 +358,18 @@ impl Handler for FastCgi {
                     filename: &script.filename,
                     path_info: &script.path_info,
                 },
-                path_root: Some(&self.s.root),
+                path_root: Some(&root),
                 content_length,
                 pass_authorization: self.s.pass_authorization,
                 basic_remote_user: false,
             },
         );
+        if root != self.s.root {
+            env.push((
+                "DOCUMENT_ROOT".into(),
+                root.as_os_str().as_encoded_bytes().to_vec(),
+            ));
+        }
         env.push((
             "DOCUMENT_URI".into(),
             format!("{}{}", script.name, script.path_info).into_bytes(),
