@@ -611,6 +611,14 @@ pub mod __private {
             Ok((_, _, true)) => HandleExtV1::V1(HandleResultV1::Error(RString::from(
                 "Request::defer was called on the blocking pool, where it has no meaning",
             ))),
+            Ok((Outcome::Done, res, false))
+                if res.is_relay() && !crate::host::has(crate::host::Ability::Relay) =>
+            {
+                drop(res);
+                HandleExtV1::V1(HandleResultV1::Error(RString::from(
+                    "this server cannot relay (no ABILITY_RELAY): the socket was closed",
+                )))
+            }
             Ok((Outcome::Done, mut res, false)) if res.is_relay() => {
                 let r = res.take_relay().expect("checked: is_relay");
                 HandleExtV1::Relay(
@@ -631,6 +639,12 @@ pub mod __private {
     }
 
     fn result_v1(outcome: Outcome, res: ResponseBuilder) -> HandleResultV1 {
+        if res.is_relay() {
+            // The 1.0 content phase cannot carry a relay.
+            return HandleResultV1::Error(RString::from(
+                "a relay needs a server with SDK 1.1 relays: the socket was closed",
+            ));
+        }
         match outcome {
             Outcome::Done => HandleResultV1::Respond(res.into_raw()),
             Outcome::Decline => HandleResultV1::Decline,

@@ -440,10 +440,16 @@ impl EventLoop {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.is_idle())
+            .filter(|(_, c)| c.is_idle() || c.is_relay())
             .map(|(k, _)| k)
             .collect();
         for k in idle {
+            if let Some(c) = self.conns.get_mut(k)
+                && c.is_relay()
+            {
+                let mut cx = Cx::new(&self.rt, &self.pool, &self.handle, k, self.drain_started);
+                c.close(&mut cx, "the server is stopping");
+            }
             self.remove(k);
         }
     }

@@ -441,11 +441,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// The plugin's idle timeout, or the server's `idle_timeout` when it
-    /// gave none.
-    pub fn idle_or(&self, cx: &crate::evloop::Cx<'_>) -> std::time::Duration {
+    /// The plugin's idle timeout, or 60 s when it gave none (nginx's
+    /// proxy_read_timeout, which bounds its WebSockets).
+    pub fn idle_or(&self) -> std::time::Duration {
         if self.idle.is_zero() {
-            cx.settings().idle_timeout.0
+            std::time::Duration::from_secs(60)
         } else {
             self.idle
         }
@@ -522,6 +522,7 @@ impl PluginInstance {
                 HandleExtV1::Relay(resp, r) => {
                     use std::os::fd::FromRawFd;
                     if r.fd < 0 {
+                        crate::conn::drop_response(resp);
                         return Handled::V1(HandleResultV1::Error(
                             "a relay without a socket".into(),
                         ));

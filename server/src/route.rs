@@ -192,8 +192,10 @@ pub fn dispatch(x: &mut Exchange, body: &mut BodyIn<'_>, place: Place) -> Step {
                     handler.watch(false);
                     return Step::Relay(resp, relay);
                 }
-                // The socket closes here, with the refused answer.
+                // The socket closes here, with the refused answer; the
+                // body's descriptors and stream are given back too.
                 drop(relay);
+                crate::conn::drop_response(resp);
                 HandleResultV1::Error(
                     "a relay needs status 101 and an HTTP/1.1 request without a body".into(),
                 )

@@ -955,3 +955,41 @@ fn an_interim_response_during_an_upload_does_not_stop_the_body() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "got 2000000");
 }
+
+#[test]
+fn a_stop_closes_open_relays_after_the_drain_grace_and_logs_them() {
+    let up = scripted(|mut s| {
+        read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let mut s = proxy_site(
+        &format!("{{ upstreams: [\"127.0.0.1:{up}\"], read_timeout: 60s }}"),
+        "",
+    )
+    .start();
+    let mut c = Client::connect(s.port());
+    c.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let mut b = [0u8; 512];
+    let n = c.stream.read(&mut b).unwrap();
+    assert!(String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 101"));
+    let t0 = Instant::now();
+    s.signal(libc::SIGTERM);
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(8)),
+        Some(0),
+        "{}",
+        s.log.text()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(
+        !s.log.text().contains("shutdown timeout"),
+        "{}",
+        s.log.text()
+    );
+    let text = std::fs::read_to_string(s.dir.path().join("logs/access.log")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(line["status"], 101);
+    assert_eq!(line["completed"], false);
+    assert_eq!(line["error"], "the server is stopping");
+}

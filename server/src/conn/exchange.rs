@@ -394,20 +394,31 @@ impl<T: Transport> Conn<T> {
             Done::Relay(o, relay) => {
                 let resp = framing::switching(&o);
                 drop_owned(o);
-                let head_len = resp.head_len;
-                let idle = relay.idle_or(cx);
-                match super::tunnel::Tunnel::new(relay.fd, relay.pre, idle, x, head_len) {
-                    Ok(mut t) => {
-                        t.early_client_bytes(self.buf.data());
-                        self.buf.consume(self.buf.data().len());
-                        self.queue(resp, None);
-                        self.phase = Phase::Tunnel(Box::new(t));
-                    }
-                    Err(e) => {
-                        log::error!("cannot relay: {e}");
-                        self.queue(framing::simple(502, minor, head_only, true), None);
-                    }
+                if cx.draining {
+                    // No new tunnel while stopping: it would only be cut.
+                    drop(relay);
+                    x.error = Some("the server is stopping: no new relay".into());
+                    self.linger = true;
+                    self.queue(framing::simple(503, minor, head_only, true), Some(x));
+                    return;
                 }
+                let head_len = resp.head_len;
+                let idle = relay.idle_or();
+                let up = match super::tunnel::Up::new(relay.fd) {
+                    Ok(up) => up,
+                    Err(e) => {
+                        let msg = format!("cannot relay: {e}");
+                        host::record(&x.vhost, Some(x.peer), log::Level::Error, "tamada", &msg);
+                        x.error = Some(msg);
+                        self.queue(framing::simple(502, minor, head_only, true), Some(x));
+                        return;
+                    }
+                };
+                let mut t = super::tunnel::Tunnel::new(up, relay.pre, idle, x, head_len);
+                t.early_client_bytes(self.buf.data());
+                self.buf.consume(self.buf.data().len());
+                self.queue(resp, None);
+                self.phase = Phase::Tunnel(Box::new(t));
                 return;
             }
         };
@@ -469,6 +480,12 @@ fn close_on_pool(s: tamada_sdk::abi::StreamV1, pool: &crate::pool::Pool, x: &Exc
 /// Closes a stream that was never sent.
 fn close_stream(s: tamada_sdk::abi::StreamV1) {
     (s.close)(s.ctx, true)
+}
+
+/// A plugin's response that will not be sent: its descriptors closed,
+/// its stream closed on the pool.
+pub fn drop_response(r: tamada_sdk::abi::ResponseV1) {
+    drop_owned(framing::own(r));
 }
 
 fn drop_owned(o: Owned) {

@@ -29,7 +29,7 @@ mod tests;
 mod tunnel;
 
 use exchange::log_mark;
-pub use exchange::{Handled, drop_handled};
+pub use exchange::{Handled, drop_handled, drop_response};
 
 use crate::body::{BodyPipe, BodyState};
 use crate::evloop::Cx;
@@ -215,6 +215,12 @@ impl<T: Transport> Conn<T> {
         !self.out.is_idle() || matches!(self.phase, Phase::Pool(_) | Phase::Tunnel(_))
     }
 
+    /// Whether this connection is a relay (closed when a drain's grace
+    /// ends: a WebSocket has no natural end to wait for).
+    pub fn is_relay(&self) -> bool {
+        matches!(self.phase, Phase::Tunnel(_))
+    }
+
     /// Readiness of a relay's other socket.
     pub fn relay_ready(&mut self, readable: bool, writable: bool) {
         if let Phase::Tunnel(t) = &mut self.phase {
@@ -313,6 +319,10 @@ impl<T: Transport> Conn<T> {
                     Ok(Some(head)) => {
                         answered += 1;
                         self.start(head, cx);
+                        if let Phase::Tunnel(_) = self.phase {
+                            // An inline handler answered with a relay.
+                            return self.tunnel_step(cx);
+                        }
                         continue;
                     }
                     Ok(None) => {}

@@ -16,13 +16,14 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// The plugin's side.
-enum Up {
+pub enum Up {
     Tcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
 }
 
 impl Up {
-    fn new(fd: OwnedFd) -> io::Result<Up> {
+    /// The plugin's socket, non-blocking; an error when it is none.
+    pub fn new(fd: OwnedFd) -> io::Result<Up> {
         let unix = socket2::SockRef::from(&fd).domain()? == socket2::Domain::UNIX;
         let up = if unix {
             Up::Unix(std::os::unix::net::UnixStream::from(fd))
@@ -106,6 +107,8 @@ pub struct Tunnel {
     x: Option<Box<Exchange>>,
     clean: bool,
     error: Option<String>,
+    /// One read buffer for both directions.
+    scratch: Vec<u8>,
 }
 
 /// What a turn ended with.
@@ -118,15 +121,9 @@ pub enum Turn {
 }
 
 impl Tunnel {
-    pub fn new(
-        fd: OwnedFd,
-        pre: Vec<u8>,
-        idle: Duration,
-        x: Box<Exchange>,
-        head_len: usize,
-    ) -> io::Result<Tunnel> {
-        Ok(Tunnel {
-            up: Up::new(fd)?,
+    pub fn new(up: Up, pre: Vec<u8>, idle: Duration, x: Box<Exchange>, head_len: usize) -> Tunnel {
+        Tunnel {
+            up,
             registered: false,
             up_readable: true,
             up_writable: true,
@@ -142,7 +139,8 @@ impl Tunnel {
             x: Some(x),
             clean: false,
             error: None,
-        })
+            scratch: vec![0u8; CHUNK],
+        }
     }
 
     /// The plugin's socket, for the loop's poll (once).
@@ -156,6 +154,7 @@ impl Tunnel {
     /// Client bytes that came after the request head.
     pub fn early_client_bytes(&mut self, data: &[u8]) {
         self.to_up.data.extend_from_slice(data);
+        self.bytes_up += data.len() as u64;
     }
 
     /// Moves what can be moved; `client_readable`/`client_writable` are
@@ -182,23 +181,25 @@ impl Tunnel {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.up_writable = false,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
                         Err(e) => {
-                            return Turn::Failed(format!("writing to the relay's socket: {e}"));
+                            // This direction is over (the other side went
+                            // away); what goes the other way still goes.
+                            self.fail(&format!("writing to the relay's socket: {e}"));
+                            self.to_up = Pending::default();
+                            self.client_eof = true;
+                            moved = true;
                         }
                     }
                 }
             } else if !self.client_eof && *client_readable {
-                let mut b = vec![0u8; CHUNK];
-                match io.read(&mut b) {
+                match io.read(&mut self.scratch) {
                     Ok(Io::Ready(0)) => {
                         self.client_eof = true;
                         self.up.shutdown_write();
                         moved = true;
                     }
                     Ok(Io::Ready(n)) => {
-                        b.truncate(n);
                         self.bytes_up += n as u64;
-                        self.to_up.data = b;
-                        self.to_up.pos = 0;
+                        self.to_up.data.extend_from_slice(&self.scratch[..n]);
                         moved = true;
                     }
                     Ok(Io::Blocked) => *client_readable = false,
@@ -218,21 +219,23 @@ impl Tunnel {
                             }
                         }
                         Ok(Io::Blocked) => *client_writable = false,
-                        Err(e) => return Turn::Failed(format!("writing to the client: {e}")),
+                        Err(e) => {
+                            self.fail(&format!("writing to the client: {e}"));
+                            self.to_client = Pending::default();
+                            self.up_eof = true;
+                            moved = true;
+                        }
                     }
                 }
             } else if !self.up_eof && self.up_readable {
-                let mut b = vec![0u8; CHUNK];
-                match self.up.read(&mut b) {
+                match self.up.read(&mut self.scratch) {
                     Ok(0) => {
                         self.up_eof = true;
                         io.shutdown_write();
                         moved = true;
                     }
                     Ok(n) => {
-                        b.truncate(n);
-                        self.to_client.data = b;
-                        self.to_client.pos = 0;
+                        self.to_client.data.extend_from_slice(&self.scratch[..n]);
                         moved = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.up_readable = false,
@@ -245,7 +248,7 @@ impl Tunnel {
             }
             if self.client_eof && self.up_eof && self.to_up.is_empty() && self.to_client.is_empty()
             {
-                self.clean = true;
+                self.clean = self.error.is_none();
                 return Turn::Done;
             }
             if !moved {
