@@ -147,6 +147,9 @@ impl Tunnel {
     pub fn take_unregistered(&mut self) -> Option<RawFd> {
         (!self.registered).then(|| {
             self.registered = true;
+            // The relay's socket counts against `max_connections` (and the
+            // descriptor cap) like a connection of its own.
+            crate::evloop::OPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.up.fd()
         })
     }
@@ -266,6 +269,9 @@ impl Tunnel {
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
+        if self.registered {
+            crate::evloop::OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(mut x) = self.x.take() {
             x.bytes_received += self.bytes_up;
             logphase::run(
