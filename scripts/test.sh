@@ -20,6 +20,7 @@ need=(
   "wrk:wrk"
   "haproxy:haproxy"
   "gunicorn:gunicorn"
+  "nginx:nginx-light"
 )
 missing=()
 for pair in "${need[@]}"; do

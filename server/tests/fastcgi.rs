@@ -30,7 +30,7 @@ impl Fpm {
         std::fs::write(
             &conf,
             format!(
-                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = no\n[test]\nlisten = {listen}\npm = static\npm.max_children = 4\ncatch_workers_output = yes\nphp_admin_value[upload_max_filesize] = 32M\nphp_admin_value[post_max_size] = 40M\nphp_admin_value[session.save_path] = {d}/sessions\nphp_admin_value[upload_tmp_dir] = {d}\nphp_admin_flag[log_errors] = on\n",
+                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = no\n[test]\nlisten = {listen}\nlisten.mode = 0666\npm = static\npm.max_children = 4\ncatch_workers_output = yes\nphp_admin_value[upload_max_filesize] = 32M\nphp_admin_value[post_max_size] = 40M\nphp_admin_value[session.save_path] = {d}/sessions\nphp_admin_value[upload_tmp_dir] = {d}\nphp_admin_flag[log_errors] = on\n",
                 d = dir.display()
             ),
         )
@@ -369,4 +369,87 @@ fn a_deploy_that_swaps_the_root_symlink_is_followed_without_a_reload() {
         get(s.port(), "/v.php", "a").text(),
         format!("two {}", real("r2").display())
     );
+}
+
+#[test]
+fn the_parameters_are_what_nginx_with_its_fastcgi_params_gives_the_same_php() {
+    // The same php-fpm pool and script behind tamada and behind nginx
+    // (Debian's /etc/nginx/fastcgi_params, SCRIPT_FILENAME and the
+    // PATH_INFO split as its snippets/fastcgi-php.conf): $_SERVER compared.
+    let fdir = tempfile::tempdir().unwrap();
+    // nginx's workers (nobody) reach the socket through this folder.
+    std::fs::set_permissions(
+        fdir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let sock = fdir.path().join("php.sock");
+    let _fpm = Fpm::start(fdir.path(), sock.to_str().unwrap());
+    let s = php_site(&format!("unix:{}", sock.display()), "").start();
+    let root = s.dir.path().join("www").canonicalize().unwrap();
+    let nport = free_port();
+    let conf = fdir.path().join("nginx.conf");
+    let d = fdir.path().display();
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/nb; proxy_temp_path {d}/np; fastcgi_temp_path {d}/nf; uwsgi_temp_path {d}/nu; scgi_temp_path {d}/ns;\n  server {{\n    listen 127.0.0.1:{nport};\n    server_name a;\n    root {root};\n    location ~ [^/]\\.php(/|$) {{\n      fastcgi_split_path_info ^(.+?\\.php)(/.*)$;\n      include /etc/nginx/fastcgi_params;\n      fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n      fastcgi_param PATH_INFO $fastcgi_path_info;\n      fastcgi_param PATH_TRANSLATED $document_root$fastcgi_path_info;\n      fastcgi_pass unix:{sock};\n    }}\n  }}\n}}\n",
+            root = root.display(),
+            sock = sock.display()
+        ),
+    )
+    .unwrap();
+    let _nginx = crate::proxy::KillChild(
+        Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian package nginx-light)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", nport)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fetch = |port: u16| -> serde_json::Value {
+        let mut c = Client::connect(port);
+        let r = c.request(
+            "POST /info.php/extra/path?x=1&y=%20 HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\nX-Test: yes\r\n\r\na=1",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    let ours = fetch(s.port());
+    let theirs = fetch(nport);
+    // What differs by nature: the port each listens on, the software.
+    for key in [
+        "QUERY_STRING",
+        "REQUEST_METHOD",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "SCRIPT_NAME",
+        "REQUEST_URI",
+        "DOCUMENT_URI",
+        "DOCUMENT_ROOT",
+        "SERVER_PROTOCOL",
+        "REQUEST_SCHEME",
+        "GATEWAY_INTERFACE",
+        "REMOTE_ADDR",
+        "SERVER_ADDR",
+        "SERVER_NAME",
+        "REDIRECT_STATUS",
+        "SCRIPT_FILENAME",
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "HTTP_X_TEST",
+    ] {
+        assert_eq!(
+            ours[key], theirs[key],
+            "{key}: tamada {ours} nginx {theirs}"
+        );
+    }
+    assert_eq!(ours["SERVER_PORT"], s.port().to_string());
+    assert_eq!(theirs["SERVER_PORT"], nport.to_string());
+    assert!(ours.get("HTTPS").is_none() && theirs.get("HTTPS").is_none());
 }

@@ -848,10 +848,23 @@ fn websockets_are_relayed_both_ways_and_logged_when_they_close() {
 }
 
 /// A child process killed when the test ends, however it ends.
-struct KillChild(Child);
+pub struct KillChild(pub Child);
 
 impl Drop for KillChild {
     fn drop(&mut self) {
+        // SIGTERM first: nginx, gunicorn and php-fpm stop their workers
+        // then (a SIGKILL to the master would leave them running).
+        // SAFETY: kill with the pid of our own child.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
