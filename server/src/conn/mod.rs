@@ -554,6 +554,7 @@ impl<T: Transport> Conn<T> {
             }
             if !self.buf.is_empty() {
                 state.limit = pipe.limit();
+                let before = self.buf.data().len();
                 let mut chunk = vec![0u8; f.room.min(64 * 1024)];
                 let mut made = 0;
                 while made < chunk.len() && !state.done {
@@ -572,6 +573,13 @@ impl<T: Transport> Conn<T> {
                 chunk.truncate(made);
                 pipe.push(chunk, state.done);
                 if state.done || self.buf.is_empty() {
+                    continue;
+                }
+                // More than one push's worth was buffered: push on while the
+                // pipe has room. (Waiting for the socket here stalled the
+                // body: the client may have sent it all already, and no
+                // readiness edge would come for bytes already read.)
+                if self.buf.data().len() < before {
                     continue;
                 }
                 // The buffer holds a partial chunk line: read more.
