@@ -110,6 +110,50 @@ pub fn forwarded_for<'a>(
     client
 }
 
+/// The `for=` nodes of `Forwarded` values (RFC 7239), in order, as
+/// X-Forwarded-For entries: `192.0.2.1`, `"[2001:db8::1]:4711"`; an
+/// element without `for=`, `unknown` or an obfuscated node stays in the
+/// list as it is, so the walk stops there (it names no address).
+pub fn forwarded_nodes<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for value in values {
+        for element in split_outside_quotes(value, ',') {
+            if element.trim().is_empty() {
+                continue;
+            }
+            let node = split_outside_quotes(element, ';')
+                .into_iter()
+                .find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| v.trim().to_owned())
+                });
+            out.push(node.unwrap_or_else(|| "unknown".into()));
+        }
+    }
+    out
+}
+
+/// Splits on `sep` where it is not inside a quoted string.
+fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
 /// What the start of a connection on a PROXY protocol listener holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Proxy {
@@ -183,6 +227,26 @@ pub fn parse_proxy(data: &[u8]) -> Proxy {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn forwarded_for_nodes_are_read_as_rfc_7239_writes_them() {
+        let v = [
+            "for=192.0.2.43, for=\"[2001:db8:cafe::17]:4711\";proto=https",
+            "for=unknown;by=x, proto=http",
+        ];
+        assert_eq!(
+            forwarded_nodes(v.into_iter()),
+            [
+                "192.0.2.43",
+                "\"[2001:db8:cafe::17]:4711\"",
+                "unknown",
+                "unknown"
+            ]
+        );
+        let q = ["for=\"198.51.100.17;x,y\";proto=https"];
+        assert_eq!(forwarded_nodes(q.into_iter()), ["\"198.51.100.17;x,y\""]);
+    }
+
     use super::*;
 
     fn list(s: &[&str]) -> Vec<Cidr> {

@@ -151,6 +151,14 @@ fn x_forwarded_for_gives_the_client_only_from_trusted_proxies() {
     assert!(r.echo("peer").starts_with("127.0.0.1:"), "{}", r.text());
     let r = c.request("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: [2001:db8::7]:4711\r\n\r\n");
     assert_eq!(r.echo("peer"), "[2001:db8::7]:0");
+    // RFC 7239 `Forwarded`, from a proxy that sends that instead.
+    let r = c.request(
+        "GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=198.51.100.7, for=\"[2001:db8::9]:4711\";proto=https\r\nForwarded: for=10.0.0.2\r\n\r\n",
+    );
+    assert_eq!(r.echo("peer"), "[2001:db8::9]:0");
+    // An obfuscated node stops the walk at the last trusted hop.
+    let r = c.request("GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=_hidden, for=10.0.0.3\r\n\r\n");
+    assert_eq!(r.echo("peer"), "10.0.0.3:0");
 
     // CGI and the access log see it too.
     let mut c = Client::connect(s.ports[1]);

@@ -21,18 +21,25 @@ use crate::writer::Mark;
 use std::sync::Arc;
 
 /// The client's address: the connection's peer, or what a trusted
-/// proxy's `X-Forwarded-For` says (`realip.rs`).
+/// proxy's `X-Forwarded-For` (else its `Forwarded`) says (`realip.rs`).
 fn client(cx: &Cx<'_>, peer: std::net::SocketAddr, head: &RequestHead) -> std::net::SocketAddr {
     let list = &cx.settings().trusted_proxies;
     if list.is_empty() {
         return peer;
     }
-    let values: Vec<&str> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .collect();
+    let field = |name: &str| -> Vec<&str> {
+        head.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .collect()
+    };
+    let values = field("x-forwarded-for");
+    if values.is_empty() {
+        // RFC 7239 `Forwarded`, when the proxy sends that one instead.
+        let nodes = crate::realip::forwarded_nodes(field("forwarded").into_iter());
+        return crate::realip::forwarded_for(list, peer, nodes.iter().map(String::as_str));
+    }
     crate::realip::forwarded_for(list, peer, values.into_iter())
 }
 
