@@ -148,8 +148,11 @@ impl FastCgi {
         log: &LogCtx,
         req_method: &str,
     ) -> Result<Head, Fail> {
-        let _ = c.sock.set_read_timeout(self.s.read_timeout);
-        let _ = c.sock.set_write_timeout(self.s.send_timeout);
+        if !c.reused {
+            // Once per connection: a pooled one keeps them.
+            let _ = c.sock.set_read_timeout(self.s.read_timeout);
+            let _ = c.sock.set_write_timeout(self.s.send_timeout);
+        }
         let stale_or = |c: &Conn, e: io::Error, what: &str| {
             if timed_out(&e) {
                 Fail::Timeout(format!("timed out {what}"))

@@ -84,8 +84,11 @@ impl Proxy {
                 Fail::Io(format!("{what}: {e}"))
             }
         };
-        let _ = c.sock.set_write_timeout(self.s.send_timeout);
-        let _ = c.sock.set_read_timeout(self.s.read_timeout);
+        if !c.reused {
+            // Once per connection: a pooled one keeps them.
+            let _ = c.sock.set_write_timeout(self.s.send_timeout);
+            let _ = c.sock.set_read_timeout(self.s.read_timeout);
+        }
         let head = head::build(req, &self.s, &self.s.upstreams[c.up], framing);
         let mut early = false;
         if let Err(e) = c.sock.write_all(&head) {
