@@ -19,7 +19,7 @@ pub mod record;
 use config::{Config, Settings};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tamada_gateway::cgi_env;
@@ -36,6 +36,8 @@ pub struct FastCgi {
     base_env: Vec<(String, Vec<u8>)>,
     pool: Arc<IdlePool>,
     label: String,
+    /// When the root was last resolved, and to what.
+    root_now: std::sync::Mutex<(Instant, PathBuf)>,
 }
 
 /// Builds the handler from its options.
@@ -48,6 +50,7 @@ pub fn new(options: &Options) -> Result<FastCgi, String> {
     // A FastCGI server has its own environment (nginx sends no PATH).
     base_env.retain(|(k, _)| k != "PATH");
     Ok(FastCgi {
+        root_now: std::sync::Mutex::new((Instant::now(), s.root.clone())),
         pool: Arc::new(IdlePool::new(s.keepalive, s.keepalive_timeout)),
         label: s.address.label(),
         base_env,
@@ -314,12 +317,7 @@ impl Handler for FastCgi {
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         let t0 = Instant::now();
         let front = self.s.front_controller.as_deref();
-        // The root as it is now (a deploy may have swapped a symlink).
-        let root = self
-            .s
-            .root_link
-            .canonicalize()
-            .unwrap_or_else(|_| self.s.root.clone());
+        let root = self.current_root();
         let script = match map::map(&root, req.path(), &self.s.index, &self.s.extension, front) {
             map::Mapped::Run(s) => s,
             map::Mapped::Decline => return Outcome::Decline,
@@ -455,6 +453,23 @@ impl Handler for FastCgi {
 }
 
 impl FastCgi {
+    /// The root as it is now: resolved again at most once a second (a
+    /// deploy that swaps a symlink is seen within that; nginx's
+    /// `$realpath_root` resolves on every request).
+    fn current_root(&self) -> PathBuf {
+        let mut g = self.root_now.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0.elapsed() >= Duration::from_secs(1) {
+            *g = (
+                Instant::now(),
+                self.s
+                    .root_link
+                    .canonicalize()
+                    .unwrap_or_else(|_| self.s.root.clone()),
+            );
+        }
+        g.1.clone()
+    }
+
     fn respond(
         &self,
         req: &Request,
