@@ -458,6 +458,33 @@ pub mod responses {
     //! what your plugin allocated, the server what it allocated; nothing of
     //! this shows in plugin code.
     //!
+    //! ## After a 101: relays (SDK 1.1)
+    //!
+    //! A handler that has switched protocols with a server of its own (the
+    //! `proxy` plugin does so for WebSocket) answers 101 and hands over the
+    //! socket with [`ResponseBuilder::relay`](crate::ResponseBuilder::relay):
+    //! the core writes the head, then moves bytes both ways between the
+    //! client and that socket on the connection's event loop (no thread per
+    //! relay), sends first the bytes you already read past the other
+    //! server's 101, passes each side's end of stream on as a half-close,
+    //! and closes both after `idle` with no byte either way (or when the
+    //! server stops). The access log line comes when the relay closes.
+    //! Only for an HTTP/1.1 request without a body, and only when
+    //! [`host::has`](crate::host::has)`(Ability::Relay)`; otherwise the
+    //! request gets a 500 and the socket is closed.
+    //!
+    //! ```no_run
+    //! use std::net::TcpStream;
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! fn switch(res: &mut ResponseBuilder, upstream: TcpStream, read_past_101: Vec<u8>) -> Outcome {
+    //!     res.status(101).header("upgrade", "websocket");
+    //!     res.relay(upstream, read_past_101, std::time::Duration::from_secs(60));
+    //!     Outcome::Done
+    //! }
+    //! # let _ = switch;
+    //! ```
+    //!
     //! [`Body::Bytes`]: crate::Body::Bytes
     //! [`Body::File`]: crate::Body::File
     //! [`Body::Segments`]: crate::Body::Segments
