@@ -695,6 +695,10 @@ fn dash_t_reports_bad_upstreams_cidrs_and_keys_with_file_and_line() {
             "keepalve",
         ),
         ("{ upstreams: [] }", "at least one"),
+        (
+            "{ upstreams: [\"127.0.0.1:8080\"], read_timeout: 0 }",
+            "read_timeout: 0",
+        ),
     ] {
         let (code, out, err) = proxy_site(options, "").check();
         assert_ne!(code, 0, "{options}: {out}{err}");

@@ -108,17 +108,11 @@ impl Settings {
                 return Err(format!("params: `{k}` is not a variable name"));
             }
         }
-        for (name, t) in [
+        tamada_gateway::conn::zero_timeout(&[
             ("connect_timeout", c.connect_timeout),
             ("send_timeout", c.send_timeout),
             ("read_timeout", c.read_timeout),
-        ] {
-            if t.is_some_and(|t| t.0.is_zero()) {
-                return Err(format!(
-                    "{name}: 0 would wait forever or fail at once; give a duration (60s)"
-                ));
-            }
-        }
+        ])?;
         let secs = |s: Option<Secs>| s.map_or(MINUTE, |s| s.0);
         Ok(Settings {
             address: c.address,

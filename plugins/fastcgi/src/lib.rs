@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tamada_gateway::cgi_env;
 use tamada_gateway::cgi_headers::{self, MAX_HEAD, Reply, Scan};
+use tamada_gateway::conn::idempotent;
 use tamada_gateway::conn::{self, Conn, IdlePool, Sent};
 use tamada_gateway::spool::Spool;
 use tamada_gateway::upload::Upload;
@@ -117,13 +118,6 @@ fn read_record(c: &mut Conn) -> io::Result<Option<(u8, Vec<u8>)>> {
         return Ok(Some((0, Vec::new())));
     }
     Ok(Some((h.ty, content)))
-}
-
-fn idempotent(method: &str) -> bool {
-    matches!(
-        method,
-        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-    )
 }
 
 fn timed_out(e: &io::Error) -> bool {

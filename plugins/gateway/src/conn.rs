@@ -113,6 +113,30 @@ fn connect_unix(p: &std::path::Path, timeout: Duration) -> io::Result<UnixStream
     }
 }
 
+/// Methods that may run twice with the same effect (RFC 9110 9.2.2):
+/// only these are sent again after a failure that may have reached the
+/// upstream.
+pub fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
+/// Timeout options that must not be 0 (`connect_timeout: 0` would fail
+/// at once, `read_timeout: 0` would wait forever): the first such name.
+pub fn zero_timeout(timeouts: &[(&str, Option<tamada_sdk::units::Secs>)]) -> Result<(), String> {
+    match timeouts
+        .iter()
+        .find(|(_, t)| t.is_some_and(|t| t.0.is_zero()))
+    {
+        Some((name, _)) => Err(format!(
+            "{name}: 0 would wait forever or fail at once; give a duration (60s)"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// How a watched write ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Sent {
@@ -218,6 +242,28 @@ impl Conn {
     /// (`data` is then what is left). An error of kind `TimedOut` is the
     /// timeout.
     pub fn send_watching(&mut self, data: &mut &[u8], timeout: Duration) -> io::Result<Sent> {
+        self.send(data, timeout, false)
+    }
+}
+
+impl Conn {
+    /// Writes `data` within `timeout` while reading whatever the upstream
+    /// sends meanwhile into the buffer (FastCGI: an application may write
+    /// before it has read all of its input). `Answered` when the upstream
+    /// closed, or more than 1 MiB of its answer is waiting.
+    pub fn send_reading(&mut self, data: &[u8], timeout: Duration) -> io::Result<Sent> {
+        let mut data = data;
+        self.send(&mut data, timeout, true)
+    }
+
+    /// The write loop of both: poll for room or an answer; an answer
+    /// stops it (`keep_reading` false) or is read into the buffer.
+    fn send(
+        &mut self,
+        data: &mut &[u8],
+        timeout: Duration,
+        keep_reading: bool,
+    ) -> io::Result<Sent> {
         let deadline = Instant::now() + timeout;
         while !data.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -235,44 +281,7 @@ impl Conn {
                 .revents()
                 .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
             {
-                return Ok(Sent::Answered);
-            }
-            match rustix::net::send(
-                &self.sock,
-                data,
-                rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
-            ) {
-                Ok(n) => *data = &data[n..],
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(Sent::All)
-    }
-}
-
-impl Conn {
-    /// Writes `data` within `timeout` while reading whatever the upstream
-    /// sends meanwhile into the buffer (FastCGI: an application may write
-    /// before it has read all of its input). `Answered` when the upstream
-    /// closed, or more than 1 MiB of its answer is waiting.
-    pub fn send_reading(&mut self, mut data: &[u8], timeout: Duration) -> io::Result<Sent> {
-        let deadline = Instant::now() + timeout;
-        while !data.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            let ts = rustix::event::Timespec::try_from(left).ok();
-            let mut fds = [PollFd::new(&self.sock, PollFlags::OUT | PollFlags::IN)];
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-                Ok(_) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let ev = fds[0].revents();
-            if ev.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
-                if self.fill()? == 0 || self.buffered().len() > 1 << 20 {
+                if !keep_reading || self.fill()? == 0 || self.buffered().len() > 1 << 20 {
                     return Ok(Sent::Answered);
                 }
                 continue;
@@ -282,7 +291,7 @@ impl Conn {
                 data,
                 rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
             ) {
-                Ok(n) => data = &data[n..],
+                Ok(n) => *data = &data[n..],
                 Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -117,17 +117,11 @@ impl Settings {
         {
             return Err(format!("replace_prefix: `{p}` must start with `/`"));
         }
-        for (name, t) in [
+        tamada_gateway::conn::zero_timeout(&[
             ("connect_timeout", c.connect_timeout),
             ("send_timeout", c.send_timeout),
             ("read_timeout", c.read_timeout),
-        ] {
-            if t.is_some_and(|t| t.0.is_zero()) {
-                return Err(format!(
-                    "{name}: 0 would wait forever or fail at once; give a duration (60s)"
-                ));
-            }
-        }
+        ])?;
         let secs = |s: Option<Secs>, d: Duration| s.map_or(d, |s| s.0);
         let head = c.max_response_head.map_or(64 * 1024, |s| s.0 as usize);
         if head < 1024 {

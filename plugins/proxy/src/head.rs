@@ -15,21 +15,22 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// Header names that never go upstream as the client sent them.
-fn hop_by_hop(lower: &str) -> bool {
+/// Hop-by-hop fields (RFC 9110 7.6.1), in either direction.
+pub fn hop_by_hop(lower: &str) -> bool {
     matches!(
         lower,
-        "connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "http2-settings"
-            | "content-length"
-            | "host"
-            | "expect"
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
     ) || lower.starts_with("proxy-")
+}
+
+/// Header names that never go upstream as the client sent them: the
+/// hop-by-hop ones and those tamada sets itself.
+fn not_forwarded(lower: &str) -> bool {
+    hop_by_hop(lower)
+        || matches!(
+            lower,
+            "http2-settings" | "content-length" | "host" | "expect"
+        )
 }
 
 /// The fields the client's `Connection` header names (also hop-by-hop).
@@ -178,7 +179,7 @@ pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u
     let trusted = s.trusted.iter().any(|c| c.contains(peer));
     for (name, value) in req.headers() {
         let lower = name.to_ascii_lowercase();
-        if hop_by_hop(&lower) || named.contains(&lower) {
+        if not_forwarded(&lower) || named.contains(&lower) {
             continue;
         }
         let ours = match lower.as_str() {

@@ -23,6 +23,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tamada_gateway::conn::idempotent;
 use tamada_gateway::upload::Upload;
 use tamada_sdk::prelude::*;
 use upstream::{Conn, Sent, Upstreams};
@@ -54,13 +55,6 @@ enum Fail {
     Bad(String),
     /// The client's body failed (too large, too slow, gone).
     Client(String),
-}
-
-fn idempotent(method: &str) -> bool {
-    matches!(
-        method,
-        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-    )
 }
 
 impl Proxy {

@@ -153,20 +153,10 @@ pub fn read_head(
     }
 }
 
-/// Headers that stay between tamada and the upstream.
+/// Headers that stay between tamada and the upstream: the hop-by-hop
+/// ones and those the core writes itself.
 fn hop_by_hop(lower: &str) -> bool {
-    matches!(
-        lower,
-        "connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-connection"
-            | "date"
-            | "server"
-    )
+    crate::head::hop_by_hop(lower) || matches!(lower, "date" | "server")
 }
 
 fn frame(
