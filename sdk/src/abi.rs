@@ -500,6 +500,9 @@ pub const ABILITY_ROLES: u64 = 1 << 4;
 /// [`HostExtV1::abilities`]: [`HandleExtV1::Relay`] (WebSocket and other
 /// upgrades).
 pub const ABILITY_RELAY: u64 = 1 << 5;
+/// [`HostExtV1::abilities`]: an inline handler may answer
+/// [`HandleExtV1::Wait`] (a non-blocking handler on the event loop).
+pub const ABILITY_WAIT: u64 = 1 << 6;
 
 /// [`ExtV1::roles`]: it answers requests (`routes:`).
 pub const ROLE_HANDLER: u8 = 1;
@@ -543,7 +546,21 @@ pub struct TraitsV1 {
 pub struct ExchangeV1 {
     /// The call runs inline on an event loop (not on the pool).
     pub inline: bool,
+    /// Why the handler is called: [`WOKE_FIRST`] for the first call of a
+    /// route, [`WOKE_READY`] or [`WOKE_TIMEOUT`] for the call after a
+    /// [`HandleExtV1::Wait`].
+    pub woke: u8,
+    /// After a wait: the state it saved (its ownership passes back to
+    /// the plugin, which frees it); null otherwise.
+    pub state: *mut c_void,
 }
+
+/// [`ExchangeV1::woke`]: the route's first call.
+pub const WOKE_FIRST: u8 = 0;
+/// [`ExchangeV1::woke`]: the descriptor of the last wait is ready.
+pub const WOKE_READY: u8 = 1;
+/// [`ExchangeV1::woke`]: the last wait's time ran out first.
+pub const WOKE_TIMEOUT: u8 = 2;
 
 /// What the 1.1 `handle` returns.
 #[repr(C, u8)]
@@ -557,7 +574,40 @@ pub enum HandleExtV1 {
     /// which the core relays bytes both ways between the client and the
     /// socket in [`RelayV1`] ([`ABILITY_RELAY`]).
     Relay(ResponseV1, RelayV1),
+    /// (Inline only, [`ABILITY_WAIT`].) Call this handler again, on the
+    /// same event loop, when the descriptor in [`WaitV1`] is ready or its
+    /// time has run out, with the state it carries.
+    Wait(WaitV1),
 }
+
+/// [`WaitV1::interest`]: wake when the descriptor is readable (or at its
+/// end, or failed).
+pub const WAIT_READ: u8 = 1;
+/// [`WaitV1::interest`]: wake when the descriptor is writable.
+pub const WAIT_WRITE: u8 = 2;
+
+/// A non-blocking handler's wait: what to wait for and what to carry to
+/// the next call.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct WaitV1 {
+    /// A descriptor the plugin owns (through `state`) and keeps open until
+    /// the next call or until `drop_state` runs; the core only watches it.
+    pub fd: i32,
+    /// [`WAIT_READ`] and/or [`WAIT_WRITE`].
+    pub interest: u8,
+    /// Call again after this long even if the descriptor is not ready
+    /// (milliseconds; the core's granularity is a quarter second).
+    pub timeout_ms: u64,
+    /// Plugin state, given back in [`ExchangeV1::state`].
+    pub state: *mut c_void,
+    /// Frees `state` when the exchange ends without another call (the
+    /// client left, the server stopped). Runs on the event loop: it must
+    /// not block.
+    pub drop_state: extern "C" fn(state: *mut c_void),
+}
+// SAFETY: the SDK builds wait states only from `Send` values.
+unsafe impl Send for WaitV1 {}
 
 /// The other side of a relay.
 #[repr(C)]

@@ -13,7 +13,7 @@
 
 use crate::abi::{
     ABILITY_DEFER, ABILITY_INLINE, ABILITY_NOTES, ABILITY_OPTION_PATHS, ABILITY_RELAY,
-    ABILITY_ROLES, HostExtV1,
+    ABILITY_ROLES, ABILITY_WAIT, HostExtV1,
 };
 use std::sync::OnceLock;
 
@@ -36,6 +36,9 @@ pub enum Ability {
     /// [`ResponseBuilder::relay`](crate::ResponseBuilder::relay): after a
     /// 101, the core relays bytes between the client and a socket.
     Relay,
+    /// [`Request::wait`](crate::Request::wait): an inline handler waits
+    /// for a descriptor on the event loop and is called again.
+    Wait,
 }
 
 /// The server's name and version (`tamada/1.2.0`), if it says.
@@ -57,6 +60,7 @@ pub fn has(ability: Ability) -> bool {
         Ability::OptionPaths => ABILITY_OPTION_PATHS,
         Ability::Roles => ABILITY_ROLES,
         Ability::Relay => ABILITY_RELAY,
+        Ability::Wait => ABILITY_WAIT,
     };
     HOST_EXT.get().is_some_and(|h| h.abilities & bit != 0)
 }

@@ -196,7 +196,7 @@ pub mod testing;
 pub mod units;
 
 pub use plugin::{Handler, LogEntry, Options, Outcome, Placement, Record, Role, record_for};
-pub use request::{BodyReader, Request, Vhost};
+pub use request::{BodyReader, Interest, Request, Vhost, Woke};
 pub use response::{
     Body, BodyStream, FileId, ReadStream, Relay, ResponseBuilder, Segment, Segments,
 };

@@ -600,18 +600,36 @@ pub mod __private {
 
     extern "C" fn handle_ext(i: Instance, req: &RequestV1<'_>, ex: &ExchangeV1) -> HandleExtV1 {
         let inline = ex.inline;
+        let state = (!ex.state.is_null()).then(|| {
+            // SAFETY: a non-null state is one this SDK made in `wait_v1`
+            // (a leaked `Box<Box<dyn Any + Send>>`), given back by the host
+            // exactly once: it is owned again here.
+            *unsafe { Box::from_raw(ex.state as *mut Box<dyn std::any::Any + Send>) }
+        });
+        let woke = match ex.woke {
+            crate::abi::WOKE_READY => crate::request::Woke::Ready,
+            crate::abi::WOKE_TIMEOUT => crate::request::Woke::TimedOut,
+            _ => crate::request::Woke::First,
+        };
         let r = catch_unwind(AssertUnwindSafe(|| {
-            let request = Request::from_raw_placed(req, inline);
+            let request = Request::from_raw_resumed(req, inline, woke, state);
             let mut res = ResponseBuilder::new();
             let outcome = inst(i).handle(&request, &mut res);
-            (outcome, res, request.deferred())
+            let waiting = request.take_waiting();
+            (outcome, res, request.deferred(), waiting)
         }));
         match r {
-            Ok((_, _, true)) if inline => HandleExtV1::Defer,
-            Ok((_, _, true)) => HandleExtV1::V1(HandleResultV1::Error(RString::from(
+            Ok((_, _, _, Some(w))) if inline && crate::host::has(crate::host::Ability::Wait) => {
+                HandleExtV1::Wait(wait_v1(w))
+            }
+            Ok((_, _, _, Some(_))) => HandleExtV1::V1(HandleResultV1::Error(RString::from(
+                "Request::wait was called where it cannot wait (check Request::can_wait)",
+            ))),
+            Ok((_, _, true, None)) if inline => HandleExtV1::Defer,
+            Ok((_, _, true, None)) => HandleExtV1::V1(HandleResultV1::Error(RString::from(
                 "Request::defer was called on the blocking pool, where it has no meaning",
             ))),
-            Ok((Outcome::Done, res, false))
+            Ok((Outcome::Done, res, false, None))
                 if res.is_relay() && !crate::host::has(crate::host::Ability::Relay) =>
             {
                 drop(res);
@@ -619,7 +637,7 @@ pub mod __private {
                     "this server cannot relay (no ABILITY_RELAY): the socket was closed",
                 )))
             }
-            Ok((Outcome::Done, mut res, false)) if res.is_relay() => {
+            Ok((Outcome::Done, mut res, false, None)) if res.is_relay() => {
                 let r = res.take_relay().expect("checked: is_relay");
                 HandleExtV1::Relay(
                     res.into_raw(),
@@ -630,12 +648,41 @@ pub mod __private {
                     },
                 )
             }
-            Ok((outcome, res, false)) => HandleExtV1::V1(result_v1(outcome, res)),
+            Ok((outcome, res, false, None)) => HandleExtV1::V1(result_v1(outcome, res)),
             Err(p) => HandleExtV1::V1(HandleResultV1::Error(RString::from(format!(
                 "panic: {}",
                 panic_message(&p)
             )))),
         }
+    }
+
+    /// A wait as the host sees it: the state leaked until the host gives
+    /// it back or drops it.
+    fn wait_v1(w: crate::request::Waiting) -> crate::abi::WaitV1 {
+        use crate::request::Interest;
+        let interest = match w.interest {
+            Interest::Read => crate::abi::WAIT_READ,
+            Interest::Write => crate::abi::WAIT_WRITE,
+            Interest::Both => crate::abi::WAIT_READ | crate::abi::WAIT_WRITE,
+        };
+        crate::abi::WaitV1 {
+            fd: w.fd,
+            interest,
+            timeout_ms: w.timeout.as_millis().min(u64::MAX as u128) as u64,
+            state: Box::into_raw(Box::new(w.state)) as *mut std::ffi::c_void,
+            drop_state,
+        }
+    }
+
+    extern "C" fn drop_state(p: *mut std::ffi::c_void) {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: `p` is a state `wait_v1` leaked, which the host gives up
+        // exactly once (here, instead of to another call).
+        let b = unsafe { Box::from_raw(p as *mut Box<dyn std::any::Any + Send>) };
+        // A panicking Drop must not unwind into the host.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(b)));
     }
 
     fn result_v1(outcome: Outcome, res: ResponseBuilder) -> HandleResultV1 {

@@ -5,10 +5,13 @@
 use crate::abi::{AddrV1, HeaderV1, RequestV1, VhostV1};
 use crate::plugin::Outcome;
 use abi_stable::std_types::RSliceMut;
-use std::cell::Cell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::RawFd;
 use std::path::Path;
+use std::time::Duration;
 
 /// A request, borrowed for the duration of a phase. Its strings borrow
 /// the core's buffers: copy what you keep past the call.
@@ -18,27 +21,182 @@ pub struct Request<'a> {
     inline: bool,
     /// SDK 1.1: [`Request::defer`] was called.
     deferred: Cell<bool>,
+    /// SDK 1.1: why this call happens (after a wait or not).
+    woke: Woke,
+    /// SDK 1.1: the state the last wait saved, until taken.
+    resumed: RefCell<Option<Box<dyn Any + Send>>>,
+    /// SDK 1.1: [`Request::wait`] was called.
+    waiting: RefCell<Option<Waiting>>,
+}
+
+/// Why `handle` is called ([`Request::woke`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woke {
+    /// The route's first call for this request.
+    First,
+    /// The descriptor of the last [`Request::wait`] is ready.
+    Ready,
+    /// The last wait's timeout passed before the descriptor was ready.
+    TimedOut,
+}
+
+/// What [`Request::wait`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Readable (data, the peer's end, or an error).
+    Read,
+    /// Writable (room to write, or an error).
+    Write,
+    /// Either.
+    Both,
+}
+
+/// A wait the handler asked for (for the SDK's shims and tests).
+#[doc(hidden)]
+pub struct Waiting {
+    pub fd: i32,
+    pub interest: Interest,
+    pub timeout: Duration,
+    pub state: Box<dyn Any + Send>,
 }
 
 impl<'a> Request<'a> {
     /// Wraps the raw view (the SDK's shims and the testing helpers do this).
     #[doc(hidden)]
     pub fn from_raw(raw: &'a RequestV1<'a>) -> Self {
-        Request {
-            raw,
-            inline: false,
-            deferred: Cell::new(false),
-        }
+        Self::from_raw_placed(raw, false)
     }
 
     /// Wraps the raw view of a call that knows its placement.
     #[doc(hidden)]
     pub fn from_raw_placed(raw: &'a RequestV1<'a>, inline: bool) -> Self {
+        Self::from_raw_resumed(raw, inline, Woke::First, None)
+    }
+
+    /// Wraps the raw view of a call after a wait, with its state.
+    #[doc(hidden)]
+    pub fn from_raw_resumed(
+        raw: &'a RequestV1<'a>,
+        inline: bool,
+        woke: Woke,
+        state: Option<Box<dyn Any + Send>>,
+    ) -> Self {
         Request {
             raw,
             inline,
             deferred: Cell::new(false),
+            woke,
+            resumed: RefCell::new(state),
+            waiting: RefCell::new(None),
         }
+    }
+
+    /// SDK 1.1: whether this call may answer [`wait`](Self::wait): it runs
+    /// inline and the server can wait ([`Ability::Wait`](crate::host::Ability::Wait)).
+    pub fn can_wait(&self) -> bool {
+        self.inline && crate::host::has(crate::host::Ability::Wait)
+    }
+
+    /// SDK 1.1: answer "call me again, on this event loop, when `fd` is
+    /// ready (or `timeout` has passed)", keeping `state` for that call
+    /// ([`resume`](Self::resume) gives it back). This is how a handler
+    /// talks to another server without a thread: a non-blocking socket's
+    /// read or write says `WouldBlock`, the handler saves where it is and
+    /// returns what `wait` returns; the next call goes on from there.
+    ///
+    /// - Only when [`can_wait`](Self::can_wait); anywhere else the request
+    ///   is answered 500 and the error log says why.
+    /// - `fd` (`as_raw_fd()` of the socket) must be the descriptor whose
+    ///   operation said `WouldBlock`, and stay open (held by `state`) until
+    ///   the next call: the core watches it and never closes it.
+    /// - If the request ends without another call (the client left, the
+    ///   server stopped), `state` is dropped on the event loop: its `Drop`
+    ///   must not block.
+    /// - The response builder is discarded; notes stay.
+    ///
+    /// ```
+    /// # use tamada_sdk::prelude::*;
+    /// # use tamada_sdk::{Interest, Woke};
+    /// # use std::io::Read;
+    /// # use std::os::fd::AsRawFd;
+    /// # use std::time::Duration;
+    /// struct Call { sock: std::net::TcpStream, got: Vec<u8> }
+    /// # struct H;
+    /// # impl H { fn start(&self, _: &Request) -> std::io::Result<Call> { unimplemented!() } }
+    /// # impl Handler for H {
+    /// fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    ///     if !req.can_wait() {
+    ///         return req.defer(); // (or do it blocking on the pool)
+    ///     }
+    ///     if req.woke() == Woke::TimedOut {
+    ///         res.status(504);
+    ///         return Outcome::Done; // dropping the state closes the socket
+    ///     }
+    ///     let mut call = match req.resume::<Call>() {
+    ///         Some(c) => c,
+    ///         None => match self.start(req) { // connect, write the question
+    ///             Ok(c) => c,
+    ///             Err(e) => return Outcome::Error(e.to_string()),
+    ///         },
+    ///     };
+    ///     let mut buf = [0u8; 4096];
+    ///     loop {
+    ///         match call.sock.read(&mut buf) {
+    ///             Ok(0) => break,
+    ///             Ok(n) => call.got.extend_from_slice(&buf[..n]),
+    ///             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+    ///                 let fd = call.sock.as_raw_fd();
+    ///                 return req.wait(fd, Interest::Read, Duration::from_secs(60), call);
+    ///             }
+    ///             Err(e) => return Outcome::Error(e.to_string()),
+    ///         }
+    ///     }
+    ///     res.body(call.got);
+    ///     Outcome::Done
+    /// }
+    /// # }
+    /// ```
+    pub fn wait<S: Send + 'static>(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        timeout: Duration,
+        state: S,
+    ) -> Outcome {
+        *self.waiting.borrow_mut() = Some(Waiting {
+            fd,
+            interest,
+            timeout,
+            state: Box::new(state),
+        });
+        Outcome::Decline
+    }
+
+    /// SDK 1.1: the state the last [`wait`](Self::wait) saved, on the call
+    /// after it (once: it is moved out). `None` on a first call, or when
+    /// the saved state is not an `S`.
+    pub fn resume<S: Send + 'static>(&self) -> Option<S> {
+        let b = self.resumed.borrow_mut().take()?;
+        match b.downcast::<S>() {
+            Ok(s) => Some(*s),
+            Err(b) => {
+                *self.resumed.borrow_mut() = Some(b);
+                None
+            }
+        }
+    }
+
+    /// SDK 1.1: why this call happens: [`Woke::First`], or after a
+    /// [`wait`](Self::wait), whether its descriptor is ready or its time
+    /// ran out.
+    pub fn woke(&self) -> Woke {
+        self.woke
+    }
+
+    /// The wait the handler asked for (for the SDK's shims and tests).
+    #[doc(hidden)]
+    pub fn take_waiting(&self) -> Option<Waiting> {
+        self.waiting.borrow_mut().take()
     }
 
     /// SDK 1.1: whether this call runs inline on the connection's event

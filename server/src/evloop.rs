@@ -50,6 +50,9 @@ const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
 /// Set in the token of a relay's other socket (the connection's key
 /// below it).
 const RELAY_BIT: usize = 1 << (usize::BITS - 2);
+/// Set in the token of a descriptor a waiting handler watches (SDK 1.1
+/// `Wait`; the connection's key below it).
+const WAIT_BIT: usize = 1 << (usize::BITS - 3);
 const SWEEP: Duration = Duration::from_millis(250);
 /// When a drain starts (SIGTERM, or a binary upgrade handing over), idle
 /// keep-alive connections stay open this long: a request already on its
@@ -192,6 +195,29 @@ impl<'a> Cx<'a> {
             Interest::READABLE | Interest::WRITABLE,
         )
     }
+    /// Watches a waiting handler's descriptor for this connection until
+    /// [`Cx::deregister_fd`].
+    pub fn register_wait(&self, fd: std::os::fd::RawFd, read: bool, write: bool) -> io::Result<()> {
+        let Some(r) = self.registry else {
+            return Err(io::Error::other("no event loop"));
+        };
+        let interest = match (read, write) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, true) => Interest::WRITABLE,
+            _ => Interest::READABLE,
+        };
+        r.register(
+            &mut mio::unix::SourceFd(&fd),
+            Token(WAIT_BIT | (CONN_BASE + self.key)),
+            interest,
+        )
+    }
+    /// Stops watching a waiting handler's descriptor.
+    pub fn deregister_fd(&self, fd: std::os::fd::RawFd) {
+        if let Some(r) = self.registry {
+            let _ = r.deregister(&mut mio::unix::SourceFd(&fd));
+        }
+    }
     /// A context outside any loop, for the connection's unit tests.
     #[cfg(test)]
     pub fn for_test(rt: &'a Runtime, pool: &'a Arc<Pool>, handle: &'a LoopHandle) -> Self {
@@ -301,6 +327,13 @@ impl EventLoop {
                     Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
                         self.accept(t - LISTENER_BASE)
                     }
+                    Token(t) if t & WAIT_BIT != 0 => {
+                        let key = (t & !WAIT_BIT) - CONN_BASE;
+                        if let Some(c) = self.conns.get_mut(key) {
+                            c.wait_ready();
+                            self.drive(key, None);
+                        }
+                    }
                     Token(t) if t & RELAY_BIT != 0 => {
                         let key = (t & !RELAY_BIT) - CONN_BASE;
                         if let Some(c) = self.conns.get_mut(key) {
@@ -379,6 +412,13 @@ impl EventLoop {
 
     fn remove(&mut self, key: usize) {
         if let Some(c) = self.conns.try_remove(key) {
+            if let Some(fd) = c.parked_fd() {
+                // Before the handler's state (which may close it) goes.
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut mio::unix::SourceFd(&fd));
+            }
             // Closing the socket takes it out of the epoll set.
             drop(c);
             OPEN.fetch_sub(1, Ordering::Relaxed);
@@ -539,8 +579,10 @@ impl EventLoop {
             };
             let mut cx = Cx::new(&self.rt, &self.pool, &self.handle, key, self.drain_started);
             cx.registry = Some(self.poll.registry());
-            if conn.timed_out(&mut cx) == Next::Close {
-                self.remove(key);
+            match conn.timed_out(&mut cx) {
+                Next::Close => self.remove(key),
+                Next::Again => self.again.push_back((key, conn.id)),
+                Next::Wait => {}
             }
         }
     }

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tamada_sdk::abi::AddrV1;
 use tamada_sdk::abi::{
     ABILITY_DEFER, ABILITY_INLINE, ABILITY_NOTES, ABILITY_OPTION_PATHS, ABILITY_RELAY,
-    ABILITY_ROLES, HostExtV1, HostV1, NoteVisitV1, RecordV1,
+    ABILITY_ROLES, ABILITY_WAIT, HostExtV1, HostV1, NoteVisitV1, RecordV1,
 };
 use tamada_sdk::request::addr_to_raw;
 
@@ -33,7 +33,8 @@ pub static HOST_EXT_V1: HostExtV1 = HostExtV1 {
         | ABILITY_NOTES
         | ABILITY_OPTION_PATHS
         | ABILITY_ROLES
-        | ABILITY_RELAY,
+        | ABILITY_RELAY
+        | ABILITY_WAIT,
     draining: host_draining,
     dry_run: host_dry_run,
     serves_as_root: host_serves_as_root,

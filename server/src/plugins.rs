@@ -24,7 +24,7 @@ use tamada_sdk::abi::{
     CreateCtxV1, EXT_V1_SYMBOL, ExchangeV1, ExtDeclV1, ExtV1, HEADER_SYMBOL, HandleExtV1,
     HandleResultV1, Instance, LIFECYCLE_V1_SYMBOL, LifecycleDeclV1, LifecycleV1, MAGIC,
     PlacementV1, PluginDeclV1, PluginHeader, PluginV1, ROLE_HANDLER, ROLE_LOGGER, RequestV1,
-    RoleV1, SDK_MAJOR, SDK_MINOR, V1_SYMBOL, VhostV1,
+    RoleV1, SDK_MAJOR, SDK_MINOR, V1_SYMBOL, VhostV1, WAIT_READ, WAIT_WRITE,
 };
 
 /// A loaded plugin.
@@ -431,6 +431,49 @@ pub enum Handled {
     Defer,
     /// A 101, then a relay to this socket (SDK 1.1).
     Relay(tamada_sdk::abi::ResponseV1, Relay),
+    /// Call it again on this loop when a descriptor is ready (SDK 1.1).
+    Wait(Wait),
+}
+
+/// A waiting handler's saved state: given back to its next call, or
+/// freed with the plugin's own function when the exchange ends first.
+/// (Whoever holds it must drop it before the exchange, whose vhost keeps
+/// the plugin loaded.)
+pub struct WaitState {
+    ptr: *mut std::ffi::c_void,
+    free: extern "C" fn(*mut std::ffi::c_void),
+}
+
+// SAFETY: the SDK makes wait states only from `Send` values.
+unsafe impl Send for WaitState {}
+
+impl WaitState {
+    fn into_raw(mut self) -> *mut std::ffi::c_void {
+        std::mem::replace(&mut self.ptr, std::ptr::null_mut())
+    }
+}
+
+impl Drop for WaitState {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            (self.free)(self.ptr);
+        }
+    }
+}
+
+/// What a handler waits for before it is called again.
+pub struct Wait {
+    pub fd: std::os::fd::RawFd,
+    pub read: bool,
+    pub write: bool,
+    pub timeout: std::time::Duration,
+    pub state: WaitState,
+}
+
+/// The call after a wait.
+pub struct Resume {
+    pub state: WaitState,
+    pub timed_out: bool,
 }
 
 /// The socket and bytes of a relay, owned.
@@ -514,11 +557,55 @@ impl PluginInstance {
 
     /// Content phase; `inline` when called on an event loop (only for an
     /// instance that declared it).
-    pub fn handle(&self, req: &RequestV1<'_>, inline: bool) -> Handled {
+    pub fn handle(&self, req: &RequestV1<'_>, inline: bool, resume: Option<Resume>) -> Handled {
         match self.plugin.ext {
-            Some(x) => match (x.handle)(self.inst, req, &ExchangeV1 { inline }) {
+            Some(x) => {
+                let ex = match resume {
+                    None => ExchangeV1 {
+                        inline,
+                        woke: tamada_sdk::abi::WOKE_FIRST,
+                        state: std::ptr::null_mut(),
+                    },
+                    Some(r) => ExchangeV1 {
+                        inline,
+                        woke: if r.timed_out {
+                            tamada_sdk::abi::WOKE_TIMEOUT
+                        } else {
+                            tamada_sdk::abi::WOKE_READY
+                        },
+                        // The plugin owns it again from here.
+                        state: r.state.into_raw(),
+                    },
+                };
+                self.handle_ext(x, req, &ex)
+            }
+            None => Handled::V1((self.plugin.table.handle)(self.inst, req)),
+        }
+    }
+
+    fn handle_ext(&self, x: &ExtV1, req: &RequestV1<'_>, ex: &ExchangeV1) -> Handled {
+        {
+            match (x.handle)(self.inst, req, ex) {
                 HandleExtV1::V1(r) => Handled::V1(r),
                 HandleExtV1::Defer => Handled::Defer,
+                HandleExtV1::Wait(w) => {
+                    let state = WaitState {
+                        ptr: w.state,
+                        free: w.drop_state,
+                    };
+                    if w.fd < 0 || w.interest & (WAIT_READ | WAIT_WRITE) == 0 {
+                        return Handled::V1(HandleResultV1::Error(
+                            "a wait without a descriptor or an interest".into(),
+                        ));
+                    }
+                    Handled::Wait(Wait {
+                        fd: w.fd,
+                        read: w.interest & WAIT_READ != 0,
+                        write: w.interest & WAIT_WRITE != 0,
+                        timeout: std::time::Duration::from_millis(w.timeout_ms),
+                        state,
+                    })
+                }
                 HandleExtV1::Relay(resp, r) => {
                     use std::os::fd::FromRawFd;
                     if r.fd < 0 {
@@ -539,8 +626,7 @@ impl PluginInstance {
                         },
                     )
                 }
-            },
-            None => Handled::V1((self.plugin.table.handle)(self.inst, req)),
+            }
         }
     }
     pub fn name(&self) -> &str {

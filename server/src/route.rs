@@ -129,10 +129,19 @@ pub enum Step {
     ToPool,
     /// A 101 and a relay to the plugin's socket.
     Relay(ResponseV1, crate::plugins::Relay),
+    /// (Loop only) the handler of route `x.next` waits for a descriptor:
+    /// call `dispatch` again with its state when it is ready.
+    Wait(crate::plugins::Wait),
 }
 
-/// Offers the exchange to its routes from `x.next` on.
-pub fn dispatch(x: &mut Exchange, body: &mut BodyIn<'_>, place: Place) -> Step {
+/// Offers the exchange to its routes from `x.next` on; `resume` goes to
+/// the first handler called (the one that waited).
+pub fn dispatch(
+    x: &mut Exchange,
+    body: &mut BodyIn<'_>,
+    place: Place,
+    mut resume: Option<crate::plugins::Resume>,
+) -> Step {
     let vhost = x.vhost.clone();
     let _ctx = host::enter(&vhost, x.peer);
     loop {
@@ -172,13 +181,22 @@ pub fn dispatch(x: &mut Exchange, body: &mut BodyIn<'_>, place: Place) -> Step {
         let req = view::request(x, &headers, &reader);
         let handler = &route.handler;
         host::set_plugin(Some(handler.tag));
-        let (r, notes) = host::collect_notes(|| handler.handle(&req, inline));
+        let resumed = resume.take();
+        let (r, notes) = host::collect_notes(|| handler.handle(&req, inline, resumed));
         host::set_plugin(None);
         // A deferred call's notes go with its discarded answer.
         if !matches!(r, Handled::Defer) {
             x.notes.extend(notes);
         }
         let r = match r {
+            Handled::Wait(w) if inline => {
+                x.next = i;
+                return Step::Wait(w);
+            }
+            Handled::Wait(w) => {
+                drop(w);
+                HandleResultV1::Error("answered Wait on the pool".into())
+            }
             Handled::Defer if inline => {
                 x.next = i;
                 return Step::ToPool;

@@ -145,10 +145,10 @@ impl FastCgi {
         log: &LogCtx,
         req_method: &str,
     ) -> Result<Head, Fail> {
-        if !c.reused {
-            // Once per connection: a pooled one keeps them.
-            let _ = c.sock.set_read_timeout(self.s.read_timeout);
-            let _ = c.sock.set_write_timeout(self.s.send_timeout);
+        // Blocking, with the timeouts (a connection last used inline is
+        // non-blocking).
+        if let Err(e) = c.set_mode(false, self.s.read_timeout, self.s.send_timeout) {
+            return Err(Fail::Bad(format!("setting up the connection: {e}")));
         }
         let stale_or = |c: &Conn, e: io::Error, what: &str| {
             if timed_out(&e) {

@@ -30,6 +30,21 @@ impl Sock {
             Sock::Unix(s) => s.set_write_timeout(Some(t)),
         }
     }
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_nonblocking(on),
+            Sock::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for Sock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
+        }
+    }
 }
 
 impl From<Sock> for std::os::fd::OwnedFd {
@@ -79,6 +94,55 @@ pub fn connect(addr: &Addr, timeout: Duration) -> io::Result<Sock> {
             Ok(Sock::Tcp(s))
         }
         Addr::Unix(p) => connect_unix(p, timeout).map(Sock::Unix),
+    }
+}
+
+/// Starts a non-blocking connect (inline use): the socket, and whether it
+/// is connected already. When not, it is once writable, and
+/// [`connect_result`] says how it went. A unix socket whose listener's
+/// backlog is full is an error of kind `WouldBlock`.
+pub fn connect_start(addr: &Addr) -> io::Result<(Sock, bool)> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let (domain, sa) = match addr {
+        Addr::Tcp { addr, .. } => (Domain::for_address(*addr), SockAddr::from(*addr)),
+        Addr::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
+    };
+    let s = Socket::new(domain, Type::STREAM, None)?;
+    s.set_nonblocking(true)?;
+    if matches!(addr, Addr::Tcp { .. }) {
+        s.set_tcp_nodelay(true)?;
+    }
+    let done = match s.connect(&sa) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => false,
+        Err(e) => return Err(e),
+    };
+    let fd = std::os::fd::OwnedFd::from(s);
+    let sock = match addr {
+        Addr::Tcp { .. } => Sock::Tcp(TcpStream::from(fd)),
+        Addr::Unix(_) => Sock::Unix(UnixStream::from(fd)),
+    };
+    Ok((sock, done))
+}
+
+/// How a connect that [`connect_start`] left going ended: `WouldBlock`
+/// while it is still under way (the socket is not writable yet).
+pub fn connect_result(s: &Sock) -> io::Result<()> {
+    let mut fds = [PollFd::new(s, PollFlags::OUT)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0) {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    let e = match s {
+        Sock::Tcp(t) => t.take_error()?,
+        Sock::Unix(u) => u.take_error()?,
+    };
+    match e {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
@@ -154,6 +218,11 @@ pub struct Conn {
     pub up: usize,
     /// Taken from a pool (it served a request before).
     pub reused: bool,
+    /// The socket is in non-blocking mode (an inline handler's, SDK 1.1
+    /// `wait`): a read or write that would block says `WouldBlock`.
+    pub nonblocking: bool,
+    /// The read and send timeouts are set on the socket (blocking use).
+    pub timeouts_set: bool,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -164,9 +233,31 @@ impl Conn {
             sock,
             up,
             reused: false,
+            nonblocking: false,
+            timeouts_set: false,
             buf: Vec::new(),
             pos: 0,
         }
+    }
+    /// Puts the socket in non-blocking mode (inline use) or back in
+    /// blocking mode with its timeouts (the pool's); a call that changes
+    /// nothing costs nothing.
+    pub fn set_mode(
+        &mut self,
+        nonblocking: bool,
+        read: Duration,
+        send: Duration,
+    ) -> io::Result<()> {
+        if !nonblocking && !self.timeouts_set {
+            self.sock.set_read_timeout(read)?;
+            self.sock.set_write_timeout(send)?;
+            self.timeouts_set = true;
+        }
+        if self.nonblocking != nonblocking {
+            self.sock.set_nonblocking(nonblocking)?;
+            self.nonblocking = nonblocking;
+        }
+        Ok(())
     }
     /// The socket and the bytes read past what was used (a relay's).
     pub fn into_parts(self) -> (Sock, Vec<u8>) {

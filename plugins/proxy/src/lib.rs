@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod head;
+mod inline;
 pub mod response;
 pub mod upstream;
 
@@ -78,10 +79,10 @@ impl Proxy {
                 Fail::Io(format!("{what}: {e}"))
             }
         };
-        if !c.reused {
-            // Once per connection: a pooled one keeps them.
-            let _ = c.sock.set_write_timeout(self.s.send_timeout);
-            let _ = c.sock.set_read_timeout(self.s.read_timeout);
+        // Blocking, with the timeouts (a connection last used inline is
+        // non-blocking).
+        if let Err(e) = c.set_mode(false, self.s.read_timeout, self.s.send_timeout) {
+            return Err(Fail::Io(format!("setting up the connection: {e}")));
         }
         let head = head::build(req, &self.s, &self.s.upstreams[c.up], framing);
         let mut early = false;
@@ -145,7 +146,7 @@ impl Proxy {
                 Fail::Io(format!("the connection ended with no response head: {e}"))
             }
             HeadError::Nothing(e) => io_fail(c, e, "reading the response head"),
-            HeadError::Timeout => Fail::Timeout(format!(
+            HeadError::Timeout | HeadError::Again => Fail::Timeout(format!(
                 "no response head within {:?} (read_timeout)",
                 self.s.read_timeout
             )),
@@ -264,7 +265,18 @@ fn framed(data: &[u8], chunked: bool) -> Vec<u8> {
 }
 
 impl Handler for Proxy {
+    fn placement(&self) -> Placement {
+        Placement::Inline
+    }
+
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        if req.can_wait() {
+            return self.handle_inline(req, res);
+        }
+        if req.is_inline() {
+            // A server that cannot wait: the blocking path, on the pool.
+            return req.defer();
+        }
         let t0 = Instant::now();
         let framing = match req.content_length() {
             Some(0) => BodyFraming::None,

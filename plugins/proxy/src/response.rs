@@ -21,6 +21,9 @@ pub enum HeadError {
     Bad(String),
     /// A 1xx was consumed and the caller asked to hear of it.
     Interim,
+    /// (Non-blocking connection) nothing more to read yet: call again
+    /// when it is readable.
+    Again,
 }
 
 /// How the body ends.
@@ -140,6 +143,9 @@ pub fn read_head(
                         ));
                     }
                     Ok(_) => got_any = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && c.nonblocking => {
+                        return Err(HeadError::Again);
+                    }
                     Err(e) if timed_out(&e) => return Err(HeadError::Timeout),
                     Err(e) if !got_any && c.buffered().is_empty() => {
                         return Err(HeadError::Nothing(e));
@@ -322,6 +328,17 @@ impl UpstreamBody {
         self.done
     }
 
+    /// The socket's descriptor, while the body is being read.
+    pub fn fd(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        self.conn.as_ref().map(|c| c.sock.as_raw_fd())
+    }
+
+    /// The connection, while the body is being read.
+    pub fn conn_mut(&mut self) -> Option<&mut Conn> {
+        self.conn.as_mut()
+    }
+
     fn end(&mut self) {
         self.done = true;
         if let Some(c) = self.conn.take() {
@@ -455,6 +472,13 @@ impl BodyStream for UpstreamBody {
             return Ok(0);
         }
         let r = self.read_framed(out);
+        if let Err(e) = &r
+            && e.kind() == io::ErrorKind::WouldBlock
+            && self.conn.as_ref().is_some_and(|c| c.nonblocking)
+        {
+            // Inline: nothing yet, the decoder goes on from here later.
+            return r;
+        }
         if r.is_err() {
             // A cut or broken body: the connection is not reused.
             self.finish.reusable = false;

@@ -7,7 +7,7 @@
 //! `on_handled`. Either way `answer` frames the response and queues it on
 //! the writer, whose marks run the log phase.
 
-use super::{Conn, Next, Phase, Waiting};
+use super::{Conn, Next, Parked, Phase, Waiting};
 use crate::body::{BodyPipe, BodyState, MemBody};
 use crate::evloop::Cx;
 use crate::framing::{self, Owned, OwnedBody};
@@ -169,23 +169,8 @@ impl<T: Transport> Conn<T> {
                 pos: 0,
                 content_length,
             };
-            match route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop) {
-                Step::ToPool => {
-                    // A deferring handler may have read some: the pool's
-                    // call reads the whole body again.
-                    mem.pos = 0;
-                    self.hand_to_pool(x, Some(mem), None, minor, head_only, keep, cx)
-                }
-                step => {
-                    let done = match step {
-                        Step::Respond(r) => Done::Respond(framing::own(r)),
-                        Step::Relay(r, relay) => Done::Relay(framing::own(r), relay),
-                        Step::TooLarge => Done::TooLarge,
-                        _ => Done::Unanswered,
-                    };
-                    self.answer(x, done, minor, head_only, keep, cx);
-                }
-            }
+            let step = route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop, None);
+            self.after_inline(x, mem, step, minor, head_only, keep, cx);
             return;
         }
         // The body is still on its way: the handler reads it on the pool
@@ -198,6 +183,90 @@ impl<T: Transport> Conn<T> {
         ));
         pipe.set_limit(limit);
         self.hand_to_pool(x, None, Some((state, pipe)), minor, head_only, keep, cx);
+    }
+
+    /// What an inline dispatch (a first call or one after a wait) led to:
+    /// an answer, the pool, or a wait on this loop.
+    #[allow(clippy::too_many_arguments)]
+    fn after_inline(
+        &mut self,
+        mut x: Box<Exchange>,
+        mut mem: MemBody,
+        step: Step,
+        minor: u8,
+        head_only: bool,
+        keep: bool,
+        cx: &mut Cx<'_>,
+    ) {
+        let done = match step {
+            Step::ToPool => {
+                // A deferring handler may have read some: the pool's call
+                // reads the whole body again.
+                mem.pos = 0;
+                return self.hand_to_pool(x, Some(mem), None, minor, head_only, keep, cx);
+            }
+            Step::Wait(w) => {
+                let until = crate::io::now() + w.timeout;
+                match cx.register_wait(w.fd, w.read, w.write) {
+                    Ok(()) => {
+                        self.phase = Phase::Parked(Box::new(Parked {
+                            wait: w,
+                            x,
+                            mem,
+                            minor,
+                            head_only,
+                            keep,
+                            until,
+                            ready: false,
+                        }));
+                        return;
+                    }
+                    Err(e) => {
+                        drop(w);
+                        let msg = format!("cannot wait for the handler's descriptor: {e}");
+                        host::record(&x.vhost, Some(x.peer), log::Level::Error, "tamada", &msg);
+                        x.error = Some(msg);
+                        Done::Unanswered
+                    }
+                }
+            }
+            Step::Respond(r) => Done::Respond(framing::own(r)),
+            Step::Relay(r, relay) => Done::Relay(framing::own(r), relay),
+            Step::TooLarge => Done::TooLarge,
+            Step::Unanswered => Done::Unanswered,
+        };
+        drop(mem);
+        self.answer(x, done, minor, head_only, keep, cx);
+    }
+
+    /// Calls a waiting handler again: its descriptor is ready, or its
+    /// time ran out.
+    pub(super) fn resume(&mut self, cx: &mut Cx<'_>) {
+        let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return;
+        };
+        let Parked {
+            wait,
+            mut x,
+            mut mem,
+            minor,
+            head_only,
+            keep,
+            ready,
+            ..
+        } = *p;
+        cx.deregister_fd(wait.fd);
+        let resume = crate::plugins::Resume {
+            state: wait.state,
+            timed_out: !ready,
+        };
+        let step = route::dispatch(
+            &mut x,
+            &mut BodyIn::Mem(&mut mem),
+            Place::Loop,
+            Some(resume),
+        );
+        self.after_inline(x, mem, step, minor, head_only, keep && !cx.draining, cx);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -224,15 +293,15 @@ impl<T: Transport> Conn<T> {
             let mut x = x;
             let mut mem = mem;
             let step = match (&mut mem, &pipe) {
-                (Some(m), _) => route::dispatch(&mut x, &mut BodyIn::Mem(m), Place::Pool),
-                (None, Some(p)) => route::dispatch(&mut x, &mut BodyIn::Pipe(p), Place::Pool),
+                (Some(m), _) => route::dispatch(&mut x, &mut BodyIn::Mem(m), Place::Pool, None),
+                (None, Some(p)) => route::dispatch(&mut x, &mut BodyIn::Pipe(p), Place::Pool, None),
                 (None, None) => {
                     let mut m = MemBody {
                         data: Vec::new(),
                         pos: 0,
                         content_length: 0,
                     };
-                    route::dispatch(&mut x, &mut BodyIn::Mem(&mut m), Place::Pool)
+                    route::dispatch(&mut x, &mut BodyIn::Mem(&mut m), Place::Pool, None)
                 }
             };
             drop(mem);
@@ -265,7 +334,7 @@ impl<T: Transport> Conn<T> {
                 }
                 Step::Relay(r, relay) => Done::Relay(framing::own(r), relay),
                 Step::TooLarge => Done::TooLarge,
-                Step::Unanswered | Step::ToPool => Done::Unanswered,
+                Step::Unanswered | Step::ToPool | Step::Wait(_) => Done::Unanswered,
             };
             notify.send_handled(Handled { exchange: x, step });
             // Pull the stream on this thread at once: no second hand-off.

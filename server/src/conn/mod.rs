@@ -117,6 +117,24 @@ enum Phase {
     Linger(Box<(Instant, u64)>),
     /// After a 101: bytes relayed both ways (`tunnel.rs`).
     Tunnel(Box<tunnel::Tunnel>),
+    /// An inline handler waits for a descriptor (SDK 1.1 `Wait`); the
+    /// loop calls it again when it is ready or the wait's time is up.
+    Parked(Box<Parked>),
+}
+
+/// A request whose inline handler waits.
+struct Parked {
+    /// First: its state is freed before the exchange (whose vhost keeps
+    /// the plugin loaded) when the connection goes while it waits.
+    wait: crate::plugins::Wait,
+    x: Box<crate::route::Exchange>,
+    mem: crate::body::MemBody,
+    minor: u8,
+    head_only: bool,
+    keep: bool,
+    until: Instant,
+    /// The descriptor became ready.
+    ready: bool,
 }
 
 /// A request whose handler runs on the pool.
@@ -212,7 +230,27 @@ impl<T: Transport> Conn<T> {
 
     /// Whether a response is still being written or a handler runs.
     pub fn is_busy(&self) -> bool {
-        !self.out.is_idle() || matches!(self.phase, Phase::Pool(_) | Phase::Tunnel(_))
+        !self.out.is_idle()
+            || matches!(
+                self.phase,
+                Phase::Pool(_) | Phase::Tunnel(_) | Phase::Parked(_)
+            )
+    }
+
+    /// The descriptor a waiting handler watches (the loop stops watching
+    /// it when the connection goes).
+    pub fn parked_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.phase {
+            Phase::Parked(p) => Some(p.wait.fd),
+            _ => None,
+        }
+    }
+
+    /// The descriptor a waiting handler watches is ready.
+    pub fn wait_ready(&mut self) {
+        if let Phase::Parked(p) = &mut self.phase {
+            p.ready = true;
+        }
     }
 
     /// Whether this connection is a relay (closed when a drain's grace
@@ -276,6 +314,17 @@ impl<T: Transport> Conn<T> {
         }
         let mut answered = 0u32;
         loop {
+            // 0. A waiting handler whose descriptor is ready (or whose time
+            // is up) runs again.
+            if let Phase::Parked(p) = &self.phase
+                && (p.ready || crate::io::now() >= p.until)
+            {
+                self.resume(cx);
+                if let Phase::Tunnel(_) = self.phase {
+                    return self.tunnel_step(cx);
+                }
+                continue;
+            }
             // Heads wait in the buffer because the queue was full: once the
             // flush below has made room, they are answered in this turn (no
             // readiness edge would come back for them).
@@ -505,9 +554,14 @@ impl<T: Transport> Conn<T> {
             return Some(t.last + t.idle);
         }
         if !self.out.is_idle() && !self.writable {
-            return Some(self.last_write + s.send_timeout.0);
+            let send = self.last_write + s.send_timeout.0;
+            if let Phase::Parked(p) = &self.phase {
+                return Some(send.min(p.until));
+            }
+            return Some(send);
         }
         match self.phase {
+            Phase::Parked(ref p) => Some(p.until),
             Phase::Pool(_) => None,
             _ if !self.out.is_idle() => None,
             _ => Some(match self.head_started {
@@ -520,6 +574,15 @@ impl<T: Transport> Conn<T> {
 
     /// The deadline passed.
     pub fn timed_out(&mut self, cx: &mut Cx<'_>) -> Next {
+        if let Phase::Parked(p) = &self.phase {
+            let send_timed_out = !self.out.is_idle()
+                && !self.writable
+                && crate::io::now() >= self.last_write + cx.settings().send_timeout.0;
+            if !send_timed_out && crate::io::now() >= p.until {
+                // The handler hears of it (a 504, say).
+                return self.drive(cx);
+            }
+        }
         let why = match self.phase {
             Phase::Linger(_) => return Next::Close,
             Phase::Tunnel(_) if self.out.is_idle() => "relay idle",
