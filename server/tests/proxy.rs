@@ -245,10 +245,12 @@ fn upstream_connections_are_kept_alive_and_a_closed_one_is_never_a_502() {
     // apart, POSTs with bodies included, all answer 200.
     let up = PyUpstream::start("py", 1.0);
     let s = proxy_site(&format!("{{ upstreams: [\"127.0.0.1:{}\"] }}", up.port), "").start();
-    // Back to back: one upstream connection serves them all.
+    // Back to back on one client connection (one event loop, whose idle
+    // connections are its own): one upstream connection serves them all.
+    let mut c = Client::connect(s.port());
     let ports: Vec<u64> = (0..5)
         .map(|i| {
-            json(&get(s.port(), &format!("/k{i}"), "a"))["port"]
+            json(&c.request(&format!("GET /k{i} HTTP/1.1\r\nHost: a\r\n\r\n")))["port"]
                 .as_u64()
                 .unwrap()
         })

@@ -13,6 +13,7 @@
 //! goes to the vhost's error log.
 
 pub mod config;
+mod inline;
 pub mod map;
 pub mod record;
 
@@ -308,7 +309,18 @@ fn note(req: &Request, addr: &str, status: u16, took: Duration) {
 }
 
 impl Handler for FastCgi {
+    fn placement(&self) -> Placement {
+        Placement::Inline
+    }
+
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        if req.can_wait() {
+            return self.handle_inline(req, res);
+        }
+        if req.is_inline() {
+            // A server that cannot wait: the blocking path, on the pool.
+            return req.defer();
+        }
         let t0 = Instant::now();
         let front = self.s.front_controller.as_deref();
         let root = self.current_root();
@@ -344,43 +356,7 @@ impl Handler for FastCgi {
                     }
                 }
             };
-        let mut env = cgi_env::build(
-            &self.base_env,
-            req,
-            &cgi_env::PerRequest {
-                script: cgi_env::Script {
-                    name: &script.name,
-                    filename: &script.filename,
-                    path_info: &script.path_info,
-                },
-                path_root: Some(&root),
-                content_length,
-                pass_authorization: self.s.pass_authorization,
-                basic_remote_user: false,
-            },
-        );
-        if root != self.s.root {
-            env.push((
-                "DOCUMENT_ROOT".into(),
-                root.as_os_str().as_encoded_bytes().to_vec(),
-            ));
-        }
-        env.push((
-            "DOCUMENT_URI".into(),
-            format!("{}{}", script.name, script.path_info).into_bytes(),
-        ));
-        // Later entries win (as for the cgi plugin's environment).
-        let mut seen = std::collections::HashSet::new();
-        let mut pairs: Vec<(&str, &[u8])> = Vec::with_capacity(env.len());
-        for (k, v) in env.iter().rev() {
-            if seen.insert(k.as_str()) {
-                pairs.push((k.as_str(), v.as_slice()));
-            }
-        }
-        let mut pre = Vec::with_capacity(2048);
-        record::begin(&mut pre, self.s.keepalive > 0);
-        record::push_stream(&mut pre, record::PARAMS, &record::params(pairs));
-        record::push(&mut pre, record::PARAMS, &[]);
+        let pre = self.request_head(req, &script, &root, content_length);
         let mut input = Upload::new(reader);
         let mut fresh = false;
         loop {
@@ -447,6 +423,54 @@ impl Handler for FastCgi {
 }
 
 impl FastCgi {
+    /// BEGIN_REQUEST and the PARAMS stream of a request.
+    fn request_head(
+        &self,
+        req: &Request,
+        script: &map::Script,
+        root: &Path,
+        content_length: Option<u64>,
+    ) -> Vec<u8> {
+        let mut env = cgi_env::build(
+            &self.base_env,
+            req,
+            &cgi_env::PerRequest {
+                script: cgi_env::Script {
+                    name: &script.name,
+                    filename: &script.filename,
+                    path_info: &script.path_info,
+                },
+                path_root: Some(root),
+                content_length,
+                pass_authorization: self.s.pass_authorization,
+                basic_remote_user: false,
+            },
+        );
+        if root != self.s.root {
+            env.push((
+                "DOCUMENT_ROOT".into(),
+                root.as_os_str().as_encoded_bytes().to_vec(),
+            ));
+        }
+        env.push((
+            "DOCUMENT_URI".into(),
+            format!("{}{}", script.name, script.path_info).into_bytes(),
+        ));
+        // Later entries win (as for the cgi plugin's environment).
+        let mut seen = std::collections::HashSet::new();
+        let mut pairs: Vec<(&str, &[u8])> = Vec::with_capacity(env.len());
+        for (k, v) in env.iter().rev() {
+            if seen.insert(k.as_str()) {
+                pairs.push((k.as_str(), v.as_slice()));
+            }
+        }
+        let mut pre = Vec::with_capacity(2048);
+        record::begin(&mut pre, self.s.keepalive > 0);
+        record::push_stream(&mut pre, record::PARAMS, &record::params(pairs));
+        record::push(&mut pre, record::PARAMS, &[]);
+        pre
+    }
+
     /// The root as it is now: resolved again at most once a second (a
     /// deploy that swaps a symlink is seen within that; nginx's
     /// `$realpath_root` resolves on every request).

@@ -392,26 +392,62 @@ impl Conn {
 }
 
 /// Idle connections to one upstream: newest first, bounded, each kept
-/// at most `timeout` and checked before it is handed out.
+/// at most `timeout` and checked before it is handed out. A sharded pool
+/// has one list per CPU, each bounded by `max`, and a thread uses its own
+/// (as nginx's `keepalive` is per worker): the event loops never wait
+/// for each other's lock.
 pub struct IdlePool {
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    shards: Vec<Mutex<Vec<(Conn, Instant)>>>,
     max: usize,
     timeout: Duration,
 }
 
+static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl IdlePool {
+    /// One list for all threads: at most `max` idle connections in all.
     pub fn new(max: usize, timeout: Duration) -> IdlePool {
+        IdlePool::with_shards(max, timeout, 1)
+    }
+    /// One list per CPU, each of at most `max`.
+    pub fn per_cpu(max: usize, timeout: Duration) -> IdlePool {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        IdlePool::with_shards(max, timeout, n)
+    }
+    fn with_shards(max: usize, timeout: Duration, n: usize) -> IdlePool {
         IdlePool {
-            idle: Mutex::new(Vec::new()),
+            shards: (0..n.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             max,
             timeout,
         }
     }
+    fn shard(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Instant)>> {
+        let i = if self.shards.len() == 1 {
+            0
+        } else {
+            SHARD.with(|s| *s) % self.shards.len()
+        };
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
     /// An idle connection that is still open.
     pub fn take(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        self.take_checked(true)
+    }
+    /// An idle connection not past its time; `check` also makes sure the
+    /// upstream has not closed it (one `recv` more). Without the check, a
+    /// closed one shows as a failure before any answer, which a caller
+    /// may only meet with requests it can send again.
+    pub fn take_checked(&self, check: bool) -> Option<Conn> {
+        if self.max == 0 {
+            return None;
+        }
+        let mut idle = self.shard();
         while let Some((c, since)) = idle.pop() {
-            if since.elapsed() < self.timeout && c.still_open() {
+            if since.elapsed() < self.timeout && (!check || c.still_open()) {
                 return Some(c);
             }
             // Expired or closed by the upstream: dropped (closed) here.
@@ -426,7 +462,7 @@ impl IdlePool {
         c.buf = Vec::new();
         c.pos = 0;
         c.reused = true;
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard();
         idle.retain(|(_, since)| since.elapsed() < self.timeout);
         if idle.len() >= self.max {
             idle.remove(0);

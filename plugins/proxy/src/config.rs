@@ -41,7 +41,8 @@ pub struct Config {
     /// Longest wait for the response head, and longest stall of its body
     /// (default 60s): 504.
     pub read_timeout: Option<Secs>,
-    /// Idle connections kept open per upstream (default 32; 0: none).
+    /// Idle connections kept open per upstream and per CPU, as nginx's
+    /// `keepalive` is per worker (default 32; 0: none).
     pub keepalive: Option<usize>,
     /// How long an idle connection is kept (default 60s). Keep it below
     /// the upstream's own keep-alive timeout.

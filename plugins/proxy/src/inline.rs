@@ -214,6 +214,11 @@ impl Proxy {
             let label = self.ups.list[i].label.clone();
             let pooled = if call.tried.contains(&i) {
                 None
+            } else if idempotent(req.method()) {
+                // PERF: no recv to check it: a connection the upstream
+                // closed fails before any answer, and the request goes
+                // again on a new one (as nginx does).
+                self.ups.take_idle_unchecked(i)
             } else {
                 self.ups.take_idle(i)
             };

@@ -43,7 +43,7 @@ impl Upstreams {
                     label: a.label(),
                     addr: a.clone(),
                     active: AtomicUsize::new(0),
-                    idle: IdlePool::new(s.keepalive, s.keepalive_timeout),
+                    idle: IdlePool::per_cpu(s.keepalive, s.keepalive_timeout),
                     health: Mutex::new(Health::default()),
                 })
                 .collect(),
@@ -82,6 +82,12 @@ impl Upstreams {
     /// An idle connection to upstream `i` that is still open.
     pub fn take_idle(&self, i: usize) -> Option<Conn> {
         self.list[i].idle.take()
+    }
+
+    /// An idle connection to upstream `i`, not checked for having been
+    /// closed: for a request that goes again on a new one if it was.
+    pub fn take_idle_unchecked(&self, i: usize) -> Option<Conn> {
+        self.list[i].idle.take_checked(false)
     }
 
     /// Gives back a connection whose last response ended cleanly.
