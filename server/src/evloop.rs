@@ -163,6 +163,31 @@ pub struct Cx<'a> {
     /// When the drain started (valid while `draining`).
     pub drain_started: Instant,
     registry: Option<&'a mio::Registry>,
+    watched: Option<&'a std::cell::RefCell<Watched>>,
+}
+
+/// The descriptors waiting handlers have watched on this loop. One stays
+/// registered after its wait (a pooled upstream connection is waited on
+/// again and again: re-arming it is one `epoll_ctl` where adding and
+/// removing it each time were two); each has a slot, whose number is its
+/// token, and the connection that waits on it now, if any.
+///
+/// A slot may outlive its descriptor: closing a socket takes it out of
+/// the epoll set, and the next wait on that number finds no registration
+/// to re-arm (ENOENT) and adds it again. One may also stay registered
+/// here while another loop uses it (a pooled connection moves): its
+/// events find no owner and are ignored, and no `epoll_ctl` is ever made
+/// for a descriptor nobody here waits on.
+#[derive(Default)]
+pub struct Watched {
+    by_fd: std::collections::HashMap<std::os::fd::RawFd, usize>,
+    slots: Slab<WatchSlot>,
+}
+
+struct WatchSlot {
+    fd: std::os::fd::RawFd,
+    /// The key of the connection parked on it.
+    owner: Option<usize>,
 }
 
 impl<'a> Cx<'a> {
@@ -181,6 +206,7 @@ impl<'a> Cx<'a> {
             draining: drain.is_some(),
             drain_started: drain.unwrap_or_else(Instant::now),
             registry: None,
+            watched: None,
         }
     }
     /// Watches a relay's other socket for this connection (edge-triggered,
@@ -195,10 +221,10 @@ impl<'a> Cx<'a> {
             Interest::READABLE | Interest::WRITABLE,
         )
     }
-    /// Watches a waiting handler's descriptor for this connection until
-    /// [`Cx::deregister_fd`].
+    /// Watches a waiting handler's descriptor for this connection (until
+    /// [`Cx::unwatch`]): re-armed when it is watched already.
     pub fn register_wait(&self, fd: std::os::fd::RawFd, read: bool, write: bool) -> io::Result<()> {
-        let Some(r) = self.registry else {
+        let (Some(r), Some(w)) = (self.registry, self.watched) else {
             return Err(io::Error::other("no event loop"));
         };
         let interest = match (read, write) {
@@ -206,16 +232,47 @@ impl<'a> Cx<'a> {
             (false, true) => Interest::WRITABLE,
             _ => Interest::READABLE,
         };
-        r.register(
-            &mut mio::unix::SourceFd(&fd),
-            Token(WAIT_BIT | (CONN_BASE + self.key)),
-            interest,
-        )
+        let mut w = w.borrow_mut();
+        let known = w.by_fd.get(&fd).copied();
+        let slot = match known {
+            Some(slot) => slot,
+            None => {
+                let slot = w.slots.insert(WatchSlot { fd, owner: None });
+                w.by_fd.insert(fd, slot);
+                slot
+            }
+        };
+        let token = Token(WAIT_BIT | slot);
+        let mut src = mio::unix::SourceFd(&fd);
+        let done = match known {
+            Some(_) => match r.reregister(&mut src, token, interest) {
+                // Closed since (and maybe the number reused): added anew.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    r.register(&mut src, token, interest)
+                }
+                d => d,
+            },
+            None => r.register(&mut src, token, interest),
+        };
+        match done {
+            Ok(()) => {
+                w.slots[slot].owner = Some(self.key);
+                Ok(())
+            }
+            Err(e) => {
+                w.slots.remove(slot);
+                w.by_fd.remove(&fd);
+                Err(e)
+            }
+        }
     }
-    /// Stops watching a waiting handler's descriptor.
-    pub fn deregister_fd(&self, fd: std::os::fd::RawFd) {
-        if let Some(r) = self.registry {
-            let _ = r.deregister(&mut mio::unix::SourceFd(&fd));
+    /// The connection no longer waits on `fd` (it stays registered).
+    pub fn unwatch(&self, fd: std::os::fd::RawFd) {
+        if let Some(w) = self.watched {
+            let mut w = w.borrow_mut();
+            if let Some(&slot) = w.by_fd.get(&fd) {
+                w.slots[slot].owner = None;
+            }
         }
     }
     /// A context outside any loop, for the connection's unit tests.
@@ -252,6 +309,8 @@ pub struct EventLoop {
     /// The end of a drain's grace for idle connections.
     grace_end: Option<Instant>,
     drain_started: Option<Instant>,
+    /// Descriptors of waiting handlers (SDK 1.1 `Wait`).
+    watched: std::cell::RefCell<Watched>,
 }
 
 impl EventLoop {
@@ -277,6 +336,7 @@ impl EventLoop {
             drain: None,
             grace_end: None,
             drain_started: None,
+            watched: Default::default(),
         })
     }
 
@@ -328,8 +388,16 @@ impl EventLoop {
                         self.accept(t - LISTENER_BASE)
                     }
                     Token(t) if t & WAIT_BIT != 0 => {
-                        let key = (t & !WAIT_BIT) - CONN_BASE;
-                        if let Some(c) = self.conns.get_mut(key) {
+                        let owner = {
+                            let w = self.watched.borrow();
+                            w.slots
+                                .get(t & !WAIT_BIT)
+                                .and_then(|s| s.owner.zip(Some(s.fd)))
+                        };
+                        if let Some((key, fd)) = owner
+                            && let Some(c) = self.conns.get_mut(key)
+                            && c.parked_fd() == Some(fd)
+                        {
                             c.wait_ready();
                             self.drive(key, None);
                         }
@@ -399,6 +467,7 @@ impl EventLoop {
         };
         let mut cx = Cx::new(&self.rt, &self.pool, &self.handle, key, self.drain_started);
         cx.registry = Some(self.poll.registry());
+        cx.watched = Some(&self.watched);
         let next = match handled {
             Some(h) => conn.on_handled(*h, &mut cx),
             None => conn.drive(&mut cx),
@@ -413,11 +482,16 @@ impl EventLoop {
     fn remove(&mut self, key: usize) {
         if let Some(c) = self.conns.try_remove(key) {
             if let Some(fd) = c.parked_fd() {
-                // Before the handler's state (which may close it) goes.
+                // Before the handler's state (which may close it or pool
+                // it) goes: no event may come for it here any more.
                 let _ = self
                     .poll
                     .registry()
                     .deregister(&mut mio::unix::SourceFd(&fd));
+                let mut w = self.watched.borrow_mut();
+                if let Some(slot) = w.by_fd.remove(&fd) {
+                    w.slots.remove(slot);
+                }
             }
             // Closing the socket takes it out of the epoll set.
             drop(c);
@@ -579,6 +653,7 @@ impl EventLoop {
             };
             let mut cx = Cx::new(&self.rt, &self.pool, &self.handle, key, self.drain_started);
             cx.registry = Some(self.poll.registry());
+            cx.watched = Some(&self.watched);
             match conn.timed_out(&mut cx) {
                 Next::Close => self.remove(key),
                 Next::Again => self.again.push_back((key, conn.id)),

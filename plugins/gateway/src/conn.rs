@@ -11,6 +11,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How much one read asks for.
+const READ: usize = 16 * 1024;
+
 /// A connected socket.
 pub enum Sock {
     Tcp(TcpStream),
@@ -223,8 +226,11 @@ pub struct Conn {
     pub nonblocking: bool,
     /// The read and send timeouts are set on the socket (blocking use).
     pub timeouts_set: bool,
+    /// Storage (zeroed once, when it grows): the bytes read and not used
+    /// yet are `buf[pos..end]`.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
 }
 
 impl Conn {
@@ -237,6 +243,7 @@ impl Conn {
             timeouts_set: false,
             buf: Vec::new(),
             pos: 0,
+            end: 0,
         }
     }
     /// Puts the socket in non-blocking mode (inline use) or back in
@@ -261,18 +268,18 @@ impl Conn {
     }
     /// The socket and the bytes read past what was used (a relay's).
     pub fn into_parts(self) -> (Sock, Vec<u8>) {
-        let rest = self.buf[self.pos..].to_vec();
+        let rest = self.buf[self.pos..self.end].to_vec();
         (self.sock, rest)
     }
     /// Bytes read and not used yet.
     pub fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf[self.pos..self.end]
     }
     pub fn consume(&mut self, n: usize) {
-        self.pos += n;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+        self.pos = (self.pos + n).min(self.end);
+        if self.pos == self.end {
             self.pos = 0;
+            self.end = 0;
         }
     }
     /// Reads more into the buffer; `Ok(0)` is the upstream's end.
@@ -280,18 +287,22 @@ impl Conn {
         // What was used goes: the buffer holds at most what is still
         // unread plus one read (a long stream never grows it).
         if self.pos > 0 {
-            self.buf.drain(..self.pos);
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + 16 * 1024, 0);
+        // PERF: the storage is zeroed when it grows only, not per read.
+        if self.buf.len() - self.end < READ {
+            self.buf.resize(self.end + READ, 0);
+        }
+        let end = self.end;
         let r = loop {
-            match self.sock.read(&mut self.buf[old..]) {
+            match self.sock.read(&mut self.buf[end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => break r,
             }
         };
-        self.buf.truncate(old + *r.as_ref().unwrap_or(&0));
+        self.end += *r.as_ref().unwrap_or(&0);
         r
     }
     /// Until `buffered()` holds `n` bytes; false at the upstream's end.
@@ -459,8 +470,8 @@ impl IdlePool {
         if self.max == 0 || !c.buffered().is_empty() {
             return;
         }
-        c.buf = Vec::new();
         c.pos = 0;
+        c.end = 0;
         c.reused = true;
         let mut idle = self.shard();
         idle.retain(|(_, since)| since.elapsed() < self.timeout);

@@ -425,7 +425,6 @@ impl Proxy {
                             self.s.read_timeout
                         )));
                     }
-                    let mut buf = [0u8; 16 * 1024];
                     loop {
                         if body.is_done() {
                             respond(res, &h);
@@ -435,8 +434,19 @@ impl Proxy {
                         if call.acc.len() > SMALL_BODY as usize {
                             return self.stream(call, res, body, h);
                         }
-                        match tamada_sdk::BodyStream::read(&mut *body, &mut buf) {
-                            Ok(n) => call.acc.extend_from_slice(&buf[..n]),
+                        // PERF: straight into `acc`, zeroed once to the
+                        // length when there is one (not through a scratch
+                        // buffer zeroed per read).
+                        let at = call.acc.len();
+                        let room = match h.framing {
+                            Framing::Length(n) => (n as usize).saturating_sub(at).max(1),
+                            _ => 16 * 1024,
+                        };
+                        call.acc.resize(at + room, 0);
+                        let r = tamada_sdk::BodyStream::read(&mut *body, &mut call.acc[at..]);
+                        call.acc.truncate(at + *r.as_ref().unwrap_or(&0));
+                        match r {
+                            Ok(_) => {}
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 call.until = Instant::now() + self.s.read_timeout;
                                 call.stage = Stage::Body(body, h);

@@ -255,7 +255,7 @@ impl<T: Transport> Conn<T> {
             ready,
             ..
         } = *p;
-        cx.deregister_fd(wait.fd);
+        cx.unwatch(wait.fd);
         let resume = crate::plugins::Resume {
             state: wait.state,
             timed_out: !ready,
