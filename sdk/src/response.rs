@@ -213,6 +213,12 @@ impl ResponseBuilder {
             .push((name.to_owned(), value.as_ref().to_vec()));
         self
     }
+    /// SDK 1.1: adds a header whose name and value are already owned
+    /// (moved in, not copied: a proxy passing on an upstream's headers).
+    pub fn header_owned(&mut self, name: String, value: Vec<u8>) -> &mut Self {
+        self.headers.push((name, value));
+        self
+    }
     /// Sets the body.
     pub fn body(&mut self, body: impl Into<Body>) -> &mut Self {
         self.body = body.into();

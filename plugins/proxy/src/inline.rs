@@ -418,7 +418,7 @@ impl Proxy {
                         }
                     }
                 }
-                Stage::Body(mut body, h) => {
+                Stage::Body(mut body, mut h) => {
                     if timed_out {
                         return Step::Failed(Fail::Timeout(format!(
                             "the response body stalled for {:?} (read_timeout)",
@@ -427,7 +427,7 @@ impl Proxy {
                     }
                     loop {
                         if body.is_done() {
-                            respond(res, &h);
+                            respond(res, &mut h);
                             res.body(std::mem::take(&mut call.acc));
                             return Step::Answered;
                         }
@@ -469,14 +469,14 @@ impl Proxy {
         call: &mut Call,
         res: &mut ResponseBuilder,
         mut body: Box<UpstreamBody>,
-        h: response::Head,
+        mut h: response::Head,
     ) -> Step {
         if let Some(c) = body.conn_mut()
             && let Err(e) = c.set_mode(false, self.s.read_timeout, self.s.send_timeout)
         {
             return Step::Failed(Fail::Body(format!("setting up the connection: {e}")));
         }
-        respond(res, &h);
+        respond(res, &mut h);
         res.body(Body::Stream(Box::new(Prefixed {
             pre: std::mem::take(&mut call.acc),
             pos: 0,
@@ -559,10 +559,10 @@ impl Proxy {
 }
 
 /// The status and headers of the upstream's answer.
-fn respond(res: &mut ResponseBuilder, h: &response::Head) {
+fn respond(res: &mut ResponseBuilder, h: &mut response::Head) {
     res.status(h.status);
-    for (n, v) in &h.headers {
-        res.header(n, v);
+    for (n, v) in std::mem::take(&mut h.headers) {
+        res.header_owned(n, v);
     }
 }
 

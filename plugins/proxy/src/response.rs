@@ -171,24 +171,25 @@ fn frame(
     mut headers: Vec<(String, Vec<u8>)>,
     head_request: bool,
 ) -> Result<Head, String> {
-    let lower = |n: &str| n.to_ascii_lowercase();
     let mut conn_tokens: Vec<String> = Vec::new();
     let mut te: Vec<String> = Vec::new();
     let mut lengths: Vec<&[u8]> = Vec::new();
     for (n, v) in &headers {
-        match lower(n).as_str() {
-            "connection" => conn_tokens.extend(
+        // PERF: no lowercased copy per field.
+        let is = |name: &str| n.eq_ignore_ascii_case(name);
+        match () {
+            _ if is("connection") => conn_tokens.extend(
                 String::from_utf8_lossy(v)
                     .split(',')
                     .map(|t| t.trim().to_ascii_lowercase()),
             ),
-            "transfer-encoding" => te.extend(
+            _ if is("transfer-encoding") => te.extend(
                 String::from_utf8_lossy(v)
                     .split(',')
                     .map(|t| t.trim().to_ascii_lowercase())
                     .filter(|t| !t.is_empty()),
             ),
-            "content-length" => lengths.push(v),
+            _ if is("content-length") => lengths.push(v),
             _ => {}
         }
     }
@@ -245,13 +246,20 @@ fn frame(
     };
     let named = conn_tokens;
     headers.retain(|(n, _)| {
-        let l = lower(n);
-        if hop_by_hop(&l) || named.contains(&l) {
+        let mut small = [0u8; 32];
+        let l: std::borrow::Cow<'_, str> = if n.len() <= small.len() && n.is_ascii() {
+            small[..n.len()].copy_from_slice(n.as_bytes());
+            small[..n.len()].make_ascii_lowercase();
+            std::borrow::Cow::Borrowed(std::str::from_utf8(&small[..n.len()]).unwrap_or(""))
+        } else {
+            std::borrow::Cow::Owned(n.to_ascii_lowercase())
+        };
+        if hop_by_hop(&l) || named.iter().any(|t| *t == *l) {
             return false;
         }
         // The length passes on only when it frames what the client gets
         // (a HEAD's too: the core keeps it).
-        l != "content-length"
+        *l != *"content-length"
             || (te.is_empty() && (matches!(framing, Framing::Length(_)) || head_request))
     });
     if head_request && status != 304 && status != 204 {
