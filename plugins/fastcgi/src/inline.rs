@@ -93,14 +93,12 @@ impl FastCgi {
 
     fn new_call(&self, req: &Request, res: &mut ResponseBuilder) -> Result<Call, Outcome> {
         use std::io::Read;
-        let front = self.s.front_controller.as_deref();
-        let root = self.current_root();
-        let script =
-            match crate::map::map(&root, req.path(), &self.s.index, &self.s.extension, front) {
-                crate::map::Mapped::Run(s) => s,
-                crate::map::Mapped::Decline => return Err(Outcome::Decline),
-                crate::map::Mapped::NotFound => return Err(page(res, 404, "Not Found")),
-            };
+        let (root, mapped) = self.locate(req.path());
+        let script = match mapped {
+            crate::map::Mapped::Run(s) => s,
+            crate::map::Mapped::Decline => return Err(Outcome::Decline),
+            crate::map::Mapped::NotFound => return Err(page(res, 404, "Not Found")),
+        };
         let log = LogCtx {
             vhost: req.vhost().name().to_owned(),
             peer: req.peer_addr(),

@@ -38,9 +38,25 @@ pub struct FastCgi {
     base_env: Vec<(String, Vec<u8>)>,
     pool: Arc<IdlePool>,
     label: String,
-    /// When the root was last resolved, and to what.
-    root_now: std::sync::Mutex<(Instant, PathBuf)>,
+    /// When the root was last resolved, to what, and the scripts mapped
+    /// since.
+    root_now: std::sync::Mutex<Located>,
 }
+
+/// The resolved root and a short-lived cache of what paths map to.
+struct Located {
+    at: Instant,
+    root: PathBuf,
+    /// Path -> what it mapped to, valid for [`MAP_VALID`] (a deploy is
+    /// seen within it, as a swapped root symlink is).
+    scripts: std::collections::HashMap<String, (Instant, map::Mapped)>,
+}
+
+/// How long a path's mapping (the script's checks on disk: a `stat` and
+/// a `readlink` per folder) is reused.
+const MAP_VALID: Duration = Duration::from_secs(1);
+/// At most this many mappings are kept (the cache starts over when full).
+const MAP_ENTRIES: usize = 4096;
 
 /// Builds the handler from its options.
 pub fn new(options: &Options) -> Result<FastCgi, String> {
@@ -52,7 +68,11 @@ pub fn new(options: &Options) -> Result<FastCgi, String> {
     // A FastCGI server has its own environment (nginx sends no PATH).
     base_env.retain(|(k, _)| k != "PATH");
     Ok(FastCgi {
-        root_now: std::sync::Mutex::new((Instant::now(), s.root.clone())),
+        root_now: std::sync::Mutex::new(Located {
+            at: Instant::now(),
+            root: s.root.clone(),
+            scripts: Default::default(),
+        }),
         pool: Arc::new(IdlePool::new(s.keepalive, s.keepalive_timeout)),
         label: s.address.label(),
         base_env,
@@ -322,9 +342,8 @@ impl Handler for FastCgi {
             return req.defer();
         }
         let t0 = Instant::now();
-        let front = self.s.front_controller.as_deref();
-        let root = self.current_root();
-        let script = match map::map(&root, req.path(), &self.s.index, &self.s.extension, front) {
+        let (root, mapped) = self.locate(req.path());
+        let script = match mapped {
             map::Mapped::Run(s) => s,
             map::Mapped::Decline => return Outcome::Decline,
             map::Mapped::NotFound => return page(res, 404, "Not Found"),
@@ -471,21 +490,43 @@ impl FastCgi {
         pre
     }
 
-    /// The root as it is now: resolved again at most once a second (a
-    /// deploy that swaps a symlink is seen within that; nginx's
-    /// `$realpath_root` resolves on every request).
-    fn current_root(&self) -> PathBuf {
+    /// The root as it is now, and what `path` maps to under it. The root
+    /// is resolved again at most once a second (a deploy that swaps a
+    /// symlink is seen within that; nginx's `$realpath_root` resolves on
+    /// every request), and a path's mapping is reused for as long.
+    fn locate(&self, path: &str) -> (PathBuf, map::Mapped) {
+        let now = Instant::now();
         let mut g = self.root_now.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0.elapsed() >= Duration::from_secs(1) {
-            *g = (
-                Instant::now(),
-                self.s
-                    .root_link
-                    .canonicalize()
-                    .unwrap_or_else(|_| self.s.root.clone()),
-            );
+        if now.duration_since(g.at) >= Duration::from_secs(1) {
+            let root = self
+                .s
+                .root_link
+                .canonicalize()
+                .unwrap_or_else(|_| self.s.root.clone());
+            if root != g.root {
+                g.scripts.clear();
+            }
+            g.at = now;
+            g.root = root;
         }
-        g.1.clone()
+        if let Some((at, m)) = g.scripts.get(path)
+            && now.duration_since(*at) < MAP_VALID
+        {
+            return (g.root.clone(), m.clone());
+        }
+        let root = g.root.clone();
+        // The checks on disk run without the lock.
+        drop(g);
+        let front = self.s.front_controller.as_deref();
+        let m = map::map(&root, path, &self.s.index, &self.s.extension, front);
+        let mut g = self.root_now.lock().unwrap_or_else(|p| p.into_inner());
+        if g.root == root {
+            if g.scripts.len() >= MAP_ENTRIES {
+                g.scripts.clear();
+            }
+            g.scripts.insert(path.to_owned(), (now, m.clone()));
+        }
+        (root, m)
     }
 
     fn respond(

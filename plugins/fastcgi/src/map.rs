@@ -6,14 +6,14 @@
 use std::path::{Path, PathBuf};
 
 /// A script to run.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     pub name: String,
     pub filename: PathBuf,
     pub path_info: String,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mapped {
     Run(Script),
     /// Not ours (a plain file or folder, or nothing and no front

@@ -110,8 +110,8 @@ pub fn connect_start(addr: &Addr) -> io::Result<(Sock, bool)> {
         Addr::Tcp { addr, .. } => (Domain::for_address(*addr), SockAddr::from(*addr)),
         Addr::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
     };
-    let s = Socket::new(domain, Type::STREAM, None)?;
-    s.set_nonblocking(true)?;
+    // Non-blocking from the start (no fcntl calls).
+    let s = Socket::new(domain, Type::STREAM.nonblocking(), None)?;
     if matches!(addr, Addr::Tcp { .. }) {
         s.set_tcp_nodelay(true)?;
     }
