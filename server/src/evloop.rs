@@ -188,6 +188,9 @@ struct WatchSlot {
     fd: std::os::fd::RawFd,
     /// The key of the connection parked on it.
     owner: Option<usize>,
+    /// The last re-arm found the descriptor closed since (a handler that
+    /// opens a new socket per request): the next wait adds first.
+    add_first: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -237,17 +240,32 @@ impl<'a> Cx<'a> {
         let slot = match known {
             Some(slot) => slot,
             None => {
-                let slot = w.slots.insert(WatchSlot { fd, owner: None });
+                let slot = w.slots.insert(WatchSlot {
+                    fd,
+                    owner: None,
+                    add_first: false,
+                });
                 w.by_fd.insert(fd, slot);
                 slot
             }
         };
         let token = Token(WAIT_BIT | slot);
         let mut src = mio::unix::SourceFd(&fd);
+        // One epoll_ctl in the common cases: a socket waited on again is
+        // re-armed, and where sockets are new each time (the last re-arm
+        // found none) they are added.
         let done = match known {
+            Some(_) if w.slots[slot].add_first => match r.register(&mut src, token, interest) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    w.slots[slot].add_first = false;
+                    r.reregister(&mut src, token, interest)
+                }
+                d => d,
+            },
             Some(_) => match r.reregister(&mut src, token, interest) {
                 // Closed since (and maybe the number reused): added anew.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    w.slots[slot].add_first = true;
                     r.register(&mut src, token, interest)
                 }
                 d => d,
