@@ -27,7 +27,7 @@ use std::ffi::c_void;
 /// The SDK major version. A plugin built for another major is refused.
 pub const SDK_MAJOR: u16 = 1;
 /// The SDK minor version. Minor versions only add tables.
-pub const SDK_MINOR: u16 = 0;
+pub const SDK_MINOR: u16 = 1;
 /// `b"TMDA"`: marks a tamada plugin header.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TMDA");
 
@@ -44,9 +44,10 @@ pub const LIFECYCLE_V1_SYMBOL: &[u8] = b"tamada_plugin_lifecycle_v1";
 /// `extern "C" fn() -> ExtDeclV1`. A plugin without it (every 1.0 plugin)
 /// runs on the blocking pool and is called through [`PluginV1::handle`].
 ///
-/// The 1.1 tables ([`ExtV1`], [`TraitsV1`], [`ExchangeV1`],
-/// [`HandleExtV1`]) are not frozen yet: they are released together with
-/// the other 1.1 abilities, when `SDK_MINOR` becomes 1.
+/// The 1.1 tables ([`ExtV1`], [`HostExtV1`], [`TraitsV1`],
+/// [`ExchangeV1`], [`HandleExtV1`], [`RelayV1`], [`WaitV1`]) are frozen
+/// since SDK 1.1 (the `frozen-v1_1` fixture guards them): later
+/// abilities come as new tables.
 pub const EXT_V1_SYMBOL: &[u8] = b"tamada_plugin_ext_v1";
 
 /// The bootstrap record. Frozen for all SDK versions.
@@ -398,7 +399,7 @@ pub struct RecordV1<'a> {
 }
 
 // ---------------------------------------------------------------------
-// SDK 1.1 (not frozen until SDK_MINOR is 1): the extension table.
+// SDK 1.1 (frozen with SDK_MINOR 1): the extension table.
 
 /// What [`EXT_V1_SYMBOL`] returns.
 #[repr(C)]

@@ -863,6 +863,46 @@ pub mod placement {
     //!
     //! Servers older than SDK 1.1 ignore the declaration and run every
     //! handler on their worker threads; `is_inline` is then always false.
+    //!
+    //! ## Talking to another server from the loop: `wait`
+    //!
+    //! A handler that speaks to a backend (a proxy, FastCGI, a cache
+    //! server) can run inline without blocking: it uses a non-blocking
+    //! socket, and when a read or write says `WouldBlock` it answers
+    //! [`Request::wait`](crate::Request::wait) with the socket's
+    //! descriptor, what to wait for ([`Interest`](crate::Interest)), a
+    //! timeout and its state (anything `Send + 'static`: the socket and
+    //! where the exchange is). The loop watches the descriptor with its
+    //! own epoll set (no thread waits) and calls `handle` again on the same
+    //! loop when it is ready or the time is up;
+    //! [`Request::resume`](crate::Request::resume) gives the state back and
+    //! [`Request::woke`](crate::Request::woke) says which it was. The
+    //! `proxy` and `fastcgi` plugins work this way: measured, the hand-off
+    //! to the pool and back cost the proxy 40% of its speed.
+    //!
+    //! The rules:
+    //! - only when [`Request::can_wait`](crate::Request::can_wait) (inline,
+    //!   on a server with [`Ability::Wait`](crate::host::Ability::Wait));
+    //!   otherwise block on the pool, or `defer` to get there;
+    //! - wait only after an operation said `WouldBlock` (or on a socket
+    //!   just connected or just written to): the loop wakes the handler on
+    //!   a change, not on a state;
+    //! - a wake may be spurious: a read that says `WouldBlock` again means
+    //!   wait again;
+    //! - keep the descriptor open, inside the state, until the next call;
+    //!   the core never closes it. When the request ends without another
+    //!   call (the client left, the server stopped), the state is dropped
+    //!   on the loop, so its `Drop` must not block;
+    //! - the timeout is the handler's own deadline (a `read_timeout`): on
+    //!   [`Woke::TimedOut`](crate::Woke::TimedOut) answer (504, say);
+    //!   the loop checks deadlines four times a second;
+    //! - the response builder of a call that waits is discarded; notes
+    //!   stay. A body longer than what fits in memory is best answered as a
+    //!   [`BodyStream`](crate::BodyStream) over a blocking socket: the core
+    //!   pulls it on the pool into a bounded buffer.
+    //!
+    //! `TestRequest::run_waiting` (feature `testing`) runs such a handler
+    //! in a unit test, with real waits.
 }
 
 pub mod testing {
@@ -886,7 +926,8 @@ pub mod testing {
     //! place; `body_bytes()` does the same and consumes it). A panic is
     //! caught as the server catches it: the outcome is then
     //! `Outcome::Error("panic: ...")`. `run_inline` runs it as an inline
-    //! handler (see [`placement`](super::placement)); `capture(|| ...)`
+    //! handler (see [`placement`](super::placement)), and `run_waiting` as
+    //! a non-blocking one whose `Request::wait`s really wait; `capture(|| ...)`
     //! returns the records your code logged (`log::warn!`,
     //! [`record_for`](crate::record_for)). `TestRequest::options(yaml)`
     //! builds [`Options`] as the server would, so the constructor is tested
@@ -1013,6 +1054,17 @@ pub mod compatibility {
     //!
     //! So: build a plugin against the SDK of the oldest server it must run
     //! on, with the same major.
+    //!
+    //! What each minor added:
+    //!
+    //! | SDK | tables | abilities |
+    //! |---|---|---|
+    //! | 1.0 | `tamada_plugin_v1`, `tamada_plugin_lifecycle_v1` | handlers, loggers, the lifecycle hooks |
+    //! | 1.1 | `tamada_plugin_ext_v1` (with the host's `HostExtV1`) | placement (inline or pool), `defer`, `wait` on the event loop, relays after a 101, request notes, declared roles, option errors at their line, the host's version, abilities and drain state |
+    //!
+    //! The tamada repository keeps a plugin built from a frozen copy of
+    //! each minor's tables (`testplugins/frozen-v1_0`, `frozen-v1_1`); its
+    //! tests load and run them against every new server.
     //!
     //! ## Installing and replacing a plugin
     //!

@@ -612,7 +612,8 @@ pub mod __private {
             _ => crate::request::Woke::First,
         };
         let r = catch_unwind(AssertUnwindSafe(|| {
-            let request = Request::from_raw_resumed(req, inline, woke, state);
+            let may_wait = crate::host::has(crate::host::Ability::Wait);
+            let request = Request::from_raw_resumed(req, inline, may_wait, woke, state);
             let mut res = ResponseBuilder::new();
             let outcome = inst(i).handle(&request, &mut res);
             let waiting = request.take_waiting();

@@ -23,6 +23,8 @@ pub struct Request<'a> {
     deferred: Cell<bool>,
     /// SDK 1.1: why this call happens (after a wait or not).
     woke: Woke,
+    /// SDK 1.1: the call may answer [`Request::wait`].
+    may_wait: bool,
     /// SDK 1.1: the state the last wait saved, until taken.
     resumed: RefCell<Option<Box<dyn Any + Send>>>,
     /// SDK 1.1: [`Request::wait`] was called.
@@ -70,7 +72,7 @@ impl<'a> Request<'a> {
     /// Wraps the raw view of a call that knows its placement.
     #[doc(hidden)]
     pub fn from_raw_placed(raw: &'a RequestV1<'a>, inline: bool) -> Self {
-        Self::from_raw_resumed(raw, inline, Woke::First, None)
+        Self::from_raw_resumed(raw, inline, false, Woke::First, None)
     }
 
     /// Wraps the raw view of a call after a wait, with its state.
@@ -78,6 +80,7 @@ impl<'a> Request<'a> {
     pub fn from_raw_resumed(
         raw: &'a RequestV1<'a>,
         inline: bool,
+        may_wait: bool,
         woke: Woke,
         state: Option<Box<dyn Any + Send>>,
     ) -> Self {
@@ -86,6 +89,7 @@ impl<'a> Request<'a> {
             inline,
             deferred: Cell::new(false),
             woke,
+            may_wait: inline && may_wait,
             resumed: RefCell::new(state),
             waiting: RefCell::new(None),
         }
@@ -94,7 +98,7 @@ impl<'a> Request<'a> {
     /// SDK 1.1: whether this call may answer [`wait`](Self::wait): it runs
     /// inline and the server can wait ([`Ability::Wait`](crate::host::Ability::Wait)).
     pub fn can_wait(&self) -> bool {
-        self.inline && crate::host::has(crate::host::Ability::Wait)
+        self.may_wait
     }
 
     /// SDK 1.1: answer "call me again, on this event loop, when `fd` is

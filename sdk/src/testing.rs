@@ -423,6 +423,10 @@ impl TestRequest {
     }
 
     fn with_placed<R>(&self, inline: bool, f: impl FnOnce(&Request) -> R) -> R {
+        self.with_raw(|raw| f(&Request::from_raw_placed(raw, inline)))
+    }
+
+    fn with_raw<R>(&self, f: impl FnOnce(&RequestV1<'_>) -> R) -> R {
         let headers: Vec<HeaderV1> = self
             .headers
             .iter()
@@ -465,7 +469,103 @@ impl TestRequest {
             body: &reader,
             redirects: 0,
         };
-        f(&Request::from_raw_placed(&raw, inline))
+        f(&raw)
+    }
+
+    /// SDK 1.1: runs a non-blocking handler as the server's event loop
+    /// does: inline, where [`Request::can_wait`] is true, and each
+    /// [`Request::wait`] really waits (with `poll(2)`) for its descriptor
+    /// or its timeout, then calls `handle` again with the saved state and
+    /// [`Request::woke`] set. A [`Request::defer`] runs it on "the pool"
+    /// (once more, not inline). Panics after 100,000 waits. (Only with the
+    /// `testing` feature itself.)
+    ///
+    /// ```
+    /// use tamada_sdk::prelude::*;
+    /// use tamada_sdk::testing::TestRequest;
+    /// use tamada_sdk::{Interest, Woke};
+    /// use std::io::{Read, Write};
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// /// Asks a peer socket and answers with what it says.
+    /// struct Ask(std::sync::Mutex<Option<UnixStream>>);
+    /// impl Handler for Ask {
+    ///     fn placement(&self) -> Placement { Placement::Inline }
+    ///     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    ///         let mut sock = match req.resume::<UnixStream>() {
+    ///             Some(s) => s,
+    ///             None => self.0.lock().unwrap().take().unwrap(),
+    ///         };
+    ///         if req.woke() == Woke::TimedOut {
+    ///             res.status(504);
+    ///             return Outcome::Done;
+    ///         }
+    ///         let mut buf = [0u8; 64];
+    ///         match sock.read(&mut buf) {
+    ///             Ok(n) => {
+    ///                 res.body(buf[..n].to_vec());
+    ///                 Outcome::Done
+    ///             }
+    ///             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+    ///                 let fd = sock.as_raw_fd();
+    ///                 req.wait(fd, Interest::Read, Duration::from_secs(5), sock)
+    ///             }
+    ///             Err(e) => Outcome::Error(e.to_string()),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let (ours, mut theirs) = UnixStream::pair().unwrap();
+    /// ours.set_nonblocking(true).unwrap();
+    /// let h = Ask(std::sync::Mutex::new(Some(ours)));
+    /// let peer = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(50));
+    ///     theirs.write_all(b"answer").unwrap();
+    /// });
+    /// let out = TestRequest::get("/").run_waiting(&h);
+    /// assert_eq!(out.body_bytes(), b"answer");
+    /// peer.join().unwrap();
+    /// ```
+    #[cfg(feature = "testing")]
+    pub fn run_waiting(&self, h: &dyn Handler) -> TestResponse {
+        use crate::request::{Interest, Woke};
+        use rustix::event::{PollFd, PollFlags};
+        self.with_raw(|raw| {
+            let mut woke = Woke::First;
+            let mut state = None;
+            for _ in 0..100_000 {
+                let req = Request::from_raw_resumed(raw, true, true, woke, state.take());
+                let r = contained(&req, h);
+                if req.deferred() {
+                    return contained(&Request::from_raw_placed(raw, false), h);
+                }
+                let Some(w) = req.take_waiting() else {
+                    return r;
+                };
+                let flags = match w.interest {
+                    Interest::Read => PollFlags::IN,
+                    Interest::Write => PollFlags::OUT,
+                    Interest::Both => PollFlags::IN | PollFlags::OUT,
+                };
+                // SAFETY: the handler keeps `fd` open in its state (which
+                // `w.state` holds) for as long as the wait lasts.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(w.fd) };
+                let mut fds = [PollFd::new(&fd, flags)];
+                let ts = rustix::event::Timespec::try_from(w.timeout).ok();
+                let ready = loop {
+                    match rustix::event::poll(&mut fds, ts.as_ref()) {
+                        Err(rustix::io::Errno::INTR) => continue,
+                        Ok(n) => break n > 0,
+                        Err(_) => break true,
+                    }
+                };
+                woke = if ready { Woke::Ready } else { Woke::TimedOut };
+                state = Some(w.state);
+            }
+            panic!("the handler waited 100,000 times without an answer")
+        })
     }
 
     /// SDK 1.1: runs a handler's content phase as the server runs an

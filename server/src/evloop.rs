@@ -284,6 +284,18 @@ impl<'a> Cx<'a> {
             }
         }
     }
+    /// Stops watching `fd` altogether (its waiting request is given up).
+    pub fn forget_wait(&self, fd: std::os::fd::RawFd) {
+        if let Some(r) = self.registry {
+            let _ = r.deregister(&mut mio::unix::SourceFd(&fd));
+        }
+        if let Some(w) = self.watched {
+            let mut w = w.borrow_mut();
+            if let Some(slot) = w.by_fd.remove(&fd) {
+                w.slots.remove(slot);
+            }
+        }
+    }
     /// The connection no longer waits on `fd` (it stays registered).
     pub fn unwatch(&self, fd: std::os::fd::RawFd) {
         if let Some(w) = self.watched {

@@ -43,30 +43,27 @@ pub fn test_plugin_dir() -> PathBuf {
     DONE.get_or_init(|| {
         let root = workspace_root();
         let target = root.join("target").join("testplugins");
-        let st = Command::new(cargo())
-            .current_dir(root.join("testplugins"))
-            .args(["build", "--quiet", "--target-dir"])
-            .arg(&target)
-            .status()
-            .expect("run cargo build for the test plugins");
-        assert!(st.success(), "building the test plugins failed");
-        // The frozen SDK 1.0 compatibility fixture: a workspace of its own.
-        let st = Command::new(cargo())
-            .current_dir(root.join("testplugins").join("frozen-v1_0"))
-            .args(["build", "--quiet", "--target-dir"])
-            .arg(&target)
-            .status()
-            .expect("run cargo build for the frozen fixture");
-        assert!(st.success(), "building the frozen SDK 1.0 fixture failed");
-        // A plugin built with panic = "abort" (a workspace of its own: the
-        // profile is the point), exporting its tables by hand.
-        let st = Command::new(cargo())
-            .current_dir(root.join("testplugins").join("abort"))
-            .args(["build", "--quiet", "-p", "test-abort-raw", "--target-dir"])
-            .arg(&target)
-            .status()
-            .expect("run cargo build for the panic=abort fixture");
-        assert!(st.success(), "building the panic=abort fixture failed");
+        // Each a workspace of its own: the test plugins; the frozen SDK
+        // 1.0 and 1.1 compatibility fixtures (their vendored crates are
+        // also called `tamada-sdk`); a plugin built with panic = "abort"
+        // (the profile is the point), exporting its tables by hand.
+        let builds: [(&str, &[&str]); 4] = [
+            (".", &[]),
+            ("frozen-v1_0", &[]),
+            ("frozen-v1_1", &[]),
+            ("abort", &["-p", "test-abort-raw"]),
+        ];
+        for (dir, extra) in builds {
+            let st = Command::new(cargo())
+                .current_dir(root.join("testplugins").join(dir))
+                .args(["build", "--quiet"])
+                .args(extra)
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .unwrap_or_else(|e| panic!("run cargo build in testplugins/{dir}: {e}"));
+            assert!(st.success(), "building testplugins/{dir} failed");
+        }
         target.join("debug")
     })
     .clone()
@@ -100,6 +97,7 @@ pub fn plugin_dir(which: Plugins, into: &Path) -> PathBuf {
         "libtest_place.so",
         "libtest_minimal.so",
         "libtest_frozen_v1_0.so",
+        "libtest_frozen_v1_1.so",
     ];
     if which == Plugins::WithBroken {
         names.extend([

@@ -398,6 +398,90 @@ fn sighup_loads_new_and_replaced_plugins() {
 }
 
 #[test]
+fn the_frozen_sdk_1_1_fixture_keeps_loading_waiting_deferring_and_noting() {
+    // Regression guard for the 1.1 promise: a plugin built from the
+    // vendored 1.1 tables (inline, Wait, Defer, notes, option paths) must
+    // load and behave in every server of major 1.
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\nloggers:\n  - handler: logging\n    options: { format: json }\nroutes:\n  - path: /\n    handler: frozen11\n",
+        )
+        .file("www/.keep", "")
+        .file("logs/.keep", "")
+        .start();
+    let mut c = Client::connect(s.port());
+    // A wait on the event loop for a socket a thread writes to 100 ms on.
+    let t0 = std::time::Instant::now();
+    assert_eq!(
+        c.request("GET /wait HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        "frozen 1.1 plugin: woke 1 read ready inline true\n"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(90));
+    // While one connection waits, the loop serves the others.
+    let mut waiting = Client::connect(s.port());
+    waiting.send(b"GET /wait HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut other = Client::connect(s.port());
+    assert_eq!(
+        other.request("GET /x HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        format!(
+            "frozen 1.1 plugin: /x inline true server SDK 1.{}\n",
+            tamada_sdk::abi::SDK_MINOR
+        )
+    );
+    assert_eq!(
+        waiting.read_response(false).text(),
+        "frozen 1.1 plugin: woke 1 read ready inline true\n"
+    );
+    // Defer: called again on the pool.
+    assert_eq!(
+        c.request("GET /defer HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+        "frozen 1.1 plugin: /defer inline false server SDK 1.1\n"
+            .replace("SDK 1.1", &format!("SDK 1.{}", tamada_sdk::abi::SDK_MINOR))
+    );
+    // Its note is in the access log.
+    let log = s.dir.path().join("logs/access.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text
+            .lines()
+            .filter(|l| l.contains("\"frozen11\":\"noted\""))
+            .count()
+            >= 4
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out, _) = run_tamada(&[
+        "--plugins",
+        "--plugin-dir",
+        s.dir.path().join("plugins").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("frozen11\t1.1.0\tSDK 1.1\t")),
+        "{out}"
+    );
+    // Its option error is placed at the file's own line.
+    let (code, _, err) = Fixture::new()
+        .file(
+            "conf.d/b.yaml",
+            "vhost: b\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: frozen11\n    options:\n      answer: bad\n",
+        )
+        .file("www/.keep", "")
+        .check();
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("b.yaml:9:") && err.contains("not a good one"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_frozen_sdk_1_0_fixture_keeps_loading_and_serving() {
     // Regression guard for the compatibility promise: a plugin built from
     // the vendored 1.0 tables must load in every server of major 1.
@@ -430,10 +514,12 @@ fn the_frozen_sdk_1_0_fixture_keeps_loading_and_serving() {
             .any(|l| l.starts_with("frozen\t1.0.0\tSDK 1.0\t")),
         "{out}"
     );
-    // A plugin that says it was built for a newer minor (1.7) loads too.
+    // A plugin that says it was built for a newer minor (ours + 7) loads
+    // too.
+    let newer = format!("SDK 1.{}", tamada_sdk::abi::SDK_MINOR + 7);
     assert!(
         out.lines()
-            .any(|l| l.starts_with("minimal\t") && l.contains("SDK 1.7")),
+            .any(|l| l.starts_with("minimal\t") && l.contains(&newer)),
         "{out}"
     );
 }

@@ -642,6 +642,44 @@ fn a_client_that_leaves_frees_the_upstream_connection() {
 }
 
 #[test]
+fn a_client_that_leaves_before_the_answer_frees_the_waiting_upstream_connection() {
+    // The request waits on the event loop for an upstream that never
+    // answers; the client goes: the upstream's connection closes at once
+    // (not after read_timeout), and the access log says 499.
+    let (tx, rx) = std::sync::mpsc::channel::<Duration>();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+    let port = scripted(move |mut s| {
+        read_head(&mut s);
+        let t0 = Instant::now();
+        let mut b = [0u8; 64];
+        // Nothing is sent back: wait for tamada to close.
+        while !matches!(s.read(&mut b), Ok(0) | Err(_)) {}
+        let _ = tx.lock().unwrap().send(t0.elapsed());
+    });
+    let s = proxy_site(&format!("{{ upstreams: [\"127.0.0.1:{port}\"] }}"), "").start();
+    let mut c = Client::connect(s.port());
+    c.send(b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    let took = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the upstream's connection closed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let log = s.dir.path().join("logs/access.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("/never")) {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(line["status"], 499, "{l}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn proxying_a_second_tamada_passes_files_ranges_and_304s() {
     let upstream = logged_site("")
         .file("www/big.bin", &"0123456789abcdef".repeat(200_000))

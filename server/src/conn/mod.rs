@@ -315,7 +315,25 @@ impl<T: Transport> Conn<T> {
         let mut answered = 0u32;
         loop {
             // 0. A waiting handler whose descriptor is ready (or whose time
-            // is up) runs again.
+            // is up) runs again. A client that ends its side meanwhile has
+            // left (as nginx takes it): the handler's state is dropped,
+            // which frees its upstream connection.
+            if let Phase::Parked(_) = &self.phase
+                && self.peer_closed
+                && !self.read_eof
+            {
+                loop {
+                    match self.buf.fill(&mut self.io) {
+                        Ok(Io::Ready(0)) | Err(_) => {
+                            self.read_eof = true;
+                            return self.close(cx, "the client left while the handler waited");
+                        }
+                        // Pipelined requests: kept for later.
+                        Ok(Io::Ready(_)) => continue,
+                        Ok(Io::Blocked) => break,
+                    }
+                }
+            }
             if let Phase::Parked(p) = &self.phase
                 && (p.ready || crate::io::now() >= p.until)
             {
@@ -527,7 +545,6 @@ impl<T: Transport> Conn<T> {
     /// Closes: responses not fully sent are logged as incomplete, a
     /// stream being sent and a body being fed are given up.
     pub fn close(&mut self, cx: &mut Cx<'_>, why: &str) -> Next {
-        let _ = cx;
         log::debug!("closing connection from {}: {why}", self.peer);
         for m in self.out.abandon() {
             log_mark(m, self.out.sent, false, Some(why.to_owned()));
@@ -539,6 +556,24 @@ impl<T: Transport> Conn<T> {
         }
         if let Phase::Tunnel(t) = &mut self.phase {
             t.fail(why);
+        }
+        if let Phase::Parked(_) = &self.phase
+            && let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head)
+        {
+            let Parked { wait, x, .. } = *p;
+            // Unwatched before the state (which may close it) goes.
+            cx.forget_wait(wait.fd);
+            drop(wait);
+            crate::logphase::run(
+                x,
+                crate::logphase::Outcome {
+                    // nginx's "client closed request".
+                    status: 499,
+                    completed: false,
+                    error: Some(why.to_owned()),
+                    ..Default::default()
+                },
+            );
         }
         Next::Close
     }
