@@ -34,8 +34,11 @@ use tamada_sdk::prelude::*;
 /// A route's FastCGI handler.
 pub struct FastCgi {
     s: Settings,
-    /// Parameters that are the same for every request.
+    /// Parameters that are the same for every request (unique names).
     base_env: Vec<(String, Vec<u8>)>,
+    /// One of them has a name a request sets too (then each request's
+    /// list is made unique).
+    base_clash: bool,
     pool: Arc<IdlePool>,
     label: String,
     /// When the root was last resolved, to what, and the scripts mapped
@@ -67,6 +70,15 @@ pub fn new(options: &Options) -> Result<FastCgi, String> {
     let mut base_env = cgi_env::base("", &s.root, &s.params);
     // A FastCGI server has its own environment (nginx sends no PATH).
     base_env.retain(|(k, _)| k != "PATH");
+    // Unique names once (later entries win), and whether one of them is a
+    // name a request sets too.
+    let mut seen = std::collections::HashSet::new();
+    base_env.reverse();
+    base_env.retain(|(k, _)| seen.insert(k.clone()));
+    base_env.reverse();
+    let base_clash = base_env.iter().any(|(k, _)| {
+        k.starts_with("HTTP_") || cgi_env::PER_REQUEST.contains(&k.as_str()) || k == "DOCUMENT_URI"
+    });
     Ok(FastCgi {
         root_now: std::sync::Mutex::new(Located {
             at: Instant::now(),
@@ -76,6 +88,7 @@ pub fn new(options: &Options) -> Result<FastCgi, String> {
         pool: Arc::new(IdlePool::new(s.keepalive, s.keepalive_timeout)),
         label: s.address.label(),
         base_env,
+        base_clash,
         s,
     })
 }
@@ -475,13 +488,20 @@ impl FastCgi {
             "DOCUMENT_URI".into(),
             format!("{}{}", script.name, script.path_info).into_bytes(),
         ));
-        // Later entries win (as for the cgi plugin's environment).
-        let mut seen = std::collections::HashSet::new();
+        // Later entries win (as for the cgi plugin's environment). PERF:
+        // only when a name can be there twice: the parameters that are the
+        // same for every request were made unique once, and none of them
+        // is one the request sets (the usual case) unless the root moved.
         let mut pairs: Vec<(&str, &[u8])> = Vec::with_capacity(env.len());
-        for (k, v) in env.iter().rev() {
-            if seen.insert(k.as_str()) {
-                pairs.push((k.as_str(), v.as_slice()));
+        if self.base_clash || root != self.s.root {
+            let mut seen = std::collections::HashSet::new();
+            for (k, v) in env.iter().rev() {
+                if seen.insert(k.as_str()) {
+                    pairs.push((k.as_str(), v.as_slice()));
+                }
             }
+        } else {
+            pairs.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
         }
         let mut pre = Vec::with_capacity(2048);
         record::begin(&mut pre, self.s.keepalive > 0);

@@ -33,6 +33,30 @@ pub fn base(
 }
 
 /// The script a request runs.
+/// The names [`build`] sets per request (besides `HTTP_*`).
+pub const PER_REQUEST: &[&str] = &[
+    "SERVER_PROTOCOL",
+    "SERVER_NAME",
+    "SERVER_ADDR",
+    "SERVER_PORT",
+    "REQUEST_METHOD",
+    "REQUEST_URI",
+    "REQUEST_SCHEME",
+    "HTTPS",
+    "SCRIPT_NAME",
+    "SCRIPT_FILENAME",
+    "PATH_INFO",
+    "PATH_TRANSLATED",
+    "QUERY_STRING",
+    "REMOTE_ADDR",
+    "REMOTE_HOST",
+    "REMOTE_PORT",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "AUTH_TYPE",
+    "REMOTE_USER",
+];
+
 #[derive(Clone, Copy)]
 pub struct Script<'a> {
     /// SCRIPT_NAME: the URL path that names the script.
@@ -176,4 +200,45 @@ fn basic_user(value: &str) -> Option<String> {
     let text = String::from_utf8(raw).ok()?;
     let (user, _) = text.split_once(':')?;
     Some(user.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tamada_sdk::testing::TestRequest;
+
+    #[test]
+    fn per_request_names_every_variable_build_sets() {
+        // fastcgi skips making its list unique when no fixed parameter
+        // has one of these names: the list must be whole.
+        let req = TestRequest::new("POST", "/a.php/more?x=1")
+            .header("content-type", "text/plain")
+            .header("authorization", "Basic dTpw")
+            .header("x-thing", "1")
+            .body(b"hi".to_vec());
+        let names = req.with(|r| {
+            let p = PerRequest {
+                script: Script {
+                    name: "/a.php",
+                    filename: Path::new("/srv/a.php"),
+                    path_info: "/more",
+                },
+                path_root: None,
+                content_length: Some(2),
+                pass_authorization: true,
+                basic_remote_user: true,
+            };
+            build(&[], r, &p)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        });
+        assert!(names.iter().any(|n| n == "REMOTE_USER"), "{names:?}");
+        for n in &names {
+            assert!(
+                n.starts_with("HTTP_") || PER_REQUEST.contains(&n.as_str()),
+                "{n} is missing from PER_REQUEST"
+            );
+        }
+    }
 }
