@@ -166,18 +166,52 @@ pub struct Cx<'a> {
     watched: Option<&'a std::cell::RefCell<Watched>>,
 }
 
+/// `epoll_ctl` for a waiting handler's descriptor: edge-triggered and
+/// one-shot, so a registration left behind (the socket went back to an
+/// idle pool, into a stream pulled on the pool, or to another loop)
+/// reports at most once until a wait re-arms it.
+fn oneshot_ctl(
+    epfd: std::os::fd::RawFd,
+    op: libc::c_int,
+    fd: std::os::fd::RawFd,
+    token: usize,
+    read: bool,
+    write: bool,
+) -> io::Result<()> {
+    let mut events = libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLRDHUP;
+    if read || !write {
+        events |= libc::EPOLLIN;
+    }
+    if write {
+        events |= libc::EPOLLOUT;
+    }
+    let mut ev = libc::epoll_event {
+        events: events as u32,
+        u64: token as u64,
+    };
+    // SAFETY: `epfd` is the loop's epoll descriptor (its Poll outlives the
+    // call) and `ev` is a valid epoll_event for the duration of the call;
+    // `fd` is only named, never dereferenced (a bad one is an error).
+    let r = unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// The descriptors waiting handlers have watched on this loop. One stays
-/// registered after its wait (a pooled upstream connection is waited on
-/// again and again: re-arming it is one `epoll_ctl` where adding and
-/// removing it each time were two); each has a slot, whose number is its
+/// registered (disarmed: one-shot) after its wait (a pooled upstream
+/// connection is waited on again and again: re-arming it is one
+/// `epoll_ctl` where adding and removing it each time were two); each has a slot, whose number is its
 /// token, and the connection that waits on it now, if any.
 ///
 /// A slot may outlive its descriptor: closing a socket takes it out of
 /// the epoll set, and the next wait on that number finds no registration
 /// to re-arm (ENOENT) and adds it again. One may also stay registered
-/// here while another loop uses it (a pooled connection moves): its
-/// events find no owner and are ignored, and no `epoll_ctl` is ever made
-/// for a descriptor nobody here waits on.
+/// here while another loop uses it (a pooled connection moves): being
+/// one-shot, it reports at most once, finds no owner and is ignored, and
+/// no `epoll_ctl` is ever made for a descriptor nobody here waits on.
 #[derive(Default)]
 pub struct Watched {
     by_fd: std::collections::HashMap<std::os::fd::RawFd, usize>,
@@ -218,22 +252,30 @@ impl<'a> Cx<'a> {
         let Some(r) = self.registry else {
             return Err(io::Error::other("no event loop"));
         };
-        r.register(
-            &mut mio::unix::SourceFd(&fd),
-            Token(RELAY_BIT | (CONN_BASE + self.key)),
-            Interest::READABLE | Interest::WRITABLE,
-        )
+        // A socket a handler waited on is still registered (disarmed): it
+        // becomes the relay's.
+        if let Some(w) = self.watched {
+            let mut w = w.borrow_mut();
+            if let Some(slot) = w.by_fd.remove(&fd) {
+                w.slots.remove(slot);
+            }
+        }
+        let mut src = mio::unix::SourceFd(&fd);
+        let token = Token(RELAY_BIT | (CONN_BASE + self.key));
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match r.register(&mut src, token, interest) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = r.deregister(&mut src);
+                r.register(&mut src, token, interest)
+            }
+            d => d,
+        }
     }
     /// Watches a waiting handler's descriptor for this connection (until
     /// [`Cx::unwatch`]): re-armed when it is watched already.
     pub fn register_wait(&self, fd: std::os::fd::RawFd, read: bool, write: bool) -> io::Result<()> {
         let (Some(r), Some(w)) = (self.registry, self.watched) else {
             return Err(io::Error::other("no event loop"));
-        };
-        let interest = match (read, write) {
-            (true, true) => Interest::READABLE | Interest::WRITABLE,
-            (false, true) => Interest::WRITABLE,
-            _ => Interest::READABLE,
         };
         let mut w = w.borrow_mut();
         let known = w.by_fd.get(&fd).copied();
@@ -249,28 +291,29 @@ impl<'a> Cx<'a> {
                 slot
             }
         };
-        let token = Token(WAIT_BIT | slot);
-        let mut src = mio::unix::SourceFd(&fd);
+        let token = WAIT_BIT | slot;
+        let epfd = std::os::fd::AsRawFd::as_raw_fd(r);
+        let ctl = |op| oneshot_ctl(epfd, op, fd, token, read, write);
         // One epoll_ctl in the common cases: a socket waited on again is
         // re-armed, and where sockets are new each time (the last re-arm
         // found none) they are added.
         let done = match known {
-            Some(_) if w.slots[slot].add_first => match r.register(&mut src, token, interest) {
+            Some(_) if w.slots[slot].add_first => match ctl(libc::EPOLL_CTL_ADD) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     w.slots[slot].add_first = false;
-                    r.reregister(&mut src, token, interest)
+                    ctl(libc::EPOLL_CTL_MOD)
                 }
                 d => d,
             },
-            Some(_) => match r.reregister(&mut src, token, interest) {
+            Some(_) => match ctl(libc::EPOLL_CTL_MOD) {
                 // Closed since (and maybe the number reused): added anew.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     w.slots[slot].add_first = true;
-                    r.register(&mut src, token, interest)
+                    ctl(libc::EPOLL_CTL_ADD)
                 }
                 d => d,
             },
-            None => r.register(&mut src, token, interest),
+            None => ctl(libc::EPOLL_CTL_ADD),
         };
         match done {
             Ok(()) => {
@@ -671,6 +714,10 @@ impl EventLoop {
     }
 
     fn sweep(&mut self, now: Instant) {
+        // The cached clock is the one deadlines are compared with: fresh,
+        // or a wait that expires during this turn's events is found
+        // expired here and not there (and its request closed as idle).
+        crate::io::tick();
         let expired: Vec<usize> = self
             .conns
             .iter()

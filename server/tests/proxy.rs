@@ -680,6 +680,59 @@ fn a_client_that_leaves_before_the_answer_frees_the_waiting_upstream_connection(
 }
 
 #[test]
+fn an_upgrade_on_a_connection_a_loop_waited_on_is_relayed() {
+    // Plain requests leave their upstream connections pooled (and still
+    // known to the loop that waited on them); an upgrade may take one of
+    // them for its relay. Each round: a GET, then a WebSocket upgrade and
+    // an echo, on one client connection.
+    let port = scripted(|mut s| {
+        loop {
+            let head = read_head(&mut s);
+            if head.is_empty() {
+                return;
+            }
+            if head.to_ascii_lowercase().contains("upgrade: websocket") {
+                let _ = s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                let mut b = [0u8; 4096];
+                while let Ok(n) = s.read(&mut b) {
+                    if n == 0 || s.write_all(&b[..n]).is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let s = proxy_site(&format!("{{ upstreams: [\"127.0.0.1:{port}\"] }}"), "").start();
+    for round in 0..8 {
+        let mut c = Client::connect(s.port());
+        for _ in 0..3 {
+            assert_eq!(
+                c.request("GET /plain HTTP/1.1\r\nHost: a\r\n\r\n").text(),
+                "ok"
+            );
+        }
+        c.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+        let r = c.read_response(false);
+        assert_eq!(r.status, 101, "round {round}: {}", r.text());
+        c.send(b"echo me");
+        let mut got = vec![0u8; 7];
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        c.stream.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"echo me", "round {round}");
+    }
+}
+
+#[test]
 fn proxying_a_second_tamada_passes_files_ranges_and_304s() {
     let upstream = logged_site("")
         .file("www/big.bin", &"0123456789abcdef".repeat(200_000))

@@ -404,20 +404,28 @@ impl Conn {
 
 /// Idle connections to one upstream: newest first, bounded, each kept
 /// at most `timeout` and checked before it is handed out. A sharded pool
-/// has one list per CPU, each bounded by `max`, and a thread uses its own
-/// (as nginx's `keepalive` is per worker): the event loops never wait
-/// for each other's lock.
+/// has as many lists as CPUs (as many as the server has event loops by
+/// default), each bounded by `max`; a thread always uses the same one
+/// (as nginx's `keepalive` is per worker), so the event loops rarely
+/// share a lock. Every list is pruned now and then, whoever uses it.
 pub struct IdlePool {
     shards: Vec<Mutex<Vec<(Conn, Instant)>>>,
     max: usize,
     timeout: Duration,
+    puts: std::sync::atomic::AtomicUsize,
 }
 
 static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 thread_local! {
+    /// This thread's list: threads are spread over the lists in the order
+    /// they first use a pool.
     static SHARD: usize = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Every this many gives, all lists are pruned (a list no thread uses
+/// any more must not keep connections past their time).
+const PRUNE_ALL: usize = 256;
 
 impl IdlePool {
     /// One list for all threads: at most `max` idle connections in all.
@@ -434,12 +442,15 @@ impl IdlePool {
             shards: (0..n.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             max,
             timeout,
+            puts: std::sync::atomic::AtomicUsize::new(0),
         }
     }
     fn shard(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Instant)>> {
         let i = if self.shards.len() == 1 {
             0
         } else {
+            // A thread keeps its list (an event loop's connections stay
+            // its own; a CPU may move it, so not `sched_getcpu`).
             SHARD.with(|s| *s) % self.shards.len()
         };
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
@@ -474,6 +485,18 @@ impl IdlePool {
         c.pos = 0;
         c.end = 0;
         c.reused = true;
+        if self.shards.len() > 1
+            && self
+                .puts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(PRUNE_ALL)
+        {
+            let now = Instant::now();
+            for s in &self.shards {
+                let mut idle = s.lock().unwrap_or_else(|p| p.into_inner());
+                idle.retain(|(_, since)| now.duration_since(*since) < self.timeout);
+            }
+        }
         let mut idle = self.shard();
         // PERF: one clock read, not one per idle connection.
         let now = Instant::now();

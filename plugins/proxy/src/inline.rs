@@ -109,6 +109,15 @@ enum Fail {
     Body(String),
 }
 
+/// Why no attempt could start.
+enum NoAttempt {
+    /// Every upstream was tried or is out.
+    Exhausted,
+    /// A unix listener's backlog is full: the pool's path retries.
+    Busy,
+}
+use NoAttempt::{Busy, Exhausted};
+
 /// What one step of the machine came to.
 enum Step {
     /// Wait for the socket.
@@ -140,7 +149,8 @@ impl Proxy {
             if matches!(call.stage, Stage::None) {
                 match self.next_attempt(&mut call, req) {
                     Ok(()) => {}
-                    Err(()) => {
+                    Err(Busy) => return req.defer(),
+                    Err(Exhausted) => {
                         note(req, &call.labels, call.last.0, call.t0.elapsed());
                         return self.error(res, call.last.0, &call.last.1);
                     }
@@ -205,11 +215,11 @@ impl Proxy {
 
     /// Picks the upstream and starts a connection to it (or takes an idle
     /// one); `Err` when none is left.
-    fn next_attempt(&self, call: &mut Call, req: &Request) -> Result<(), ()> {
+    fn next_attempt(&self, call: &mut Call, req: &Request) -> Result<(), NoAttempt> {
         loop {
             let i = match call.fresh_for.take() {
                 Some(i) => i,
-                None => self.ups.pick(&call.tried).ok_or(())?,
+                None => self.ups.pick(&call.tried).ok_or(Exhausted)?,
             };
             let label = self.ups.list[i].label.clone();
             let pooled = if call.tried.contains(&i) {
@@ -252,9 +262,7 @@ impl Proxy {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // A unix listener with a full backlog: the pool's
                         // path waits a little for room.
-                        call.tried.push(i);
-                        call.last = (502, format!("connecting to {label}: {e}"));
-                        continue;
+                        return Err(Busy);
                     }
                     Err(e) => {
                         let why = format!("connecting to {label}: {e}");
@@ -342,10 +350,15 @@ impl Proxy {
                             Err(e) => return Step::Failed(stale_or(&c, e, "sending the request")),
                         }
                     }
-                    // All sent: the answer cannot be here yet, so no read
-                    // is tried before the wait.
+                    // All sent. Unless an answer was read meanwhile (after
+                    // an interim one), it cannot be here yet: no read is
+                    // tried before the wait.
                     call.until = Instant::now() + self.s.read_timeout;
+                    let buffered = !c.buffered().is_empty();
                     call.stage = Stage::Head(c);
+                    if buffered {
+                        continue;
+                    }
                     return Step::Wait(Interest::Read);
                 }
                 Stage::Head(mut c) => {

@@ -613,9 +613,13 @@ impl<T: Transport> Conn<T> {
             let send_timed_out = !self.out.is_idle()
                 && !self.writable
                 && crate::io::now() >= self.last_write + cx.settings().send_timeout.0;
-            if !send_timed_out && crate::io::now() >= p.until {
-                // The handler hears of it (a 504, say).
-                return self.drive(cx);
+            if !send_timed_out {
+                if crate::io::now() >= p.until {
+                    // The handler hears of it (a 504, say).
+                    return self.drive(cx);
+                }
+                // Nothing is due yet: the next sweep looks again.
+                return Next::Wait;
             }
         }
         let why = match self.phase {
