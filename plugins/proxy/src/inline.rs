@@ -221,7 +221,7 @@ impl Proxy {
                 Some(i) => i,
                 None => self.ups.pick(&call.tried).ok_or(Exhausted)?,
             };
-            let label = self.ups.list[i].label.clone();
+            let label = &self.ups.list[i].label;
             let pooled = if call.tried.contains(&i) {
                 None
             } else if idempotent(req.method()) {
@@ -268,7 +268,7 @@ impl Proxy {
                         let why = format!("connecting to {label}: {e}");
                         log::error!("{why}");
                         self.ups.failed(i, &why);
-                        call.labels.push(label);
+                        call.labels.push(label.clone());
                         call.tried.push(i);
                         call.last = (502, why);
                         continue;

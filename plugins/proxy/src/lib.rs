@@ -439,8 +439,14 @@ impl Handler for Proxy {
 /// The exchange's notes, as nginx's `$upstream_addr`, `$upstream_status`
 /// and `$upstream_response_time` (seconds to the response head).
 fn note(req: &Request, labels: &[String], status: u16, took: Duration) {
-    if !labels.is_empty() {
-        req.note("upstream_addr", &labels.join(", "));
+    match labels {
+        [] => {}
+        [one] => {
+            req.note("upstream_addr", one);
+        }
+        _ => {
+            req.note("upstream_addr", &labels.join(", "));
+        }
     }
     req.note("upstream_status", &status.to_string());
     req.note(

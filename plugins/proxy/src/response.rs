@@ -68,9 +68,18 @@ pub fn read_head(
                 Ok(httparse::Status::Complete(n)) => {
                     let status = r.code.unwrap_or(0);
                     let minor = r.version.unwrap_or(1);
+                    // PERF: fields that never pass on (and frame nothing)
+                    // are not copied; a 101's are all kept.
+                    let dropped = |n: &str| {
+                        status != 101
+                            && ["date", "server", "keep-alive"]
+                                .iter()
+                                .any(|d| n.eq_ignore_ascii_case(d))
+                    };
                     let headers: Vec<(String, Vec<u8>)> = r
                         .headers
                         .iter()
+                        .filter(|h| !dropped(h.name))
                         .map(|h| (h.name.to_owned(), h.value.to_vec()))
                         .collect();
                     Some((n, status, minor, headers))
