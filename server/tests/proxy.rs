@@ -680,6 +680,38 @@ fn a_client_that_leaves_before_the_answer_frees_the_waiting_upstream_connection(
 }
 
 #[test]
+fn pipelined_requests_behind_a_waiting_one_are_answered_in_order() {
+    // Four requests in one write, POSTs with bodies among them: each waits
+    // on the loop for the upstream in turn, the others stay buffered, and
+    // the answers come back in order on the one connection.
+    let up = PyUpstream::start("py", 30.0);
+    let s = proxy_site(&format!("{{ upstreams: [\"127.0.0.1:{}\"] }}", up.port), "").start();
+    let mut c = Client::connect(s.port());
+    c.send(
+        b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\n\
+POST /p2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+HEAD /p3 HTTP/1.1\r\nHost: a\r\n\r\n\
+POST /p4 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    );
+    let r1 = c.read_response(false);
+    assert_eq!(json(&r1)["target"], "/p1");
+    let r2 = c.read_response(false);
+    assert_eq!(json(&r2)["target"], "/p2");
+    assert_eq!(json(&r2)["body_len"], 5);
+    let r3 = c.read_response(true);
+    assert_eq!(r3.status, 200);
+    assert!(r3.body.is_empty());
+    let r4 = c.read_response(false);
+    assert_eq!(json(&r4)["target"], "/p4");
+    assert_eq!(json(&r4)["body_len"], 3);
+    // And the connection goes on.
+    assert_eq!(
+        json(&c.request("GET /p5 HTTP/1.1\r\nHost: a\r\n\r\n"))["target"],
+        "/p5"
+    );
+}
+
+#[test]
 fn an_upgrade_on_a_connection_a_loop_waited_on_is_relayed() {
     // Plain requests leave their upstream connections pooled (and still
     // known to the loop that waited on them); an upgrade may take one of
