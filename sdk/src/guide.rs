@@ -778,10 +778,12 @@ pub mod placement {
     //!   bounded buffer, so a slow client never holds a pool thread.
     //! - **Inline** ([`Placement::Inline`](crate::Placement::Inline)): the
     //!   loop calls `handle` itself, with no hand-off, when the request
-    //!   body is empty or already wholly in memory. Otherwise (a body
-    //!   still arriving, a pending `Expect: 100-continue`) the same
-    //!   instance runs on the pool: inline code must also be correct
-    //!   there. This is how `static` beats servers written in C.
+    //!   body is empty or wholly in memory (it came with the head, or the
+    //!   loop collected it first: a `Content-Length` of at most 64 KiB).
+    //!   Otherwise (a larger body still arriving, a pending `Expect:
+    //!   100-continue`) the same instance runs on the pool: inline code
+    //!   must also be correct there. This is how `static` beats servers
+    //!   written in C.
     //!
     //! Declare it in [`Handler::placement`](crate::Handler::placement),
     //! which the server reads once per instance, right after the

@@ -83,8 +83,17 @@ fn a_small_body_that_came_with_the_head_runs_inline_a_pending_100_continue_does_
 }
 
 #[test]
-fn a_body_still_arriving_is_read_on_the_pool_through_the_loop() {
-    let s = server("", &[]);
+fn a_small_body_still_arriving_is_collected_on_the_loop_a_large_one_streams_to_the_pool() {
+    // One pool thread, kept busy by a sleeper: a request whose small body
+    // comes in pieces is collected by the loop and runs inline at once.
+    let s = server(
+        "  - path: /sleep/\n    handler: place\n    options: { sleep_ms: 1500, tag: sleeper }\n",
+        &["--workers", "1"],
+    );
+    let port = s.port();
+    let sleeper = std::thread::spawn(move || get(port, "/sleep/a", "a").status);
+    std::thread::sleep(Duration::from_millis(150));
+    let t0 = std::time::Instant::now();
     let mut c = Client::connect(s.port());
     c.send(b"POST /inline/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nfirst");
     std::thread::sleep(Duration::from_millis(100));
@@ -92,12 +101,55 @@ fn a_body_still_arriving_is_read_on_the_pool_through_the_loop() {
     let r = c.read_response(false);
     let t = r.text();
     assert!(
-        t.contains("thread=pool-") && t.contains("body=first-last"),
+        t.contains("thread=loop-") && t.contains("inline=true") && t.contains("body=first-last"),
         "{t}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
     );
     // The connection is still usable, on its loop.
     let r = c.request("GET /inline/y HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(r.text().contains("inline=true"), "{}", r.text());
+    assert_eq!(sleeper.join().unwrap(), 200);
+    // A body over 64 KiB still arriving streams to a pool handler through
+    // the loop.
+    let big = vec![b'z'; 100 * 1024];
+    c.send(
+        format!(
+            "POST /inline/big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(&big);
+    let r = c.read_response(false);
+    let t = r.text();
+    assert!(
+        t.contains("thread=pool-") && t.contains("inline=false"),
+        "{}",
+        &t[..200.min(t.len())]
+    );
+    assert!(t.contains(&format!("body={}", "z".repeat(1000))));
+}
+
+#[test]
+fn a_small_body_that_stalls_is_answered_408() {
+    let s = Fixture::new()
+        .file("conf.d/a.yaml", &vhost(""))
+        .file("conf.d/server.yaml", "body_timeout: 1s\n")
+        .file("www/index.html", "home\n")
+        .start();
+    let mut c = Client::connect(s.port());
+    c.send(b"POST /inline/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nfirst");
+    let t0 = std::time::Instant::now();
+    let r = c.read_response(false);
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(r.header("connection"), Some("close"));
 }
 
 #[test]

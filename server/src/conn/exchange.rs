@@ -173,6 +173,25 @@ impl<T: Transport> Conn<T> {
             self.after_inline(x, mem, step, minor, head_only, keep, cx);
             return;
         }
+        // A small body still on its way, with no `100 Continue` to send
+        // first, is collected here on the loop (as nginx buffers a request
+        // body): the request then runs as if the body had come with the
+        // head, and a slow client holds no pool thread.
+        if let Framing::Length(n) = framing_
+            && n <= super::COLLECT_MAX
+            && !expect
+        {
+            self.phase = Phase::Collect(Box::new(super::Collect {
+                x,
+                state,
+                minor,
+                head_only,
+                keep,
+                content_length,
+                last: crate::io::now(),
+            }));
+            return;
+        }
         // The body is still on its way: the handler reads it on the pool
         // through a pipe this loop feeds.
         let pipe = Arc::new(BodyPipe::new(
@@ -237,6 +256,52 @@ impl<T: Transport> Conn<T> {
         };
         drop(mem);
         self.answer(x, done, minor, head_only, keep, cx);
+    }
+
+    /// A collected body is whole in the buffer: the request runs as one
+    /// whose body came with the head.
+    pub(super) fn run_collected(&mut self, data: Vec<u8>, wire: usize, cx: &mut Cx<'_>) {
+        let Phase::Collect(c) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return;
+        };
+        let super::Collect {
+            mut x,
+            mut state,
+            minor,
+            head_only,
+            keep,
+            content_length,
+            ..
+        } = *c;
+        self.buf.consume(wire);
+        state.consumed_whole(wire, data.len());
+        x.bytes_received += wire as u64;
+        let mut mem = MemBody {
+            data,
+            pos: 0,
+            content_length,
+        };
+        let step = route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop, None);
+        self.after_inline(x, mem, step, minor, head_only, keep && !cx.draining, cx);
+    }
+
+    /// A body being collected stalled for `body_timeout`: 408, and the
+    /// connection closes (RFC 9110 15.5.9).
+    pub(super) fn collect_timed_out(&mut self) {
+        let Phase::Collect(c) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return;
+        };
+        let super::Collect {
+            mut x,
+            minor,
+            head_only,
+            ..
+        } = *c;
+        let msg = "the request body stalled (body_timeout)".to_owned();
+        host::record(&x.vhost, Some(x.peer), log::Level::Info, "tamada", &msg);
+        x.error = Some(msg);
+        self.linger = true;
+        self.queue(framing::simple(408, minor, head_only, true), Some(x));
     }
 
     /// Calls a waiting handler again: its descriptor is ready, or its

@@ -120,6 +120,26 @@ enum Phase {
     /// An inline handler waits for a descriptor (SDK 1.1 `Wait`); the
     /// loop calls it again when it is ready or the wait's time is up.
     Parked(Box<Parked>),
+    /// A small request body still arriving is read into the buffer first
+    /// (`COLLECT_MAX`).
+    Collect(Box<Collect>),
+}
+
+/// Bodies with a length up to this, still arriving after the head, are
+/// collected on the loop before the request runs (larger ones stream to
+/// a pool handler through the body pipe).
+pub const COLLECT_MAX: u64 = 64 * 1024;
+
+/// A request whose body is being collected.
+pub(crate) struct Collect {
+    x: Box<crate::route::Exchange>,
+    state: BodyState,
+    minor: u8,
+    head_only: bool,
+    keep: bool,
+    content_length: i64,
+    /// When body bytes last came (`body_timeout` counts from here).
+    last: Instant,
 }
 
 /// A request whose inline handler waits.
@@ -144,6 +164,16 @@ struct Waiting {
     keep: bool,
     /// The body the loop feeds, if it was not in memory.
     feed: Option<(BodyState, Arc<BodyPipe>)>,
+}
+
+/// How far collecting a body got.
+enum Collected {
+    /// It is all in the buffer (the body, and the bytes it took there).
+    Whole(Vec<u8>, usize),
+    /// More is to come.
+    Waiting,
+    /// The client closed first.
+    Gone,
 }
 
 /// The answer of [`Conn::drive`].
@@ -228,12 +258,18 @@ impl<T: Transport> Conn<T> {
         matches!(self.phase, Phase::Pool(_))
     }
 
+    /// Whether a request's body is being collected on the loop.
+    #[cfg(test)]
+    pub fn collects_body(&self) -> bool {
+        matches!(self.phase, Phase::Collect(_))
+    }
+
     /// Whether a response is still being written or a handler runs.
     pub fn is_busy(&self) -> bool {
         !self.out.is_idle()
             || matches!(
                 self.phase,
-                Phase::Pool(_) | Phase::Tunnel(_) | Phase::Parked(_)
+                Phase::Pool(_) | Phase::Tunnel(_) | Phase::Parked(_) | Phase::Collect(_)
             )
     }
 
@@ -332,6 +368,24 @@ impl<T: Transport> Conn<T> {
                         Ok(Io::Ready(_)) => continue,
                         Ok(Io::Blocked) => break,
                     }
+                }
+            }
+            // A body being collected: when it is whole, the request runs.
+            if let Phase::Collect(_) = &self.phase {
+                match self.collect() {
+                    Collected::Whole(data, wire) => {
+                        self.run_collected(data, wire, cx);
+                        if let Phase::Tunnel(_) = self.phase {
+                            return self.tunnel_step(cx);
+                        }
+                        continue;
+                    }
+                    Collected::Gone => {
+                        return self
+                            .close(cx, "the client closed the connection before the body ended");
+                    }
+                    // On to writing what is queued, then wait.
+                    Collected::Waiting => {}
                 }
             }
             if let Phase::Parked(p) = &self.phase
@@ -468,6 +522,41 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// Reads a body being collected as far as the socket allows.
+    fn collect(&mut self) -> Collected {
+        loop {
+            let Phase::Collect(c) = &mut self.phase else {
+                return Collected::Waiting;
+            };
+            if let Some((data, wire)) = c.state.whole_in(self.buf.data()) {
+                return Collected::Whole(data, wire);
+            }
+            if self.read_eof {
+                return Collected::Gone;
+            }
+            if !self.readable {
+                return Collected::Waiting;
+            }
+            match self.buf.fill(&mut self.io) {
+                Ok(Io::Ready(0)) | Err(_) => {
+                    self.read_eof = true;
+                    self.readable = false;
+                    return Collected::Gone;
+                }
+                Ok(Io::Ready(n)) => {
+                    if n < READ_CHUNK && !self.peer_closed {
+                        self.readable = false;
+                    }
+                    c.last = crate::io::now();
+                }
+                Ok(Io::Blocked) => {
+                    self.readable = false;
+                    return Collected::Waiting;
+                }
+            }
+        }
+    }
+
     /// Writes the queue; `Some` when the connection must close.
     fn flush(&mut self, cx: &mut Cx<'_>) -> Option<Next> {
         if self.out.is_idle() || !self.writable {
@@ -557,6 +646,22 @@ impl<T: Transport> Conn<T> {
         if let Phase::Tunnel(t) = &mut self.phase {
             t.fail(why);
         }
+        if let Phase::Collect(_) = &self.phase
+            && let Phase::Collect(c) = std::mem::replace(&mut self.phase, Phase::Head)
+        {
+            let mut x = c.x;
+            x.bytes_received += self.buf.data().len() as u64;
+            crate::logphase::run(
+                x,
+                crate::logphase::Outcome {
+                    // nginx logs these 400.
+                    status: 400,
+                    completed: false,
+                    error: Some(why.to_owned()),
+                    ..Default::default()
+                },
+            );
+        }
         if let Phase::Parked(_) = &self.phase
             && let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head)
         {
@@ -597,6 +702,7 @@ impl<T: Transport> Conn<T> {
         }
         match self.phase {
             Phase::Parked(ref p) => Some(p.until),
+            Phase::Collect(ref c) => Some(c.last + s.body_timeout.0),
             Phase::Pool(_) => None,
             _ if !self.out.is_idle() => None,
             _ => Some(match self.head_started {
@@ -619,6 +725,18 @@ impl<T: Transport> Conn<T> {
                     return self.drive(cx);
                 }
                 // Nothing is due yet: the next sweep looks again.
+                return Next::Wait;
+            }
+        }
+        if let Phase::Collect(c) = &self.phase {
+            let send_timed_out = !self.out.is_idle()
+                && !self.writable
+                && crate::io::now() >= self.last_write + cx.settings().send_timeout.0;
+            if !send_timed_out {
+                if crate::io::now() >= c.last + cx.settings().body_timeout.0 {
+                    self.collect_timed_out();
+                    return self.drive(cx);
+                }
                 return Next::Wait;
             }
         }

@@ -232,6 +232,10 @@ impl Harness {
                 return n;
             }
             if !c.waits_for_pool() && n == Next::Wait {
+                // A body being collected waits for the scripted bytes.
+                if c.collects_body() && !c.io.reads.is_empty() {
+                    continue;
+                }
                 return n;
             }
             if n == Next::Again {
