@@ -282,7 +282,10 @@ impl<T: Transport> Conn<T> {
             content_length,
         };
         let step = route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop, None);
-        self.after_inline(x, mem, step, minor, head_only, keep && !cx.draining, cx);
+        // Told to go by a drain that began meanwhile: more may be on its way.
+        let still = keep && !cx.draining;
+        self.linger |= keep && !still;
+        self.after_inline(x, mem, step, minor, head_only, still, cx);
     }
 
     /// A body being collected stalled for `body_timeout`: 408, and the
@@ -300,6 +303,7 @@ impl<T: Transport> Conn<T> {
         let msg = "the request body stalled (body_timeout)".to_owned();
         host::record(&x.vhost, Some(x.peer), log::Level::Info, "tamada", &msg);
         x.error = Some(msg);
+        x.bytes_received += self.buf.data().len() as u64;
         self.linger = true;
         self.queue(framing::simple(408, minor, head_only, true), Some(x));
     }
@@ -331,7 +335,9 @@ impl<T: Transport> Conn<T> {
             Place::Loop,
             Some(resume),
         );
-        self.after_inline(x, mem, step, minor, head_only, keep && !cx.draining, cx);
+        let still = keep && !cx.draining;
+        self.linger |= keep && !still;
+        self.after_inline(x, mem, step, minor, head_only, still, cx);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -381,8 +381,11 @@ impl<T: Transport> Conn<T> {
                         continue;
                     }
                     Collected::Gone => {
-                        return self
-                            .close(cx, "the client closed the connection before the body ended");
+                        // What was answered before still goes out, then
+                        // the connection closes.
+                        self.drop_collect("the client closed the connection before the body ended");
+                        self.close_after = true;
+                        continue;
                     }
                     // On to writing what is queued, then wait.
                     Collected::Waiting => {}
@@ -522,6 +525,27 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// Gives up a request whose body was being collected: logged 400 (as
+    /// nginx logs a client that left mid-body).
+    fn drop_collect(&mut self, why: &str) {
+        if let Phase::Collect(_) = &self.phase
+            && let Phase::Collect(c) = std::mem::replace(&mut self.phase, Phase::Head)
+        {
+            let mut x = c.x;
+            x.bytes_received += self.buf.data().len() as u64;
+            self.buf.consume(self.buf.data().len());
+            crate::logphase::run(
+                x,
+                crate::logphase::Outcome {
+                    status: 400,
+                    completed: false,
+                    error: Some(why.to_owned()),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
     /// Reads a body being collected as far as the socket allows.
     fn collect(&mut self) -> Collected {
         loop {
@@ -646,22 +670,7 @@ impl<T: Transport> Conn<T> {
         if let Phase::Tunnel(t) = &mut self.phase {
             t.fail(why);
         }
-        if let Phase::Collect(_) = &self.phase
-            && let Phase::Collect(c) = std::mem::replace(&mut self.phase, Phase::Head)
-        {
-            let mut x = c.x;
-            x.bytes_received += self.buf.data().len() as u64;
-            crate::logphase::run(
-                x,
-                crate::logphase::Outcome {
-                    // nginx logs these 400.
-                    status: 400,
-                    completed: false,
-                    error: Some(why.to_owned()),
-                    ..Default::default()
-                },
-            );
-        }
+        self.drop_collect(why);
         if let Phase::Parked(_) = &self.phase
             && let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head)
         {
@@ -697,6 +706,9 @@ impl<T: Transport> Conn<T> {
             let send = self.last_write + s.send_timeout.0;
             if let Phase::Parked(p) = &self.phase {
                 return Some(send.min(p.until));
+            }
+            if let Phase::Collect(c) = &self.phase {
+                return Some(send.min(c.last + s.body_timeout.0));
             }
             return Some(send);
         }

@@ -233,7 +233,7 @@ impl Harness {
             }
             if !c.waits_for_pool() && n == Next::Wait {
                 // A body being collected waits for the scripted bytes.
-                if c.collects_body() && !c.io.reads.is_empty() {
+                if c.collects_body() && (!c.io.reads.is_empty() || c.io.eof) {
                     continue;
                 }
                 return n;
@@ -363,7 +363,7 @@ fn a_stalled_writer_resumes_where_it_stopped() {
 }
 
 #[test]
-fn a_body_split_across_reads_reaches_a_pool_handler() {
+fn a_small_body_split_across_reads_is_collected_then_reaches_a_pool_handler() {
     let h = Harness::new();
     let mut c = h.conn(Script {
         reads: VecDeque::from([
@@ -375,6 +375,42 @@ fn a_body_split_across_reads_reaches_a_pool_handler() {
     });
     assert_eq!(h.run(&mut c), Next::Wait);
     assert_eq!(bodies(&c.io.out), ["hi /pool/phello world"]);
+}
+
+#[test]
+fn a_large_body_split_across_reads_streams_to_a_pool_handler() {
+    // Over COLLECT_MAX: fed through the body pipe as it comes.
+    let body: Vec<u8> = (0..70_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let h = Harness::new();
+    let mut reads = VecDeque::from([format!(
+        "POST /pool/p HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes()]);
+    for piece in body.chunks(9_000) {
+        reads.push_back(piece.to_vec());
+    }
+    let mut c = h.conn(Script {
+        reads,
+        ..Script::default()
+    });
+    assert_eq!(h.run(&mut c), Next::Wait);
+    let want = format!("hi /pool/p{}", String::from_utf8_lossy(&body));
+    assert_eq!(bodies(&c.io.out), [want]);
+}
+
+#[test]
+fn a_client_that_closes_mid_body_still_gets_the_answers_before() {
+    // A pipelined GET, then a POST whose body never ends: the GET's answer
+    // goes out, then the connection closes.
+    let h = Harness::new();
+    let mut c = h.conn(Script {
+        reads: VecDeque::from([b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf".to_vec()]),
+        eof: true,
+        ..Script::default()
+    });
+    assert_eq!(h.run(&mut c), Next::Close);
+    assert_eq!(bodies(&c.io.out), ["hi /a"]);
 }
 
 #[test]
