@@ -54,12 +54,11 @@ pub enum Interest {
 }
 
 /// A wait the handler asked for (for the SDK's shims and tests).
-#[doc(hidden)]
-pub struct Waiting {
-    pub fd: i32,
-    pub interest: Interest,
-    pub timeout: Duration,
-    pub state: Box<dyn Any + Send>,
+pub(crate) struct Waiting {
+    pub(crate) fd: i32,
+    pub(crate) interest: Interest,
+    pub(crate) timeout: Duration,
+    pub(crate) state: Box<dyn Any + Send>,
 }
 
 impl<'a> Request<'a> {
@@ -76,8 +75,7 @@ impl<'a> Request<'a> {
     }
 
     /// Wraps the raw view of a call after a wait, with its state.
-    #[doc(hidden)]
-    pub fn from_raw_resumed(
+    pub(crate) fn from_raw_resumed(
         raw: &'a RequestV1<'a>,
         inline: bool,
         may_wait: bool,
@@ -198,8 +196,7 @@ impl<'a> Request<'a> {
     }
 
     /// The wait the handler asked for (for the SDK's shims and tests).
-    #[doc(hidden)]
-    pub fn take_waiting(&self) -> Option<Waiting> {
+    pub(crate) fn take_waiting(&self) -> Option<Waiting> {
         self.waiting.borrow_mut().take()
     }
 

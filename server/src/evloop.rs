@@ -218,6 +218,15 @@ pub struct Watched {
     slots: Slab<WatchSlot>,
 }
 
+impl Watched {
+    /// Forgets `fd`'s slot (its registration is the caller's business).
+    fn forget(&mut self, fd: std::os::fd::RawFd) {
+        if let Some(slot) = self.by_fd.remove(&fd) {
+            self.slots.remove(slot);
+        }
+    }
+}
+
 struct WatchSlot {
     fd: std::os::fd::RawFd,
     /// The key of the connection parked on it.
@@ -255,10 +264,7 @@ impl<'a> Cx<'a> {
         // A socket a handler waited on is still registered (disarmed): it
         // becomes the relay's.
         if let Some(w) = self.watched {
-            let mut w = w.borrow_mut();
-            if let Some(slot) = w.by_fd.remove(&fd) {
-                w.slots.remove(slot);
-            }
+            w.borrow_mut().forget(fd);
         }
         let mut src = mio::unix::SourceFd(&fd);
         let token = Token(RELAY_BIT | (CONN_BASE + self.key));
@@ -321,8 +327,7 @@ impl<'a> Cx<'a> {
                 Ok(())
             }
             Err(e) => {
-                w.slots.remove(slot);
-                w.by_fd.remove(&fd);
+                w.forget(fd);
                 Err(e)
             }
         }
@@ -333,10 +338,7 @@ impl<'a> Cx<'a> {
             let _ = r.deregister(&mut mio::unix::SourceFd(&fd));
         }
         if let Some(w) = self.watched {
-            let mut w = w.borrow_mut();
-            if let Some(slot) = w.by_fd.remove(&fd) {
-                w.slots.remove(slot);
-            }
+            w.borrow_mut().forget(fd);
         }
     }
     /// The connection no longer waits on `fd` (it stays registered).
@@ -561,10 +563,7 @@ impl EventLoop {
                     .poll
                     .registry()
                     .deregister(&mut mio::unix::SourceFd(&fd));
-                let mut w = self.watched.borrow_mut();
-                if let Some(slot) = w.by_fd.remove(&fd) {
-                    w.slots.remove(slot);
-                }
+                self.watched.borrow_mut().forget(fd);
             }
             // Closing the socket takes it out of the epoll set.
             drop(c);

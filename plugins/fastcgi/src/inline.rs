@@ -7,7 +7,7 @@
 //! response when it is at most [`SMALL_BODY`](crate::SMALL_BODY); a
 //! longer one becomes a stream the core pulls on its pool.
 
-use crate::{FastCgi, FcgiBody, LogCtx, SMALL_BODY, note, page, read_record, record};
+use crate::{FastCgi, FcgiBody, LogCtx, SMALL_BODY, gateway_page, note, page, read_record, record};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -179,11 +179,13 @@ impl FastCgi {
                     &format!("connecting to {}: {e}", self.label),
                 );
                 note(req, &self.label, 502, call.t0.elapsed());
-                Err(page(res, 502, "Bad Gateway"))
+                Err(gateway_page(res, 502))
             }
         }
     }
 
+    /// Gives up: the error log says `why` (after the server's address),
+    /// the client gets `code`.
     fn fail(
         &self,
         call: &Call,
@@ -192,22 +194,21 @@ impl FastCgi {
         code: u16,
         why: &str,
     ) -> Step {
-        let line = if why.starts_with("connecting to ") {
-            why.to_owned()
-        } else {
-            format!("{}: {why}", self.label)
-        };
-        call.log.record(log::Level::Error, &line);
+        self.fail_logged(call, req, res, code, &format!("{}: {why}", self.label))
+    }
+
+    /// [`fail`](Self::fail) with the whole error log line given.
+    fn fail_logged(
+        &self,
+        call: &Call,
+        req: &Request,
+        res: &mut ResponseBuilder,
+        code: u16,
+        line: &str,
+    ) -> Step {
+        call.log.record(log::Level::Error, line);
         note(req, &self.label, code, call.t0.elapsed());
-        Step::Done(page(
-            res,
-            code,
-            match code {
-                504 => "Gateway Timeout",
-                503 => "Service Unavailable",
-                _ => "Bad Gateway",
-            },
-        ))
+        Step::Done(gateway_page(res, code))
     }
 
     fn advance(
@@ -228,7 +229,7 @@ impl FastCgi {
                             "connecting to {}: timed out after {:?} (connect_timeout)",
                             self.label, self.s.connect_timeout
                         );
-                        return self.fail(call, req, res, 504, &why);
+                        return self.fail_logged(call, req, res, 504, &why);
                     }
                     match connect_result(&c.sock) {
                         Ok(()) => {
@@ -240,7 +241,7 @@ impl FastCgi {
                         }
                         Err(e) => {
                             let why = format!("connecting to {}: {e}", self.label);
-                            return self.fail(call, req, res, 502, &why);
+                            return self.fail_logged(call, req, res, 502, &why);
                         }
                     }
                 }

@@ -322,6 +322,16 @@ impl FastCgi {
     }
 }
 
+/// The page of a gateway failure: 502, 503 or 504.
+fn gateway_page(res: &mut ResponseBuilder, code: u16) -> Outcome {
+    let text = match code {
+        504 => "Gateway Timeout",
+        503 => "Service Unavailable",
+        _ => "Bad Gateway",
+    };
+    page(res, code, text)
+}
+
 fn page(res: &mut ResponseBuilder, code: u16, text: &str) -> Outcome {
     res.status(code)
         .header("content-type", "text/plain; charset=utf-8")
@@ -405,15 +415,7 @@ impl Handler for FastCgi {
                         );
                         let code = if timeout { 504 } else { 502 };
                         note(req, &self.label, code, t0.elapsed());
-                        return page(
-                            res,
-                            code,
-                            if timeout {
-                                "Gateway Timeout"
-                            } else {
-                                "Bad Gateway"
-                            },
-                        );
+                        return gateway_page(res, code);
                     }
                 },
             };
@@ -441,15 +443,7 @@ impl Handler for FastCgi {
             };
             log.record(log::Level::Error, &format!("{}: {why}", self.label));
             note(req, &self.label, code, t0.elapsed());
-            return page(
-                res,
-                code,
-                match code {
-                    504 => "Gateway Timeout",
-                    503 => "Service Unavailable",
-                    _ => "Bad Gateway",
-                },
-            );
+            return gateway_page(res, code);
         }
     }
 }

@@ -534,15 +534,7 @@ impl<T: Transport> Conn<T> {
             let mut x = c.x;
             x.bytes_received += self.buf.data().len() as u64;
             self.buf.consume(self.buf.data().len());
-            crate::logphase::run(
-                x,
-                crate::logphase::Outcome {
-                    status: 400,
-                    completed: false,
-                    error: Some(why.to_owned()),
-                    ..Default::default()
-                },
-            );
+            log_given_up(x, 400, why);
         }
     }
 
@@ -678,16 +670,8 @@ impl<T: Transport> Conn<T> {
             // Unwatched before the state (which may close it) goes.
             cx.forget_wait(wait.fd);
             drop(wait);
-            crate::logphase::run(
-                x,
-                crate::logphase::Outcome {
-                    // nginx's "client closed request".
-                    status: 499,
-                    completed: false,
-                    error: Some(why.to_owned()),
-                    ..Default::default()
-                },
-            );
+            // nginx's "client closed request".
+            log_given_up(x, 499, why);
         }
         Next::Close
     }
@@ -702,19 +686,16 @@ impl<T: Transport> Conn<T> {
         {
             return Some(t.last + t.idle);
         }
+        // A waiting handler's or a collected body's own deadline.
+        let request = self.request_deadline(cx);
         if !self.out.is_idle() && !self.writable {
             let send = self.last_write + s.send_timeout.0;
-            if let Phase::Parked(p) = &self.phase {
-                return Some(send.min(p.until));
-            }
-            if let Phase::Collect(c) = &self.phase {
-                return Some(send.min(c.last + s.body_timeout.0));
-            }
-            return Some(send);
+            return Some(request.map_or(send, |r| r.min(send)));
+        }
+        if request.is_some() {
+            return request;
         }
         match self.phase {
-            Phase::Parked(ref p) => Some(p.until),
-            Phase::Collect(ref c) => Some(c.last + s.body_timeout.0),
             Phase::Pool(_) => None,
             _ if !self.out.is_idle() => None,
             _ => Some(match self.head_started {
@@ -725,32 +706,31 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// When a waiting handler's wait, or the collection of a body, is up.
+    fn request_deadline(&self, cx: &Cx<'_>) -> Option<Instant> {
+        match &self.phase {
+            Phase::Parked(p) => Some(p.until),
+            Phase::Collect(c) => Some(c.last + cx.settings().body_timeout.0),
+            _ => None,
+        }
+    }
+
     /// The deadline passed.
     pub fn timed_out(&mut self, cx: &mut Cx<'_>) -> Next {
-        if let Phase::Parked(p) = &self.phase {
-            let send_timed_out = !self.out.is_idle()
-                && !self.writable
-                && crate::io::now() >= self.last_write + cx.settings().send_timeout.0;
-            if !send_timed_out {
-                if crate::io::now() >= p.until {
-                    // The handler hears of it (a 504, say).
-                    return self.drive(cx);
-                }
+        let send_timed_out = !self.out.is_idle()
+            && !self.writable
+            && crate::io::now() >= self.last_write + cx.settings().send_timeout.0;
+        if !send_timed_out && let Some(due) = self.request_deadline(cx) {
+            if crate::io::now() < due {
                 // Nothing is due yet: the next sweep looks again.
                 return Next::Wait;
             }
-        }
-        if let Phase::Collect(c) = &self.phase {
-            let send_timed_out = !self.out.is_idle()
-                && !self.writable
-                && crate::io::now() >= self.last_write + cx.settings().send_timeout.0;
-            if !send_timed_out {
-                if crate::io::now() >= c.last + cx.settings().body_timeout.0 {
-                    self.collect_timed_out();
-                    return self.drive(cx);
-                }
-                return Next::Wait;
+            if let Phase::Collect(_) = self.phase {
+                self.collect_timed_out();
             }
+            // A waiting handler hears of it (a 504, say); a collected
+            // body's 408 goes out.
+            return self.drive(cx);
         }
         let why = match self.phase {
             Phase::Linger(_) => return Next::Close,
@@ -838,6 +818,19 @@ impl<T: Transport> Conn<T> {
             }
         }
     }
+}
+
+/// Logs a request given up before any response (a client that left).
+fn log_given_up(x: Box<crate::route::Exchange>, status: u16, why: &str) {
+    crate::logphase::run(
+        x,
+        crate::logphase::Outcome {
+            status,
+            completed: false,
+            error: Some(why.to_owned()),
+            ..Default::default()
+        },
+    );
 }
 
 fn limits(cx: &Cx<'_>) -> Limits {
