@@ -686,10 +686,14 @@ impl EventLoop {
         };
         let proxy = self.rt.sites.get(&bind).is_some_and(|s| s.proxy_protocol);
         if proxy && !crate::realip::trusted(&self.rt.settings.trusted_proxies, peer.ip()) {
-            log::warn!(
-                "{bind} expects the PROXY protocol: closing the connection from {peer}, \
-                 which is not in trusted_proxies"
-            );
+            // SECURITY: an attacker's connect flood writes one line a
+            // second, with a count (`ratelog.rs`).
+            crate::ratelog::proxy_refused(|| {
+                format!(
+                    "{bind} expects the PROXY protocol: closing the connection from {peer}, \
+                     which is not in trusted_proxies"
+                )
+            });
             OPEN.fetch_sub(1, Ordering::Relaxed);
             return;
         }
@@ -717,6 +721,7 @@ impl EventLoop {
         // or a wait that expires during this turn's events is found
         // expired here and not there (and its request closed as idle).
         crate::io::tick();
+        crate::ratelog::flush();
         let expired: Vec<usize> = self
             .conns
             .iter()

@@ -123,12 +123,41 @@ pub fn own(resp: ResponseV1) -> Owned {
     }
 }
 
-fn declared_len(headers: &[OwnedHeaderV1]) -> Option<u64> {
-    headers
+/// The length a response's `Content-Length` fields declare (RFC 9110
+/// section 8.6): `None` without one; `Err` when one is not a number or
+/// two disagree. SECURITY: a length the head says and a length the body
+/// is framed by must be one number, or the client reads the next
+/// response as part of this one (a CGI script sending `Content-Length: 2`
+/// then `Content-Length: 40` desynchronised the connection).
+pub fn declared_len(headers: &[OwnedHeaderV1]) -> Result<Option<u64>, String> {
+    let mut found: Option<u64> = None;
+    for h in headers
         .iter()
-        .find(|h| h.name.as_str().eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value.as_slice()).ok())
-        .and_then(|v| v.trim().parse().ok())
+        .filter(|h| h.name.as_str().eq_ignore_ascii_case("content-length"))
+    {
+        // A list of equal values (`42, 42`) is one length, as the RFC allows.
+        for v in h.value.as_slice().split(|&b| b == b',') {
+            let v = v.trim_ascii();
+            let n = (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "the response's Content-Length `{}` is not a number",
+                        String::from_utf8_lossy(h.value.as_slice())
+                    )
+                })?;
+            match found {
+                Some(m) if m != n => {
+                    return Err(format!(
+                        "the response has Content-Length fields that differ ({m} and {n})"
+                    ));
+                }
+                _ => found = Some(n),
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Starts pulling a raw stream (`start`) when its bytes will be sent, or
@@ -144,11 +173,14 @@ pub fn start_stream(
     let OwnedBody::Raw(s) = std::mem::replace(&mut o.body, OwnedBody::Stream(None)) else {
         return;
     };
-    if head_only || http::bodiless(o.status) || !(200..=999).contains(&o.status) {
+    // Lengths that disagree are refused by `respond` (502): not read.
+    let Some(declared) = declared_len(&o.headers)
+        .ok()
+        .filter(|_| !head_only && !http::bodiless(o.status) && (200..=999).contains(&o.status))
+    else {
         close(s);
         return;
-    }
-    let declared = declared_len(&o.headers);
+    };
     let chunked = declared.is_none() && minor >= 1;
     o.body = OwnedBody::Stream(Some(start(Puller::new(s, declared, chunked))));
 }
@@ -351,19 +383,30 @@ pub fn options_star(minor: u8, close: bool) -> Response {
     }
 }
 
-/// Frames a plugin's response. `Err` carries the reason a response is
-/// not acceptable (the caller answers 500 and logs it).
-pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Response, String> {
+/// Why a plugin's response is not sent: the status the core answers
+/// instead, and the line for the error log.
+pub struct Refused {
+    pub status: u16,
+    pub why: String,
+}
+
+/// Frames a plugin's response. `Err` says why it is not acceptable (the
+/// caller answers with its status and logs it).
+pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Response, Refused> {
     let Owned {
         status,
         headers,
         body,
     } = o;
     if !(200..=999).contains(&status) {
-        return Err(format!(
-            "a handler answered with status {status}, which is not a final status"
-        ));
+        return Err(Refused {
+            status: 500,
+            why: format!("a handler answered with status {status}, which is not a final status"),
+        });
     }
+    // Whatever the body form: a plugin or script whose lengths disagree
+    // is a bad gateway (as nginx answers an upstream's), never framed.
+    let declared = declared_len(&headers).map_err(|why| Refused { status: 502, why })?;
     let mut h = start_head(status, minor);
     if let OwnedBody::Bytes(b) = &body
         && b.len() <= INLINE_BODY
@@ -371,7 +414,6 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
         // Room for the headers and the body behind them: no realloc.
         h.reserve(b.len() + 64 * headers.len() + 64);
     }
-    let mut declared: Option<u64> = None;
     let mut dropped = Vec::new();
     for hd in headers.iter() {
         let name = hd.name.as_str();
@@ -381,9 +423,6 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
             continue;
         }
         if name.eq_ignore_ascii_case("content-length") {
-            declared = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
             continue;
         }
         if http::is_hop_header(name)
@@ -432,7 +471,12 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
                 },
             )
         }
-        OwnedBody::Raw(_) => return Err("a stream was not started (internal error)".into()),
+        OwnedBody::Raw(_) => {
+            return Err(Refused {
+                status: 500,
+                why: "a stream was not started (internal error)".into(),
+            });
+        }
         OwnedBody::Stream(pipe) => {
             if declared.is_none() && minor == 0 {
                 // HTTP/1.0 and unknown length: the end of the body is the

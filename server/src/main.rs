@@ -23,6 +23,7 @@ mod logphase;
 mod plugins;
 mod pool;
 mod privileges;
+mod ratelog;
 mod realip;
 mod route;
 mod runtime;

@@ -12,6 +12,7 @@ mod logging;
 mod metrics;
 mod placement;
 mod proxy;
+mod security;
 mod service;
 mod static_files;
 mod template;

@@ -327,6 +327,25 @@ impl Conn {
             Err(rustix::io::Errno::AGAIN)
         )
     }
+    /// Waits at most `left` for bytes (or the upstream's end) on a
+    /// blocking socket; false when none came in time.
+    pub fn readable_within(&self, left: Duration) -> bool {
+        if !self.buffered().is_empty() {
+            return true;
+        }
+        let Ok(ts) = rustix::event::Timespec::try_from(left) else {
+            return true;
+        };
+        let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
+        loop {
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Err(rustix::io::Errno::INTR) => continue,
+                Ok(n) => return n > 0,
+                // Let the read report it.
+                Err(_) => return true,
+            }
+        }
+    }
     /// Whether bytes (or the upstream's end) are waiting to be read.
     pub fn readable(&self) -> bool {
         if !self.buffered().is_empty() {
@@ -455,25 +474,24 @@ impl IdlePool {
         };
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
-    /// An idle connection that is still open.
+    /// An idle connection not past its time that the upstream has not
+    /// closed and has written nothing on since its last answer (one
+    /// `recv` with MSG_PEEK each). SECURITY: never handed out unchecked:
+    /// bytes on an idle connection (a late or unasked-for response, a
+    /// 408 before a close) would be read as the next request's answer and
+    /// reach another client.
     pub fn take(&self) -> Option<Conn> {
-        self.take_checked(true)
-    }
-    /// An idle connection not past its time; `check` also makes sure the
-    /// upstream has not closed it (one `recv` more). Without the check, a
-    /// closed one shows as a failure before any answer, which a caller
-    /// may only meet with requests it can send again.
-    pub fn take_checked(&self, check: bool) -> Option<Conn> {
         if self.max == 0 {
             return None;
         }
         let mut idle = self.shard();
         let now = Instant::now();
         while let Some((c, since)) = idle.pop() {
-            if now.duration_since(since) < self.timeout && (!check || c.still_open()) {
+            if now.duration_since(since) < self.timeout && c.still_open() {
                 return Some(c);
             }
-            // Expired or closed by the upstream: dropped (closed) here.
+            // Expired, closed by the upstream or with bytes waiting:
+            // dropped (closed) here.
         }
         None
     }

@@ -49,6 +49,25 @@ fn field_into(out: &mut String, value: Option<&[u8]>) {
     }
 }
 
+/// The user name, the one field of the line without quotes around it:
+/// escaped as the others, and a space too (`\x20`), so that a user name
+/// like `6.6.6.6 - realuser` cannot forge the fields that follow it. A
+/// user named `-` is written `\x2D`, never as the `-` of no user.
+fn user_into(out: &mut String, value: Option<&[u8]>) {
+    match value {
+        None => out.push('-'),
+        Some(v) => {
+            for (i, &b) in v.iter().enumerate() {
+                if b == b' ' || (b == b'-' && i == 0 && v.len() == 1) {
+                    out.push_str(if b == b' ' { "\\x20" } else { "\\x2D" });
+                } else {
+                    escape_into(out, &[b]);
+                }
+            }
+        }
+    }
+}
+
 /// Escapes a message for the error log: readable (UTF-8 kept), but one
 /// line: `\` -> `\\`, newline -> `\n`, CR -> `\r`, tab -> `\t`, any other
 /// control character -> `\xHH`.
@@ -203,7 +222,7 @@ fn clf_line(e: &LogEntry, combined: bool) -> String {
     let req = e.request();
     let mut s = String::with_capacity(256);
     let _ = write!(s, "{} - ", req.peer_addr().ip());
-    field_into(&mut s, remote_user(&req).as_deref());
+    user_into(&mut s, remote_user(&req).as_deref());
     s.push_str(" [");
     s.push_str(&clf_time(end_time(e)));
     s.push_str("] \"");
@@ -355,6 +374,16 @@ pub(crate) mod tests {
             let req = TestRequest::get("/").header("Authorization", bad);
             req.with(|r| assert_eq!(remote_user(r), None, "{bad}"));
         }
+        // Issue 16, defect 9: "6.6.6.6 - realuser:x" forged the line's
+        // first fields; the spaces are escaped.
+        let req =
+            TestRequest::get("/").header("Authorization", "Basic Ni42LjYuNiAtIHJlYWx1c2VyOng=");
+        let line = with_entry(&req, |e| access_line(Format::Combined, "v", e));
+        assert!(
+            line.starts_with("127.0.0.1 - 6.6.6.6\\x20-\\x20realuser ["),
+            "{line}"
+        );
+        assert_eq!(line.split(' ').nth(2), Some("6.6.6.6\\x20-\\x20realuser"));
         // "q\"x:y": a quote in the user name is escaped.
         let req = TestRequest::get("/").header("authorization", "basic cSJ4Onk=");
         let line = with_entry(&req, |e| access_line(Format::Common, "v", e));

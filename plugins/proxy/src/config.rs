@@ -55,6 +55,16 @@ pub struct Config {
     pub fail_timeout: Option<Secs>,
     /// Largest upstream response head (default 64KiB): over it, 502.
     pub max_response_head: Option<Size>,
+    /// Forward request header names with an underscore (default false:
+    /// dropped, as nginx's `underscores_in_headers off`, since
+    /// `X_Forwarded_For` and `X-Forwarded-For` are one variable to a CGI
+    /// or WSGI application).
+    #[serde(default)]
+    pub underscores_in_headers: bool,
+    /// Forward `TRACE` requests (default false: 405, as nginx answers; a
+    /// TRACE echoes the client's cookies and credentials back).
+    #[serde(default)]
+    pub allow_trace: bool,
 }
 
 /// How an upstream is picked.
@@ -91,6 +101,8 @@ pub struct Settings {
     pub max_fails: u32,
     pub fail_timeout: Duration,
     pub max_response_head: usize,
+    pub underscores_in_headers: bool,
+    pub allow_trace: bool,
 }
 
 /// nginx's default for its three proxy timeouts.
@@ -144,6 +156,8 @@ impl Settings {
             max_fails: c.max_fails.unwrap_or(1),
             fail_timeout: secs(c.fail_timeout, Duration::from_secs(10)),
             max_response_head: head,
+            underscores_in_headers: c.underscores_in_headers,
+            allow_trace: c.allow_trace,
         })
     }
 }

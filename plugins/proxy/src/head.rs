@@ -29,7 +29,10 @@ fn not_forwarded(lower: &str) -> bool {
     hop_by_hop(lower)
         || matches!(
             lower,
-            "http2-settings" | "content-length" | "host" | "expect"
+            // `Proxy`: httpoxy (CVE-2016-5385), an application that maps it
+            // to HTTP_PROXY would send its own requests through the
+            // client's proxy (CGI and FastCGI drop it too).
+            "http2-settings" | "content-length" | "host" | "expect" | "proxy"
         )
 }
 
@@ -180,6 +183,13 @@ pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u
     for (name, value) in req.headers() {
         let lower = name.to_ascii_lowercase();
         if not_forwarded(&lower) || named.contains(&lower) {
+            continue;
+        }
+        // SECURITY: `X_Forwarded_For` reaches a WSGI or CGI application as
+        // HTTP_X_FORWARDED_FOR, the same variable as the field this proxy
+        // replaces: dropped unless asked for (nginx's
+        // `underscores_in_headers off`).
+        if !s.underscores_in_headers && lower.contains('_') {
             continue;
         }
         let ours = match lower.as_str() {

@@ -54,6 +54,8 @@ pub struct Call {
     early: bool,
     /// When the current wait ends.
     until: Instant,
+    /// The response head's deadline and interim count.
+    head: response::HeadRead,
     /// What the response body gave so far.
     acc: Vec<u8>,
     tried: Vec<usize>,
@@ -202,6 +204,7 @@ impl Proxy {
             sent: 0,
             early: false,
             until: Instant::now(),
+            head: response::HeadRead::new(self.s.read_timeout),
             acc: Vec::new(),
             tried: Vec::new(),
             labels: Vec::new(),
@@ -222,19 +225,22 @@ impl Proxy {
                 None => self.ups.pick(&call.tried).ok_or(Exhausted)?,
             };
             let label = &self.ups.list[i].label;
+            // SECURITY: every reuse checks the idle connection first (one
+            // `recv` with MSG_PEEK): an upstream that wrote an unasked-for
+            // answer on it (a late second response, a 408 before closing)
+            // would otherwise have that answer read as this request's, and
+            // one client's response would go to another. A connection
+            // with bytes waiting, or closed, is dropped (as nginx closes a
+            // cached upstream connection that becomes readable).
             let pooled = if call.tried.contains(&i) {
                 None
-            } else if idempotent(req.method()) {
-                // PERF: no recv to check it: a connection the upstream
-                // closed fails before any answer, and the request goes
-                // again on a new one (as nginx does).
-                self.ups.take_idle_unchecked(i)
             } else {
                 self.ups.take_idle(i)
             };
             call.i = i;
             call.sent = 0;
             call.early = false;
+            call.head = response::HeadRead::new(self.s.read_timeout);
             call.acc.clear();
             call.out = crate::head::build(req, &self.s, &self.s.upstreams[i], call.framing);
             call.out.extend_from_slice(&call.body);
@@ -330,7 +336,8 @@ impl Proxy {
                             }
                             Ok(_) => {
                                 call.early = true;
-                                call.until = Instant::now() + self.s.read_timeout;
+                                call.head.deadline = Instant::now() + self.s.read_timeout;
+                                call.until = call.head.deadline;
                                 call.stage = Stage::Head(c);
                                 continue;
                             }
@@ -352,8 +359,10 @@ impl Proxy {
                     }
                     // All sent. Unless an answer was read meanwhile (after
                     // an interim one), it cannot be here yet: no read is
-                    // tried before the wait.
-                    call.until = Instant::now() + self.s.read_timeout;
+                    // tried before the wait. The whole head is due
+                    // within read_timeout from now.
+                    call.head.deadline = Instant::now() + self.s.read_timeout;
+                    call.until = call.head.deadline;
                     let buffered = !c.buffered().is_empty();
                     call.stage = Stage::Head(c);
                     if buffered {
@@ -378,6 +387,7 @@ impl Proxy {
                         head_request,
                         false,
                         unsent,
+                        &mut call.head,
                     ) {
                         Err(HeadError::Interim) => {
                             call.early = false;
@@ -385,7 +395,8 @@ impl Proxy {
                             call.stage = Stage::Sending(c);
                         }
                         Err(HeadError::Again) => {
-                            call.until = Instant::now() + self.s.read_timeout;
+                            // Not renewed by what came: the head's deadline.
+                            call.until = call.head.deadline;
                             call.stage = Stage::Head(c);
                             return Step::Wait(Interest::Read);
                         }

@@ -92,6 +92,7 @@ impl Proxy {
         let head_request = req.method() == "HEAD";
         let upgrade = framing == BodyFraming::None && head::upgrade_asked(req).is_some();
         let mut resume = false;
+        let mut at = response::HeadRead::new(self.s.read_timeout);
         loop {
             if framing != BodyFraming::None && (!resume || !up.ended || !up.unsent.is_empty()) {
                 match self.send_body(c, up, framing, resume) {
@@ -114,12 +115,17 @@ impl Proxy {
             // An interim response (103) while the body is still going: back
             // to sending it, the final answer comes after.
             let interim_returns = early && !up.ended;
+            if up.ended && !early {
+                // All sent: the head is due within read_timeout from now.
+                at.deadline = Instant::now() + self.s.read_timeout;
+            }
             match response::read_head(
                 c,
                 self.s.max_response_head,
                 head_request,
                 upgrade,
                 interim_returns,
+                &mut at,
             ) {
                 Err(HeadError::Interim) => {
                     resume = true;
@@ -270,6 +276,15 @@ impl Handler for Proxy {
     }
 
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+        if req.method() == "TRACE" && !self.s.allow_trace {
+            // As nginx: never forwarded (it would echo the client's
+            // cookies and credentials back to a script that asks).
+            res.status(405)
+                .header("allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH")
+                .header("content-type", "text/plain; charset=utf-8")
+                .body("405 Method Not Allowed: TRACE is not forwarded\n");
+            return Outcome::Done;
+        }
         if req.can_wait() {
             return self.handle_inline(req, res);
         }

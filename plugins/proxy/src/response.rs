@@ -51,6 +51,31 @@ fn timed_out(e: &io::Error) -> bool {
     )
 }
 
+/// Most interim (1xx) responses accepted before the final one: an
+/// upstream that sends `102 Processing` without end is a bad one.
+pub const MAX_INTERIM: u32 = 16;
+
+/// Where reading a response head stands across calls (a non-blocking
+/// read returns `Again` and is called again).
+pub struct HeadRead {
+    /// SECURITY: the whole head, interim responses included, must come
+    /// by then (`read_timeout` from when the request was sent): a head
+    /// trickled a line a second, or a `102` a second, is a 504, not a
+    /// client held for minutes.
+    pub deadline: std::time::Instant,
+    /// Interim responses read so far.
+    pub interims: u32,
+}
+
+impl HeadRead {
+    pub fn new(read_timeout: std::time::Duration) -> HeadRead {
+        HeadRead {
+            deadline: std::time::Instant::now() + read_timeout,
+            interims: 0,
+        }
+    }
+}
+
 /// Reads the response head (skipping 1xx interim responses).
 pub fn read_head(
     c: &mut Conn,
@@ -58,6 +83,7 @@ pub fn read_head(
     head_request: bool,
     upgrade: bool,
     interim_returns: bool,
+    at: &mut HeadRead,
 ) -> Result<Head, HeadError> {
     let mut got_any = false;
     loop {
@@ -129,6 +155,12 @@ pub fn read_head(
                             "101 Switching Protocols, which was not asked for".into(),
                         ));
                     }
+                    at.interims += 1;
+                    if at.interims > MAX_INTERIM {
+                        return Err(HeadError::Bad(format!(
+                            "more than {MAX_INTERIM} interim responses"
+                        )));
+                    }
                     if interim_returns {
                         return Err(HeadError::Interim);
                     }
@@ -141,6 +173,19 @@ pub fn read_head(
                     return Err(HeadError::Bad(format!(
                         "a response head over {limit} bytes (max_response_head)"
                     )));
+                }
+                if !c.nonblocking && (got_any || at.interims > 0 || !c.buffered().is_empty()) {
+                    // A blocking read waits at most `read_timeout` each
+                    // time (the first one is bound by it alone): the
+                    // head's own deadline bounds the later ones.
+                    let left = at
+                        .deadline
+                        .saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() || !c.readable_within(left) {
+                        return Err(HeadError::Timeout);
+                    }
+                } else if std::time::Instant::now() >= at.deadline {
+                    return Err(HeadError::Timeout);
                 }
                 match c.fill() {
                     Ok(0) if !got_any && c.buffered().is_empty() => {

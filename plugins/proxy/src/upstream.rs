@@ -79,15 +79,10 @@ impl Upstreams {
         }
     }
 
-    /// An idle connection to upstream `i` that is still open.
+    /// An idle connection to upstream `i` that is still open and has no
+    /// bytes waiting (checked before every reuse).
     pub fn take_idle(&self, i: usize) -> Option<Conn> {
         self.list[i].idle.take()
-    }
-
-    /// An idle connection to upstream `i`, not checked for having been
-    /// closed: for a request that goes again on a new one if it was.
-    pub fn take_idle_unchecked(&self, i: usize) -> Option<Conn> {
-        self.list[i].idle.take_checked(false)
     }
 
     /// Gives back a connection whose last response ended cleanly.

@@ -519,10 +519,10 @@ impl<T: Transport> Conn<T> {
                 let _ctx = host::enter(&x.vhost, x.peer);
                 match framing::respond(o, minor, head_only, keep) {
                     Ok(r) => r,
-                    Err(msg) => {
-                        host::record_here(log::Level::Error, "tamada", &msg);
-                        x.error = Some(msg);
-                        framing::simple(500, minor, head_only, !keep)
+                    Err(framing::Refused { status, why }) => {
+                        host::record_here(log::Level::Error, "tamada", &why);
+                        x.error = Some(why);
+                        framing::simple(status, minor, head_only, !keep)
                     }
                 }
             }

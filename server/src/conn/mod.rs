@@ -421,11 +421,12 @@ impl<T: Transport> Conn<T> {
                         continue;
                     }
                     crate::realip::Proxy::Bad(why) => {
-                        log::warn!(
-                            "{} expects the PROXY protocol: closing the connection from {}: {why}",
-                            self.bind,
-                            self.peer
-                        );
+                        crate::ratelog::proxy_refused(|| {
+                            format!(
+                                "{} expects the PROXY protocol: closing the connection from {}: {why}",
+                                self.bind, self.peer
+                            )
+                        });
                         return self.close(cx, "no PROXY protocol header");
                     }
                 }

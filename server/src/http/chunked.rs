@@ -118,6 +118,13 @@ impl Decoder {
                         _ => {
                             if line.is_empty() {
                                 self.state = State::Done;
+                            } else if !field_line(&line) {
+                                // SECURITY: a trailer is a field line (RFC
+                                // 9112 section 7.1.2) or the body is bad: a
+                                // bare CR or a line with no colon swallowed
+                                // here may be a second request to a proxy
+                                // in front that ends lines differently.
+                                return Err(ChunkError("a trailer line is not a header field"));
                             }
                         }
                     }
@@ -127,6 +134,26 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Whether a trailer line is `field-name ":" OWS field-value OWS` (RFC
+/// 9110 section 5): a token for the name, no whitespace before the
+/// colon, and no control character but HTAB in the value.
+fn field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty()
+        && name.iter().all(|&b| is_tchar(b))
+        && value
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// RFC 9110 section 5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
@@ -225,6 +252,36 @@ mod tests {
             long.extend_from_slice(b"X-T: aaaaaaaaaaaaaaaa\r\n");
         }
         assert!(d.decode(&long, &mut [0u8; 8]).is_err(), "endless trailers");
+    }
+
+    #[test]
+    fn trailers_are_field_lines_or_the_body_is_bad() {
+        // Issue 16, defect 5: a bare CR and a line with no colon were
+        // swallowed as trailers (a smuggled request behind a front proxy).
+        for bad in [
+            &b"0\r\n\rGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"0\r\nno colon here\r\n\r\n",
+            b"0\r\nX-A : 1\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX-A: a\rb\r\n\r\n",
+            b"0\r\nX-A: a\x00b\r\n\r\n",
+            b"0\r\n X-Folded: 1\r\n\r\n",
+        ] {
+            let mut d = Decoder::default();
+            assert!(
+                d.decode(bad, &mut [0u8; 8]).is_err(),
+                "{:?} was accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [
+            &b"0\r\nX-A: 1\r\nX-B:\t2 \r\nX-Empty:\r\n\r\n"[..],
+            b"0\r\n\r\n",
+        ] {
+            let mut d = Decoder::default();
+            let (used, _) = d.decode(good, &mut [0u8; 8]).expect("valid trailers");
+            assert!(d.is_done() && used == good.len());
+        }
     }
 
     #[test]
