@@ -412,15 +412,43 @@ extern "C" fn pipe_read(ctx: *mut c_void, mut buf: RSliceMut<'_, u8>) -> RResult
     }
 }
 
-/// A body wholly in memory (an inline handler's, or a small one read
-/// with the head).
+/// A whole request body: in memory, or (past [`COLLECT_MAX`]) in an
+/// unlinked temporary file the loop spooled it to. An inline handler only
+/// ever gets one in memory.
 pub struct MemBody {
     pub data: Vec<u8>,
-    pub pos: usize,
+    /// The body when it was spooled (`data` is then empty).
+    pub file: Option<SpoolFile>,
+    pub pos: u64,
+    /// What the handler reads as the length: the Content-Length, or for a
+    /// chunked body collected whole, its decoded length (as nginx sends a
+    /// buffered chunked body on with a length); -1 when unknown.
     pub content_length: i64,
 }
 
 impl MemBody {
+    pub fn new(data: Vec<u8>, content_length: i64) -> MemBody {
+        MemBody {
+            data,
+            file: None,
+            pos: 0,
+            content_length,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> MemBody {
+        MemBody::new(Vec::new(), 0)
+    }
+
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        match &self.file {
+            Some(f) => f.len,
+            None => self.data.len() as u64,
+        }
+    }
+
     pub fn reader(&mut self) -> BodyReaderV1 {
         BodyReaderV1 {
             ctx: self as *mut MemBody as *mut c_void,
@@ -428,17 +456,129 @@ impl MemBody {
             content_length: self.content_length,
         }
     }
+
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = match &self.file {
+            Some(f) => {
+                let want = (f.len.saturating_sub(self.pos)).min(out.len() as u64) as usize;
+                if want == 0 {
+                    return Ok(0);
+                }
+                std::os::unix::fs::FileExt::read_at(&f.file, &mut out[..want], self.pos)?
+            }
+            None => {
+                let at = self.pos as usize;
+                let n = (self.data.len() - at).min(out.len());
+                out[..n].copy_from_slice(&self.data[at..at + n]);
+                n
+            }
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 extern "C" fn mem_read(ctx: *mut c_void, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
     // SAFETY: ctx is the `&mut MemBody` given to `MemBody::reader`, alive
     // and used by this one thread for the whole handler call.
     let m = unsafe { &mut *(ctx as *mut MemBody) };
-    let out = buf.as_mut_slice();
-    let n = (m.data.len() - m.pos).min(out.len());
-    out[..n].copy_from_slice(&m.data[m.pos..m.pos + n]);
-    m.pos += n;
-    RResult::ROk(n)
+    match m.read(buf.as_mut_slice()) {
+        Ok(n) => RResult::ROk(n),
+        Err(e) => RResult::RErr(RString::from(format!("reading the spooled body: {e}"))),
+    }
+}
+
+/// Bodies collected on the loop stay in memory up to this; past it they
+/// are spooled to a temporary file.
+pub const COLLECT_MAX: u64 = 64 * 1024;
+
+/// Bytes of request bodies in spool files now, server-wide (`max_spool`).
+static SPOOLED: AtomicU64 = AtomicU64::new(0);
+
+/// An unlinked temporary file holding a request body, counted in
+/// `SPOOLED` until it is dropped.
+pub struct SpoolFile {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        SPOOLED.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+/// Why a body could not be spooled.
+pub enum SpoolError {
+    /// `max_spool` would be passed: 503, try later.
+    Full(u64),
+    /// The file could not be made or written: 500.
+    Io(std::io::Error),
+}
+
+/// A request body being collected on the loop (`request_buffering`).
+#[derive(Default)]
+pub struct Spool {
+    mem: Vec<u8>,
+    file: Option<SpoolFile>,
+}
+
+impl Spool {
+    /// Appends body bytes: in memory up to [`COLLECT_MAX`], then in a file
+    /// under `dir`, as long as every spooled body together stays within
+    /// `max_spool`.
+    pub fn push(
+        &mut self,
+        data: &[u8],
+        dir: &std::path::Path,
+        max_spool: u64,
+    ) -> Result<(), SpoolError> {
+        use std::io::Write;
+        if self.file.is_none() && (self.mem.len() + data.len()) as u64 <= COLLECT_MAX {
+            self.mem.extend_from_slice(data);
+            return Ok(());
+        }
+        let add = if self.file.is_none() {
+            (self.mem.len() + data.len()) as u64
+        } else {
+            data.len() as u64
+        };
+        if SPOOLED.fetch_add(add, Ordering::Relaxed) + add > max_spool {
+            SPOOLED.fetch_sub(add, Ordering::Relaxed);
+            return Err(SpoolError::Full(max_spool));
+        }
+        // From here `add` is counted, and each file's `len` is what it
+        // counts (released when it drops), written or not.
+        match &mut self.file {
+            Some(f) => {
+                f.len += add;
+                f.file.write_all(data).map_err(SpoolError::Io)
+            }
+            None => {
+                // PERF: O_TMPFILE, unlinked from the start: nothing is left
+                // behind whatever happens, and a few syscalls on the loop.
+                let file = tempfile::tempfile_in(dir).map_err(|e| {
+                    SPOOLED.fetch_sub(add, Ordering::Relaxed);
+                    SpoolError::Io(e)
+                })?;
+                let mut f = SpoolFile { file, len: add };
+                let mem = std::mem::take(&mut self.mem);
+                let r = f.file.write_all(&mem).and_then(|_| f.file.write_all(data));
+                self.file = Some(f);
+                r.map_err(SpoolError::Io)
+            }
+        }
+    }
+
+    /// The whole body, for the handler.
+    pub fn into_body(self, content_length: i64) -> MemBody {
+        MemBody {
+            data: self.mem,
+            file: self.file,
+            pos: 0,
+            content_length,
+        }
+    }
 }
 
 /// `BodyReaderV1::read` when there is no body (log phase, redirects).
@@ -452,5 +592,49 @@ pub fn empty_reader() -> BodyReaderV1 {
         ctx: std::ptr::null_mut(),
         read: no_body_read,
         content_length: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(mut b: MemBody) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7000];
+        loop {
+            let n = b.read(&mut buf).expect("read");
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn a_spool_stays_in_memory_then_moves_to_a_file_counted_until_dropped() {
+        // SPOOLED is server-wide and other tests spool at the same time:
+        // what is counted is read off each file's own `len` (its share),
+        // and the cap is tested with max_spool 0.
+        let dir = std::env::temp_dir();
+        let mut s = Spool::default();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        s.push(&data[..60_000], &dir, u64::MAX).ok().expect("push");
+        assert!(s.file.is_none());
+        s.push(&data[60_000..], &dir, u64::MAX).ok().expect("push");
+        assert!(s.mem.is_empty());
+        assert_eq!(s.file.as_ref().map(|f| f.len), Some(200_000));
+        assert!(SPOOLED.load(Ordering::Relaxed) >= 200_000);
+        let body = s.into_body(200_000);
+        assert_eq!(body.len(), 200_000);
+        assert_eq!(read_all(body), data);
+        // Past max_spool: refused, and no file.
+        let mut s = Spool::default();
+        assert!(matches!(s.push(&data, &dir, 0), Err(SpoolError::Full(0))));
+        assert!(s.file.is_none());
+        // A small one stays in memory whatever the cap, and reads back.
+        let mut s = Spool::default();
+        s.push(b"hello", &dir, 0).ok().expect("push");
+        assert_eq!(read_all(s.into_body(5)), b"hello");
     }
 }

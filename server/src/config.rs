@@ -93,6 +93,19 @@ pub struct Settings {
     /// give the client's address: addresses or networks (`10.0.0.0/8`).
     #[schemars(with = "Vec<String>")]
     pub trusted_proxies: Vec<crate::realip::Cidr>,
+    /// Where request bodies over 64 KiB wait, in unlinked temporary
+    /// files, until they are whole (default: `$TMPDIR`, else `/tmp`).
+    pub spool_dir: Option<PathBuf>,
+    /// The most bytes of request bodies spooled to disk at once, the whole
+    /// server together; past it a request gets 503 with `Retry-After`.
+    pub max_spool: Size,
+    /// The slowest average upload accepted after the first
+    /// `body_timeout`, in bytes per second (as Apache's
+    /// `RequestReadTimeout body=..,MinRate=500`); 0: no minimum.
+    pub body_min_rate: Size,
+    /// Requests waiting for a pool thread at most; past it a request that
+    /// needs one gets 503 with `Retry-After` at once.
+    pub pool_queue: usize,
 }
 
 impl Settings {
@@ -129,6 +142,10 @@ impl Default for Settings {
             health: None,
             lame_duck: None,
             trusted_proxies: Vec::new(),
+            spool_dir: None,
+            max_spool: Size(DEFAULT_MAX_SPOOL),
+            body_min_rate: Size(500),
+            pool_queue: 1024,
         }
     }
 }
@@ -143,6 +160,10 @@ pub struct RouteConf {
     pub handler: String,
     /// The request body limit for this route.
     pub max_body: Option<Size>,
+    /// Collect the request body whole before the handler runs (default:
+    /// the vhost's, which defaults to true), so a slow upload holds no
+    /// pool thread; false streams it to the handler as it comes.
+    pub request_buffering: Option<bool>,
     /// Handed to the plugin as they are (see each plugin's options).
     #[serde(default)]
     #[schemars(with = "serde_json::Value")]
@@ -176,6 +197,9 @@ pub struct VhostRaw {
     #[serde(default)]
     default: bool,
     max_body: Option<Size>,
+    /// Collect request bodies whole before the handler runs (default
+    /// true); a route may say otherwise.
+    request_buffering: Option<bool>,
     routes: Option<Vec<RouteConf>>,
     loggers: Option<Vec<LoggerConf>>,
     /// Connections to this address start with a PROXY protocol (v1 or v2)
@@ -198,6 +222,7 @@ pub struct VhostConf {
     pub log: Option<PathBuf>,
     pub default: bool,
     pub max_body: u64,
+    pub request_buffering: bool,
     pub routes: Vec<RouteConf>,
     pub loggers: Vec<LoggerConf>,
     pub proxy_protocol: bool,
@@ -225,8 +250,16 @@ pub struct Config {
     pub vhosts: Vec<VhostConf>,
 }
 
-/// 1 GiB, the default request body limit.
+/// 1 GiB, the default request body limit: Apache's `LimitRequestBody`
+/// default (since 2.4.54). nginx ships 1 MiB, which refuses ordinary
+/// uploads and git pushes until every admin raises it.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
+
+/// 1 GiB, the default `max_spool`: one body of the default `max_body` on
+/// disk at a time, or many smaller ones, so a flood of parallel uploads
+/// cannot fill the disk (nginx and Apache have no such cap: nginx spools
+/// every buffered body without a total, Apache streams them).
+pub const DEFAULT_MAX_SPOOL: u64 = 1 << 30;
 
 /// Finds the line and column of the `nth` occurrence of `key:` as a
 /// mapping key in block-style YAML.
@@ -345,6 +378,27 @@ pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
     {
         settings.pid_file = Some(dir.join(p));
     }
+    if let Some(p) = &settings.spool_dir
+        && p.is_relative()
+    {
+        settings.spool_dir = Some(dir.join(p));
+    }
+    if let Some(p) = &settings.spool_dir
+        && !p.is_dir()
+    {
+        errors.push(at_key(
+            &dir.join("server.yaml"),
+            "spool_dir",
+            format!("spool_dir: {} is not a folder", p.display()),
+        ));
+    }
+    if settings.pool_queue == 0 {
+        errors.push(at_key(
+            &dir.join("server.yaml"),
+            "pool_queue",
+            "pool_queue: must be at least 1".into(),
+        ));
+    }
     if settings.workers == 0 {
         errors.push(plain(
             &dir.join("server.yaml"),
@@ -398,6 +452,7 @@ fn check_vhost(file: &Path, text: String, raw: VhostRaw) -> Result<VhostConf, Co
         log: raw.log.as_deref().map(abs),
         default: raw.default,
         max_body: raw.max_body.map(|s| s.0).unwrap_or(DEFAULT_MAX_BODY),
+        request_buffering: raw.request_buffering.unwrap_or(true),
         routes: Vec::new(),
         loggers: Vec::new(),
         proxy_protocol: raw.proxy_protocol,
@@ -426,6 +481,7 @@ fn check_vhost(file: &Path, text: String, raw: VhostRaw) -> Result<VhostConf, Co
                     path: "/cgi-bin/".into(),
                     handler: "cgi".into(),
                     max_body: None,
+                    request_buffering: None,
                     options: serde_yaml::Value::Null,
                 });
             }
@@ -433,6 +489,7 @@ fn check_vhost(file: &Path, text: String, raw: VhostRaw) -> Result<VhostConf, Co
                 path: "/".into(),
                 handler: "static".into(),
                 max_body: None,
+                request_buffering: None,
                 options: serde_yaml::Value::Null,
             });
             r

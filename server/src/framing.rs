@@ -308,7 +308,21 @@ fn finish_head(h: &mut Vec<u8>, minor: u8, close: bool) {
 
 /// A response the core makes itself, with its small error page.
 pub fn simple(status: u16, minor: u8, head_only: bool, close: bool) -> Response {
+    simple_with(status, minor, head_only, close, &[])
+}
+
+/// [`simple`] with more header fields (`Retry-After` on a 503).
+pub fn simple_with(
+    status: u16,
+    minor: u8,
+    head_only: bool,
+    close: bool,
+    extra: &[(&str, &[u8])],
+) -> Response {
     let mut h = start_head(status, minor);
+    for (n, v) in extra {
+        push_header(&mut h, n, v);
+    }
     let body = if http::bodiless(status) {
         Vec::new()
     } else {

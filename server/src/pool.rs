@@ -19,6 +19,8 @@ pub struct Pool {
     ready: Condvar,
     /// Jobs queued or running.
     active: AtomicUsize,
+    /// Request handler calls queued and not started yet (`pool_queue`).
+    waiting: AtomicUsize,
 }
 
 impl Pool {
@@ -47,6 +49,23 @@ impl Pool {
         self.active.fetch_add(1, Ordering::AcqRel);
         self.lock().push_back(job);
         self.ready.notify_one();
+    }
+
+    /// Submits a request's handler call, counted among those waiting for
+    /// a thread until the job calls [`Pool::request_started`].
+    pub fn submit_request(&self, job: Job) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.submit(job);
+    }
+
+    /// Request handler calls waiting for a thread now.
+    pub fn requests_waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// A request's handler call starts on a pool thread.
+    pub fn request_started(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// At shutdown: waits (until `deadline`) for the queued and running

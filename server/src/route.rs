@@ -162,7 +162,7 @@ pub fn dispatch(
         if x.with_body() {
             let too_large = match (&*body, x.head.framing) {
                 (_, Framing::Length(n)) => n > route.max_body,
-                (BodyIn::Mem(m), _) => m.data.len() as u64 > route.max_body,
+                (BodyIn::Mem(m), _) => m.len() > route.max_body,
                 (BodyIn::Pipe(p), _) => {
                     p.set_limit(route.max_body);
                     false

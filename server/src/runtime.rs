@@ -18,6 +18,8 @@ use tamada_sdk::abi::{RoleV1, VhostV1};
 pub struct Route {
     pub prefix: String,
     pub max_body: u64,
+    /// Collect the body whole before the handler runs (`request_buffering`).
+    pub buffering: bool,
     pub handler: Arc<PluginInstance>,
 }
 
@@ -70,6 +72,14 @@ impl Vhost {
             .find(|r| r.matches(path))
             .map(|r| r.max_body)
             .unwrap_or(self.max_body)
+    }
+    /// Whether the body of a request for `path` is collected whole before
+    /// its handler runs (the first route that matches says).
+    pub fn buffering_for(&self, path: &str) -> bool {
+        self.routes
+            .iter()
+            .find(|r| r.matches(path))
+            .is_none_or(|r| r.buffering)
     }
 }
 
@@ -269,6 +279,7 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
             Ok(inst) => routes.push(Route {
                 prefix: r.path.clone(),
                 max_body: r.max_body.map(|m| m.0).unwrap_or(vc.max_body),
+                buffering: r.request_buffering.unwrap_or(vc.request_buffering),
                 handler: Arc::new(inst),
             }),
             Err(e) => {

@@ -429,8 +429,8 @@ impl Resp {
 }
 
 impl Client {
-    pub fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    /// A client on a socket opened elsewhere.
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
@@ -438,6 +438,9 @@ impl Client {
             stream,
             buf: Vec::new(),
         }
+    }
+    pub fn connect(port: u16) -> Client {
+        Client::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
     }
     pub fn send(&mut self, data: &[u8]) {
         self.stream.write_all(data).expect("send");

@@ -298,24 +298,34 @@ fn request_bodies_stream_upstream_with_their_length_or_chunked() {
         header_of(&d, "content-length"),
         Some(body.len().to_string())
     );
-    // Chunked from the client: chunked upstream.
-    c.send(b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
-    let mut sent = Vec::new();
-    for part in body.chunks(300_000).take(4) {
-        c.send(format!("{:x}\r\n", part.len()).as_bytes());
-        c.send(part);
-        c.send(b"\r\n");
-        sent.extend_from_slice(part);
+    // Chunked from the client: collected whole by the core (request
+    // buffering, as nginx's), so it goes upstream with its length; on a
+    // route that streams bodies, chunked upstream.
+    let streaming = proxy_site_with(
+        &format!("{{ upstreams: [\"127.0.0.1:{}\"] }}", up.port),
+        "",
+        "request_buffering: false\n",
+    )
+    .start();
+    let mut c2 = Client::connect(streaming.port());
+    for (c, te) in [(&mut c, None), (&mut c2, Some("chunked"))] {
+        c.send(b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut sent = Vec::new();
+        for part in body.chunks(300_000).take(4) {
+            c.send(format!("{:x}\r\n", part.len()).as_bytes());
+            c.send(part);
+            c.send(b"\r\n");
+            sent.extend_from_slice(part);
+        }
+        c.send(b"0\r\n\r\n");
+        let r = c.read_response(false);
+        let d = json(&r);
+        assert_eq!(d["body_len"], sent.len() as u64);
+        assert_eq!(d["body_sha256"], sha256(&sent));
+        assert_eq!(header_of(&d, "transfer-encoding").as_deref(), te);
+        let len = te.is_none().then(|| sent.len().to_string());
+        assert_eq!(header_of(&d, "content-length"), len);
     }
-    c.send(b"0\r\n\r\n");
-    let r = c.read_response(false);
-    let d = json(&r);
-    assert_eq!(d["body_len"], sent.len() as u64);
-    assert_eq!(d["body_sha256"], sha256(&sent));
-    assert_eq!(
-        header_of(&d, "transfer-encoding").as_deref(),
-        Some("chunked")
-    );
     // Over the route's max_body: 413 from the core.
     let s2 = proxy_site_with(
         &format!("{{ upstreams: [\"127.0.0.1:{}\"] }}", up.port),
@@ -341,7 +351,14 @@ fn an_upstream_that_answers_early_gets_no_more_body_and_nothing_deadlocks() {
         );
         std::thread::sleep(Duration::from_secs(3));
     });
-    let s = proxy_site(&format!("{{ upstreams: [\"127.0.0.1:{port}\"] }}"), "").start();
+    // A route that streams request bodies (with buffering, the core would
+    // wait for the whole body first, as nginx does).
+    let s = proxy_site_with(
+        &format!("{{ upstreams: [\"127.0.0.1:{port}\"] }}"),
+        "",
+        "request_buffering: false\n",
+    )
+    .start();
     let mut c = Client::connect(s.port());
     let t0 = Instant::now();
     c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n");

@@ -337,3 +337,171 @@ fn issue16_7_refused_proxy_protocol_connections_log_one_line_a_second_with_a_cou
         .sum();
     assert!(counted >= 1900, "counted {counted} of 2000:\n{log}");
 }
+
+const COUNT_SH: &str =
+    "#!/bin/sh\nn=$(wc -c)\nprintf 'Content-Type: text/plain\\n\\n%s\\n' \"$n\"\n";
+
+/// Starts an upload of `len` bytes of which only `sent` are sent; the
+/// connection is held open.
+fn held_upload(port: u16, path: &str, len: usize, sent: usize) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let head = format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(&vec![b'u'; sent]).expect("body");
+    s
+}
+
+fn post(port: u16, path: &str, body: &[u8]) -> Resp {
+    let mut c = Client::connect(port);
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    c.send(&req);
+    c.read_response(false)
+}
+
+#[test]
+fn issue16_3_slow_uploads_over_64_kib_hold_no_pool_thread() {
+    let s = {
+        let f = Fixture::new()
+            .arg("--workers")
+            .arg("2")
+            .file(
+                "conf.d/a.yaml",
+                "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\ncgi_bin: ../cgi-bin\nroutes:\n  - path: /cgi-bin/\n    handler: cgi\n    options: { run_as_root: true }\n",
+            )
+            .file("www/.keep", "")
+            .file("cgi-bin/count.sh", COUNT_SH);
+        let s = f.start();
+        use std::os::unix::fs::PermissionsExt;
+        let p = s.dir.path().join("cgi-bin/count.sh");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        s
+    };
+    // Ten times the pool's threads in slow uploads, each stopped after
+    // 70,000 of 1,000,000 bytes.
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| held_upload(s.port(), "/cgi-bin/count.sh", 1_000_000, 70_000))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let r = post(s.port(), "/cgi-bin/count.sh", &vec![b'x'; 100_000]);
+    assert_eq!((r.status, r.text().trim()), (200, "100000"));
+    let r = get(s.port(), "/cgi-bin/count.sh", "a");
+    assert_eq!((r.status, r.text().trim()), (200, "0"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "answered in {:?}",
+        t0.elapsed()
+    );
+    drop(held);
+}
+
+#[test]
+fn issue16_3_an_upload_slower_than_body_min_rate_is_a_408() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/server.yaml",
+            "body_timeout: 1s\nbody_min_rate: 100KiB\n",
+        )
+        .file("conf.d/a.yaml", &echo_vhost("a", "{port0}", ""))
+        .file("www/.keep", "")
+        .start();
+    let t0 = std::time::Instant::now();
+    let mut up = held_upload(s.port(), "/up", 1_000_000, 70_000);
+    // A byte every 300 ms: never a 1 s stall, but far below the rate.
+    let mut got = Vec::new();
+    up.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    while t0.elapsed() < Duration::from_secs(8) {
+        let _ = up.write_all(b"u");
+        let mut b = [0u8; 4096];
+        match std::io::Read::read(&mut up, &mut b) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(_) => {}
+        }
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    let took = t0.elapsed();
+    // 1 s, plus 70,000 bytes at 100 KiB/s.
+    assert!(
+        took > Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn issue16_3_a_long_pool_queue_is_a_503_with_retry_after() {
+    // One pool thread, and room for one request waiting for it; a handler
+    // that blocks for 1.5 s (the `place` test plugin).
+    let s = Fixture::new()
+        .file("conf.d/server.yaml", "pool_queue: 1\n")
+        .arg("--workers")
+        .arg("1")
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\nroutes:\n  - path: /\n    handler: place\n    options: { sleep_ms: 1500, tag: slow }\n",
+        )
+        .file("www/.keep", "")
+        .file("logs/.keep", "")
+        .start();
+    let port = s.port();
+    let first = std::thread::spawn(move || get(port, "/a", "a"));
+    std::thread::sleep(Duration::from_millis(300));
+    let second = std::thread::spawn(move || get(port, "/b", "a"));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let r = get(port, "/c", "a");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert_eq!(first.join().expect("first").status, 200);
+    assert_eq!(second.join().expect("second").status, 200);
+    let log = crate::proxy::error_log(&s, "pool_queue");
+    assert!(log.contains("pool_queue"), "{log}");
+}
+
+#[test]
+fn issue16_8_spooled_bodies_are_bounded_by_max_spool_and_leave_no_file() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/server.yaml",
+            "max_spool: 300KiB\nspool_dir: ../spool\n",
+        )
+        .file("conf.d/a.yaml", &echo_vhost("a", "{port0}", ""))
+        .file("www/.keep", "")
+        .file("spool/.keep", "")
+        .start();
+    // One upload holds 150,000 bytes on disk...
+    let mut first = held_upload(s.port(), "/a", 200_000, 150_000);
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so a second whole one of 200,000 passes the cap: 503, and the
+    // connection closes.
+    let r = post(s.port(), "/b", &vec![b'b'; 200_000]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    // The first one ends well; its file is gone, so the next one fits.
+    first.write_all(&vec![b'u'; 50_000]).expect("rest");
+    let mut c = Client::from_stream(first);
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo("body-len"), "200000");
+    let r = post(s.port(), "/c", &vec![b'c'; 200_000]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo("body-len"), "200000");
+    // Spool files are unlinked from the start.
+    let left: Vec<_> = std::fs::read_dir(s.dir.path().join("spool"))
+        .expect("spool dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != ".keep")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

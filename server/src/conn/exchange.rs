@@ -164,36 +164,41 @@ impl<T: Transport> Conn<T> {
             let len = data.len();
             state.consumed_whole(wire, len);
             x.bytes_received += wire as u64;
-            let mut mem = MemBody {
-                data,
-                pos: 0,
-                content_length,
+            let content_length = match framing_ {
+                Framing::Chunked => len as i64,
+                _ => content_length,
             };
+            let mut mem = MemBody::new(data, content_length);
             let step = route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop, None);
             self.after_inline(x, mem, step, minor, head_only, keep, cx);
             return;
         }
-        // A small body still on its way, with no `100 Continue` to send
-        // first, is collected here on the loop (as nginx buffers a request
-        // body): the request then runs as if the body had come with the
-        // head, and a slow client holds no pool thread.
-        if let Framing::Length(n) = framing_
-            && n <= super::COLLECT_MAX
-            && !expect
-        {
+        // A body still on its way is collected here on the loop (as nginx
+        // buffers a request body), unless the route streams it
+        // (`request_buffering: false`): the request then runs as if the
+        // body had come with the head, and a slow client holds no pool
+        // thread. `100 Continue` goes out at once (the length was checked
+        // above; nginx sends it when it starts reading the body).
+        if x.vhost.buffering_for(x.path()) {
+            if state.continue_pending {
+                state.continue_pending = false;
+                self.out.push_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            let now = crate::io::now();
             self.phase = Phase::Collect(Box::new(super::Collect {
                 x,
                 state,
                 minor,
                 head_only,
                 keep,
-                content_length,
-                last: crate::io::now(),
+                body: crate::body::Spool::default(),
+                started: now,
+                last: now,
             }));
             return;
         }
-        // The body is still on its way: the handler reads it on the pool
-        // through a pipe this loop feeds.
+        // The body is streamed: the handler reads it on the pool through a
+        // pipe this loop feeds.
         let pipe = Arc::new(BodyPipe::new(
             cx.notify(self.id),
             cx.settings().body_timeout.0,
@@ -258,39 +263,55 @@ impl<T: Transport> Conn<T> {
         self.answer(x, done, minor, head_only, keep, cx);
     }
 
-    /// A collected body is whole in the buffer: the request runs as one
-    /// whose body came with the head.
-    pub(super) fn run_collected(&mut self, data: Vec<u8>, wire: usize, cx: &mut Cx<'_>) {
+    /// A collected body is whole: the request runs as one whose body came
+    /// with the head (inline when it stayed in memory; a spooled one goes
+    /// to the pool, where reading a large file blocks no loop).
+    pub(super) fn run_collected(&mut self, cx: &mut Cx<'_>) {
         let Phase::Collect(c) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return;
         };
         let super::Collect {
             mut x,
-            mut state,
+            state,
             minor,
             head_only,
             keep,
-            content_length,
+            body,
             ..
         } = *c;
-        self.buf.consume(wire);
-        state.consumed_whole(wire, data.len());
-        x.bytes_received += wire as u64;
-        let mut mem = MemBody {
-            data,
-            pos: 0,
-            content_length,
-        };
-        let step = route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop, None);
+        x.bytes_received += state.wire_bytes;
+        // A chunked body collected whole has a length now: the handler
+        // sees it (CGI's CONTENT_LENGTH, the proxy's Content-Length).
+        let mut mem = body.into_body(0);
+        mem.content_length = mem.len() as i64;
         // Told to go by a drain that began meanwhile: more may be on its way.
         let still = keep && !cx.draining;
         self.linger |= keep && !still;
+        if mem.file.is_some() {
+            return self.hand_to_pool(x, Some(mem), None, minor, head_only, still, cx);
+        }
+        let step = route::dispatch(&mut x, &mut BodyIn::Mem(&mut mem), Place::Loop, None);
         self.after_inline(x, mem, step, minor, head_only, still, cx);
     }
 
-    /// A body being collected stalled for `body_timeout`: 408, and the
-    /// connection closes (RFC 9110 15.5.9).
-    pub(super) fn collect_timed_out(&mut self) {
+    /// A body being collected stalled for `body_timeout`, or came slower
+    /// than `body_min_rate`: 408, and the connection closes (RFC 9110
+    /// 15.5.9).
+    pub(super) fn collect_timed_out(&mut self, cx: &Cx<'_>) {
+        let Phase::Collect(c) = &self.phase else {
+            return;
+        };
+        let why = if crate::io::now() < c.last + cx.settings().body_timeout.0 {
+            "the request body came slower than body_min_rate"
+        } else {
+            "the request body stalled (body_timeout)"
+        };
+        self.collect_failed(408, why);
+    }
+
+    /// A body that cannot be collected: answered with `status`, and the
+    /// connection closes (the rest of the body is not read).
+    pub(super) fn collect_failed(&mut self, status: u16, why: &str) {
         let Phase::Collect(c) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return;
         };
@@ -298,14 +319,24 @@ impl<T: Transport> Conn<T> {
             mut x,
             minor,
             head_only,
+            state,
             ..
         } = *c;
-        let msg = "the request body stalled (body_timeout)".to_owned();
-        host::record(&x.vhost, Some(x.peer), log::Level::Info, "tamada", &msg);
-        x.error = Some(msg);
-        x.bytes_received += self.buf.data().len() as u64;
+        // The client's doing: info; ours (a full spool, a disk error): error.
+        let level = match status {
+            400 | 408 => log::Level::Info,
+            _ => log::Level::Error,
+        };
+        host::record(&x.vhost, Some(x.peer), level, "tamada", why);
+        x.error = Some(why.to_owned());
+        x.bytes_received += state.wire_bytes + self.buf.data().len() as u64;
         self.linger = true;
-        self.queue(framing::simple(408, minor, head_only, true), Some(x));
+        let resp = if status == 503 {
+            framing::simple_with(503, minor, head_only, true, &[("Retry-After", b"5")])
+        } else {
+            framing::simple(status, minor, head_only, true)
+        };
+        self.queue(resp, Some(x));
     }
 
     /// Calls a waiting handler again: its descriptor is ready, or its
@@ -351,6 +382,11 @@ impl<T: Transport> Conn<T> {
         keep: bool,
         cx: &mut Cx<'_>,
     ) {
+        let queue = cx.settings().pool_queue;
+        if cx.pool.requests_waiting() >= queue {
+            // Overloaded: a quick 503 beats a wait without bound.
+            return self.pool_full(x, feed.is_some(), minor, head_only, queue);
+        }
         let pipe = feed.as_ref().map(|(_, p)| p.clone());
         self.phase = Phase::Pool(Box::new(Waiting {
             minor,
@@ -360,18 +396,15 @@ impl<T: Transport> Conn<T> {
         }));
         let notify = cx.notify(self.id);
         let pool = cx.pool.clone();
-        cx.pool.submit(Box::new(move || {
+        cx.pool.submit_request(Box::new(move || {
+            pool.request_started();
             let mut x = x;
             let mut mem = mem;
             let step = match (&mut mem, &pipe) {
                 (Some(m), _) => route::dispatch(&mut x, &mut BodyIn::Mem(m), Place::Pool, None),
                 (None, Some(p)) => route::dispatch(&mut x, &mut BodyIn::Pipe(p), Place::Pool, None),
                 (None, None) => {
-                    let mut m = MemBody {
-                        data: Vec::new(),
-                        pos: 0,
-                        content_length: 0,
-                    };
+                    let mut m = MemBody::empty();
                     route::dispatch(&mut x, &mut BodyIn::Mem(&mut m), Place::Pool, None)
                 }
             };
@@ -569,6 +602,30 @@ impl<T: Transport> Conn<T> {
                 return;
             }
         };
+        self.queue(resp, Some(x));
+    }
+
+    /// The pool's queue is full (`pool_queue`): 503 with `Retry-After`,
+    /// and a body still being streamed closes the connection after it.
+    fn pool_full(
+        &mut self,
+        mut x: Box<Exchange>,
+        streaming: bool,
+        minor: u8,
+        head_only: bool,
+        queue: usize,
+    ) {
+        let msg = format!("{queue} requests already wait for a pool thread (pool_queue): 503");
+        host::record(&x.vhost, Some(x.peer), log::Level::Error, "tamada", &msg);
+        x.error = Some(msg);
+        self.linger |= streaming;
+        let resp = framing::simple_with(
+            503,
+            minor,
+            head_only,
+            streaming || self.close_after,
+            &[("Retry-After", b"1")],
+        );
         self.queue(resp, Some(x));
     }
 

@@ -120,15 +120,12 @@ enum Phase {
     /// An inline handler waits for a descriptor (SDK 1.1 `Wait`); the
     /// loop calls it again when it is ready or the wait's time is up.
     Parked(Box<Parked>),
-    /// A small request body still arriving is read into the buffer first
-    /// (`COLLECT_MAX`).
+    /// A request body still arriving is collected whole before the
+    /// request runs (`request_buffering`): in memory up to `COLLECT_MAX`,
+    /// then spooled to a file (`body.rs`), so a slow upload costs a
+    /// connection, never a pool thread (as nginx buffers bodies).
     Collect(Box<Collect>),
 }
-
-/// Bodies with a length up to this, still arriving after the head, are
-/// collected on the loop before the request runs (larger ones stream to
-/// a pool handler through the body pipe).
-pub const COLLECT_MAX: u64 = 64 * 1024;
 
 /// A request whose body is being collected.
 pub(crate) struct Collect {
@@ -137,7 +134,10 @@ pub(crate) struct Collect {
     minor: u8,
     head_only: bool,
     keep: bool,
-    content_length: i64,
+    /// The body so far.
+    body: crate::body::Spool,
+    /// When the body started (`body_min_rate` counts from here).
+    started: Instant,
     /// When body bytes last came (`body_timeout` counts from here).
     last: Instant,
 }
@@ -168,12 +168,16 @@ struct Waiting {
 
 /// How far collecting a body got.
 enum Collected {
-    /// It is all in the buffer (the body, and the bytes it took there).
-    Whole(Vec<u8>, usize),
+    /// It is all here.
+    Whole,
     /// More is to come.
     Waiting,
     /// The client closed first.
     Gone,
+    /// It cannot be taken: the status to answer (400 bad chunking, 413
+    /// over the limit, 503 `max_spool` reached, 500 the spool failed),
+    /// and why.
+    Failed(u16, String),
 }
 
 /// The answer of [`Conn::drive`].
@@ -372,9 +376,9 @@ impl<T: Transport> Conn<T> {
             }
             // A body being collected: when it is whole, the request runs.
             if let Phase::Collect(_) = &self.phase {
-                match self.collect() {
-                    Collected::Whole(data, wire) => {
-                        self.run_collected(data, wire, cx);
+                match self.collect(cx) {
+                    Collected::Whole => {
+                        self.run_collected(cx);
                         if let Phase::Tunnel(_) = self.phase {
                             return self.tunnel_step(cx);
                         }
@@ -385,6 +389,10 @@ impl<T: Transport> Conn<T> {
                         // the connection closes.
                         self.drop_collect("the client closed the connection before the body ended");
                         self.close_after = true;
+                        continue;
+                    }
+                    Collected::Failed(status, why) => {
+                        self.collect_failed(status, &why);
                         continue;
                     }
                     // On to writing what is queued, then wait.
@@ -533,20 +541,56 @@ impl<T: Transport> Conn<T> {
             && let Phase::Collect(c) = std::mem::replace(&mut self.phase, Phase::Head)
         {
             let mut x = c.x;
-            x.bytes_received += self.buf.data().len() as u64;
+            x.bytes_received += c.state.wire_bytes + self.buf.data().len() as u64;
             self.buf.consume(self.buf.data().len());
             log_given_up(x, 400, why);
         }
     }
 
     /// Reads a body being collected as far as the socket allows.
-    fn collect(&mut self) -> Collected {
+    fn collect(&mut self, cx: &Cx<'_>) -> Collected {
+        let s = cx.settings();
+        let dir = s.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let max_spool = s.max_spool.0;
+        let mut scratch = [0u8; 16 * 1024];
         loop {
             let Phase::Collect(c) = &mut self.phase else {
                 return Collected::Waiting;
             };
-            if let Some((data, wire)) = c.state.whole_in(self.buf.data()) {
-                return Collected::Whole(data, wire);
+            while !c.state.done && !self.buf.is_empty() {
+                match c.state.take(self.buf.data(), &mut scratch) {
+                    Ok((0, 0)) => break,
+                    Ok((used, made)) => {
+                        self.buf.consume(used);
+                        match c.body.push(&scratch[..made], &dir, max_spool) {
+                            Ok(()) => {}
+                            Err(crate::body::SpoolError::Full(max)) => {
+                                return Collected::Failed(
+                                    503,
+                                    format!(
+                                        "request bodies spooled to disk reached max_spool ({max} bytes)"
+                                    ),
+                                );
+                            }
+                            Err(crate::body::SpoolError::Io(e)) => {
+                                return Collected::Failed(
+                                    500,
+                                    format!(
+                                        "cannot spool the request body in {}: {e}",
+                                        dir.display()
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        let status = if c.state.exceeded { 413 } else { 400 };
+                        return Collected::Failed(status, why);
+                    }
+                }
+            }
+            if c.state.done {
+                return Collected::Whole;
             }
             if self.read_eof {
                 return Collected::Gone;
@@ -711,7 +755,22 @@ impl<T: Transport> Conn<T> {
     fn request_deadline(&self, cx: &Cx<'_>) -> Option<Instant> {
         match &self.phase {
             Phase::Parked(p) => Some(p.until),
-            Phase::Collect(c) => Some(c.last + cx.settings().body_timeout.0),
+            Phase::Collect(c) => {
+                let s = cx.settings();
+                let stall = c.last + s.body_timeout.0;
+                Some(match s.body_min_rate.0 {
+                    0 => stall,
+                    // SECURITY: a byte now and then keeps the stall timer
+                    // from firing; the average rate after the first
+                    // `body_timeout` must be `body_min_rate` (Apache's
+                    // `MinRate`): each byte buys 1/rate seconds more.
+                    rate => {
+                        let got = c.state.wire_bytes + self.buf.data().len() as u64;
+                        let extra = Duration::from_secs_f64(got as f64 / rate as f64);
+                        stall.min(c.started + s.body_timeout.0 + extra)
+                    }
+                })
+            }
             _ => None,
         }
     }
@@ -727,7 +786,7 @@ impl<T: Transport> Conn<T> {
                 return Next::Wait;
             }
             if let Phase::Collect(_) = self.phase {
-                self.collect_timed_out();
+                self.collect_timed_out(cx);
             }
             // A waiting handler hears of it (a 504, say); a collected
             // body's 408 goes out.

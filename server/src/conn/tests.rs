@@ -176,6 +176,7 @@ fn runtime() -> Runtime {
         v.routes.push(Route {
             prefix: prefix.into(),
             max_body: 1 << 20,
+            buffering: true,
             handler: Arc::new(inst),
         });
     }
@@ -379,7 +380,7 @@ fn a_small_body_split_across_reads_is_collected_then_reaches_a_pool_handler() {
 
 #[test]
 fn a_large_body_split_across_reads_streams_to_a_pool_handler() {
-    // Over COLLECT_MAX: fed through the body pipe as it comes.
+    // Over COLLECT_MAX: spooled to a file, then read on the pool.
     let body: Vec<u8> = (0..70_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let h = Harness::new();
     let mut reads = VecDeque::from([format!(
