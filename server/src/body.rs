@@ -449,6 +449,10 @@ impl MemBody {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn reader(&mut self) -> BodyReaderV1 {
         BodyReaderV1 {
             ctx: self as *mut MemBody as *mut c_void,

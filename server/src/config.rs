@@ -315,6 +315,20 @@ fn plain(file: &Path, message: impl Into<String>) -> ConfError {
     }
 }
 
+/// Parses the text of `server.yaml` (fuzzed: `fuzz/fuzz_targets/conf.rs`).
+pub fn parse_settings(file: &Path, text: &str) -> Result<Settings, ConfError> {
+    serde_yaml::from_str::<Settings>(text).map_err(|e| yaml_error(file, e))
+}
+
+/// Parses and checks the text of a vhost file named `file` (fuzzed:
+/// `fuzz/fuzz_targets/conf.rs`).
+pub fn parse_vhost(file: &Path, text: String) -> Result<VhostConf, ConfError> {
+    match serde_yaml::from_str::<VhostRaw>(&text) {
+        Ok(raw) => check_vhost(file, text, raw),
+        Err(e) => Err(yaml_error(file, e)),
+    }
+}
+
 /// Reads `server.yaml` (if present) and every other `*.yaml` in `dir`.
 pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
     let mut errors = Vec::new();
@@ -349,18 +363,15 @@ pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
             if text.trim().is_empty() {
                 continue;
             }
-            match serde_yaml::from_str::<Settings>(&text) {
+            match parse_settings(&file, &text) {
                 Ok(s) => settings = s,
-                Err(e) => errors.push(yaml_error(&file, e)),
+                Err(e) => errors.push(e),
             }
             continue;
         }
-        match serde_yaml::from_str::<VhostRaw>(&text) {
-            Ok(raw) => match check_vhost(&file, text, raw) {
-                Ok(v) => vhosts.push(v),
-                Err(e) => errors.push(e),
-            },
-            Err(e) => errors.push(yaml_error(&file, e)),
+        match parse_vhost(&file, text) {
+            Ok(v) => vhosts.push(v),
+            Err(e) => errors.push(e),
         }
     }
     if let Some(p) = &settings.plugin_dir

@@ -1,38 +1,6 @@
-//! `tamada`: an HTTP/1.1 server whose request handlers are plugins.
-//!
-//! Start-up: flags -> conf.d (`config`) -> plugins (`plugins`) -> routes
-//! with plugin instances (`runtime`) -> listening sockets, one per loop
-//! (`listen`) -> the blocking pool (`pool`) and one event loop per core
-//! (`evloop`), each owning its connections (`conn`: the state machine a
-//! request's life reads in); `route` offers requests to the handlers,
-//! `framing` and `writer` send the answers, `logphase` logs them.
-//! Signals are turned into messages to the loops by `control`.
-
-mod body;
-mod config;
-mod conn;
-mod control;
-mod evloop;
-mod framing;
-mod health;
-mod host;
-mod http;
-mod io;
-mod listen;
-mod logphase;
-mod plugins;
-mod pool;
-mod privileges;
-mod ratelog;
-mod realip;
-mod route;
-mod runtime;
-mod schema;
-mod stream;
-mod upgrade;
-mod view;
-mod writer;
-mod yamlpos;
+//! `tamada`: an HTTP/1.1 server whose request handlers are plugins. The
+//! binary is start-up: flags, logging, conf.d, plugins, listeners, the
+//! pool and the loops; the core itself is the library (`lib.rs`).
 
 use arc_swap::ArcSwap;
 use plugins::Registry;
@@ -41,29 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
-
-/// What the control, flusher and pool threads share.
-pub struct Shared {
-    /// The running configuration; replaced whole on SIGHUP (each loop
-    /// holds its own copy of it: `Runtime::fork`).
-    pub runtime: ArcSwap<Runtime>,
-    /// SIGTERM was received.
-    pub draining: AtomicBool,
-}
-
-static POOL: OnceLock<Arc<pool::Pool>> = OnceLock::new();
-
-/// The blocking pool (started before anything can use it).
-pub fn pool() -> &'static Arc<pool::Pool> {
-    POOL.get_or_init(|| pool::Pool::start(1))
-}
-
-/// A time in microseconds since the Unix epoch.
-pub fn unix_us_at(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use tamada::{
+    Shared, config, control, evloop, host, listen, notify, plugins, pool, privileges, runtime,
+    schema, upgrade,
+};
 
 const SIGNALS: &str = "\
 Signals: SIGHUP reloads conf.d (checked first; a broken file keeps the
@@ -361,7 +310,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         log::warn!("serving as root: set `user:` in server.yaml to drop privileges");
     }
     let workers = rt.settings.workers;
-    let _ = POOL.set(pool::Pool::start(workers));
+    tamada::start_pool(workers);
     let pool = pool().clone();
     // Signals before any thread starts: one that comes early is not lost.
     let signals = control::Control::signals()?;
@@ -477,14 +426,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     log::info!("stopped");
     Ok(())
-}
-
-/// Tells the service manager (systemd, `Type=notify`) how the server
-/// stands; nothing when it did not start us (no `NOTIFY_SOCKET`).
-pub fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(state) {
-        log::warn!("cannot notify the service manager: {e}");
-    }
 }
 
 /// Raises the soft limit of open files to the hard one (every connection,

@@ -15,6 +15,12 @@ pub struct RateLog {
     state: Mutex<(Option<Instant>, u64)>,
 }
 
+impl Default for RateLog {
+    fn default() -> Self {
+        RateLog::new()
+    }
+}
+
 impl RateLog {
     pub const fn new() -> RateLog {
         RateLog {

@@ -132,26 +132,24 @@ impl LogCtx {
 
 /// One record read: its type and content.
 fn read_record(c: &mut Conn) -> io::Result<Option<(u8, Vec<u8>)>> {
-    if !c.fill_to(8)? {
-        return if c.buffered().is_empty() {
-            Ok(None)
-        } else {
-            Err(io::Error::other("the connection closed inside a record"))
-        };
+    loop {
+        if let Some((h, whole)) = record::split(c.buffered()).map_err(io::Error::other)? {
+            let content = c.buffered()[8..8 + h.len].to_vec();
+            c.consume(whole);
+            if h.id != record::ID {
+                // Not ours (a management record): skipped.
+                return Ok(Some((0, Vec::new())));
+            }
+            return Ok(Some((h.ty, content)));
+        }
+        if c.fill()? == 0 {
+            return if c.buffered().is_empty() {
+                Ok(None)
+            } else {
+                Err(io::Error::other("the connection closed inside a record"))
+            };
+        }
     }
-    let mut h = [0u8; 8];
-    h.copy_from_slice(&c.buffered()[..8]);
-    let h = record::header(&h).map_err(io::Error::other)?;
-    if !c.fill_to(8 + h.len + h.pad)? {
-        return Err(io::Error::other("the connection closed inside a record"));
-    }
-    let content = c.buffered()[8..8 + h.len].to_vec();
-    c.consume(8 + h.len + h.pad);
-    if h.id != record::ID {
-        // Not ours (a management record): skipped.
-        return Ok(Some((0, Vec::new())));
-    }
-    Ok(Some((h.ty, content)))
 }
 
 fn timed_out(e: &io::Error) -> bool {

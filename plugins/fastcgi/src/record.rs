@@ -93,6 +93,18 @@ pub fn header(b: &[u8; 8]) -> Result<Header, String> {
     })
 }
 
+/// The record at the front of `buf`, with no I/O (fuzzed:
+/// `fuzz/fuzz_targets/fastcgi_records.rs`): its header and its whole
+/// length with padding, or `None` until all of it is there.
+pub fn split(buf: &[u8]) -> Result<Option<(Header, usize)>, String> {
+    let Some(h) = buf.first_chunk::<8>() else {
+        return Ok(None);
+    };
+    let h = header(h)?;
+    let whole = 8 + h.len + h.pad;
+    Ok((buf.len() >= whole).then_some((h, whole)))
+}
+
 /// END_REQUEST's protocol status, as words.
 pub fn protocol_status(s: u8) -> &'static str {
     match s {

@@ -76,6 +76,89 @@ impl HeadRead {
     }
 }
 
+/// What the front of the upstream's bytes holds.
+pub enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// An interim (1xx) response of `n` bytes.
+    Interim(usize),
+    /// The final head, `n` bytes long.
+    Final(usize, Head),
+}
+
+/// Parses a response head at the front of `buf`, with no I/O (fuzzed:
+/// `fuzz/fuzz_targets/proxy_head.rs`). `upgrade`: a 101 is expected.
+pub fn parse(buf: &[u8], head_request: bool, upgrade: bool) -> Result<Parsed, String> {
+    let mut hs = [httparse::EMPTY_HEADER; 128];
+    let mut r = httparse::Response::new(&mut hs);
+    let n = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err("a response head with over 128 fields".into());
+        }
+        Err(e) => return Err(format!("a bad response head ({e})")),
+    };
+    let status = r.code.unwrap_or(0);
+    let minor = r.version.unwrap_or(1);
+    if status < 100 {
+        // Found by fuzzing: `HTTP/1.0 099 OK` was taken as a final answer
+        // (RFC 9110 section 15: below 100 is invalid).
+        return Err(format!("a response with the invalid status {status:03}"));
+    }
+    if (100..200).contains(&status) && !(status == 101 && upgrade) {
+        if status == 101 {
+            return Err("101 Switching Protocols, which was not asked for".into());
+        }
+        return Ok(Parsed::Interim(n));
+    }
+    // PERF: fields that never pass on (and frame nothing) are not copied;
+    // a 101's are all kept.
+    let dropped = |n: &str| {
+        status != 101
+            && ["date", "server", "keep-alive"]
+                .iter()
+                .any(|d| n.eq_ignore_ascii_case(d))
+    };
+    let headers: Vec<(String, Vec<u8>)> = r
+        .headers
+        .iter()
+        .filter(|h| !dropped(h.name))
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
+    if status == 101 {
+        // Switching: the headers pass but for the framing and the core's
+        // own; the socket becomes a relay.
+        let headers = headers
+            .into_iter()
+            .filter(|(n, _)| {
+                !matches!(
+                    n.to_ascii_lowercase().as_str(),
+                    "connection"
+                        | "keep-alive"
+                        | "te"
+                        | "trailer"
+                        | "transfer-encoding"
+                        | "content-length"
+                        | "date"
+                        | "server"
+                        | "proxy-connection"
+                )
+            })
+            .collect();
+        return Ok(Parsed::Final(
+            n,
+            Head {
+                status,
+                headers,
+                framing: Framing::Length(0),
+                reusable: false,
+            },
+        ));
+    }
+    frame(status, minor, headers, head_request).map(|h| Parsed::Final(n, h))
+}
+
 /// Reads the response head (skipping 1xx interim responses).
 pub fn read_head(
     c: &mut Conn,
@@ -87,88 +170,24 @@ pub fn read_head(
 ) -> Result<Head, HeadError> {
     let mut got_any = false;
     loop {
-        let parsed = {
-            let mut hs = [httparse::EMPTY_HEADER; 128];
-            let mut r = httparse::Response::new(&mut hs);
-            match r.parse(c.buffered()) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let status = r.code.unwrap_or(0);
-                    let minor = r.version.unwrap_or(1);
-                    // PERF: fields that never pass on (and frame nothing)
-                    // are not copied; a 101's are all kept.
-                    let dropped = |n: &str| {
-                        status != 101
-                            && ["date", "server", "keep-alive"]
-                                .iter()
-                                .any(|d| n.eq_ignore_ascii_case(d))
-                    };
-                    let headers: Vec<(String, Vec<u8>)> = r
-                        .headers
-                        .iter()
-                        .filter(|h| !dropped(h.name))
-                        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                        .collect();
-                    Some((n, status, minor, headers))
-                }
-                Ok(httparse::Status::Partial) => None,
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(HeadError::Bad(
-                        "a response head with over 128 fields".into(),
-                    ));
-                }
-                Err(e) => return Err(HeadError::Bad(format!("a bad response head ({e})"))),
-            }
-        };
-        match parsed {
-            Some((n, status, minor, headers)) => {
+        match parse(c.buffered(), head_request, upgrade).map_err(HeadError::Bad)? {
+            Parsed::Final(n, h) => {
                 c.consume(n);
-                if status == 101 && upgrade {
-                    // Switching: the headers pass but for the framing and
-                    // the core's own; the socket becomes a relay.
-                    let headers = headers
-                        .into_iter()
-                        .filter(|(n, _)| {
-                            !matches!(
-                                n.to_ascii_lowercase().as_str(),
-                                "connection"
-                                    | "keep-alive"
-                                    | "te"
-                                    | "trailer"
-                                    | "transfer-encoding"
-                                    | "content-length"
-                                    | "date"
-                                    | "server"
-                                    | "proxy-connection"
-                            )
-                        })
-                        .collect();
-                    return Ok(Head {
-                        status,
-                        headers,
-                        framing: Framing::Length(0),
-                        reusable: false,
-                    });
-                }
-                if (100..200).contains(&status) {
-                    if status == 101 {
-                        return Err(HeadError::Bad(
-                            "101 Switching Protocols, which was not asked for".into(),
-                        ));
-                    }
-                    at.interims += 1;
-                    if at.interims > MAX_INTERIM {
-                        return Err(HeadError::Bad(format!(
-                            "more than {MAX_INTERIM} interim responses"
-                        )));
-                    }
-                    if interim_returns {
-                        return Err(HeadError::Interim);
-                    }
-                    continue;
-                }
-                return frame(status, minor, headers, head_request).map_err(HeadError::Bad);
+                return Ok(h);
             }
-            None => {
+            Parsed::Interim(n) => {
+                c.consume(n);
+                at.interims += 1;
+                if at.interims > MAX_INTERIM {
+                    return Err(HeadError::Bad(format!(
+                        "more than {MAX_INTERIM} interim responses"
+                    )));
+                }
+                if interim_returns {
+                    return Err(HeadError::Interim);
+                }
+            }
+            Parsed::Partial => {
                 if c.buffered().len() >= limit {
                     return Err(HeadError::Bad(format!(
                         "a response head over {limit} bytes (max_response_head)"
@@ -596,5 +615,43 @@ impl Drop for UpstreamBody {
             self.finish.reusable = false;
             self.end();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_below_100_is_a_bad_head() {
+        // Found by the proxy_head fuzz target: taken as a final answer.
+        assert!(
+            parse(
+                b"HTTP/1.0 099 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                false
+            )
+            .is_err()
+        );
+        assert!(parse(b"HTTP/1.1 000 X\r\n\r\n", false, false).is_err());
+        assert!(matches!(
+            parse(b"HTTP/1.1 103 Early Hints\r\n\r\n", false, false),
+            Ok(Parsed::Interim(_))
+        ));
+        assert!(matches!(
+            parse(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                false,
+                false
+            ),
+            Ok(Parsed::Final(
+                38,
+                Head {
+                    status: 200,
+                    framing: Framing::Length(2),
+                    ..
+                }
+            ))
+        ));
     }
 }

@@ -8,10 +8,10 @@
 //! preconditions (`cond.rs`) -> ranges (`range.rs`) -> body.
 
 mod cache;
-mod cond;
+pub mod cond;
 mod listing;
-mod range;
-mod resolve;
+pub mod range;
+pub mod resolve;
 
 use cache::{Meta, Prepared, Src};
 use cond::{Conditions, Precondition};

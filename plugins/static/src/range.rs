@@ -125,3 +125,44 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A parsed Range never yields bytes outside the file: every part
+        /// is inside it, the parts are sorted and apart, at most `max`.
+        #[test]
+        fn ranges_stay_inside_the_file(
+            size in 0u64..100_000,
+            specs in prop::collection::vec(
+                (prop::option::of(0u64..120_000), prop::option::of(0u64..120_000)),
+                1..20,
+            ),
+            max in 1usize..10,
+        ) {
+            let items: Vec<String> = specs
+                .iter()
+                .map(|(a, b)| format!(
+                    "{}-{}",
+                    a.map(|a| a.to_string()).unwrap_or_default(),
+                    b.map(|b| b.to_string()).unwrap_or_default()
+                ))
+                .collect();
+            let header = format!("bytes={}", items.join(", "));
+            if let Ranges::Parts(parts) = parse(&header, size, max) {
+                prop_assert!(!parts.is_empty() && parts.len() <= max);
+                let mut prev: Option<u64> = None;
+                for &(a, b) in &parts {
+                    prop_assert!(a <= b && b < size, "{}: {:?} of {}", header, parts, size);
+                    if let Some(p) = prev {
+                        prop_assert!(a > p);
+                    }
+                    prev = Some(b);
+                }
+            }
+        }
+    }
+}

@@ -292,3 +292,78 @@ mod tests {
         assert!(d.decode(b"2\r\nabc\r\n", &mut [0; 8]).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Encodes `body` in chunks of the given sizes, with extensions and
+    /// trailers as a sender may write them.
+    fn encode(body: &[u8], sizes: &[usize], ext: bool, trailers: &[(String, String)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes
+                .get(i)
+                .copied()
+                .unwrap_or(rest.len())
+                .clamp(1, rest.len());
+            i += 1;
+            out.extend_from_slice(format!("{n:X}").as_bytes());
+            if ext {
+                out.extend_from_slice(b";name=\"v a\"");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+        }
+        out.extend_from_slice(b"0\r\n");
+        for (k, v) in trailers {
+            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    proptest! {
+        /// Chunked encode then decode is the identity, whatever the chunk
+        /// sizes and however the wire bytes are split into reads.
+        #[test]
+        fn encode_then_decode_is_the_identity(
+            body in prop::collection::vec(any::<u8>(), 0..3000),
+            sizes in prop::collection::vec(1usize..700, 0..12),
+            ext in any::<bool>(),
+            trailers in prop::collection::vec(("[A-Za-z-]{1,8}", "[ -~]{0,12}"), 0..3),
+            split in 1usize..64,
+            out_len in 1usize..100,
+        ) {
+            let trailers: Vec<(String, String)> = trailers
+                .into_iter()
+                .map(|(k, v)| (k, v.trim().to_owned()))
+                .collect();
+            let wire = encode(&body, &sizes, ext, &trailers);
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            let mut out = vec![0u8; out_len];
+            let mut used_all = 0;
+            for piece in wire.chunks(split) {
+                let mut p = piece;
+                loop {
+                    let (used, n) = d.decode(p, &mut out).expect("valid framing");
+                    got.extend_from_slice(&out[..n]);
+                    p = &p[used..];
+                    used_all += used;
+                    if p.is_empty() || d.is_done() {
+                        break;
+                    }
+                }
+            }
+            prop_assert!(d.is_done());
+            prop_assert_eq!(used_all, wire.len());
+            prop_assert_eq!(got, body);
+        }
+    }
+}

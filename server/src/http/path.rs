@@ -118,3 +118,43 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::{Component, Path};
+
+    proptest! {
+        /// A normalised path never maps outside the document root: joined
+        /// to a root, no prefix of it climbs above the root.
+        #[test]
+        fn a_normalised_path_never_leaves_the_root(
+            segs in prop::collection::vec(
+                prop::sample::select(vec!["a", "..", ".", "", "%2e%2e", "%2E.", ".%2e", "%2f", "b%00", "%5c..", "..%2f", "~", "%25", "c d"]),
+                0..10,
+            ),
+            trailing in any::<bool>(),
+        ) {
+            let mut raw = String::from("/");
+            raw.push_str(&segs.join("/"));
+            if trailing {
+                raw.push('/');
+            }
+            if let Ok(p) = normalise(&raw) {
+                prop_assert!(p.starts_with('/'));
+                prop_assert!(!p.contains('\0'));
+                let joined = Path::new("/srv/root").join(p.trim_start_matches('/'));
+                let mut depth = 0i32;
+                for c in joined.components().skip(3) {
+                    match c {
+                        Component::ParentDir => depth -= 1,
+                        Component::Normal(_) => depth += 1,
+                        _ => {}
+                    }
+                    prop_assert!(depth >= 0, "{} -> {}", raw, p);
+                }
+            }
+        }
+    }
+}
