@@ -25,7 +25,8 @@ import argparse, datetime, os, platform, re, resource, shutil, signal, socket
 import statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TAMADA = os.path.join(ROOT, "target", "release", "tamada")
+# TAMADA_BIN runs another build (a saved one, to compare before and after).
+TAMADA = os.environ.get("TAMADA_BIN") or os.path.join(ROOT, "target", "release", "tamada")
 CEILING = os.path.join(ROOT, "target", "bench", "ceiling")
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -52,6 +52,10 @@ t0=$SECONDS
 lap() { timings+=("$1 $((SECONDS - t0))s"); t0=$SECONDS; }
 
 cargo fmt --all -- --check
+# The module graphs are acyclic (docs/ARCHITECTURE.md gives the layers).
+for src in server/src sdk/src plugins/*/src; do
+  python3 scripts/modcycles.py "$src" >/dev/null || { python3 scripts/modcycles.py "$src"; exit 1; }
+done
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The SDK's rustdoc is the plugin authors' guide: it must build clean.
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p tamada-sdk --no-deps --all-features

@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
-use tamada::realip::{Cidr, Proxy, forwarded_for, forwarded_nodes, parse_proxy};
+use tamada::exchange::realip::{Cidr, Proxy, forwarded_for, forwarded_nodes, parse_proxy};
 
 fuzz_target!(|data: &[u8]| {
     match parse_proxy(data) {

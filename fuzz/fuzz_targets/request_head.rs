@@ -3,7 +3,7 @@
 //! path is normalised, and the body after it decodes within its framing.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tamada::body::BodyState;
+use tamada::proto::h1::body::BodyState;
 use tamada::http::Limits;
 use tamada::http::request::{Framing, parse};
 

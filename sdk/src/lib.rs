@@ -182,6 +182,7 @@
 pub mod abi;
 pub mod guide;
 pub mod host;
+mod outcome;
 pub mod plugin;
 pub mod request;
 pub mod response;

@@ -8,32 +8,14 @@ use crate::abi::{
 use crate::request::{Request, Vhost};
 use crate::response::ResponseBuilder;
 use abi_stable::std_types::{RResult, RStr, RString};
-use std::any::Any;
+
 use std::ffi::c_void;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
-/// What [`Handler::handle`] decided; see [`guide::phases`](crate::guide::phases).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The response in the builder is the answer. Client mistakes are
-    /// answered this way too, with a 4xx status.
-    Done,
-    /// Not mine: the builder is discarded and the core tries the next
-    /// route (same prefix, then shorter ones); none left -> 404. Decline
-    /// before reading the body.
-    Decline,
-    /// Serve this local path (`/x?q` allowed) instead, internally, as GET
-    /// without a body (a CGI `Location: /local`). The path is normalised
-    /// and routed from the start; the new request's
-    /// [`Request::redirects`] counts the hops (more than 10 -> 500).
-    Redirect(String),
-    /// Failed on the server's side: the core answers 500 and logs
-    /// ``plugin `NAME` failed on METHOD TARGET: <text>`` in the vhost's
-    /// error log. The text never reaches the client.
-    Error(String),
-}
+pub use crate::outcome::Outcome;
+use crate::outcome::{panic_message, set_panic_at};
 
 /// A request handler, logger, or both. Every method has a no-op default,
 /// so implement only the phases you need.
@@ -374,22 +356,6 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// The text of a caught panic, with where it happened when the panic hook
-/// of the macro's `init` saw it (`index out of bounds ... at src/lib.rs:12`).
-pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {
-    let msg = if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".to_owned()
-    };
-    match PANIC_AT.with(|a| a.borrow_mut().take()) {
-        Some(at) if !at.is_empty() => format!("{msg} (at {at})"),
-        _ => msg,
-    }
-}
-
 // ---------------------------------------------------------------------
 // The forwarding logger: every cdylib has its own `log` global, so the SDK
 // installs this one at load; it sends records to the host.
@@ -426,11 +392,6 @@ static FORWARDER: Forwarder = Forwarder;
 /// The plugin's declared name (set by the macro's `init`): its records are
 /// tagged with it, in the server's log as in the vhosts' error logs.
 static NAME: OnceLock<&'static str> = OnceLock::new();
-
-std::thread_local! {
-    /// Where the last panic on this thread happened (`file:line`).
-    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
 
 /// Sends a record to a vhost's error log (its loggers' `record` phase)
 /// from any thread, also outside a request: for example a CGI script's
@@ -544,7 +505,7 @@ pub mod __private {
                 .location()
                 .map(|l| format!("{}:{}", l.file(), l.line()))
                 .unwrap_or_default();
-            PANIC_AT.with(|p| *p.borrow_mut() = Some(at));
+            set_panic_at(at);
         }));
     }
 

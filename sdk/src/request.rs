@@ -3,7 +3,7 @@
 //! [`guide::requests`](crate::guide::requests).
 
 use crate::abi::{AddrV1, HeaderV1, RequestV1, VhostV1};
-use crate::plugin::Outcome;
+use crate::outcome::Outcome;
 use abi_stable::std_types::RSliceMut;
 use std::any::Any;
 use std::cell::{Cell, RefCell};

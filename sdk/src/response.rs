@@ -380,7 +380,7 @@ extern "C" fn stream_read(ctx: *mut c_void, mut buf: RSliceMut<'_, u8>) -> RResu
         Ok(Err(e)) => RResult::RErr(RString::from(e.to_string())),
         Err(p) => RResult::RErr(RString::from(format!(
             "panic in body stream: {}",
-            crate::plugin::panic_message(&p)
+            crate::outcome::panic_message(&p)
         ))),
     }
 }

@@ -630,7 +630,7 @@ fn contained(req: &Request, h: &dyn Handler) -> TestResponse {
     match catch_unwind(AssertUnwindSafe(|| h.handle(req, &mut response))) {
         Ok(outcome) => TestResponse { outcome, response },
         Err(p) => TestResponse {
-            outcome: Outcome::Error(format!("panic: {}", crate::plugin::panic_message(&p))),
+            outcome: Outcome::Error(format!("panic: {}", crate::outcome::panic_message(&p))),
             response: ResponseBuilder::new(),
         },
     }

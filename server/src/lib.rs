@@ -10,36 +10,20 @@
 //! `framing` and `writer` send the answers, `logphase` logs them.
 //! Signals are turned into messages to the loops by `control`.
 
-pub mod body;
+pub mod clock;
 pub mod config;
-pub mod conn;
-pub mod control;
-pub mod evloop;
-pub mod framing;
-pub mod health;
-pub mod host;
+pub mod exchange;
 pub mod http;
-pub mod io;
-pub mod listen;
-pub mod logphase;
+pub mod net;
 pub mod plugins;
 pub mod pool;
-pub mod privileges;
+pub mod proto;
 pub mod ratelog;
-pub mod realip;
-pub mod route;
-pub mod runtime;
-pub mod schema;
-pub mod stream;
-pub mod upgrade;
-pub mod view;
-pub mod writer;
-pub mod yamlpos;
+pub mod transport;
 
 use arc_swap::ArcSwap;
-use runtime::Runtime;
+use config::runtime::Runtime;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
 
 /// What the control, flusher and pool threads share.
 pub struct Shared {
@@ -48,25 +32,6 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     /// SIGTERM was received.
     pub draining: AtomicBool,
-}
-
-static POOL: OnceLock<Arc<pool::Pool>> = OnceLock::new();
-
-/// Starts the blocking pool with `workers` threads (once, at start-up).
-pub fn start_pool(workers: usize) {
-    let _ = POOL.set(pool::Pool::start(workers));
-}
-
-/// The blocking pool (started before anything can use it).
-pub fn pool() -> &'static Arc<pool::Pool> {
-    POOL.get_or_init(|| pool::Pool::start(1))
-}
-
-/// A time in microseconds since the Unix epoch.
-pub fn unix_us_at(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Tells the service manager (systemd, `Type=notify`) how the server

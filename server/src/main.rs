@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
-use tamada::{
-    Shared, config, control, evloop, host, listen, notify, plugins, pool, privileges, runtime,
-    schema, upgrade,
-};
+use tamada::config::{runtime, schema};
+use tamada::net::{control, evloop, listen, privileges, upgrade};
+use tamada::plugins::host;
+use tamada::{Shared, config, notify, plugins, pool};
 
 const SIGNALS: &str = "\
 Signals: SIGHUP reloads conf.d (checked first; a broken file keeps the
@@ -270,7 +270,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             rt.settings.max_connections
         );
     }
-    evloop::CONNECTION_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
+    tamada::net::cx::CONNECTION_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
     let loops = match rt.settings.loops {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -310,8 +310,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         log::warn!("serving as root: set `user:` in server.yaml to drop privileges");
     }
     let workers = rt.settings.workers;
-    tamada::start_pool(workers);
-    let pool = pool().clone();
+    pool::start_global(workers);
+    let pool = pool::global().clone();
     // Signals before any thread starts: one that comes early is not lost.
     let signals = control::Control::signals()?;
     let mut handles = Vec::new();
@@ -332,7 +332,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         runtime: ArcSwap::from_pointee(rt),
         draining: AtomicBool::new(false),
     });
-    host::set_shared(shared.clone());
+    {
+        let (s1, s2) = (shared.clone(), shared.clone());
+        host::install(host::Hooks {
+            draining: Box::new(move || s1.draining.load(std::sync::atomic::Ordering::Relaxed)),
+            vhost: Box::new(move |name| {
+                let v = s2.runtime.load().vhost_named(name).cloned()?;
+                Some(v as host::Sink)
+            }),
+        });
+    }
 
     let (reload_dir, verbose) = (conf_dir.clone(), args.verbose);
     let (reload_workers, reload_loops) = (args.workers, args.loops);

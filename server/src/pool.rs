@@ -13,6 +13,18 @@ use std::sync::{Arc, Condvar, Mutex};
 
 pub type Job = Box<dyn FnOnce() + Send>;
 
+static POOL: std::sync::OnceLock<Arc<Pool>> = std::sync::OnceLock::new();
+
+/// Starts the process's pool with `workers` threads (once, at start-up).
+pub fn start_global(workers: usize) {
+    let _ = POOL.set(Pool::start(workers));
+}
+
+/// The process's pool (started before anything can use it).
+pub fn global() -> &'static Arc<Pool> {
+    POOL.get_or_init(|| Pool::start(1))
+}
+
 #[derive(Default)]
 pub struct Pool {
     queue: Mutex<VecDeque<Job>>,

@@ -108,7 +108,7 @@ thread_local! {
 
 /// The current `Date:` value, formatted once per second per thread.
 pub fn date_now(out: &mut Vec<u8>) {
-    let now = crate::io::wall();
+    let now = crate::clock::wall();
     let secs = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -83,6 +83,45 @@ impl Vhost {
     }
 }
 
+impl crate::plugins::host::RecordSink for Vhost {
+    fn vhost_name(&self) -> &str {
+        &self.name
+    }
+    fn has_loggers(&self) -> bool {
+        !self.loggers.is_empty()
+    }
+    fn deliver(&self, rec: &tamada_sdk::abi::RecordV1<'_>, on_loop: bool) {
+        for l in self.loggers.iter().filter(|l| l.inline || !on_loop) {
+            l.record(rec);
+        }
+        if on_loop && self.pool_loggers {
+            // A logger that may block gets the record on the pool.
+            let loggers: Vec<_> = self.loggers.iter().filter(|l| !l.inline).cloned().collect();
+            let (name, source, msg) = (
+                self.name.clone(),
+                rec.source.as_str().to_owned(),
+                rec.message.as_str().to_owned(),
+            );
+            let (level, peer, unix_us) = (rec.level, rec.peer, rec.unix_us);
+            crate::pool::global().submit(Box::new(move || {
+                let rec = tamada_sdk::abi::RecordV1 {
+                    level,
+                    source: RStr::from_str(&source),
+                    message: RStr::from_str(&msg),
+                    vhost: RStr::from_str(&name),
+                    peer,
+                    unix_us,
+                };
+                crate::plugins::host::delivering(|| {
+                    for l in &loggers {
+                        l.record(&rec);
+                    }
+                });
+            }));
+        }
+    }
+}
+
 /// The vhosts configured for one address on a port.
 #[derive(Default, Clone)]
 pub struct Group {
@@ -173,6 +212,16 @@ impl Runtime {
         }
     }
 
+    /// The vhost of this name, in any site (records from outside a
+    /// request, addressed by name).
+    pub fn vhost_named(&self, name: &str) -> Option<&Arc<Vhost>> {
+        self.sites
+            .values()
+            .flat_map(|s| s.groups.values())
+            .flat_map(|g| g.vhosts.iter())
+            .find(|v| v.name == name)
+    }
+
     /// Every plugin instance (for lifecycle hooks).
     pub fn instances(&self) -> impl Iterator<Item = &PluginInstance> {
         self.sites
@@ -191,7 +240,7 @@ impl Runtime {
     /// the line of the route, and the plugin's message.
     pub fn build(config: &Config, registry: Arc<Registry>) -> Result<Runtime, Vec<ConfError>> {
         let mut errors = Vec::new();
-        let binds = bind_addresses(&config.vhosts);
+        let binds = crate::config::bind_addresses(&config.vhosts);
         let mut sites: BTreeMap<SocketAddr, Site> = BTreeMap::new();
         for vc in &config.vhosts {
             match build_vhost(vc, &registry) {
@@ -223,22 +272,6 @@ impl Runtime {
             Err(errors)
         }
     }
-}
-
-/// Which socket serves each configured address: a wildcard on a port
-/// takes every address of that port and family (Linux refuses to bind
-/// 127.0.0.1:P beside 0.0.0.0:P).
-pub fn bind_addresses(vhosts: &[VhostConf]) -> BTreeMap<SocketAddr, SocketAddr> {
-    let mut out = BTreeMap::new();
-    for v in vhosts {
-        let wildcard = vhosts.iter().find(|w| {
-            w.addr.port() == v.addr.port()
-                && w.addr.ip().is_unspecified()
-                && w.addr.is_ipv4() == v.addr.is_ipv4()
-        });
-        out.insert(v.addr, wildcard.map(|w| w.addr).unwrap_or(v.addr));
-    }
-    out
 }
 
 fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfError>> {
@@ -350,14 +383,14 @@ fn option_error(
     message: String,
     fallback: impl FnOnce() -> ConfError,
 ) -> ConfError {
-    let mut path = crate::yamlpos::parse_path(base);
+    let mut path = crate::config::yamlpos::parse_path(base);
     if let Some(p) = &e.path {
-        path.extend(crate::yamlpos::parse_path(p));
+        path.extend(crate::config::yamlpos::parse_path(p));
     }
     // The deepest node the file has on that path (a key may come from a
     // default, not from the file).
     while !path.is_empty() {
-        if let Some((line, column)) = crate::yamlpos::locate(&vc.text, &path) {
+        if let Some((line, column)) = crate::config::yamlpos::locate(&vc.text, &path) {
             return ConfError {
                 file: vc.file.clone(),
                 line,

@@ -13,7 +13,9 @@
 //!
 //! Libraries are never unloaded: their code may be running on any thread.
 
-use crate::host::{HOST_EXT_V1, HOST_V1};
+pub mod host;
+
+use crate::plugins::host::{HOST_EXT_V1, HOST_V1};
 use abi_stable::StableAbi;
 use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
 use abi_stable::std_types::RStr;
@@ -429,8 +431,9 @@ pub enum Handled {
     V1(HandleResultV1),
     /// Run it again on the pool.
     Defer,
-    /// A 101, then a relay to this socket (SDK 1.1).
-    Relay(tamada_sdk::abi::ResponseV1, Relay),
+    /// A 101, then a relay to this socket (SDK 1.1); `Err` when the
+    /// plugin gave no socket (its response is refused).
+    Relay(tamada_sdk::abi::ResponseV1, Result<Relay, String>),
     /// Call it again on this loop when a descriptor is ready (SDK 1.1).
     Wait(Wait),
 }
@@ -609,21 +612,19 @@ impl PluginInstance {
                 HandleExtV1::Relay(resp, r) => {
                     use std::os::fd::FromRawFd;
                     if r.fd < 0 {
-                        crate::conn::drop_response(resp);
-                        return Handled::V1(HandleResultV1::Error(
-                            "a relay without a socket".into(),
-                        ));
+                        // The caller gives the response's descriptors back.
+                        return Handled::Relay(resp, Err("a relay without a socket".into()));
                     }
                     // SAFETY: the plugin passed the descriptor's ownership
                     // (RelayV1::fd); nothing else closes it.
                     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(r.fd) };
                     Handled::Relay(
                         resp,
-                        Relay {
+                        Ok(Relay {
                             fd,
                             pre: r.pre.into_vec(),
                             idle: std::time::Duration::from_millis(r.idle_ms),
-                        },
+                        }),
                     )
                 }
             }
@@ -673,8 +674,8 @@ impl Drop for PluginInstance {
             }
             (plugin.table.destroy)(inst);
         };
-        if crate::host::on_loop() {
-            crate::pool().submit(Box::new(end));
+        if crate::plugins::host::on_loop() {
+            crate::pool::global().submit(Box::new(end));
         } else {
             end();
         }

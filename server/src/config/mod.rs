@@ -4,6 +4,10 @@
 //! into routes with plugin instances. Every error names the file, and the
 //! line and column where it can be found.
 
+pub mod runtime;
+pub mod schema;
+pub mod yamlpos;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,7 +96,7 @@ pub struct Settings {
     /// Load balancers whose `X-Forwarded-For` and PROXY protocol headers
     /// give the client's address: addresses or networks (`10.0.0.0/8`).
     #[schemars(with = "Vec<String>")]
-    pub trusted_proxies: Vec<crate::realip::Cidr>,
+    pub trusted_proxies: Vec<crate::exchange::realip::Cidr>,
     /// Where request bodies over 64 KiB wait, in unlinked temporary
     /// files, until they are whole (default: `$TMPDIR`, else `/tmp`).
     pub spool_dir: Option<PathBuf>,
@@ -546,7 +550,7 @@ fn check_proxy_protocol(
     server_yaml: &Path,
     errors: &mut Vec<ConfError>,
 ) {
-    let binds = crate::runtime::bind_addresses(vhosts);
+    let binds = bind_addresses(vhosts);
     let mut first: BTreeMap<SocketAddr, &VhostConf> = BTreeMap::new();
     for v in vhosts {
         let bind = binds[&v.addr];
@@ -617,6 +621,22 @@ fn check_duplicates(vhosts: &[VhostConf], errors: &mut Vec<ConfError>) {
             ));
         }
     }
+}
+
+/// Which socket serves each configured address: a wildcard on a port
+/// takes every address of that port and family (Linux refuses to bind
+/// 127.0.0.1:P beside 0.0.0.0:P).
+pub fn bind_addresses(vhosts: &[VhostConf]) -> std::collections::BTreeMap<SocketAddr, SocketAddr> {
+    let mut out = std::collections::BTreeMap::new();
+    for v in vhosts {
+        let wildcard = vhosts.iter().find(|w| {
+            w.addr.port() == v.addr.port()
+                && w.addr.ip().is_unspecified()
+                && w.addr.is_ipv4() == v.addr.is_ipv4()
+        });
+        out.insert(v.addr, wildcard.map(|w| w.addr).unwrap_or(v.addr));
+    }
+    out
 }
 
 #[cfg(test)]

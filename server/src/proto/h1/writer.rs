@@ -11,10 +11,10 @@
 //! the connection's output, so that the log phase runs for each response
 //! once its last byte is out (or with what was sent, when it failed).
 
-use crate::framing::{OutBody, Response};
-use crate::io::{Io, Transport};
-use crate::route::Exchange;
-use crate::stream::Piece;
+use crate::exchange::Exchange;
+use crate::exchange::response::{OutBody, Response};
+use crate::exchange::stream::Piece;
+use crate::transport::{Io, Transport};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsFd;

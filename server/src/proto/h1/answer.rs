@@ -7,55 +7,21 @@
 //! `on_handled`. Either way `answer` frames the response and queues it on
 //! the writer, whose marks run the log phase.
 
+use super::body::BodyState;
 use super::{Conn, Next, Parked, Phase, Waiting};
-use crate::body::{BodyPipe, BodyState, MemBody};
-use crate::evloop::Cx;
-use crate::framing::{self, Owned, OwnedBody};
-use crate::host;
+use crate::exchange::Exchange;
+use crate::exchange::body::{BodyPipe, MemBody};
+use crate::exchange::logphase;
+use crate::exchange::response::{self as framing, OwnedBody};
+use crate::exchange::route::{self, BodyIn, Place, Step};
+use crate::exchange::{Done, Handled};
 use crate::http::request::{Framing, RequestHead};
 use crate::http::{self, HttpError};
-use crate::io::{Io, Transport};
-use crate::logphase;
-use crate::route::{self, BodyIn, Exchange, Place, Step};
-use crate::writer::Mark;
+use crate::net::cx::Cx;
+use crate::plugins::host;
+use crate::proto::h1::writer::Mark;
+use crate::transport::{Io, Transport};
 use std::sync::Arc;
-
-/// The client's address: the connection's peer, or what a trusted
-/// proxy's `X-Forwarded-For` (else its `Forwarded`) says (`realip.rs`).
-fn client(cx: &Cx<'_>, peer: std::net::SocketAddr, head: &RequestHead) -> std::net::SocketAddr {
-    let list = &cx.settings().trusted_proxies;
-    if list.is_empty() {
-        return peer;
-    }
-    let field = |name: &str| -> Vec<&str> {
-        head.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-            .collect()
-    };
-    let values = field("x-forwarded-for");
-    if values.is_empty() {
-        // RFC 7239 `Forwarded`, when the proxy sends that one instead.
-        let nodes = crate::realip::forwarded_nodes(field("forwarded").into_iter());
-        return crate::realip::forwarded_for(list, peer, nodes.iter().map(String::as_str));
-    }
-    crate::realip::forwarded_for(list, peer, values.into_iter())
-}
-
-/// What the pool sends back.
-pub struct Handled {
-    pub exchange: Box<Exchange>,
-    pub step: Done,
-}
-
-pub enum Done {
-    Respond(Owned),
-    Unanswered,
-    TooLarge,
-    /// A 101, then a relay.
-    Relay(Owned, crate::plugins::Relay),
-}
 
 impl<T: Transport> Conn<T> {
     /// A head that could not be parsed or was refused: answered, and the
@@ -71,7 +37,7 @@ impl<T: Transport> Conn<T> {
             .trim_end_matches('\r')
             .to_owned();
         self.buf.consume(self.buf.data().len());
-        let started = self.head_started.take().unwrap_or_else(crate::io::now);
+        let started = self.head_started.take().unwrap_or_else(crate::clock::now);
         self.close_after = true;
         self.linger = true;
         let resp = framing::simple(e.status, 1, false, true);
@@ -114,14 +80,18 @@ impl<T: Transport> Conn<T> {
     /// Starts answering a parsed head: inline when its handlers allow,
     /// else on the pool.
     pub(super) fn start(&mut self, head: RequestHead, cx: &mut Cx<'_>) {
-        let started = self.head_started.take().unwrap_or_else(crate::io::now);
+        let started = self.head_started.take().unwrap_or_else(crate::clock::now);
         self.buf.consume(head.head_len);
         let minor = head.version_minor;
         let head_only = head.is_head();
         if let Some(h) = &cx.settings().health
             && head.path == *h
         {
-            let r = crate::health::answer(&head, head.keep_alive && !cx.draining, cx.draining);
+            let r = crate::exchange::health::answer(
+                &head,
+                head.keep_alive && !cx.draining,
+                cx.draining,
+            );
             self.linger |= r.close;
             self.queue(r, None);
             return;
@@ -143,7 +113,8 @@ impl<T: Transport> Conn<T> {
         let limit = vhost.max_body_for(&head.path);
         let expect = head.expect_continue;
         let framing_ = head.framing;
-        let peer = client(cx, self.peer, &head);
+        let peer =
+            crate::exchange::realip::client(&cx.settings().trusted_proxies, self.peer, &head);
         let mut x = Box::new(Exchange::new(head, vhost, self.local, peer, started));
         if let Framing::Length(n) = framing_
             && n > limit
@@ -184,14 +155,14 @@ impl<T: Transport> Conn<T> {
                 state.continue_pending = false;
                 self.out.push_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
             }
-            let now = crate::io::now();
+            let now = crate::clock::now();
             self.phase = Phase::Collect(Box::new(super::Collect {
                 x,
                 state,
                 minor,
                 head_only,
                 keep,
-                body: crate::body::Spool::default(),
+                body: crate::exchange::body::Spool::default(),
                 started: now,
                 last: now,
             }));
@@ -200,7 +171,7 @@ impl<T: Transport> Conn<T> {
         // The body is streamed: the handler reads it on the pool through a
         // pipe this loop feeds.
         let pipe = Arc::new(BodyPipe::new(
-            cx.notify(self.id),
+            cx.waker(self.id),
             cx.settings().body_timeout.0,
             state.continue_pending,
             content_length,
@@ -230,7 +201,7 @@ impl<T: Transport> Conn<T> {
                 return self.hand_to_pool(x, Some(mem), None, minor, head_only, keep, cx);
             }
             Step::Wait(w) => {
-                let until = crate::io::now() + w.timeout;
+                let until = crate::clock::now() + w.timeout;
                 match cx.register_wait(w.fd, w.read, w.write) {
                     Ok(()) => {
                         self.phase = Phase::Parked(Box::new(Parked {
@@ -301,7 +272,7 @@ impl<T: Transport> Conn<T> {
         let Phase::Collect(c) = &self.phase else {
             return;
         };
-        let why = if crate::io::now() < c.last + cx.settings().body_timeout.0 {
+        let why = if crate::clock::now() < c.last + cx.settings().body_timeout.0 {
             "the request body came slower than body_min_rate"
         } else {
             "the request body stalled (body_timeout)"
@@ -419,8 +390,8 @@ impl<T: Transport> Conn<T> {
                         minor,
                         head_only,
                         |p| {
-                            let s = crate::stream::StreamPipe::new(
-                                notify.clone(),
+                            let s = crate::exchange::stream::StreamPipe::new(
+                                notify.wake(),
                                 pool.clone(),
                                 x.vhost.clone(),
                                 x.peer,
@@ -431,7 +402,7 @@ impl<T: Transport> Conn<T> {
                         },
                         |s| {
                             let _ctx = host::enter(&x.vhost, x.peer);
-                            close_stream(s)
+                            framing::close_stream(s)
                         },
                     );
                     Done::Respond(o)
@@ -451,7 +422,7 @@ impl<T: Transport> Conn<T> {
     /// The pool's answer for the request at the front.
     pub fn on_handled(&mut self, h: Handled, cx: &mut Cx<'_>) -> Next {
         let Phase::Pool(w) = std::mem::replace(&mut self.phase, Phase::Head) else {
-            drop_handled(h);
+            crate::exchange::drop_handled(h);
             return Next::Wait;
         };
         let Waiting {
@@ -469,7 +440,7 @@ impl<T: Transport> Conn<T> {
                 // client's fault, and the rest of the connection cannot
                 // be trusted; an oversized body ends it too.
                 if let Done::Respond(o) = step {
-                    drop_owned(o);
+                    framing::drop_owned(o);
                 }
                 if state.exceeded {
                     host::record(
@@ -533,7 +504,7 @@ impl<T: Transport> Conn<T> {
                 if let OwnedBody::Raw(_) = &o.body {
                     // PERF: only a stream needs these; the pool's count is
                     // shared by every loop, so it is not bumped per request.
-                    let (notify, pool) = (cx.notify(self.id), cx.pool.clone());
+                    let (wake, pool) = (cx.waker(self.id), cx.pool.clone());
                     let vhost = x.vhost.clone();
                     let peer = x.peer;
                     framing::start_stream(
@@ -541,12 +512,16 @@ impl<T: Transport> Conn<T> {
                         minor,
                         head_only,
                         |p| {
-                            let s =
-                                crate::stream::StreamPipe::new(notify, pool.clone(), vhost, peer);
+                            let s = crate::exchange::stream::StreamPipe::new(
+                                wake,
+                                pool.clone(),
+                                vhost,
+                                peer,
+                            );
                             s.start(p);
                             s
                         },
-                        |s| close_on_pool(s, &pool, &x),
+                        |s| framing::close_on_pool(s, &pool, &x.vhost, x.peer),
                     );
                 }
                 let _ctx = host::enter(&x.vhost, x.peer);
@@ -573,7 +548,7 @@ impl<T: Transport> Conn<T> {
             }
             Done::Relay(o, relay) => {
                 let resp = framing::switching(&o);
-                drop_owned(o);
+                framing::drop_owned(o);
                 if cx.draining {
                     // No new tunnel while stopping: it would only be cut.
                     drop(relay);
@@ -647,7 +622,7 @@ impl<T: Transport> Conn<T> {
         }
         if self.out.is_idle() {
             // The send timeout counts from now, not from the last write.
-            self.last_write = crate::io::now();
+            self.last_write = crate::clock::now();
         }
         self.out.push(r, x);
     }
@@ -668,60 +643,4 @@ pub(super) fn log_mark(m: Mark, sent: u64, completed: bool, error: Option<String
             },
         );
     }
-}
-
-/// A stream that will not be sent is closed on the pool (closing may
-/// block: a CGI child is killed and reaped).
-fn close_on_pool(s: tamada_sdk::abi::StreamV1, pool: &crate::pool::Pool, x: &Exchange) {
-    let vhost = x.vhost.clone();
-    let peer = x.peer;
-    pool.submit(Box::new(move || {
-        let _ctx = host::enter(&vhost, peer);
-        close_stream(s)
-    }));
-}
-
-/// Closes a stream that was never sent.
-fn close_stream(s: tamada_sdk::abi::StreamV1) {
-    (s.close)(s.ctx, true)
-}
-
-/// A plugin's response that will not be sent: its descriptors closed,
-/// its stream closed on the pool.
-pub fn drop_response(r: tamada_sdk::abi::ResponseV1) {
-    drop_owned(framing::own(r));
-}
-
-fn drop_owned(o: Owned) {
-    if let OwnedBody::Stream(Some(p)) = &o.body {
-        p.abandon();
-    }
-    if let OwnedBody::Raw(s) = o.body {
-        let pool = crate::pool();
-        pool.submit(Box::new(move || close_stream(s)));
-    }
-}
-
-/// The answer for a connection that is gone: its resources are freed and
-/// the exchange logged as incomplete.
-pub fn drop_handled(h: Handled) {
-    let status = match &h.step {
-        Done::Respond(o) => o.status,
-        Done::TooLarge => 413,
-        Done::Unanswered => 404,
-        Done::Relay(..) => 101,
-    };
-    match h.step {
-        Done::Respond(o) | Done::Relay(o, _) => drop_owned(o),
-        _ => {}
-    }
-    logphase::run(
-        h.exchange,
-        logphase::Outcome {
-            status,
-            completed: false,
-            error: Some("the client left before the response".into()),
-            ..Default::default()
-        },
-    );
 }

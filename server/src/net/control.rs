@@ -11,9 +11,9 @@
 //!   stops accepting and finishes what runs, within `shutdown_timeout`.
 
 use crate::Shared;
-use crate::evloop::{LoopHandle, Msg, Reload};
-use crate::listen;
-use crate::runtime::Runtime;
+use crate::config::runtime::Runtime;
+use crate::net::cx::{LoopHandle, Msg, Reload};
+use crate::net::listen;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use std::collections::BTreeSet;
@@ -94,7 +94,7 @@ impl Control {
     /// open, so a load balancer's checks move traffic away before the
     /// drain. A second SIGTERM or SIGINT ends it at once.
     fn lame_duck(&mut self, d: std::time::Duration) {
-        crate::health::enter_lame_duck();
+        crate::exchange::health::enter_lame_duck();
         log::info!(
             "lame duck: the health route answers 503 for {:.1}s, requests are still served; \
              a second SIGTERM stops at once",
@@ -131,7 +131,7 @@ impl Control {
             return false;
         };
         log::info!("got SIGUSR2: starting {} (binary upgrade)", exe.display());
-        match crate::upgrade::start(&exe, &args, &self.handover) {
+        match crate::net::upgrade::start(&exe, &args, &self.handover) {
             Ok(child) => {
                 log::info!(
                     "binary upgrade: new process {} serves; this one ({}) stops accepting and drains",

@@ -12,8 +12,8 @@
 //!
 //! GET and HEAD only (others: 405). Health checks are not access-logged.
 
-use crate::framing;
-use crate::framing::Response;
+use crate::exchange::response as framing;
+use crate::exchange::response::Response;
 use crate::http::request::{Framing, RequestHead};
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -110,6 +110,32 @@ pub fn forwarded_for<'a>(
     client
 }
 
+/// The client's address for a request from `peer`: the peer itself, or
+/// what a trusted proxy's `X-Forwarded-For` (else its `Forwarded`) says.
+pub fn client(
+    list: &[Cidr],
+    peer: SocketAddr,
+    head: &crate::http::request::RequestHead,
+) -> SocketAddr {
+    if list.is_empty() {
+        return peer;
+    }
+    let field = |name: &str| -> Vec<&str> {
+        head.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .collect()
+    };
+    let values = field("x-forwarded-for");
+    if values.is_empty() {
+        // RFC 7239 `Forwarded`, when the proxy sends that one instead.
+        let nodes = forwarded_nodes(field("forwarded").into_iter());
+        return forwarded_for(list, peer, nodes.iter().map(String::as_str));
+    }
+    forwarded_for(list, peer, values.into_iter())
+}
+
 /// The `for=` nodes of `Forwarded` values (RFC 7239), in order, as
 /// X-Forwarded-For entries: `192.0.2.1`, `"[2001:db8::1]:4711"`; an
 /// element without `for=`, `unknown` or an obfuscated node stays in the

@@ -11,97 +11,16 @@
 //! internal redirect starts over with the new path as a GET without a
 //! body; nothing left answers 404.
 
-use crate::body::{BodyPipe, MemBody, empty_reader, pipe_reader};
-use crate::host;
-use crate::http::request::{Framing, RequestHead};
+pub use crate::exchange::Exchange;
+use crate::exchange::body::{BodyPipe, MemBody, empty_reader, pipe_reader};
+use crate::exchange::view;
+use crate::http::request::Framing;
 use crate::plugins::Handled;
-use crate::runtime::Vhost;
-use crate::view;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use crate::plugins::host;
 use tamada_sdk::abi::{HandleResultV1, ResponseV1};
 
 /// Most internal redirects one request may take.
 const MAX_REDIRECTS: u8 = 10;
-
-/// One request on its way through the routes, and later through the log
-/// phase. Owned, so that it can move to the pool and back.
-pub struct Exchange {
-    pub head: RequestHead,
-    pub vhost: Arc<Vhost>,
-    pub local: SocketAddr,
-    pub peer: SocketAddr,
-    pub start: Instant,
-    pub start_unix_us: i64,
-    /// The path and query after internal redirects (`None`: the client's).
-    pub redirected: Option<(String, Option<String>)>,
-    pub redirects: u8,
-    /// The next route to offer the request to.
-    pub next: usize,
-    /// The route being (or last) offered the request.
-    pub route: Option<usize>,
-    /// Why it failed, for the 500 and the log.
-    pub error: Option<String>,
-    /// Bytes received, head and body.
-    pub bytes_received: u64,
-    /// Notes the handlers attached (SDK 1.1), for the loggers.
-    pub notes: Vec<(String, String)>,
-}
-
-impl Exchange {
-    pub fn new(
-        head: RequestHead,
-        vhost: Arc<Vhost>,
-        local: SocketAddr,
-        peer: SocketAddr,
-        start: Instant,
-    ) -> Self {
-        let bytes_received = head.head_len as u64;
-        Exchange {
-            start_unix_us: crate::unix_us_at(crate::io::wall())
-                - crate::io::now()
-                    .saturating_duration_since(start)
-                    .as_micros() as i64,
-            head,
-            vhost,
-            local,
-            peer,
-            start,
-            redirected: None,
-            redirects: 0,
-            next: 0,
-            route: None,
-            error: None,
-            bytes_received,
-            notes: Vec::new(),
-        }
-    }
-    pub fn path(&self) -> &str {
-        match &self.redirected {
-            Some((p, _)) => p,
-            None => &self.head.path,
-        }
-    }
-    pub fn query(&self) -> Option<&str> {
-        match &self.redirected {
-            Some((_, q)) => q.as_deref(),
-            None => self.head.query.as_deref(),
-        }
-    }
-    /// After an internal redirect the request is a GET (RFC 3875 6.2.2).
-    pub fn method(&self) -> &str {
-        if self.redirected.is_some() {
-            "GET"
-        } else {
-            &self.head.method
-        }
-    }
-    /// Whether the request still has the client's body.
-    fn with_body(&self) -> bool {
-        self.redirected.is_none()
-    }
-}
 
 /// Where `dispatch` runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -202,7 +121,11 @@ pub fn dispatch(
                 return Step::ToPool;
             }
             Handled::Defer => HandleResultV1::Error("answered Defer on the pool".into()),
-            Handled::Relay(resp, relay) => {
+            Handled::Relay(resp, Err(why)) => {
+                crate::exchange::response::drop_response(resp);
+                HandleResultV1::Error(why.into())
+            }
+            Handled::Relay(resp, Ok(relay)) => {
                 if resp.status == 101
                     && x.head.framing == Framing::None
                     && x.head.version_minor == 1
@@ -213,7 +136,7 @@ pub fn dispatch(
                 // The socket closes here, with the refused answer; the
                 // body's descriptors and stream are given back too.
                 drop(relay);
-                crate::conn::drop_response(resp);
+                crate::exchange::response::drop_response(resp);
                 HandleResultV1::Error(
                     "a relay needs status 101 and an HTTP/1.1 request without a body".into(),
                 )

@@ -6,11 +6,11 @@
 
 use super::{Conn, Next};
 use crate::config::Settings;
-use crate::evloop::{ConnMsg, Cx, LoopHandle, Msg};
-use crate::io::{Io, Transport};
+use crate::config::runtime::{Group, Route, Runtime, Site, Vhost};
+use crate::net::cx::{ConnMsg, Cx, LoopHandle, Msg};
 use crate::plugins::{Plugin, PluginInstance};
 use crate::pool::Pool;
-use crate::runtime::{Group, Route, Runtime, Site, Vhost};
+use crate::transport::{Io, Transport};
 use abi_stable::std_types::{RResult, RStr, RString};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;

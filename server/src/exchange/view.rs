@@ -2,8 +2,8 @@
 //! (`RequestV1`) in the content and log phases. They borrow the core's
 //! owned data for the duration of one call.
 
+use crate::exchange::Exchange;
 use crate::http::request::RequestHead;
-use crate::route::Exchange;
 use abi_stable::std_types::{ROption, RSlice, RStr};
 use tamada_sdk::abi::{BodyReaderV1, HeaderV1, RequestV1};
 use tamada_sdk::request::addr_to_raw;

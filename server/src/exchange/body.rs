@@ -3,18 +3,15 @@
 //!
 //! - **In memory** (an inline handler): the whole body came with the head
 //!   and is read from the loop's buffer (`MemBody`).
-//! - **Through a [`BodyPipe`]** (a pool handler): the loop reads the
-//!   socket, de-chunks with [`BodyState`] and pushes the bytes into a
+//! - **Through a [`BodyPipe`]** (a pool handler): the protocol reads the
+//!   socket, takes the body out of its framing and pushes the bytes into a
 //!   bounded pipe; the handler's reads pull from it on the pool thread,
 //!   waiting at most `body_timeout`. The first read of a body with
 //!   `Expect: 100-continue` asks the loop to send `100 Continue`. When the
 //!   pipe is full the loop stops reading the socket until the reader
 //!   makes room (back-pressure to the client).
 
-use crate::conn::Buf;
-use crate::evloop::Notify;
-use crate::http::chunked::Decoder;
-use crate::http::request::Framing;
+use crate::exchange::Wake;
 use abi_stable::std_types::{RResult, RSliceMut, RString};
 use std::collections::VecDeque;
 use std::ffi::c_void;
@@ -22,178 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tamada_sdk::abi::BodyReaderV1;
-
-/// Where a request body stands on the wire (the loop's side).
-pub struct BodyState {
-    framing: Framing,
-    /// Content-Length bytes still unread.
-    remaining: u64,
-    decoder: Decoder,
-    /// The current route's `max_body`.
-    pub limit: u64,
-    /// Body bytes taken (de-chunked).
-    pub received: u64,
-    /// Bytes taken off the wire (with chunk framing).
-    pub wire_bytes: u64,
-    /// A chunked body went over the limit.
-    pub exceeded: bool,
-    /// `100 Continue` is owed before the first read.
-    pub continue_pending: bool,
-    pub done: bool,
-    /// The body failed (client gone, bad chunking, over the limit):
-    /// framing is lost.
-    pub broken: bool,
-    /// The chunked framing itself was malformed (the client's fault: 400).
-    pub bad_framing: bool,
-}
-
-impl BodyState {
-    pub fn new(framing: Framing, limit: u64, expect_continue: bool) -> Self {
-        let (remaining, done) = match framing {
-            Framing::None => (0, true),
-            Framing::Length(n) => (n, n == 0),
-            Framing::Chunked => (0, false),
-        };
-        BodyState {
-            framing,
-            remaining,
-            decoder: Decoder::default(),
-            limit,
-            received: 0,
-            wire_bytes: 0,
-            exceeded: false,
-            continue_pending: expect_continue && !done,
-            done,
-            broken: false,
-            bad_framing: false,
-        }
-    }
-
-    /// Decodes from the front of `data` into `out`: (wire bytes used, body
-    /// bytes made). `(0, 0)` with `!done` means more bytes are needed.
-    pub fn take(&mut self, data: &[u8], out: &mut [u8]) -> Result<(usize, usize), String> {
-        match self.framing {
-            Framing::None => {
-                self.done = true;
-                Ok((0, 0))
-            }
-            Framing::Length(_) => {
-                let n = (self.remaining.min(data.len() as u64) as usize).min(out.len());
-                out[..n].copy_from_slice(&data[..n]);
-                self.remaining -= n as u64;
-                self.received += n as u64;
-                self.wire_bytes += n as u64;
-                if self.remaining == 0 {
-                    self.done = true;
-                }
-                Ok((n, n))
-            }
-            Framing::Chunked => {
-                let (c, n) = self.decoder.decode(data, out).map_err(|e| {
-                    self.broken = true;
-                    self.bad_framing = true;
-                    format!("bad chunked request body: {}", e.0)
-                })?;
-                self.wire_bytes += c as u64;
-                self.received += n as u64;
-                // The framing counts too (tiny chunks with long extensions).
-                let wire_limit = self
-                    .limit
-                    .saturating_add(self.limit / 2)
-                    .saturating_add(1 << 20);
-                if self.received > self.limit || self.wire_bytes > wire_limit {
-                    self.exceeded = true;
-                    self.broken = true;
-                    return Err(format!(
-                        "request body is over the limit of {} bytes",
-                        self.limit
-                    ));
-                }
-                if self.decoder.is_done() {
-                    self.done = true;
-                }
-                Ok((c, n))
-            }
-        }
-    }
-
-    /// The whole body when it is already in `data` (for an inline
-    /// handler): the decoded bytes and the wire bytes they took. `None`
-    /// when more is still to come (nothing is consumed then).
-    pub fn whole_in(&self, data: &[u8]) -> Option<(Vec<u8>, usize)> {
-        match self.framing {
-            Framing::None => Some((Vec::new(), 0)),
-            Framing::Length(n) => {
-                let n = usize::try_from(n).ok()?;
-                (data.len() >= n).then(|| (data[..n].to_vec(), n))
-            }
-            Framing::Chunked => {
-                // A dry run on a copy of the decoder: the real state moves
-                // only when the body is used.
-                let mut probe = BodyState {
-                    decoder: self.decoder.clone(),
-                    ..BodyState::new(Framing::Chunked, self.limit, false)
-                };
-                let mut out = vec![0u8; data.len()];
-                let mut used = 0;
-                let mut made = 0;
-                while !probe.done {
-                    match probe.take(&data[used..], &mut out[made..]) {
-                        Ok((0, 0)) => return None,
-                        Ok((c, n)) => {
-                            used += c;
-                            made += n;
-                        }
-                        // Bad framing or over the limit: let the pool
-                        // path report it as it reads.
-                        Err(_) => return None,
-                    }
-                }
-                out.truncate(made);
-                Some((out, used))
-            }
-        }
-    }
-
-    /// Marks an in-memory body as used.
-    pub fn consumed_whole(&mut self, wire: usize, body: usize) {
-        self.wire_bytes += wire as u64;
-        self.received += body as u64;
-        self.remaining = 0;
-        self.done = true;
-        self.continue_pending = false;
-    }
-
-    /// Consumes (and drops) the rest of the body if it is already here,
-    /// reading the socket without waiting, at most 1 MiB. Returns whether
-    /// the body is complete (the connection can then be kept).
-    pub fn drain_available(
-        &mut self,
-        buf: &mut Buf,
-        mut read: impl FnMut(&mut Buf) -> bool,
-    ) -> bool {
-        let mut scratch = [0u8; 8192];
-        let mut budget: u64 = 1 << 20;
-        while !self.done && !self.broken {
-            match self.take(buf.data(), &mut scratch) {
-                Ok((0, 0)) => {
-                    if !read(buf) {
-                        return false;
-                    }
-                }
-                Ok((c, _)) => {
-                    buf.consume(c);
-                    budget = budget.saturating_sub(c as u64);
-                    if budget == 0 {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-        self.done && !self.broken
-    }
-}
 
 /// Bytes a [`BodyPipe`] holds before the loop stops reading the socket.
 pub const PIPE_CAPACITY: usize = 256 * 1024;
@@ -203,8 +28,8 @@ pub const PIPE_CAPACITY: usize = 256 * 1024;
 pub struct BodyPipe {
     inner: Mutex<PipeInner>,
     ready: Condvar,
-    /// Wakes the loop (room made, or `100 Continue` wanted).
-    notify: Notify,
+    /// Wakes the connection (room made, or `100 Continue` wanted).
+    wake: Wake,
     timeout: Duration,
     pub content_length: i64,
     /// The `max_body` of the route reading it (set by `route::dispatch`).
@@ -244,19 +69,14 @@ fn lock(m: &Mutex<PipeInner>) -> std::sync::MutexGuard<'_, PipeInner> {
 }
 
 impl BodyPipe {
-    pub fn new(
-        notify: Notify,
-        timeout: Duration,
-        continue_pending: bool,
-        content_length: i64,
-    ) -> Self {
+    pub fn new(wake: Wake, timeout: Duration, continue_pending: bool, content_length: i64) -> Self {
         BodyPipe {
             inner: Mutex::new(PipeInner {
                 continue_pending,
                 ..PipeInner::default()
             }),
             ready: Condvar::new(),
-            notify,
+            wake,
             timeout,
             content_length,
             limit: AtomicU64::new(u64::MAX),
@@ -324,7 +144,7 @@ impl BodyPipe {
             if g.continue_pending {
                 g.loop_waiting = false;
                 drop(g);
-                self.notify.send_body_wanted();
+                (self.wake)();
                 g = lock(&self.inner);
             }
         }
@@ -355,7 +175,7 @@ impl BodyPipe {
                 }
                 drop(g);
                 if wake {
-                    self.notify.send_body_wanted();
+                    (self.wake)();
                 }
                 return Ok(n);
             }
@@ -369,7 +189,7 @@ impl BodyPipe {
                 // The loop is waiting for room it now has.
                 g.loop_waiting = false;
                 drop(g);
-                self.notify.send_body_wanted();
+                (self.wake)();
                 g = lock(&self.inner);
                 continue;
             }

@@ -5,8 +5,8 @@
 //! one canonical case (`Content-Type`, `ETag`), whatever case the plugin
 //! used. Nothing here touches a socket or calls a plugin.
 
+use crate::exchange::stream::{Puller, StreamPipe};
 use crate::http;
-use crate::stream::{Puller, StreamPipe};
 use abi_stable::std_types::RVec;
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -448,7 +448,7 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
         push_header(&mut h, name, value);
     }
     for name in dropped {
-        crate::host::record_here(
+        crate::plugins::host::record_here(
             log::Level::Warn,
             "tamada",
             &format!("dropped invalid response header `{name}`"),
@@ -528,6 +528,44 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
         close,
         status,
     })
+}
+
+/// A stream that will not be sent is closed on the pool (closing may
+/// block: a CGI child is killed and reaped), in its vhost's context.
+pub fn close_on_pool(
+    s: StreamV1,
+    pool: &crate::pool::Pool,
+    vhost: &Arc<crate::config::runtime::Vhost>,
+    peer: std::net::SocketAddr,
+) {
+    let vhost = vhost.clone();
+    pool.submit(Box::new(move || {
+        let _ctx = crate::plugins::host::enter(&vhost, peer);
+        close_stream(s)
+    }));
+}
+
+/// Closes a stream that was never sent.
+pub fn close_stream(s: StreamV1) {
+    (s.close)(s.ctx, true)
+}
+
+/// A plugin's response that will not be sent: its descriptors closed,
+/// its stream closed on the pool.
+pub fn drop_response(r: ResponseV1) {
+    drop_owned(own(r));
+}
+
+/// A response that will not be sent: its descriptors closed (they are
+/// owned), a stream being pulled abandoned, one not started closed on
+/// the pool.
+pub fn drop_owned(o: Owned) {
+    if let OwnedBody::Stream(Some(p)) = &o.body {
+        p.abandon();
+    }
+    if let OwnedBody::Raw(s) = o.body {
+        crate::pool::global().submit(Box::new(move || close_stream(s)));
+    }
 }
 
 #[cfg(test)]

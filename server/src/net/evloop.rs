@@ -28,10 +28,16 @@
 //! `Conn` remembers each edge until a call would block, so there are no
 //! re-registrations. Deadlines are swept four times a second.
 
-use crate::conn::{Conn, Handled, Next};
+use crate::config::runtime::Runtime;
+use crate::exchange::Handled;
+use crate::net::cx::{
+    CONN_BASE, CONNECTION_CAP, ConnMsg, Cx, LISTENER_BASE, LoopHandle, MAX_LISTENERS, Msg, OPEN,
+    RELAY_BIT, Reload, WAIT_BIT, WAKER,
+};
+use crate::net::watch::Watched;
+use crate::plugins::host;
 use crate::pool::Pool;
-use crate::runtime::Runtime;
-use crate::{config::Settings, host};
+use crate::proto::h1::{Conn, Next};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -39,333 +45,16 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-const WAKER: Token = Token(0);
-const LISTENER_BASE: usize = 1;
-const MAX_LISTENERS: usize = 4096;
-const CONN_BASE: usize = LISTENER_BASE + MAX_LISTENERS;
-/// Set in the token of a relay's other socket (the connection's key
-/// below it).
-const RELAY_BIT: usize = 1 << (usize::BITS - 2);
-/// Set in the token of a descriptor a waiting handler watches (SDK 1.1
-/// `Wait`; the connection's key below it).
-const WAIT_BIT: usize = 1 << (usize::BITS - 3);
 const SWEEP: Duration = Duration::from_millis(250);
 /// When a drain starts (SIGTERM, or a binary upgrade handing over), idle
 /// keep-alive connections stay open this long: a request already on its
 /// way is answered (with `Connection: close`) instead of meeting a closed
 /// socket. Then they are closed.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
-
-/// Connections open in all loops (for `max_connections`).
-pub static OPEN: AtomicUsize = AtomicUsize::new(0);
-/// Connections the open-files limit allows (set at start-up).
-pub static CONNECTION_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
-
-/// A message to a loop.
-pub enum Msg {
-    Conn {
-        key: usize,
-        id: u64,
-        ev: ConnMsg,
-    },
-    /// SIGHUP: a new configuration, listeners to add and to drop.
-    Reload(Box<Reload>),
-    /// SIGTERM: stop accepting, finish what runs, stop by this time.
-    Drain(Instant),
-}
-
-pub enum ConnMsg {
-    /// A pool handler answered.
-    Handled(Box<Handled>),
-    /// A body pipe has room, or its reader wants `100 Continue`.
-    BodyWanted,
-    /// A stream pipe has bytes (or ended).
-    StreamReady,
-}
-
-pub struct Reload {
-    pub runtime: Arc<Runtime>,
-    pub add: Vec<(SocketAddr, TcpListener)>,
-    pub remove: Vec<SocketAddr>,
-}
-
-/// Sends to a loop and wakes it, once per batch of messages.
-#[derive(Clone)]
-pub struct LoopHandle {
-    tx: Sender<Msg>,
-    waker: Arc<Waker>,
-    /// A wake-up is on its way: later senders need not wake again.
-    woken: Arc<AtomicBool>,
-}
-
-impl LoopHandle {
-    /// A handle whose messages a test reads from the receiver.
-    #[cfg(test)]
-    pub fn for_test() -> (LoopHandle, Receiver<Msg>, Poll) {
-        let poll = Poll::new().expect("poll");
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).expect("waker"));
-        let (tx, rx) = channel();
-        let h = LoopHandle {
-            tx,
-            waker,
-            woken: Arc::new(AtomicBool::new(false)),
-        };
-        (h, rx, poll)
-    }
-    pub fn send(&self, m: Msg) {
-        if self.tx.send(m).is_err() {
-            return; // the loop has stopped
-        }
-        if !self.woken.swap(true, Ordering::AcqRel) {
-            let _ = self.waker.wake();
-        }
-    }
-}
-
-/// Wakes one connection of one loop.
-#[derive(Clone)]
-pub struct Notify {
-    handle: LoopHandle,
-    key: usize,
-    id: u64,
-}
-
-impl Notify {
-    fn send(&self, ev: ConnMsg) {
-        self.handle.send(Msg::Conn {
-            key: self.key,
-            id: self.id,
-            ev,
-        });
-    }
-    pub fn send_handled(&self, h: Handled) {
-        self.send(ConnMsg::Handled(Box::new(h)));
-    }
-    pub fn send_body_wanted(&self) {
-        self.send(ConnMsg::BodyWanted);
-    }
-    pub fn send_stream_ready(&self) {
-        self.send(ConnMsg::StreamReady);
-    }
-}
-
-/// What a connection sees of its loop while it is driven.
-pub struct Cx<'a> {
-    pub rt: &'a Runtime,
-    pub pool: &'a Arc<Pool>,
-    handle: &'a LoopHandle,
-    key: usize,
-    pub draining: bool,
-    /// When the drain started (valid while `draining`).
-    pub drain_started: Instant,
-    registry: Option<&'a mio::Registry>,
-    watched: Option<&'a std::cell::RefCell<Watched>>,
-}
-
-/// `epoll_ctl` for a waiting handler's descriptor: edge-triggered and
-/// one-shot, so a registration left behind (the socket went back to an
-/// idle pool, into a stream pulled on the pool, or to another loop)
-/// reports at most once until a wait re-arms it.
-fn oneshot_ctl(
-    epfd: std::os::fd::RawFd,
-    op: libc::c_int,
-    fd: std::os::fd::RawFd,
-    token: usize,
-    read: bool,
-    write: bool,
-) -> io::Result<()> {
-    let mut events = libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLRDHUP;
-    if read || !write {
-        events |= libc::EPOLLIN;
-    }
-    if write {
-        events |= libc::EPOLLOUT;
-    }
-    let mut ev = libc::epoll_event {
-        events: events as u32,
-        u64: token as u64,
-    };
-    // SAFETY: `epfd` is the loop's epoll descriptor (its Poll outlives the
-    // call) and `ev` is a valid epoll_event for the duration of the call;
-    // `fd` is only named, never dereferenced (a bad one is an error).
-    let r = unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// The descriptors waiting handlers have watched on this loop. One stays
-/// registered (disarmed: one-shot) after its wait (a pooled upstream
-/// connection is waited on again and again: re-arming it is one
-/// `epoll_ctl` where adding and removing it each time were two); each has a slot, whose number is its
-/// token, and the connection that waits on it now, if any.
-///
-/// A slot may outlive its descriptor: closing a socket takes it out of
-/// the epoll set, and the next wait on that number finds no registration
-/// to re-arm (ENOENT) and adds it again. One may also stay registered
-/// here while another loop uses it (a pooled connection moves): being
-/// one-shot, it reports at most once, finds no owner and is ignored, and
-/// no `epoll_ctl` is ever made for a descriptor nobody here waits on.
-#[derive(Default)]
-pub struct Watched {
-    by_fd: std::collections::HashMap<std::os::fd::RawFd, usize>,
-    slots: Slab<WatchSlot>,
-}
-
-impl Watched {
-    /// Forgets `fd`'s slot (its registration is the caller's business).
-    fn forget(&mut self, fd: std::os::fd::RawFd) {
-        if let Some(slot) = self.by_fd.remove(&fd) {
-            self.slots.remove(slot);
-        }
-    }
-}
-
-struct WatchSlot {
-    fd: std::os::fd::RawFd,
-    /// The key of the connection parked on it.
-    owner: Option<usize>,
-    /// The last re-arm found the descriptor closed since (a handler that
-    /// opens a new socket per request): the next wait adds first.
-    add_first: bool,
-}
-
-impl<'a> Cx<'a> {
-    fn new(
-        rt: &'a Runtime,
-        pool: &'a Arc<Pool>,
-        handle: &'a LoopHandle,
-        key: usize,
-        drain: Option<Instant>,
-    ) -> Self {
-        Cx {
-            rt,
-            pool,
-            handle,
-            key,
-            draining: drain.is_some(),
-            drain_started: drain.unwrap_or_else(Instant::now),
-            registry: None,
-            watched: None,
-        }
-    }
-    /// Watches a relay's other socket for this connection (edge-triggered,
-    /// both ways); closing the socket takes it out again.
-    pub fn register_relay(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
-        let Some(r) = self.registry else {
-            return Err(io::Error::other("no event loop"));
-        };
-        // A socket a handler waited on is still registered (disarmed): it
-        // becomes the relay's.
-        if let Some(w) = self.watched {
-            w.borrow_mut().forget(fd);
-        }
-        let mut src = mio::unix::SourceFd(&fd);
-        let token = Token(RELAY_BIT | (CONN_BASE + self.key));
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match r.register(&mut src, token, interest) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let _ = r.deregister(&mut src);
-                r.register(&mut src, token, interest)
-            }
-            d => d,
-        }
-    }
-    /// Watches a waiting handler's descriptor for this connection (until
-    /// [`Cx::unwatch`]): re-armed when it is watched already.
-    pub fn register_wait(&self, fd: std::os::fd::RawFd, read: bool, write: bool) -> io::Result<()> {
-        let (Some(r), Some(w)) = (self.registry, self.watched) else {
-            return Err(io::Error::other("no event loop"));
-        };
-        let mut w = w.borrow_mut();
-        let known = w.by_fd.get(&fd).copied();
-        let slot = match known {
-            Some(slot) => slot,
-            None => {
-                let slot = w.slots.insert(WatchSlot {
-                    fd,
-                    owner: None,
-                    add_first: false,
-                });
-                w.by_fd.insert(fd, slot);
-                slot
-            }
-        };
-        let token = WAIT_BIT | slot;
-        let epfd = std::os::fd::AsRawFd::as_raw_fd(r);
-        let ctl = |op| oneshot_ctl(epfd, op, fd, token, read, write);
-        // One epoll_ctl in the common cases: a socket waited on again is
-        // re-armed, and where sockets are new each time (the last re-arm
-        // found none) they are added.
-        let done = match known {
-            Some(_) if w.slots[slot].add_first => match ctl(libc::EPOLL_CTL_ADD) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    w.slots[slot].add_first = false;
-                    ctl(libc::EPOLL_CTL_MOD)
-                }
-                d => d,
-            },
-            Some(_) => match ctl(libc::EPOLL_CTL_MOD) {
-                // Closed since (and maybe the number reused): added anew.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    w.slots[slot].add_first = true;
-                    ctl(libc::EPOLL_CTL_ADD)
-                }
-                d => d,
-            },
-            None => ctl(libc::EPOLL_CTL_ADD),
-        };
-        match done {
-            Ok(()) => {
-                w.slots[slot].owner = Some(self.key);
-                Ok(())
-            }
-            Err(e) => {
-                w.forget(fd);
-                Err(e)
-            }
-        }
-    }
-    /// Stops watching `fd` altogether (its waiting request is given up).
-    pub fn forget_wait(&self, fd: std::os::fd::RawFd) {
-        if let Some(r) = self.registry {
-            let _ = r.deregister(&mut mio::unix::SourceFd(&fd));
-        }
-        if let Some(w) = self.watched {
-            w.borrow_mut().forget(fd);
-        }
-    }
-    /// The connection no longer waits on `fd` (it stays registered).
-    pub fn unwatch(&self, fd: std::os::fd::RawFd) {
-        if let Some(w) = self.watched {
-            let mut w = w.borrow_mut();
-            if let Some(&slot) = w.by_fd.get(&fd) {
-                w.slots[slot].owner = None;
-            }
-        }
-    }
-    /// A context outside any loop, for the connection's unit tests.
-    #[cfg(test)]
-    pub fn for_test(rt: &'a Runtime, pool: &'a Arc<Pool>, handle: &'a LoopHandle) -> Self {
-        Cx::new(rt, pool, handle, 0, None)
-    }
-    pub fn settings(&self) -> &Settings {
-        &self.rt.settings
-    }
-    pub fn notify(&self, id: u64) -> Notify {
-        Notify {
-            handle: self.handle.clone(),
-            key: self.key,
-            id,
-        }
-    }
-}
 
 pub struct EventLoop {
     poll: Poll,
@@ -452,7 +141,7 @@ impl EventLoop {
                 log::error!("poll failed: {e}");
                 return false;
             }
-            crate::io::tick();
+            crate::clock::tick();
             // Messages first: a reload is in place before the requests
             // that come after it.
             self.messages();
@@ -579,7 +268,7 @@ impl EventLoop {
                     let live = self.conns.get(key).is_some_and(|c| c.id == id);
                     match ev {
                         ConnMsg::Handled(h) if live => self.drive(key, Some(h)),
-                        ConnMsg::Handled(h) => crate::conn::drop_handled(*h),
+                        ConnMsg::Handled(h) => crate::proto::h1::drop_handled(*h),
                         _ if live => self.drive(key, None),
                         _ => {}
                     }
@@ -685,7 +374,8 @@ impl EventLoop {
             bind
         };
         let proxy = self.rt.sites.get(&bind).is_some_and(|s| s.proxy_protocol);
-        if proxy && !crate::realip::trusted(&self.rt.settings.trusted_proxies, peer.ip()) {
+        if proxy && !crate::exchange::realip::trusted(&self.rt.settings.trusted_proxies, peer.ip())
+        {
             // SECURITY: an attacker's connect flood writes one line a
             // second, with a count (`ratelog.rs`).
             crate::ratelog::proxy_refused(|| {
@@ -720,7 +410,7 @@ impl EventLoop {
         // The cached clock is the one deadlines are compared with: fresh,
         // or a wait that expires during this turn's events is found
         // expired here and not there (and its request closed as idle).
-        crate::io::tick();
+        crate::clock::tick();
         crate::ratelog::flush();
         let expired: Vec<usize> = self
             .conns

@@ -23,20 +23,23 @@
 //! drains the socket for this edge). The socket sits behind
 //! [`Transport`], so the whole machine is tested with scripted I/O.
 
-mod exchange;
+mod answer;
+pub mod body;
 #[cfg(test)]
 mod tests;
 mod tunnel;
+pub mod writer;
 
-use exchange::log_mark;
-pub use exchange::{Handled, drop_handled, drop_response};
+pub use crate::exchange::{Handled, drop_handled};
+use answer::log_mark;
 
-use crate::body::{BodyPipe, BodyState};
-use crate::evloop::Cx;
+use crate::exchange::body::BodyPipe;
 use crate::http::Limits;
 use crate::http::request::parse;
-use crate::io::{Io, Transport};
-use crate::writer::{Out, Progress};
+use crate::net::cx::Cx;
+use crate::proto::h1::writer::{Out, Progress};
+use crate::transport::{Io, Transport};
+use body::BodyState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,13 +132,13 @@ enum Phase {
 
 /// A request whose body is being collected.
 pub(crate) struct Collect {
-    x: Box<crate::route::Exchange>,
+    x: Box<crate::exchange::Exchange>,
     state: BodyState,
     minor: u8,
     head_only: bool,
     keep: bool,
     /// The body so far.
-    body: crate::body::Spool,
+    body: crate::exchange::body::Spool,
     /// When the body started (`body_min_rate` counts from here).
     started: Instant,
     /// When body bytes last came (`body_timeout` counts from here).
@@ -147,8 +150,8 @@ struct Parked {
     /// First: its state is freed before the exchange (whose vhost keeps
     /// the plugin loaded) when the connection goes while it waits.
     wait: crate::plugins::Wait,
-    x: Box<crate::route::Exchange>,
-    mem: crate::body::MemBody,
+    x: Box<crate::exchange::Exchange>,
+    mem: crate::exchange::body::MemBody,
     minor: u8,
     head_only: bool,
     keep: bool,
@@ -226,7 +229,7 @@ pub struct Conn<T> {
 
 impl<T: Transport> Conn<T> {
     pub fn new(io: T, id: u64, bind: SocketAddr, local: SocketAddr, peer: SocketAddr) -> Self {
-        let now = crate::io::now();
+        let now = crate::clock::now();
         Conn {
             io,
             id,
@@ -400,7 +403,7 @@ impl<T: Transport> Conn<T> {
                 }
             }
             if let Phase::Parked(p) = &self.phase
-                && (p.ready || crate::io::now() >= p.until)
+                && (p.ready || crate::clock::now() >= p.until)
             {
                 self.resume(cx);
                 if let Phase::Tunnel(_) = self.phase {
@@ -417,9 +420,9 @@ impl<T: Transport> Conn<T> {
                 && !self.buf.is_empty();
             // 0. A PROXY protocol header comes before anything else.
             if self.proxy && !self.close_after {
-                match crate::realip::parse_proxy(self.buf.data()) {
-                    crate::realip::Proxy::Partial => {}
-                    crate::realip::Proxy::Header(n, client) => {
+                match crate::exchange::realip::parse_proxy(self.buf.data()) {
+                    crate::exchange::realip::Proxy::Partial => {}
+                    crate::exchange::realip::Proxy::Header(n, client) => {
                         self.buf.consume(n);
                         self.proxy = false;
                         if let Some(c) = client {
@@ -428,7 +431,7 @@ impl<T: Transport> Conn<T> {
                         }
                         continue;
                     }
-                    crate::realip::Proxy::Bad(why) => {
+                    crate::exchange::realip::Proxy::Bad(why) => {
                         crate::ratelog::proxy_refused(|| {
                             format!(
                                 "{} expects the PROXY protocol: closing the connection from {}: {why}",
@@ -504,7 +507,7 @@ impl<T: Transport> Conn<T> {
                         if n < READ_CHUNK && !self.peer_closed {
                             self.readable = false;
                         }
-                        let now = crate::io::now();
+                        let now = crate::clock::now();
                         match self.head_started {
                             None => self.head_started = Some(now),
                             // A head that keeps trickling in is still bound
@@ -564,7 +567,7 @@ impl<T: Transport> Conn<T> {
                         self.buf.consume(used);
                         match c.body.push(&scratch[..made], &dir, max_spool) {
                             Ok(()) => {}
-                            Err(crate::body::SpoolError::Full(max)) => {
+                            Err(crate::exchange::body::SpoolError::Full(max)) => {
                                 return Collected::Failed(
                                     503,
                                     format!(
@@ -572,7 +575,7 @@ impl<T: Transport> Conn<T> {
                                     ),
                                 );
                             }
-                            Err(crate::body::SpoolError::Io(e)) => {
+                            Err(crate::exchange::body::SpoolError::Io(e)) => {
                                 return Collected::Failed(
                                     500,
                                     format!(
@@ -608,7 +611,7 @@ impl<T: Transport> Conn<T> {
                     if n < READ_CHUNK && !self.peer_closed {
                         self.readable = false;
                     }
-                    c.last = crate::io::now();
+                    c.last = crate::clock::now();
                 }
                 Ok(Io::Blocked) => {
                     self.readable = false;
@@ -626,13 +629,13 @@ impl<T: Transport> Conn<T> {
         let before = self.out.sent;
         let p = self.out.write(&mut self.io);
         if self.out.sent > before {
-            self.last_write = crate::io::now();
+            self.last_write = crate::clock::now();
         }
         match p {
             Progress::Done => {}
             // Waiting for a plugin's stream is not the client's fault: the
             // send timeout counts from when there is something to send.
-            Progress::Starved => self.last_write = crate::io::now(),
+            Progress::Starved => self.last_write = crate::clock::now(),
             Progress::Yield => {
                 self.finish_logs();
                 return Some(Next::Again);
@@ -655,7 +658,7 @@ impl<T: Transport> Conn<T> {
             log_mark(m, self.out.sent, true, None);
         }
         if self.out.is_idle() {
-            self.idle_since = crate::io::now();
+            self.idle_since = crate::clock::now();
         }
     }
 
@@ -779,9 +782,9 @@ impl<T: Transport> Conn<T> {
     pub fn timed_out(&mut self, cx: &mut Cx<'_>) -> Next {
         let send_timed_out = !self.out.is_idle()
             && !self.writable
-            && crate::io::now() >= self.last_write + cx.settings().send_timeout.0;
+            && crate::clock::now() >= self.last_write + cx.settings().send_timeout.0;
         if !send_timed_out && let Some(due) = self.request_deadline(cx) {
-            if crate::io::now() < due {
+            if crate::clock::now() < due {
                 // Nothing is due yet: the next sweep looks again.
                 return Next::Wait;
             }
@@ -881,10 +884,10 @@ impl<T: Transport> Conn<T> {
 }
 
 /// Logs a request given up before any response (a client that left).
-fn log_given_up(x: Box<crate::route::Exchange>, status: u16, why: &str) {
-    crate::logphase::run(
+fn log_given_up(x: Box<crate::exchange::Exchange>, status: u16, why: &str) {
+    crate::exchange::logphase::run(
         x,
-        crate::logphase::Outcome {
+        crate::exchange::logphase::Outcome {
             status,
             completed: false,
             error: Some(why.to_owned()),

@@ -5,10 +5,10 @@
 //! get the exchange on the pool, so a logger that blocks never stalls a
 //! loop.
 
-use crate::body::empty_reader;
-use crate::host;
-use crate::route::Exchange;
-use crate::view;
+use crate::exchange::Exchange;
+use crate::exchange::body::empty_reader;
+use crate::exchange::view;
+use crate::plugins::host;
 use abi_stable::std_types::RStr;
 use tamada_sdk::abi::LogEntryV1;
 
@@ -31,7 +31,7 @@ pub fn run(x: Box<Exchange>, o: Outcome) {
     let on_loop = host::on_loop();
     call(&x, &o, |inline| inline || !on_loop);
     if on_loop && x.vhost.pool_loggers {
-        let pool = crate::pool();
+        let pool = crate::pool::global();
         pool.submit(Box::new(move || call(&x, &o, |inline| !inline)));
     }
 }

@@ -12,10 +12,10 @@
 //! gives up on the exchange (client gone, send timeout), by the pull that
 //! finds it abandoned or by a close job (`client_gone` true).
 
-use crate::evloop::Notify;
-use crate::host;
+use crate::config::runtime::Vhost;
+use crate::exchange::Wake;
+use crate::plugins::host;
 use crate::pool::Pool;
-use crate::runtime::Vhost;
 use abi_stable::std_types::RSliceMut;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -108,7 +108,7 @@ impl Puller {
 /// The buffer between the pull jobs and the loop.
 pub struct StreamPipe {
     inner: Mutex<Inner>,
-    notify: Notify,
+    wake: Wake,
     pool: Arc<Pool>,
     /// For the records a stream logs while it is read.
     vhost: Arc<Vhost>,
@@ -146,7 +146,7 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 impl StreamPipe {
     /// A pipe whose stream is held by the caller, who pulls it next
     /// ([`StreamPipe::pull`] on the pool).
-    pub fn new(notify: Notify, pool: Arc<Pool>, vhost: Arc<Vhost>, peer: SocketAddr) -> Arc<Self> {
+    pub fn new(wake: Wake, pool: Arc<Pool>, vhost: Arc<Vhost>, peer: SocketAddr) -> Arc<Self> {
         Arc::new(StreamPipe {
             inner: Mutex::new(Inner {
                 chunks: VecDeque::new(),
@@ -158,7 +158,7 @@ impl StreamPipe {
                 loop_waiting: false,
                 gone: false,
             }),
-            notify,
+            wake,
             pool,
             vhost,
             peer,
@@ -204,7 +204,7 @@ impl StreamPipe {
                     }
                     drop(g);
                     if wake {
-                        self.notify.send_stream_ready();
+                        (self.wake)();
                     }
                     if eof {
                         self.in_context(|| p.close(false));
@@ -216,7 +216,7 @@ impl StreamPipe {
                     g.pulling = false;
                     drop(g);
                     if wake {
-                        self.notify.send_stream_ready();
+                        (self.wake)();
                     }
                     self.in_context(|| p.close(true));
                     return;

@@ -2,13 +2,16 @@
 //! log records: a record made while a worker serves a request goes to that
 //! vhost's loggers (`record` phase), tagged with the plugin and the client;
 //! any other record goes to the server's own log.
-
-use crate::Shared;
-use crate::runtime::Vhost;
+//!
+//! This module knows no vhost type: a vhost is a [`RecordSink`] (the
+//! running configuration's `Vhost` is one, `config/runtime.rs`), and what
+//! only the running server knows (a vhost by name, whether it drains)
+//! comes through [`install`]. So plugin loading depends on this module,
+//! and nothing here depends back on the configuration.
 use abi_stable::std_types::{ROption, RStr};
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tamada_sdk::abi::AddrV1;
 use tamada_sdk::abi::{
@@ -68,9 +71,51 @@ extern "C" fn host_serves_as_root() -> bool {
 }
 
 extern "C" fn host_draining() -> bool {
-    SHARED
-        .get()
-        .is_some_and(|s| s.draining.load(std::sync::atomic::Ordering::Relaxed))
+    HOOKS.get().is_some_and(|h| (h.draining)())
+}
+
+/// Where a vhost's records go: its loggers.
+pub trait RecordSink {
+    /// The vhost's name (records carry it; a vhost with no logger writes
+    /// it in front of the line in the server's log).
+    fn vhost_name(&self) -> &str;
+    /// Whether it has loggers at all (else records go to the server log).
+    fn has_loggers(&self) -> bool;
+    /// Hands a record to every logger: those that may run here now, the
+    /// others on the pool (through [`delivering`]).
+    fn deliver(&self, rec: &RecordV1<'_>, on_loop: bool);
+}
+
+impl<T: RecordSink + ?Sized> RecordSink for std::sync::Arc<T> {
+    fn vhost_name(&self) -> &str {
+        (**self).vhost_name()
+    }
+    fn has_loggers(&self) -> bool {
+        (**self).has_loggers()
+    }
+    fn deliver(&self, rec: &RecordV1<'_>, on_loop: bool) {
+        (**self).deliver(rec, on_loop)
+    }
+}
+
+/// A vhost's record sink, shared.
+pub type Sink = std::sync::Arc<dyn RecordSink + Send + Sync>;
+/// Finds a vhost of the running configuration by name.
+pub type Lookup = Box<dyn Fn(&str) -> Option<Sink> + Send + Sync>;
+
+/// What only the running server knows, installed once at start-up.
+pub struct Hooks {
+    /// SIGTERM was received.
+    pub draining: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The vhost of this name in the running configuration.
+    pub vhost: Lookup,
+}
+
+static HOOKS: OnceLock<Hooks> = OnceLock::new();
+
+/// Called once at start-up.
+pub fn install(hooks: Hooks) {
+    let _ = HOOKS.set(hooks);
 }
 
 thread_local! {
@@ -123,17 +168,9 @@ extern "C" fn host_notes(visit: NoteVisitV1, ctx: *mut std::ffi::c_void) {
     }
 }
 
-/// The running configuration, for records addressed to a vhost by name.
-static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
-
-/// Called once at start-up.
-pub fn set_shared(s: Arc<Shared>) {
-    let _ = SHARED.set(s);
-}
-
 /// What the current worker thread is serving.
 pub struct Context<'a> {
-    pub vhost: &'a Vhost,
+    pub vhost: &'a dyn RecordSink,
     pub peer: SocketAddr,
 }
 
@@ -143,7 +180,7 @@ pub struct Context<'a> {
 #[derive(Clone, Copy)]
 pub struct Current {
     /// Valid while set: `with_context` clears it before the borrow ends.
-    vhost: *const Vhost,
+    vhost: *const dyn RecordSink,
     peer: SocketAddr,
     /// The plugin being called (its name lives as long as its library,
     /// which is never unloaded).
@@ -170,9 +207,10 @@ impl Drop for Restore {
 
 /// Sets the thread's context until the guard is dropped. The guard must
 /// be dropped before `vhost` is (declare it after the vhost it borrows).
-pub fn enter(vhost: &Vhost, peer: SocketAddr) -> Restore {
+pub fn enter(vhost: &dyn RecordSink, peer: SocketAddr) -> Restore {
     let cur = Current {
-        vhost: vhost as *const Vhost,
+        // SAFETY (of the later dereference): see `current`.
+        vhost: unsafe { erase(vhost) },
         peer,
         plugin: None,
     };
@@ -193,7 +231,8 @@ pub fn on_loop() -> bool {
 /// Sets the thread's context for the duration of `f`.
 pub fn with_context<R>(ctx: Context<'_>, f: impl FnOnce() -> R) -> R {
     let cur = Current {
-        vhost: ctx.vhost as *const Vhost,
+        // SAFETY (of the later dereference): see `current`.
+        vhost: unsafe { erase(ctx.vhost) },
         peer: ctx.peer,
         plugin: None,
     };
@@ -211,8 +250,21 @@ pub fn set_plugin(name: Option<&'static str>) {
     });
 }
 
+/// The borrow's lifetime erased, for the thread-local context.
+///
+/// # Safety
+/// The pointer must not be dereferenced after the borrow ends: the guard
+/// that sets it (`Restore`) clears it first.
+unsafe fn erase(v: &dyn RecordSink) -> *const dyn RecordSink {
+    // SAFETY: only the lifetime changes (same fat pointer); the caller
+    // keeps the pointer within the borrow (see above).
+    unsafe { std::mem::transmute::<&dyn RecordSink, &'static dyn RecordSink>(v) as *const _ }
+}
+
 /// Runs `f` with the current vhost, client and plugin, if any.
-fn current<R>(f: impl FnOnce(Option<(&Vhost, SocketAddr, Option<&'static str>)>) -> R) -> R {
+fn current<R>(
+    f: impl FnOnce(Option<(&dyn RecordSink, SocketAddr, Option<&'static str>)>) -> R,
+) -> R {
     match CONTEXT.with(|c| c.get()) {
         // SAFETY: `vhost` was set by `with_context` from a reference that
         // outlives the call, and is cleared (by `Restore`) before it ends.
@@ -234,16 +286,22 @@ fn level_of(l: u8) -> log::Level {
 
 /// Sends a record to the vhost's loggers, or to the server log when the
 /// vhost has none.
-pub fn record(vhost: &Vhost, peer: Option<SocketAddr>, level: log::Level, source: &str, msg: &str) {
-    if vhost.loggers.is_empty() || DELIVERING.with(|d| d.get()) {
-        log::log!(level, "[{}] {source}: {msg}", vhost.name);
+pub fn record(
+    vhost: &(impl RecordSink + ?Sized),
+    peer: Option<SocketAddr>,
+    level: log::Level,
+    source: &str,
+    msg: &str,
+) {
+    if !vhost.has_loggers() || DELIVERING.with(|d| d.get()) {
+        log::log!(level, "[{}] {source}: {msg}", vhost.vhost_name());
         return;
     }
     let rec = RecordV1 {
         level: level as u8,
         source: RStr::from_str(source),
         message: RStr::from_str(msg),
-        vhost: RStr::from_str(&vhost.name),
+        vhost: RStr::from_str(vhost.vhost_name()),
         peer: match peer {
             Some(p) => ROption::RSome(addr_to_raw(p)),
             None => ROption::RNone,
@@ -251,37 +309,20 @@ pub fn record(vhost: &Vhost, peer: Option<SocketAddr>, level: log::Level, source
         unix_us: now_us(),
     };
     let on_loop = on_loop();
-    DELIVERING.with(|d| d.set(true));
-    for l in vhost.loggers.iter().filter(|l| l.inline || !on_loop) {
-        l.record(&rec);
+    delivering(|| vhost.deliver(&rec, on_loop));
+}
+
+/// Runs `f`, which hands records to loggers: a logger that logs meanwhile
+/// writes to the server's log, never back into itself.
+pub fn delivering<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DELIVERING.with(|d| d.set(self.0));
+        }
     }
-    DELIVERING.with(|d| d.set(false));
-    if on_loop && vhost.pool_loggers {
-        // A logger that may block gets the record on the pool.
-        let loggers: Vec<_> = vhost
-            .loggers
-            .iter()
-            .filter(|l| !l.inline)
-            .cloned()
-            .collect();
-        let (name, source, msg) = (vhost.name.clone(), source.to_owned(), msg.to_owned());
-        let (level, peer, unix_us) = (rec.level, rec.peer, rec.unix_us);
-        crate::pool().submit(Box::new(move || {
-            let rec = RecordV1 {
-                level,
-                source: RStr::from_str(&source),
-                message: RStr::from_str(&msg),
-                vhost: RStr::from_str(&name),
-                peer,
-                unix_us,
-            };
-            DELIVERING.with(|d| d.set(true));
-            for l in &loggers {
-                l.record(&rec);
-            }
-            DELIVERING.with(|d| d.set(false));
-        }));
-    }
+    let _reset = Reset(DELIVERING.with(|d| d.replace(true)));
+    f()
 }
 
 /// A record about the current request from the core itself.
@@ -312,17 +353,9 @@ extern "C" fn host_record(
 ) {
     let level = level_of(level);
     let peer = peer.as_ref().map(tamada_sdk::request::addr).into_option();
-    let rt = SHARED.get().map(|s| s.runtime.load_full());
-    let v = rt.as_ref().and_then(|rt| {
-        rt.sites
-            .values()
-            .flat_map(|s| s.groups.values())
-            .flat_map(|g| g.vhosts.iter())
-            .find(|v| v.name == vhost.as_str())
-            .cloned()
-    });
+    let v = HOOKS.get().and_then(|h| (h.vhost)(vhost.as_str()));
     match v {
-        Some(v) => record(&v, peer, level, source.as_str(), message.as_str()),
+        Some(v) => record(&*v, peer, level, source.as_str(), message.as_str()),
         None => log::log!(
             level,
             "[{}] {}: {}",

@@ -7,9 +7,9 @@
 //! access log records it when it closes: bytes both ways, and the duration
 //! from the request to the close.
 
-use crate::io::{Io, Transport};
-use crate::logphase;
-use crate::route::Exchange;
+use crate::exchange::Exchange;
+use crate::exchange::logphase;
+use crate::transport::{Io, Transport};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -134,7 +134,7 @@ impl Tunnel {
             bytes_up: 0,
             bytes_down: 0,
             head_len: head_len as u64,
-            last: crate::io::now(),
+            last: crate::clock::now(),
             idle,
             x: Some(x),
             clean: false,
@@ -149,7 +149,7 @@ impl Tunnel {
             self.registered = true;
             // The relay's socket counts against `max_connections` (and the
             // descriptor cap) like a connection of its own.
-            crate::evloop::OPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::net::cx::OPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.up.fd()
         })
     }
@@ -247,7 +247,7 @@ impl Tunnel {
                 }
             }
             if moved {
-                self.last = crate::io::now();
+                self.last = crate::clock::now();
             }
             if self.client_eof && self.up_eof && self.to_up.is_empty() && self.to_client.is_empty()
             {
@@ -270,7 +270,7 @@ impl Tunnel {
 impl Drop for Tunnel {
     fn drop(&mut self) {
         if self.registered {
-            crate::evloop::OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            crate::net::cx::OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(mut x) = self.x.take() {
             x.bytes_received += self.bytes_up;

@@ -1,0 +1,139 @@
+//! One request exchange: from a parsed head to the log line, whatever
+//! protocol carries it.
+
+pub mod body;
+pub mod health;
+pub mod logphase;
+pub mod realip;
+pub mod response;
+pub mod route;
+pub mod stream;
+pub mod view;
+
+use crate::config::runtime::Vhost;
+
+/// Wakes whoever drives an exchange (its connection, on its loop): a pool
+/// thread made room in a body pipe, filled a stream pipe, or wants
+/// `100 Continue` sent. Made by the protocol; the exchange knows no loop.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+use crate::exchange::response::Owned;
+use crate::http::request::RequestHead;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One request on its way through the routes, and later through the log
+/// phase. Owned, so that it can move to the pool and back.
+pub struct Exchange {
+    pub head: RequestHead,
+    pub vhost: Arc<Vhost>,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub start: Instant,
+    pub start_unix_us: i64,
+    /// The path and query after internal redirects (`None`: the client's).
+    pub redirected: Option<(String, Option<String>)>,
+    pub redirects: u8,
+    /// The next route to offer the request to.
+    pub next: usize,
+    /// The route being (or last) offered the request.
+    pub route: Option<usize>,
+    /// Why it failed, for the 500 and the log.
+    pub error: Option<String>,
+    /// Bytes received, head and body.
+    pub bytes_received: u64,
+    /// Notes the handlers attached (SDK 1.1), for the loggers.
+    pub notes: Vec<(String, String)>,
+}
+
+impl Exchange {
+    pub fn new(
+        head: RequestHead,
+        vhost: Arc<Vhost>,
+        local: SocketAddr,
+        peer: SocketAddr,
+        start: Instant,
+    ) -> Self {
+        let bytes_received = head.head_len as u64;
+        Exchange {
+            start_unix_us: crate::clock::unix_us_at(crate::clock::wall())
+                - crate::clock::now()
+                    .saturating_duration_since(start)
+                    .as_micros() as i64,
+            head,
+            vhost,
+            local,
+            peer,
+            start,
+            redirected: None,
+            redirects: 0,
+            next: 0,
+            route: None,
+            error: None,
+            bytes_received,
+            notes: Vec::new(),
+        }
+    }
+    pub fn path(&self) -> &str {
+        match &self.redirected {
+            Some((p, _)) => p,
+            None => &self.head.path,
+        }
+    }
+    pub fn query(&self) -> Option<&str> {
+        match &self.redirected {
+            Some((_, q)) => q.as_deref(),
+            None => self.head.query.as_deref(),
+        }
+    }
+    /// After an internal redirect the request is a GET (RFC 3875 6.2.2).
+    pub fn method(&self) -> &str {
+        if self.redirected.is_some() {
+            "GET"
+        } else {
+            &self.head.method
+        }
+    }
+    /// Whether the request still has the client's body.
+    fn with_body(&self) -> bool {
+        self.redirected.is_none()
+    }
+}
+
+/// What the pool sends back.
+pub struct Handled {
+    pub exchange: Box<Exchange>,
+    pub step: Done,
+}
+
+pub enum Done {
+    Respond(Owned),
+    Unanswered,
+    TooLarge,
+    /// A 101, then a relay.
+    Relay(Owned, crate::plugins::Relay),
+}
+
+/// The answer for a connection that is gone: its resources are freed and
+/// the exchange logged as incomplete.
+pub fn drop_handled(h: Handled) {
+    let status = match &h.step {
+        Done::Respond(o) => o.status,
+        Done::TooLarge => 413,
+        Done::Unanswered => 404,
+        Done::Relay(..) => 101,
+    };
+    match h.step {
+        Done::Respond(o) | Done::Relay(o, _) => response::drop_owned(o),
+        _ => {}
+    }
+    logphase::run(
+        h.exchange,
+        logphase::Outcome {
+            status,
+            completed: false,
+            error: Some("the client left before the response".into()),
+            ..Default::default()
+        },
+    );
+}

@@ -1,0 +1,3 @@
+//! The protocols a connection speaks, one connection state machine each.
+
+pub mod h1;
