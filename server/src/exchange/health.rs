@@ -12,8 +12,6 @@
 //!
 //! GET and HEAD only (others: 405). Health checks are not access-logged.
 
-use crate::exchange::response as framing;
-use crate::exchange::response::Response;
 use crate::http::request::{Framing, RequestHead};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,30 +26,38 @@ pub fn lame_duck() -> bool {
     LAME_DUCK.load(Ordering::Relaxed)
 }
 
-/// The answer to a request for the health route, and whether the
-/// connection closes after it.
-pub fn answer(head: &RequestHead, keep: bool, draining: bool) -> Response {
-    let minor = head.version_minor;
-    let head_only = head.is_head();
+/// The health route's answer, for the protocol to frame (`text/plain`,
+/// never cached).
+pub struct Health {
+    pub status: u16,
+    pub extra: &'static [(&'static str, &'static [u8])],
+    pub body: &'static [u8],
+    /// The connection closes after it.
+    pub close: bool,
+}
+
+/// The answer to a request for the health route.
+pub fn answer(head: &RequestHead, keep: bool, draining: bool) -> Health {
     // A body would have to be read past: close instead.
     let close = !keep || head.framing != Framing::None;
-    match head.method.as_str() {
-        "GET" | "HEAD" if draining || lame_duck() => framing::plain_text(
-            503,
-            minor,
-            head_only,
-            true,
-            &[("Retry-After", b"5")],
-            b"stopping\n",
-        ),
-        "GET" | "HEAD" => framing::plain_text(200, minor, head_only, close, &[], b"ok\n"),
-        _ => framing::plain_text(
-            405,
-            minor,
-            false,
-            close,
-            &[("Allow", b"GET, HEAD")],
-            b"the health route answers GET and HEAD\n",
-        ),
+    type Fields = &'static [(&'static str, &'static [u8])];
+    let (status, extra, body, close): (u16, Fields, &'static [u8], bool) =
+        match head.method.as_str() {
+            "GET" | "HEAD" if draining || lame_duck() => {
+                (503, &[("Retry-After", b"5")], b"stopping\n", true)
+            }
+            "GET" | "HEAD" => (200, &[], b"ok\n", close),
+            _ => (
+                405,
+                &[("Allow", b"GET, HEAD")],
+                b"the health route answers GET and HEAD\n",
+                close,
+            ),
+        };
+    Health {
+        status,
+        extra,
+        body,
+        close,
     }
 }

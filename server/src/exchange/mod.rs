@@ -7,6 +7,7 @@ pub mod logphase;
 pub mod realip;
 pub mod response;
 pub mod route;
+pub mod run;
 pub mod stream;
 pub mod view;
 

@@ -260,9 +260,45 @@ impl<'a> Cx<'a> {
             id,
         }
     }
+    /// Connection `id` of this loop, for its exchanges (`exchange/run.rs`).
+    pub fn owner(&self, id: u64) -> ConnOwner<'_> {
+        ConnOwner {
+            handle: self.handle,
+            key: self.key,
+            id,
+        }
+    }
     /// A [`Wake`] for connection `id` of this loop (a pipe's).
     pub fn waker(&self, id: u64) -> Wake {
         let n = self.notify(id);
         Arc::new(move || n.send(ConnMsg::Wake))
+    }
+}
+
+/// A connection of a loop, as its exchanges see it: cheap to make (a
+/// borrow); a pool hand-off or a stream makes its own handle from it.
+pub struct ConnOwner<'a> {
+    handle: &'a LoopHandle,
+    key: usize,
+    id: u64,
+}
+
+impl ConnOwner<'_> {
+    fn notify(&self) -> Notify {
+        Notify {
+            handle: self.handle.clone(),
+            key: self.key,
+            id: self.id,
+        }
+    }
+}
+
+impl crate::exchange::run::Owner for ConnOwner<'_> {
+    fn back(&self) -> crate::exchange::run::Back {
+        let n = self.notify();
+        Box::new(move |h| n.send_handled(h))
+    }
+    fn wake(&self) -> Wake {
+        self.notify().wake()
     }
 }

@@ -180,15 +180,11 @@ impl EventLoop {
                     Token(t) => {
                         let key = t - CONN_BASE;
                         if let Some(c) = self.conns.get_mut(key) {
-                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                                c.readable = true;
-                            }
-                            if ev.is_read_closed() || ev.is_error() {
-                                c.peer_closed = true;
-                            }
-                            if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                                c.writable = true;
-                            }
+                            c.sock.event(
+                                ev.is_readable(),
+                                ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                                ev.is_read_closed() || ev.is_error(),
+                            );
                             self.drive(key, None);
                         }
                     }
@@ -268,7 +264,7 @@ impl EventLoop {
                     let live = self.conns.get(key).is_some_and(|c| c.id == id);
                     match ev {
                         ConnMsg::Handled(h) if live => self.drive(key, Some(h)),
-                        ConnMsg::Handled(h) => crate::proto::h1::drop_handled(*h),
+                        ConnMsg::Handled(h) => crate::exchange::drop_handled(*h),
                         _ if live => self.drive(key, None),
                         _ => {}
                     }
@@ -399,9 +395,14 @@ impl EventLoop {
             return;
         }
         self.next_id += 1;
-        let mut conn = Box::new(Conn::new(sock, self.next_id, bind, local, peer));
-        conn.proxy = proxy;
-        e.insert(conn);
+        e.insert(Box::new(Conn::new(
+            sock,
+            self.next_id,
+            bind,
+            local,
+            peer,
+            proxy,
+        )));
         // The request often came with the connection: read it now.
         self.drive(key, None);
     }

@@ -216,7 +216,14 @@ impl Harness {
     }
 
     fn conn(&self, s: Script) -> Conn<Script> {
-        Conn::new(s, 1, bind(), bind(), "127.0.0.1:5000".parse().unwrap())
+        Conn::new(
+            s,
+            1,
+            bind(),
+            bind(),
+            "127.0.0.1:5000".parse().unwrap(),
+            false,
+        )
     }
 
     /// Drives until the connection waits with nothing pending, answering
@@ -224,8 +231,8 @@ impl Harness {
     fn run(&self, c: &mut Conn<Script>) -> Next {
         loop {
             // Bytes still scripted are a readable edge to come.
-            if !c.io.reads.is_empty() || c.io.eof {
-                c.readable = true;
+            if !c.sock.io.reads.is_empty() || c.sock.io.eof {
+                c.sock.readable = true;
             }
             let mut cx = Cx::for_test(&self.rt, &self.pool, &self.handle);
             let n = c.drive(&mut cx);
@@ -234,7 +241,7 @@ impl Harness {
             }
             if !c.waits_for_pool() && n == Next::Wait {
                 // A body being collected waits for the scripted bytes.
-                if c.collects_body() && (!c.io.reads.is_empty() || c.io.eof) {
+                if c.collects_body() && (!c.sock.io.reads.is_empty() || c.sock.io.eof) {
                     continue;
                 }
                 return n;
@@ -244,7 +251,11 @@ impl Harness {
             }
             // A pool handler runs: wait for its message (briefly while
             // scripted bytes are still to be fed to it).
-            let wait = if c.io.reads.is_empty() { 10_000 } else { 10 };
+            let wait = if c.sock.io.reads.is_empty() {
+                10_000
+            } else {
+                10
+            };
             match self.rx.recv_timeout(std::time::Duration::from_millis(wait)) {
                 Ok(Msg::Conn {
                     ev: ConnMsg::Handled(h),
@@ -256,7 +267,7 @@ impl Harness {
                     }
                 }
                 Ok(_) => {}
-                Err(_) if !c.io.reads.is_empty() => {}
+                Err(_) if !c.sock.io.reads.is_empty() => {}
                 Err(_) => panic!("no answer from the pool"),
             }
         }
@@ -292,13 +303,16 @@ fn a_request_split_at_every_byte_gets_the_same_answer() {
             ..Script::default()
         });
         // The first piece alone is an incomplete head: nothing is sent.
-        c.io.reads.truncate(1);
+        c.sock.io.reads.truncate(1);
         assert_eq!(h.run(&mut c), Next::Wait);
-        assert!(c.io.out.is_empty(), "answered a partial head at {split}");
-        c.io.reads.push_back(REQ[split..].to_vec());
-        c.readable = true;
+        assert!(
+            c.sock.io.out.is_empty(),
+            "answered a partial head at {split}"
+        );
+        c.sock.io.reads.push_back(REQ[split..].to_vec());
+        c.sock.readable = true;
         assert_eq!(h.run(&mut c), Next::Wait);
-        assert_eq!(bodies(&c.io.out), ["hi /one"], "split at {split}");
+        assert_eq!(bodies(&c.sock.io.out), ["hi /one"], "split at {split}");
     }
 }
 
@@ -314,8 +328,8 @@ fn pipelined_requests_are_answered_in_order_in_one_write() {
         ..Script::default()
     });
     assert_eq!(h.run(&mut c), Next::Wait);
-    assert_eq!(bodies(&c.io.out), ["hi /a", "hi /b", "hi /c", "hi /d"]);
-    assert_eq!(c.io.writes, 1, "the four responses were not gathered");
+    assert_eq!(bodies(&c.sock.io.out), ["hi /a", "hi /b", "hi /c", "hi /d"]);
+    assert_eq!(c.sock.io.writes, 1, "the four responses were not gathered");
 }
 
 #[test]
@@ -331,7 +345,7 @@ fn pipelined_requests_move_to_the_pool_and_back_in_order() {
     });
     assert_eq!(h.run(&mut c), Next::Wait);
     assert_eq!(
-        bodies(&c.io.out),
+        bodies(&c.sock.io.out),
         ["hi /a", "hi /pool/b", "hi /c", "hi /pool/d", "hi /e"]
     );
 }
@@ -348,16 +362,16 @@ fn a_stalled_writer_resumes_where_it_stopped() {
         ..Script::default()
     });
     assert_eq!(h.run(&mut c), Next::Wait);
-    assert!(c.io.out.len() <= 5000);
+    assert!(c.sock.io.out.len() <= 5000);
     assert!(c.is_busy(), "the response is not finished");
-    assert!(!c.writable);
+    assert!(!c.sock.writable);
     // The socket drains in steps: each writable edge moves it on.
     for _ in 0..10 {
-        c.io.write_budget = Some(3000);
-        c.writable = true;
+        c.sock.io.write_budget = Some(3000);
+        c.sock.writable = true;
         h.run(&mut c);
     }
-    let b = bodies(&c.io.out);
+    let b = bodies(&c.sock.io.out);
     assert_eq!(b.len(), 2);
     assert_eq!(b[0], "z".repeat(20_000));
     assert_eq!(b[1], "hi /after");
@@ -375,7 +389,7 @@ fn a_small_body_split_across_reads_is_collected_then_reaches_a_pool_handler() {
         ..Script::default()
     });
     assert_eq!(h.run(&mut c), Next::Wait);
-    assert_eq!(bodies(&c.io.out), ["hi /pool/phello world"]);
+    assert_eq!(bodies(&c.sock.io.out), ["hi /pool/phello world"]);
 }
 
 #[test]
@@ -397,7 +411,7 @@ fn a_large_body_split_across_reads_streams_to_a_pool_handler() {
     });
     assert_eq!(h.run(&mut c), Next::Wait);
     let want = format!("hi /pool/p{}", String::from_utf8_lossy(&body));
-    assert_eq!(bodies(&c.io.out), [want]);
+    assert_eq!(bodies(&c.sock.io.out), [want]);
 }
 
 #[test]
@@ -411,7 +425,7 @@ fn a_client_that_closes_mid_body_still_gets_the_answers_before() {
         ..Script::default()
     });
     assert_eq!(h.run(&mut c), Next::Close);
-    assert_eq!(bodies(&c.io.out), ["hi /a"]);
+    assert_eq!(bodies(&c.sock.io.out), ["hi /a"]);
 }
 
 #[test]
@@ -428,7 +442,7 @@ fn oversized_heads_are_431_and_close() {
         ..Script::default()
     });
     assert_eq!(h.run(&mut c), Next::Close);
-    let text = String::from_utf8_lossy(&c.io.out);
+    let text = String::from_utf8_lossy(&c.sock.io.out);
     assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
     assert!(text.contains("Connection: close\r\n"), "{text}");
 }
@@ -444,7 +458,7 @@ fn connection_close_is_the_last_answer() {
         ..Script::default()
     });
     assert_eq!(h.run(&mut c), Next::Close);
-    assert_eq!(bodies(&c.io.out), ["hi /a"]);
+    assert_eq!(bodies(&c.sock.io.out), ["hi /a"]);
 }
 
 /// Regression (review of the loop core): a request pipelined behind a
@@ -461,7 +475,7 @@ fn a_request_behind_a_large_response_is_answered_in_the_same_turn() {
     // One drive, as one readable edge: nothing else will wake it.
     let mut cx = Cx::for_test(&h.rt, &h.pool, &h.handle);
     assert_eq!(c.drive(&mut cx), Next::Wait);
-    let b = bodies(&c.io.out);
+    let b = bodies(&c.sock.io.out);
     assert_eq!(b.len(), 2, "the second request was not answered");
     assert_eq!(b[1], "hi /after");
 }
@@ -476,10 +490,10 @@ fn a_peer_that_closed_after_its_request_is_closed_after_the_answer() {
         eof: true,
         ..Script::default()
     });
-    c.peer_closed = true;
+    c.sock.peer_closed = true;
     let mut cx = Cx::for_test(&h.rt, &h.pool, &h.handle);
     assert_eq!(c.drive(&mut cx), Next::Close);
-    assert_eq!(bodies(&c.io.out), ["hi /one"]);
+    assert_eq!(bodies(&c.sock.io.out), ["hi /one"]);
 }
 
 #[test]
@@ -502,5 +516,5 @@ fn a_large_body_reaches_a_slow_pool_reader_whole() {
         ..Script::default()
     });
     assert_eq!(h.run(&mut c), Next::Wait);
-    assert_eq!(bodies(&c.io.out), [format!("len {}", body.len())]);
+    assert_eq!(bodies(&c.sock.io.out), [format!("len {}", body.len())]);
 }

@@ -11,8 +11,8 @@
 //! the connection's output, so that the log phase runs for each response
 //! once its last byte is out (or with what was sent, when it failed).
 
+use super::head::{OutBody, Response};
 use crate::exchange::Exchange;
-use crate::exchange::response::{OutBody, Response};
 use crate::exchange::stream::Piece;
 use crate::transport::{Io, Transport};
 use std::collections::VecDeque;
