@@ -31,9 +31,11 @@ pub mod body;
 pub mod buf;
 mod collect;
 pub mod head;
+mod output;
 pub mod sock;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod tunnel;
 pub mod writer;
 
@@ -51,7 +53,7 @@ use sock::{Read, Sock};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use writer::{Mark, Out, Progress};
+use writer::{Mark, Out};
 
 /// Requests one turn may answer on a connection before the loop serves
 /// the others (a client that pipelines without end waits its turn).
@@ -434,111 +436,6 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    /// A turn of the relay, once the 101 is out.
-    fn tunnel_step(&mut self, cx: &mut Cx<'_>) -> Next {
-        if !self.out.is_idle() {
-            if let Some(n) = self.flush(cx) {
-                return n;
-            }
-            if !self.out.is_idle() {
-                return Next::Wait;
-            }
-        }
-        let State::Tunnel(t) = &mut self.state else {
-            return Next::Close;
-        };
-        if let Some(fd) = t.take_unregistered()
-            && let Err(e) = cx.register_relay(fd)
-        {
-            t.fail(&format!("cannot watch the relay's socket: {e}"));
-            return Next::Close;
-        }
-        let s = &mut self.sock;
-        match t.turn(&mut s.io, &mut s.readable, &mut s.writable) {
-            tunnel::Turn::Wait => Next::Wait,
-            tunnel::Turn::Again => Next::Again,
-            tunnel::Turn::Done => Next::Close,
-            tunnel::Turn::Failed(e) => {
-                log::debug!("relay for {}: {e}", self.peer);
-                t.fail(&e);
-                Next::Close
-            }
-        }
-    }
-
-    /// Writes the queue; `Some` when the connection must close.
-    fn flush(&mut self, cx: &mut Cx<'_>) -> Option<Next> {
-        if self.out.is_idle() || !self.sock.writable {
-            return None;
-        }
-        let before = self.out.sent;
-        let p = self.out.write(&mut self.sock.io);
-        if self.out.sent > before {
-            self.last_write = crate::clock::now();
-        }
-        match p {
-            Progress::Done => {}
-            // Waiting for a plugin's stream is not the client's fault: the
-            // send timeout counts from when there is something to send.
-            Progress::Starved => self.last_write = crate::clock::now(),
-            Progress::Yield => {
-                self.finish_logs();
-                return Some(Next::Again);
-            }
-            Progress::Blocked => self.sock.writable = false,
-            Progress::Failed(e) => {
-                // Responses wholly sent before the failure are complete.
-                self.finish_logs();
-                return Some(self.close(cx, &e));
-            }
-        }
-        self.finish_logs();
-        None
-    }
-
-    /// Runs the log phase of the responses whose last byte is out.
-    fn finish_logs(&mut self) {
-        while let Some(m) = self.out.finished() {
-            self.served += 1;
-            log_mark(m, self.out.sent, true, None);
-        }
-        if self.out.is_idle() {
-            self.idle_since = crate::clock::now();
-        }
-    }
-
-    /// The last response is out: close, lingering if input may follow.
-    fn end(&mut self) -> Next {
-        if !self.closing.linger || self.sock.read_eof {
-            return Next::Close;
-        }
-        self.sock.io.shutdown_write();
-        self.buf = Buf::default();
-        self.state = State::Linger(Box::new((Instant::now() + LINGER_TIME, 0)));
-        self.linger_read()
-    }
-
-    fn linger_read(&mut self) -> Next {
-        let State::Linger(l) = &mut self.state else {
-            return Next::Close;
-        };
-        let (until, dropped) = &mut **l;
-        let mut scratch = [0u8; 16 * 1024];
-        loop {
-            if Instant::now() >= *until || *dropped > LINGER_BYTES {
-                return Next::Close;
-            }
-            match self.sock.io.read(&mut scratch) {
-                Ok(crate::transport::Io::Ready(0)) | Err(_) => return Next::Close,
-                Ok(crate::transport::Io::Ready(n)) => *dropped += n as u64,
-                Ok(crate::transport::Io::Blocked) => {
-                    self.sock.readable = false;
-                    return Next::Wait;
-                }
-            }
-        }
-    }
-
     /// Closes: responses not fully sent are logged as incomplete, a
     /// stream being sent and a body being fed are given up.
     pub fn close(&mut self, cx: &mut Cx<'_>, why: &str) -> Next {
@@ -569,72 +466,6 @@ impl<T: Transport> Conn<T> {
             s => self.state = s,
         }
         Next::Close
-    }
-
-    fn compute_deadline(&self, cx: &Cx<'_>) -> Option<Instant> {
-        let s = cx.settings();
-        if let State::Linger(l) = &self.state {
-            return Some(l.0);
-        }
-        if let State::Tunnel(t) = &self.state
-            && self.out.is_idle()
-        {
-            return Some(t.last + t.idle);
-        }
-        // A waiting handler's or a collected body's own deadline.
-        let request = self.request_deadline(cx);
-        if !self.out.is_idle() && !self.sock.writable {
-            let send = self.last_write + s.send_timeout.0;
-            return Some(request.map_or(send, |r| r.min(send)));
-        }
-        if request.is_some() {
-            return request;
-        }
-        match self.state {
-            State::Pool(_) => None,
-            _ if !self.out.is_idle() => None,
-            _ => Some(match self.head_started {
-                Some(t) if !self.buf.is_empty() => t + s.header_timeout.0,
-                _ if self.served == 0 => self.idle_since + s.header_timeout.0,
-                _ => self.idle_since + s.idle_timeout.0,
-            }),
-        }
-    }
-
-    /// When a waiting handler's wait, or the collection of a body, is up.
-    fn request_deadline(&self, cx: &Cx<'_>) -> Option<Instant> {
-        match &self.state {
-            State::Parked(p) => Some(p.parked.until),
-            State::Collect(c) => Some(c.deadline(cx.settings(), self.buf.data().len())),
-            _ => None,
-        }
-    }
-
-    /// The deadline passed.
-    pub fn timed_out(&mut self, cx: &mut Cx<'_>) -> Next {
-        let send_timed_out = !self.out.is_idle()
-            && !self.sock.writable
-            && crate::clock::now() >= self.last_write + cx.settings().send_timeout.0;
-        if !send_timed_out && let Some(due) = self.request_deadline(cx) {
-            if crate::clock::now() < due {
-                // Nothing is due yet: the next sweep looks again.
-                return Next::Wait;
-            }
-            if let State::Collect(_) = self.state {
-                self.collect_timed_out(cx);
-            }
-            // A waiting handler hears of it (a 504, say); a collected
-            // body's 408 goes out.
-            return self.drive(cx);
-        }
-        let why = match self.state {
-            State::Linger(_) => return Next::Close,
-            State::Tunnel(_) if self.out.is_idle() => "relay idle",
-            _ if !self.out.is_idle() => "send timeout",
-            _ if !self.buf.is_empty() => "header timeout",
-            _ => "idle",
-        };
-        self.close(cx, why)
     }
 }
 
