@@ -28,7 +28,7 @@ pub fn run(x: Box<Exchange>, o: Outcome) {
     if x.vhost.loggers.is_empty() {
         return;
     }
-    let on_loop = host::on_loop();
+    let on_loop = crate::plugins::call::on_loop();
     call(&x, &o, |inline| inline || !on_loop);
     if on_loop && x.vhost.pool_loggers {
         let pool = crate::pool::global();
@@ -53,12 +53,10 @@ fn call(x: &Exchange, o: &Outcome, which: impl Fn(bool) -> bool) {
         error: RStr::from_str(err),
         completed: o.completed,
     };
-    let _ctx = host::enter(&x.vhost, x.peer);
+    let _scope = crate::plugins::call::scope(&x.vhost, x.peer);
     host::with_notes(&x.notes, || {
         for l in x.vhost.loggers.iter().filter(|l| which(l.inline)) {
-            host::set_plugin(Some(l.tag));
             l.log(&entry);
         }
     });
-    host::set_plugin(None);
 }

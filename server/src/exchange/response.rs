@@ -157,14 +157,14 @@ pub fn close_on_pool(
 ) {
     let vhost = vhost.clone();
     pool.submit(Box::new(move || {
-        let _ctx = crate::plugins::host::enter(&vhost, peer);
+        let _scope = crate::plugins::call::scope(&vhost, peer);
         close_stream(s)
     }));
 }
 
 /// Closes a stream that was never sent.
 pub fn close_stream(s: StreamV1) {
-    (s.close)(s.ctx, true)
+    crate::plugins::call::stream_close(s, true)
 }
 
 /// A plugin's response that will not be sent: its descriptors closed,

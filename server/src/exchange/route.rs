@@ -62,7 +62,7 @@ pub fn dispatch(
     mut resume: Option<crate::plugins::Resume>,
 ) -> Step {
     let vhost = x.vhost.clone();
-    let _ctx = host::enter(&vhost, x.peer);
+    let _scope = crate::plugins::call::scope(&vhost, x.peer);
     loop {
         let Some(i) = (x.next..vhost.routes.len()).find(|&i| vhost.routes[i].matches(x.path()))
         else {
@@ -99,10 +99,8 @@ pub fn dispatch(
         let headers = view::headers(&x.head);
         let req = view::request(x, &headers, &reader);
         let handler = &route.handler;
-        host::set_plugin(Some(handler.tag));
         let resumed = resume.take();
         let (r, notes) = host::collect_notes(|| handler.handle(&req, inline, resumed));
-        host::set_plugin(None);
         // A deferred call's notes go with its discarded answer.
         if !matches!(r, Handled::Defer) {
             x.notes.extend(notes);

@@ -224,7 +224,7 @@ pub fn to_pool(mut x: Box<Exchange>, body: PoolBody, link: &Link<'_>) -> Need {
                         s
                     },
                     |s| {
-                        let _ctx = host::enter(&x.vhost, x.peer);
+                        let _scope = crate::plugins::call::scope(&x.vhost, x.peer);
                         response::close_stream(s)
                     },
                 );

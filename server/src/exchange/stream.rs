@@ -14,9 +14,8 @@
 
 use crate::config::runtime::Vhost;
 use crate::exchange::Wake;
-use crate::plugins::host;
+use crate::plugins::call;
 use crate::pool::Pool;
-use abi_stable::std_types::RSliceMut;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,8 +46,7 @@ impl Puller {
     }
 
     fn close(self, client_gone: bool) {
-        let s = self.stream;
-        (s.close)(s.ctx, client_gone);
+        call::stream_close(self.stream, client_gone);
     }
 
     /// Reads and frames one piece; `Ok((bytes, eof))`.
@@ -64,8 +62,7 @@ impl Puller {
         // Room for the chunk-size line in front.
         const PRE: usize = 10;
         let mut buf = vec![0u8; PRE + want];
-        let s = &self.stream;
-        let n = match (s.read)(s.ctx, RSliceMut::from_mut_slice(&mut buf[PRE..])).into_result() {
+        let n = match call::stream_read(&self.stream, &mut buf[PRE..]) {
             Ok(n) => n.min(want),
             Err(e) => return Err(format!("body stream failed: {e}")),
         };
@@ -226,13 +223,8 @@ impl StreamPipe {
     }
 
     fn in_context<R>(&self, f: impl FnOnce() -> R) -> R {
-        host::with_context(
-            host::Context {
-                vhost: &self.vhost,
-                peer: self.peer,
-            },
-            f,
-        )
+        let _scope = call::scope(&self.vhost, self.peer);
+        f()
     }
 
     /// The loop: the next piece to write.
@@ -273,13 +265,8 @@ impl StreamPipe {
             let vhost = self.vhost.clone();
             let peer = self.peer;
             self.pool.submit(Box::new(move || {
-                host::with_context(
-                    host::Context {
-                        vhost: &vhost,
-                        peer,
-                    },
-                    || p.close(true),
-                )
+                let _scope = call::scope(&vhost, peer);
+                p.close(true)
             }));
         }
     }

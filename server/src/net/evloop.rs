@@ -35,7 +35,6 @@ use crate::net::cx::{
     RELAY_BIT, Reload, WAIT_BIT, WAKER,
 };
 use crate::net::watch::Watched;
-use crate::plugins::host;
 use crate::pool::Pool;
 use crate::proto::h1::{Conn, Next};
 use mio::net::{TcpListener, TcpStream};
@@ -124,7 +123,7 @@ impl EventLoop {
 
     /// Runs until a drain has finished; false when its time ran out.
     pub fn run(mut self) -> bool {
-        host::set_on_loop();
+        crate::plugins::call::set_on_loop();
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {

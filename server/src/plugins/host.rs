@@ -8,6 +8,8 @@
 //! only the running server knows (a vhost by name, whether it drains)
 //! comes through [`install`]. So plugin loading depends on this module,
 //! and nothing here depends back on the configuration.
+pub use crate::plugins::call::RecordSink;
+use crate::plugins::call::{current, on_loop};
 use abi_stable::std_types::{ROption, RStr};
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -72,30 +74,6 @@ extern "C" fn host_serves_as_root() -> bool {
 
 extern "C" fn host_draining() -> bool {
     HOOKS.get().is_some_and(|h| (h.draining)())
-}
-
-/// Where a vhost's records go: its loggers.
-pub trait RecordSink {
-    /// The vhost's name (records carry it; a vhost with no logger writes
-    /// it in front of the line in the server's log).
-    fn vhost_name(&self) -> &str;
-    /// Whether it has loggers at all (else records go to the server log).
-    fn has_loggers(&self) -> bool;
-    /// Hands a record to every logger: those that may run here now, the
-    /// others on the pool (through [`delivering`]).
-    fn deliver(&self, rec: &RecordV1<'_>, on_loop: bool);
-}
-
-impl<T: RecordSink + ?Sized> RecordSink for std::sync::Arc<T> {
-    fn vhost_name(&self) -> &str {
-        (**self).vhost_name()
-    }
-    fn has_loggers(&self) -> bool {
-        (**self).has_loggers()
-    }
-    fn deliver(&self, rec: &RecordV1<'_>, on_loop: bool) {
-        (**self).deliver(rec, on_loop)
-    }
 }
 
 /// A vhost's record sink, shared.
@@ -164,113 +142,14 @@ extern "C" fn host_notes(visit: NoteVisitV1, ctx: *mut std::ffi::c_void) {
     // it wraps, and reset (by its guard) before that reference ends.
     let notes = unsafe { &*p };
     for (k, v) in notes {
-        (visit.func)(ctx, RStr::from_str(k), RStr::from_str(v));
+        crate::plugins::call::visit_note(&visit, ctx, k, v);
     }
-}
-
-/// What the current worker thread is serving.
-pub struct Context<'a> {
-    pub vhost: &'a dyn RecordSink,
-    pub peer: SocketAddr,
-}
-
-/// The thread-local form of a [`Context`]. PERF: a pointer and a
-/// `&'static` name instead of reference-counted clones: the counts of a
-/// vhost shared by every worker bounced between CPUs on each request.
-#[derive(Clone, Copy)]
-pub struct Current {
-    /// Valid while set: `with_context` clears it before the borrow ends.
-    vhost: *const dyn RecordSink,
-    peer: SocketAddr,
-    /// The plugin being called (its name lives as long as its library,
-    /// which is never unloaded).
-    plugin: Option<&'static str>,
 }
 
 thread_local! {
-    static CONTEXT: Cell<Option<Current>> = const { Cell::new(None) };
     /// Set while records are being delivered, so a logger that logs does
     /// not loop back into itself.
     static DELIVERING: Cell<bool> = const { Cell::new(false) };
-    /// This thread is an event loop.
-    static ON_LOOP: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Restores the previous context, also when unwinding.
-pub struct Restore(Option<Current>);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        CONTEXT.with(|c| c.set(self.0));
-    }
-}
-
-/// Sets the thread's context until the guard is dropped. The guard must
-/// be dropped before `vhost` is (declare it after the vhost it borrows).
-pub fn enter(vhost: &dyn RecordSink, peer: SocketAddr) -> Restore {
-    let cur = Current {
-        // SAFETY (of the later dereference): see `current`.
-        vhost: unsafe { erase(vhost) },
-        peer,
-        plugin: None,
-    };
-    Restore(CONTEXT.with(|c| c.replace(Some(cur))))
-}
-
-/// Marks this thread as an event loop (plugin code that may block is then
-/// sent to the pool).
-pub fn set_on_loop() {
-    ON_LOOP.with(|c| c.set(true));
-}
-
-/// Whether this thread is an event loop.
-pub fn on_loop() -> bool {
-    ON_LOOP.with(|c| c.get())
-}
-
-/// Sets the thread's context for the duration of `f`.
-pub fn with_context<R>(ctx: Context<'_>, f: impl FnOnce() -> R) -> R {
-    let cur = Current {
-        // SAFETY (of the later dereference): see `current`.
-        vhost: unsafe { erase(ctx.vhost) },
-        peer: ctx.peer,
-        plugin: None,
-    };
-    let _restore = Restore(CONTEXT.with(|c| c.replace(Some(cur))));
-    f()
-}
-
-/// Marks which plugin is being called (for tagging its records).
-pub fn set_plugin(name: Option<&'static str>) {
-    CONTEXT.with(|c| {
-        if let Some(mut cur) = c.get() {
-            cur.plugin = name;
-            c.set(Some(cur));
-        }
-    });
-}
-
-/// The borrow's lifetime erased, for the thread-local context.
-///
-/// # Safety
-/// The pointer must not be dereferenced after the borrow ends: the guard
-/// that sets it (`Restore`) clears it first.
-unsafe fn erase(v: &dyn RecordSink) -> *const dyn RecordSink {
-    // SAFETY: only the lifetime changes (same fat pointer); the caller
-    // keeps the pointer within the borrow (see above).
-    unsafe { std::mem::transmute::<&dyn RecordSink, &'static dyn RecordSink>(v) as *const _ }
-}
-
-/// Runs `f` with the current vhost, client and plugin, if any.
-fn current<R>(
-    f: impl FnOnce(Option<(&dyn RecordSink, SocketAddr, Option<&'static str>)>) -> R,
-) -> R {
-    match CONTEXT.with(|c| c.get()) {
-        // SAFETY: `vhost` was set by `with_context` from a reference that
-        // outlives the call, and is cleared (by `Restore`) before it ends.
-        Some(cur) => f(Some((unsafe { &*cur.vhost }, cur.peer, cur.plugin))),
-        None => f(None),
-    }
 }
 
 fn now_us() -> i64 {

@@ -361,7 +361,7 @@ impl<T: Transport> Conn<T> {
                     let owner = cx.owner(self.id);
                     run::start_stream(&mut o, &x, &link(cx, &owner, reply));
                 }
-                let _ctx = host::enter(&x.vhost, x.peer);
+                let _scope = crate::plugins::call::scope(&x.vhost, x.peer);
                 match head::respond(o, minor, head_only, keep) {
                     Ok(r) => r,
                     Err(head::Refused { status, why }) => {
