@@ -250,6 +250,18 @@ impl<'a> Cx<'a> {
     pub fn for_test(rt: &'a Runtime, pool: &'a Arc<Pool>, handle: &'a LoopHandle) -> Self {
         Cx::new(rt, pool, handle, 0, None)
     }
+    /// The same, with an epoll set of its own and a registry of waited
+    /// descriptors, so waits and relays register as on a loop.
+    #[cfg(test)]
+    pub fn with_registry(
+        mut self,
+        registry: &'a mio::Registry,
+        watched: &'a std::cell::RefCell<Watched>,
+    ) -> Self {
+        self.registry = Some(registry);
+        self.watched = Some(watched);
+        self
+    }
     pub fn settings(&self) -> &Settings {
         &self.rt.settings
     }

@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use tamada_sdk::abi::{CreateCtxV1, Instance, PluginV1, RoleV1};
 use tamada_sdk::plugin::__private as sdk;
 use tamada_sdk::prelude::*;
+use tamada_sdk::{Interest, Woke};
 
 /// Scripted I/O: reads come in the given pieces, then `Blocked` (or the
 /// end of the stream); writes take at most `write_cap` bytes per call and
@@ -85,6 +86,20 @@ impl Handler for Hi {
     }
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         use std::io::Read;
+        if req.path().starts_with("/wait/") {
+            return wait(req, res);
+        }
+        if req.path() == "/relay" {
+            let (mine, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+            mine.set_nonblocking(true).expect("nonblocking");
+            set_peer(req.path(), theirs);
+            res.status(101).header("upgrade", "x").relay(
+                mine,
+                b"hello from relay".to_vec(),
+                std::time::Duration::from_secs(5),
+            );
+            return Outcome::Done;
+        }
         if req.path().starts_with("/pool/slow") {
             // Reads its body in small pieces, slowly: the pipe stays
             // nearly full and the loop's buffer fills up behind it.
@@ -116,6 +131,66 @@ impl Handler for Hi {
     }
 }
 
+/// The far ends of the sockets the test handlers wait on or relay to, by
+/// request path (tests run side by side).
+static PEERS: std::sync::Mutex<Option<HashMap<String, std::os::unix::net::UnixStream>>> =
+    std::sync::Mutex::new(None);
+
+fn set_peer(path: &str, s: std::os::unix::net::UnixStream) {
+    let mut g = PEERS.lock().unwrap_or_else(|p| p.into_inner());
+    g.get_or_insert_with(HashMap::new)
+        .insert(path.to_owned(), s);
+}
+
+fn take_peer(path: &str) -> std::os::unix::net::UnixStream {
+    let mut g = PEERS.lock().unwrap_or_else(|p| p.into_inner());
+    g.get_or_insert_with(HashMap::new)
+        .remove(path)
+        .expect("the handler's far end")
+}
+
+/// `/wait/...`: waits on a socket (`/wait/short` for 50 ms), then answers
+/// with what it read there, or that its time ran out.
+fn wait(req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mine = match req.resume::<std::os::unix::net::UnixStream>() {
+        None => {
+            let (mine, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+            mine.set_nonblocking(true).expect("nonblocking");
+            set_peer(req.path(), theirs);
+            mine
+        }
+        Some(mine) => mine,
+    };
+    match req.woke() {
+        Woke::TimedOut => {
+            res.body("timed out");
+            Outcome::Done
+        }
+        Woke::Ready => {
+            let mut b = [0u8; 16];
+            let n = (&mine).read(&mut b).unwrap_or(0);
+            res.body(format!("woke {}", String::from_utf8_lossy(&b[..n])));
+            Outcome::Done
+        }
+        Woke::First => {
+            let t = if req.path().ends_with("/short") {
+                50
+            } else {
+                5000
+            };
+            let fd = mine.as_raw_fd();
+            req.wait(
+                fd,
+                Interest::Read,
+                std::time::Duration::from_millis(t),
+                mine,
+            )
+        }
+    }
+}
+
 fn construct(o: &Options) -> Result<Box<dyn Handler>, String> {
     Ok(Box::new(Hi {
         inline: o.yaml().contains("inline"),
@@ -139,6 +214,8 @@ static EXT: tamada_sdk::abi::ExtV1 = sdk::ext_table(create_ext, 0);
 fn plugin() -> Arc<Plugin> {
     static P: OnceLock<Arc<Plugin>> = OnceLock::new();
     P.get_or_init(|| {
+        // As loading does: the host's SDK 1.1 services (waits, relays).
+        (EXT.init)(&crate::plugins::host::HOST_EXT_V1);
         Arc::new(Plugin {
             name: "hi".into(),
             version: "0".into(),
@@ -200,7 +277,10 @@ struct Harness {
     pool: Arc<Pool>,
     handle: LoopHandle,
     rx: std::sync::mpsc::Receiver<Msg>,
-    _poll: mio::Poll,
+    /// A real epoll set and the loop's registry of waited descriptors, so
+    /// waits and relays register as on a loop.
+    poll: std::cell::RefCell<mio::Poll>,
+    watched: std::cell::RefCell<crate::net::watch::Watched>,
 }
 
 impl Harness {
@@ -211,7 +291,8 @@ impl Harness {
             pool: Pool::start(2),
             handle,
             rx,
-            _poll: poll,
+            poll: std::cell::RefCell::new(poll),
+            watched: Default::default(),
         }
     }
 
@@ -234,11 +315,34 @@ impl Harness {
             if !c.sock.io.reads.is_empty() || c.sock.io.eof {
                 c.sock.readable = true;
             }
-            let mut cx = Cx::for_test(&self.rt, &self.pool, &self.handle);
+            let poll = self.poll.borrow();
+            let mut cx = Cx::for_test(&self.rt, &self.pool, &self.handle)
+                .with_registry(poll.registry(), &self.watched);
             let n = c.drive(&mut cx);
+            drop(poll);
             if n == Next::Close {
                 return n;
             }
+            if n == Next::Wait && c.parked_fd().is_some() {
+                // A handler waits: an event for its descriptor wakes it
+                // (as the loop's poll would), else the turn ends.
+                let mut events = mio::Events::with_capacity(8);
+                let _ = self
+                    .poll
+                    .borrow_mut()
+                    .poll(&mut events, Some(std::time::Duration::from_millis(50)));
+                if events.iter().next().is_none() {
+                    return n;
+                }
+                c.wait_ready();
+                continue;
+            }
+            if n == Next::Wait && c.is_relay() {
+                return n;
+            }
+            let poll = self.poll.borrow();
+            let mut cx = Cx::for_test(&self.rt, &self.pool, &self.handle)
+                .with_registry(poll.registry(), &self.watched);
             if !c.waits_for_pool() && n == Next::Wait {
                 // A body being collected waits for the scripted bytes.
                 if c.collects_body() && (!c.sock.io.reads.is_empty() || c.sock.io.eof) {
@@ -517,4 +621,103 @@ fn a_large_body_reaches_a_slow_pool_reader_whole() {
     });
     assert_eq!(h.run(&mut c), Next::Wait);
     assert_eq!(bodies(&c.sock.io.out), [format!("len {}", body.len())]);
+}
+
+#[test]
+fn a_waiting_handler_is_parked_and_called_again_when_its_descriptor_is_ready() {
+    let h = Harness::new();
+    let mut c = h.conn(Script {
+        reads: VecDeque::from([b"GET /wait/x HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()]),
+        ..Script::default()
+    });
+    assert_eq!(h.run(&mut c), Next::Wait);
+    assert!(
+        c.parked_fd().is_some() && c.is_busy(),
+        "{}",
+        String::from_utf8_lossy(&c.sock.io.out)
+    );
+    assert!(c.sock.io.out.is_empty());
+    // The far end writes: the loop's poll reports it, the handler resumes.
+    use std::io::Write;
+    let mut far = take_peer("/wait/x");
+    far.write_all(b"!").expect("write");
+    assert_eq!(h.run(&mut c), Next::Wait);
+    assert_eq!(bodies(&c.sock.io.out), ["woke !"]);
+    assert!(c.parked_fd().is_none() && !c.is_busy());
+}
+
+#[test]
+fn a_waiting_handler_whose_time_runs_out_hears_of_it() {
+    let h = Harness::new();
+    let mut c = h.conn(Script {
+        reads: VecDeque::from([b"GET /wait/short HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()]),
+        ..Script::default()
+    });
+    assert_eq!(h.run(&mut c), Next::Wait);
+    assert!(c.parked_fd().is_some());
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    let poll = h.poll.borrow();
+    let mut cx = Cx::for_test(&h.rt, &h.pool, &h.handle).with_registry(poll.registry(), &h.watched);
+    assert_eq!(c.timed_out(&mut cx), Next::Wait);
+    assert_eq!(bodies(&c.sock.io.out), ["timed out"]);
+}
+
+#[test]
+fn a_client_that_leaves_while_its_handler_waits_frees_the_wait() {
+    let h = Harness::new();
+    let mut c = h.conn(Script {
+        reads: VecDeque::from([b"GET /wait/leave HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()]),
+        ..Script::default()
+    });
+    assert_eq!(h.run(&mut c), Next::Wait);
+    assert!(c.parked_fd().is_some());
+    c.sock.io.eof = true;
+    c.sock.peer_closed = true;
+    assert_eq!(h.run(&mut c), Next::Close);
+    assert!(c.parked_fd().is_none());
+    // The handler's state (its socket) was dropped: the far end sees EOF.
+    use std::io::Read;
+    let mut far = take_peer("/wait/leave");
+    far.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok();
+    assert_eq!(far.read(&mut [0u8; 4]).expect("eof"), 0);
+}
+
+#[test]
+fn after_a_101_bytes_are_relayed_both_ways() {
+    use std::io::{Read, Write};
+    let h = Harness::new();
+    let mut c = h.conn(Script {
+        reads: VecDeque::from([b"GET /relay HTTP/1.1\r\nHost: a\r\n\r\nearly".to_vec()]),
+        ..Script::default()
+    });
+    assert_eq!(h.run(&mut c), Next::Wait);
+    assert!(c.is_relay());
+    let out = String::from_utf8_lossy(&c.sock.io.out).into_owned();
+    assert!(out.starts_with("HTTP/1.1 101 "), "{out}");
+    assert!(
+        out.contains("\r\nUpgrade: x\r\n") && out.ends_with("\r\n\r\nhello from relay"),
+        "{out}"
+    );
+    let mut far = take_peer("/relay");
+    far.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok();
+    let mut b = [0u8; 64];
+    let n = far.read(&mut b).expect("early bytes");
+    assert_eq!(&b[..n], b"early");
+    // Client -> relay.
+    c.sock.io.reads.push_back(b"ping".to_vec());
+    assert_eq!(h.run(&mut c), Next::Wait);
+    let n = far.read(&mut b).expect("ping");
+    assert_eq!(&b[..n], b"ping");
+    // Relay -> client.
+    far.write_all(b"pong").expect("pong");
+    c.relay_ready(true, false);
+    assert_eq!(h.run(&mut c), Next::Wait);
+    assert!(c.sock.io.out.ends_with(b"pong"));
+    // The far end closes, the client too: the relay ends.
+    drop(far);
+    c.relay_ready(true, false);
+    c.sock.io.eof = true;
+    assert_eq!(h.run(&mut c), Next::Close);
 }
