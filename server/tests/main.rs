@@ -1,5 +1,5 @@
 //! One integration-test binary for the server: each feature file is a
-//! module sharing the harness (STYLE.md).
+//! module sharing the harness (one link step, shared helpers).
 
 mod harness;
 

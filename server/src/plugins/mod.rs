@@ -345,7 +345,7 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
     if plugin.name.is_empty() {
         return Err("the plugin declares an empty name".into());
     }
-    // Never unloaded (DESIGN.md): the table and code stay mapped for good.
+    // Never unloaded (docs/ARCHITECTURE.md): the table and code stay mapped for good.
     std::mem::forget(lib);
     Ok(plugin)
 }
