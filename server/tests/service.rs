@@ -27,6 +27,19 @@ fn fixture() -> Fixture {
 }
 
 /// Makes the tree readable by everyone, but `secret.txt` by root only.
+/// Replaces each symlink in `dir` by a copy of its target.
+fn materialise(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_symlink() {
+            let target = std::fs::read_link(&p).unwrap();
+            let tmp = p.with_extension("copy");
+            std::fs::copy(&target, &tmp).unwrap();
+            std::fs::rename(&tmp, &p).unwrap();
+        }
+    }
+}
+
 fn open_up(root: &std::path::Path) {
     for e in walk(root) {
         let mode = if e.is_dir() || e.ends_with("id.sh") {
@@ -78,6 +91,10 @@ fn started_as_root_it_serves_as_the_configured_user_on_every_thread() {
         return;
     }
     let (dir, conf, plugins, ports) = f.write();
+    // The plugin folder holds symlinks into target/, which `nobody` cannot
+    // follow when the checkout lives under a folder only root may enter
+    // (root's home, 0700): the reload after the drop reads copies.
+    materialise(&plugins);
     open_up(dir.path());
     let s = TestServer::spawn(dir, &conf, &plugins, ports, &[]);
     assert!(
@@ -266,6 +283,20 @@ fn help_and_the_man_page_come_from_one_definition() {
     assert!(
         err.contains("unexpected argument '--no-such-flag'"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_committed_man_page_is_what_the_binary_prints() {
+    // The package installs packaging/tamada.8 (so that `cargo deb` works
+    // from a clean checkout): it must not drift from the flags.
+    let (code, printed, err) = run_tamada(&["--man"]);
+    assert_eq!(code, 0, "{err}");
+    let committed =
+        std::fs::read_to_string(workspace_root().join("packaging/tamada.8")).expect("man page");
+    assert!(
+        printed == committed,
+        "packaging/tamada.8 is stale: run `tamada --man > packaging/tamada.8`"
     );
 }
 

@@ -244,7 +244,18 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         // The mapping outlives the name: nothing is left behind on disk.
         let _ = std::fs::remove_file(c);
     }
-    let lib = lib.map_err(|e| format!("cannot load: {e}"))?;
+    // libloading says only "dlopen failed": the loader's own reason
+    // (`Permission denied`, a missing symbol) is in the error's source.
+    let lib = lib.map_err(|e| {
+        let mut why = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            why.push_str(": ");
+            why.push_str(&s.to_string());
+            src = s.source();
+        }
+        format!("cannot load: {why}")
+    })?;
     // SAFETY: the symbol's type is the frozen bootstrap signature; a plugin
     // that exports this name promises it.
     let header: PluginHeader = unsafe {
