@@ -6,6 +6,9 @@
 //!   `unix:/path`, CIDRs) and connections with a read buffer, a liveness
 //!   check for idle ones and a write that watches for an early answer, for
 //!   `proxy` and `fastcgi`;
+//! - [`exchange`]: one exchange with an upstream as a non-blocking
+//!   machine (connect, send, watch), run on the event loop or the pool;
+//! - [`chunked`]: an upstream's chunked body, decoded with no I/O;
 //! - [`upload`]: a request body streamed upstream, replayable while small;
 //! - [`spool`]: a chunked request body collected (memory, then an
 //!   anonymous file) so that CONTENT_LENGTH can be set.
@@ -15,6 +18,12 @@
 pub mod addr;
 pub mod cgi_env;
 pub mod cgi_headers;
+pub mod chunked;
 pub mod conn;
+pub mod exchange;
 pub mod spool;
 pub mod upload;
+
+/// Response bodies up to this size are read by the gateway plugins and
+/// answered from memory; longer ones become a stream the core pulls.
+pub const SMALL_BODY: usize = 64 * 1024;

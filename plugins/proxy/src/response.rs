@@ -193,17 +193,9 @@ pub fn read_head(
                         "a response head over {limit} bytes (max_response_head)"
                     )));
                 }
-                if !c.nonblocking && (got_any || at.interims > 0 || !c.buffered().is_empty()) {
-                    // A blocking read waits at most `read_timeout` each
-                    // time (the first one is bound by it alone): the
-                    // head's own deadline bounds the later ones.
-                    let left = at
-                        .deadline
-                        .saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() || !c.readable_within(left) {
-                        return Err(HeadError::Timeout);
-                    }
-                } else if std::time::Instant::now() >= at.deadline {
+                // The head's own deadline bounds the whole head, however
+                // its bytes trickle in.
+                if std::time::Instant::now() >= at.deadline {
                     return Err(HeadError::Timeout);
                 }
                 match c.fill() {
@@ -356,18 +348,6 @@ fn frame(
     })
 }
 
-/// Where the chunked decoder is.
-enum Chunk {
-    /// Before a chunk-size line.
-    Size,
-    /// Inside a chunk: bytes left.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// Trailer lines up to the empty one.
-    Trailers,
-}
-
 /// What goes back to the pool when the body ends.
 pub struct Finish {
     pub ups: Arc<Upstreams>,
@@ -379,7 +359,7 @@ pub struct UpstreamBody {
     conn: Option<Conn>,
     framing: Framing,
     left: u64,
-    chunk: Chunk,
+    chunk: tamada_gateway::chunked::Chunked,
     done: bool,
     finish: Finish,
 }
@@ -394,7 +374,7 @@ impl UpstreamBody {
             conn: Some(conn),
             framing,
             left,
-            chunk: Chunk::Size,
+            chunk: Default::default(),
             done: false,
             finish,
         };
@@ -456,24 +436,28 @@ impl UpstreamBody {
         Ok(n)
     }
 
-    /// One line (without CRLF) for the chunked framing; bounded.
-    fn line(&mut self) -> io::Result<Vec<u8>> {
-        let c = self.conn()?;
+    fn chunked(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
-            if let Some(i) = c.buffered().iter().position(|&b| b == b'\n') {
-                let mut l = c.buffered()[..i].to_vec();
-                c.consume(i + 1);
-                if l.last() == Some(&b'\r') {
-                    l.pop();
-                }
-                return Ok(l);
+            let Some(c) = self.conn.as_mut() else {
+                return Err(io::Error::other("the upstream connection is gone"));
+            };
+            let (used, n) = self
+                .chunk
+                .decode(c.buffered(), out)
+                .map_err(|e| io::Error::other(format!("the upstream's chunked body: {e}")))?;
+            c.consume(used);
+            if self.chunk.is_done() {
+                // Trailer fields are not passed on (the core sends none).
+                self.end();
+                return Ok(n);
             }
-            if c.buffered().len() > 8192 {
-                return Err(io::Error::other(
-                    "the upstream sent a chunk line over 8 KiB",
-                ));
+            if n > 0 {
+                return Ok(n);
             }
-            if c.fill()? == 0 {
+            let Some(c) = self.conn.as_mut() else {
+                return Err(io::Error::other("the upstream connection is gone"));
+            };
+            if used == 0 && c.fill()? == 0 {
                 return Err(io::Error::other(
                     "the upstream closed inside the chunked body",
                 ));
@@ -481,68 +465,12 @@ impl UpstreamBody {
         }
     }
 
-    fn chunked(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.chunk {
-                Chunk::Size => {
-                    let l = self.line()?;
-                    let hex = l.split(|&b| b == b';').next().unwrap_or(&[]);
-                    let hex = String::from_utf8_lossy(hex);
-                    let hex = hex.trim();
-                    if hex.is_empty()
-                        || hex.len() > 15
-                        || !hex.bytes().all(|b| b.is_ascii_hexdigit())
-                    {
-                        return Err(io::Error::other(format!(
-                            "the upstream sent a bad chunk size `{hex}`"
-                        )));
-                    }
-                    let n = u64::from_str_radix(hex, 16).map_err(io::Error::other)?;
-                    self.chunk = if n == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(n)
-                    };
-                }
-                Chunk::Data(left) => {
-                    let n = self.raw(out, left)?;
-                    if n == 0 {
-                        return Err(io::Error::other("the upstream closed inside a chunk"));
-                    }
-                    let left = left - n as u64;
-                    self.chunk = if left == 0 {
-                        Chunk::DataEnd
-                    } else {
-                        Chunk::Data(left)
-                    };
-                    return Ok(n);
-                }
-                Chunk::DataEnd => {
-                    if !self.line()?.is_empty() {
-                        return Err(io::Error::other(
-                            "the upstream sent a chunk longer than its size",
-                        ));
-                    }
-                    self.chunk = Chunk::Size;
-                }
-                Chunk::Trailers => {
-                    // Trailer fields are not passed on (the core sends no
-                    // trailers).
-                    let mut total = 0;
-                    loop {
-                        let l = self.line()?;
-                        if l.is_empty() {
-                            break;
-                        }
-                        total += l.len();
-                        if total > 16 * 1024 {
-                            return Err(io::Error::other("the upstream sent trailers over 16 KiB"));
-                        }
-                    }
-                    self.end();
-                    return Ok(0);
-                }
-            }
+    /// On the pool: waits for the socket to be ready for `i`, at most
+    /// until `until`; false when the time ran out.
+    pub fn block(&self, i: tamada_gateway::exchange::Interest, until: std::time::Instant) -> bool {
+        match &self.conn {
+            Some(c) => tamada_gateway::exchange::ready_by(&c.sock, i, until),
+            None => true,
         }
     }
 }
