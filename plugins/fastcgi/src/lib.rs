@@ -1,34 +1,31 @@
 //! `fastcgi`: runs scripts on a FastCGI server (php-fpm) over TCP or a
 //! unix socket, like nginx's `fastcgi_pass`.
 //!
-//! The life of a request, in [`FastCgi::handle`], on the pool: map the
-//! path to a script ([`map`]: a script file, a folder's index, or the
-//! front controller), build the CGI meta-variables (the same code as the
-//! `cgi` plugin: [`tamada_gateway::cgi_env`]), take an idle connection
-//! (with `keepalive`: `FCGI_KEEP_CONN`) or connect, send BEGIN_REQUEST and PARAMS, stream
-//! the body as STDIN (a chunked one is spooled first: CONTENT_LENGTH must
-//! be known), read STDOUT up to the end of the CGI header block
-//! ([`tamada_gateway::cgi_headers`]), and hand the rest to the core as a
-//! stream that puts the connection back once END_REQUEST came. STDERR
-//! goes to the vhost's error log.
+//! The life of a request: map the path to a script ([`map`]: a script
+//! file, a folder's index, or the front controller), build the CGI
+//! meta-variables (the same code as the `cgi` plugin:
+//! [`tamada_gateway::cgi_env`]), then one machine (`call.rs`) over the
+//! gateway's upstream exchange: take an idle connection (with
+//! `keepalive`: `FCGI_KEEP_CONN`) or connect, send BEGIN_REQUEST, PARAMS
+//! and the body as STDIN, read STDOUT up to the end of the CGI header
+//! block ([`tamada_gateway::cgi_headers`]), and answer from memory or hand
+//! the rest to the core as a stream that puts the connection back once
+//! END_REQUEST came. STDERR goes to the vhost's error log. It runs on the
+//! event loop for a body in memory, on the pool otherwise.
 
+mod call;
 pub mod config;
-mod inline;
 pub mod map;
 pub mod record;
 
 use config::{Config, Settings};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tamada_gateway::cgi_env;
-use tamada_gateway::cgi_headers::{self, MAX_HEAD, Reply, Scan};
-use tamada_gateway::conn::idempotent;
-use tamada_gateway::conn::{self, Conn, IdlePool, Sent};
-use tamada_gateway::spool::Spool;
-use tamada_gateway::upload::Upload;
+use tamada_gateway::conn::{Conn, IdlePool};
 use tamada_sdk::prelude::*;
 
 /// A route's FastCGI handler.
@@ -93,19 +90,6 @@ pub fn new(options: &Options) -> Result<FastCgi, String> {
     })
 }
 
-/// Why one attempt failed.
-enum Fail {
-    /// A pooled connection the server had closed: nothing reached it.
-    Stale,
-    Timeout(String),
-    /// Refused, cut, or not FastCGI.
-    Bad(String),
-    /// The server is overloaded (END_REQUEST says so): 503.
-    Busy(String),
-    /// The client's body failed.
-    Client(String),
-}
-
 /// Where the error log lines of a request go (also from its stream).
 #[derive(Clone)]
 struct LogCtx {
@@ -152,174 +136,6 @@ fn read_record(c: &mut Conn) -> io::Result<Option<(u8, Vec<u8>)>> {
     }
 }
 
-fn timed_out(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// A response head read from STDOUT.
-struct Head {
-    headers: cgi_headers::Headers,
-    /// STDOUT bytes past the header block.
-    rest: Vec<u8>,
-    /// The request body was not all sent: the connection is not reused.
-    reusable: bool,
-}
-
-impl FastCgi {
-    fn attempt(
-        &self,
-        c: &mut Conn,
-        pre: &[u8],
-        input: &mut Upload,
-        log: &LogCtx,
-        req_method: &str,
-    ) -> Result<Head, Fail> {
-        // Blocking, with the timeouts (a connection last used inline is
-        // non-blocking).
-        if let Err(e) = c.set_mode(false, self.s.read_timeout, self.s.send_timeout) {
-            return Err(Fail::Bad(format!("setting up the connection: {e}")));
-        }
-        let stale_or = |c: &Conn, e: io::Error, what: &str| {
-            if timed_out(&e) {
-                Fail::Timeout(format!("timed out {what}"))
-            } else if c.reused {
-                Fail::Stale
-            } else {
-                Fail::Bad(format!("{what}: {e}"))
-            }
-        };
-        if let Err(e) = c.sock.write_all(pre) {
-            return Err(stale_or(c, e, "sending the parameters"));
-        }
-        let early = match self.send_stdin(c, input) {
-            Ok(answered) => answered,
-            Err(Fail::Bad(why)) => {
-                if !c.readable() {
-                    return Err(if c.reused && !input.started {
-                        Fail::Stale
-                    } else {
-                        Fail::Bad(why)
-                    });
-                }
-                true
-            }
-            Err(f) => return Err(f),
-        };
-        let mut out = Vec::new();
-        let mut any = false;
-        loop {
-            let rec = match read_record(c) {
-                Ok(r) => r,
-                Err(e) if timed_out(&e) => {
-                    return Err(Fail::Timeout(format!(
-                        "no response head within {:?} (read_timeout)",
-                        self.s.read_timeout
-                    )));
-                }
-                Err(e) if !any && idempotent(req_method) => {
-                    return Err(stale_or(c, e, "reading the response"));
-                }
-                Err(e) => return Err(Fail::Bad(format!("reading the response: {e}"))),
-            };
-            let Some((ty, content)) = rec else {
-                // Nothing came back: a request that may run twice goes
-                // again on a fresh connection (RFC 9110 9.2.2).
-                if !any && c.reused && idempotent(req_method) {
-                    return Err(Fail::Stale);
-                }
-                return Err(Fail::Bad(
-                    "the server closed the connection before a response head".into(),
-                ));
-            };
-            any = true;
-            match ty {
-                record::STDOUT => {
-                    out.extend_from_slice(&content);
-                    match cgi_headers::scan(&out) {
-                        Scan::Done(headers, n) => {
-                            return Ok(Head {
-                                headers,
-                                rest: out.split_off(n),
-                                reusable: !early && input.ended,
-                            });
-                        }
-                        Scan::Bad(why) => {
-                            return Err(Fail::Bad(format!("a bad header block: {why}")));
-                        }
-                        Scan::Incomplete if out.len() > MAX_HEAD => {
-                            return Err(Fail::Bad(format!("a header block over {MAX_HEAD} bytes")));
-                        }
-                        Scan::Incomplete => {}
-                    }
-                }
-                record::STDERR => log.stderr(&content),
-                record::END_REQUEST => {
-                    let status = content.get(4).copied().unwrap_or(0);
-                    let why = format!(
-                        "the request ended ({}) {}",
-                        record::protocol_status(status),
-                        if out.is_empty() {
-                            "with no output"
-                        } else {
-                            "inside the header block"
-                        }
-                    );
-                    return Err(if status == 2 {
-                        Fail::Busy(why)
-                    } else {
-                        Fail::Bad(why)
-                    });
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// STDIN: the body (a replayed copy first) and the stream's end;
-    /// `Ok(true)` when the server answered before it ended.
-    fn send_stdin(&self, c: &mut Conn, input: &mut Upload) -> Result<bool, Fail> {
-        let send = |c: &mut Conn, data: &[u8]| -> Result<bool, Fail> {
-            match c.send_reading(data, self.s.send_timeout) {
-                Ok(s) => Ok(s == Sent::Answered),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(Fail::Timeout(format!(
-                    "the server took no body for {:?} (send_timeout)",
-                    self.s.send_timeout
-                ))),
-                Err(e) => Err(Fail::Bad(format!("sending the body: {e}"))),
-            }
-        };
-        let stdin = |data: &[u8]| {
-            let mut v = Vec::with_capacity(data.len() + 16);
-            record::push_stream(&mut v, record::STDIN, data);
-            v
-        };
-        if input.started {
-            let Some(copy) = input.replay().map(<[u8]>::to_vec) else {
-                return Err(Fail::Bad("the request body cannot be sent again".into()));
-            };
-            if !copy.is_empty() && send(c, &stdin(&copy))? {
-                return Ok(true);
-            }
-        }
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            let n = input
-                .read(&mut buf)
-                .map_err(|e| Fail::Client(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            if send(c, &stdin(&buf[..n]))? {
-                return Ok(true);
-            }
-        }
-        send(c, &stdin(&[]))
-    }
-}
-
 /// The page of a gateway failure: 502, 503 or 504.
 fn gateway_page(res: &mut ResponseBuilder, code: u16) -> Outcome {
     let text = match code {
@@ -359,90 +175,10 @@ impl Handler for FastCgi {
             return self.handle_inline(req, res);
         }
         if req.is_inline() {
-            // A server that cannot wait: the blocking path, on the pool.
+            // A server that cannot wait: the pool's path.
             return req.defer();
         }
-        let t0 = Instant::now();
-        let (root, mapped) = self.locate(req.path());
-        let script = match mapped {
-            map::Mapped::Run(s) => s,
-            map::Mapped::Decline => return Outcome::Decline,
-            map::Mapped::NotFound => return page(res, 404, "Not Found"),
-        };
-        let log = LogCtx {
-            vhost: req.vhost().name().to_owned(),
-            peer: req.peer_addr(),
-            source: format!("fastcgi:{}", self.label),
-        };
-        let (reader, content_length): (Option<Box<dyn Read>>, Option<u64>) =
-            match req.content_length() {
-                Some(0) => (None, None),
-                Some(n) => (Some(Box::new(req.body())), Some(n)),
-                None => {
-                    // CONTENT_LENGTH must be known (PHP parses forms by it).
-                    let mut spool = Spool::new(self.s.spool_threshold);
-                    if let Err(e) = spool.fill_from(&mut req.body()) {
-                        log.record(
-                            log::Level::Warn,
-                            &format!("request body could not be read: {e}"),
-                        );
-                        return page(res, 400, "the request body could not be read");
-                    }
-                    let n = spool.len();
-                    match spool.into_reader() {
-                        Ok(r) if n > 0 => (Some(Box::new(r)), Some(n)),
-                        Ok(_) => (None, Some(0)),
-                        Err(e) => return Outcome::Error(format!("spooling the request body: {e}")),
-                    }
-                }
-            };
-        let pre = self.request_head(req, &script, &root, content_length);
-        let mut input = Upload::new(reader);
-        let mut fresh = false;
-        loop {
-            let pooled = if fresh { None } else { self.pool.take() };
-            let mut c = match pooled {
-                Some(c) => c,
-                None => match conn::connect(&self.s.address, self.s.connect_timeout) {
-                    Ok(sock) => Conn::new(sock, 0),
-                    Err(e) => {
-                        let timeout = timed_out(&e);
-                        log.record(
-                            log::Level::Error,
-                            &format!("connecting to {}: {e}", self.label),
-                        );
-                        let code = if timeout { 504 } else { 502 };
-                        note(req, &self.label, code, t0.elapsed());
-                        return gateway_page(res, code);
-                    }
-                },
-            };
-            let fail = match self.attempt(&mut c, &pre, &mut input, &log, req.method()) {
-                Ok(head) => return self.respond(req, res, c, head, log, t0),
-                Err(f) => f,
-            };
-            drop(c);
-            let (code, why) = match fail {
-                Fail::Stale if !fresh => {
-                    fresh = true;
-                    continue;
-                }
-                Fail::Stale => (502, "the server closed the connection".to_owned()),
-                Fail::Client(why) => {
-                    log.record(
-                        log::Level::Warn,
-                        &format!("request body could not be read: {why}"),
-                    );
-                    return page(res, 400, "the request body could not be read");
-                }
-                Fail::Timeout(why) => (504, why),
-                Fail::Busy(why) => (503, why),
-                Fail::Bad(why) => (502, why),
-            };
-            log.record(log::Level::Error, &format!("{}: {why}", self.label));
-            note(req, &self.label, code, t0.elapsed());
-            return gateway_page(res, code);
-        }
+        self.handle_blocking(req, res)
     }
 }
 
@@ -540,58 +276,6 @@ impl FastCgi {
         }
         (root, m)
     }
-
-    fn respond(
-        &self,
-        req: &Request,
-        res: &mut ResponseBuilder,
-        c: Conn,
-        head: Head,
-        log: LogCtx,
-        t0: Instant,
-    ) -> Outcome {
-        match cgi_headers::interpret(head.headers) {
-            Reply::Bad(why) => {
-                log.record(log::Level::Error, &format!("bad response: {why}"));
-                note(req, &self.label, 502, t0.elapsed());
-                page(res, 502, "Bad Gateway")
-            }
-            Reply::Local(location) => {
-                note(req, &self.label, 200, t0.elapsed());
-                // The rest of this response is not wanted: the connection
-                // is closed rather than drained.
-                drop(c);
-                Outcome::Redirect(location)
-            }
-            Reply::Respond(status, hs) => {
-                note(req, &self.label, status, t0.elapsed());
-                res.status(status);
-                for (n, v) in &hs {
-                    res.header(n, v);
-                }
-                let mut body = FcgiBody {
-                    conn: Some(c),
-                    pending: head.rest,
-                    pos: 0,
-                    reusable: head.reusable,
-                    pool: self.pool.clone(),
-                    log,
-                };
-                match body.take_ready() {
-                    Ok(Some(all)) => res.body(all),
-                    Ok(None) => res.body(Body::Stream(Box::new(body))),
-                    Err(e) => {
-                        body.log.record(
-                            log::Level::Error,
-                            &format!("{}: reading the response: {e}", self.label),
-                        );
-                        return page(res, 502, "Bad Gateway");
-                    }
-                };
-                Outcome::Done
-            }
-        }
-    }
 }
 
 /// The rest of STDOUT, pulled by the core.
@@ -602,44 +286,6 @@ struct FcgiBody {
     reusable: bool,
     pool: Arc<IdlePool>,
     log: LogCtx,
-}
-
-/// Responses whose end is already here up to this size are answered
-/// from memory (no stream for the core to pull).
-const SMALL_BODY: usize = 64 * 1024;
-
-impl FcgiBody {
-    /// The whole body, when END_REQUEST is among the bytes that have
-    /// already arrived (no waiting: a script that streams keeps
-    /// streaming).
-    fn take_ready(&mut self) -> io::Result<Option<Vec<u8>>> {
-        loop {
-            let Some(c) = self.conn.as_mut() else {
-                return Ok(None);
-            };
-            if self.pending.len() - self.pos > SMALL_BODY || !c.readable() {
-                return Ok(None);
-            }
-            match read_record(c)? {
-                None => {
-                    return Err(io::Error::other(
-                        "the FastCGI server closed before END_REQUEST",
-                    ));
-                }
-                Some((record::STDOUT, data)) => self.pending.extend_from_slice(&data),
-                Some((record::STDERR, data)) => self.log.stderr(&data),
-                Some((record::END_REQUEST, _)) => {
-                    if let Some(c) = self.conn.take()
-                        && self.reusable
-                    {
-                        self.pool.put(c);
-                    }
-                    return Ok(Some(self.pending.split_off(self.pos)));
-                }
-                Some(_) => {}
-            }
-        }
-    }
 }
 
 impl BodyStream for FcgiBody {

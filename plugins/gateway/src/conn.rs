@@ -1,6 +1,6 @@
-//! Connections to an upstream (TCP or unix): a read buffer, a liveness
-//! check for idle ones, a write that stops when the upstream has already
-//! answered, and a bounded pool of idle connections.
+//! Connections to an upstream (TCP or unix): a non-blocking connect, a
+//! read buffer, a liveness check for idle ones, and a bounded pool of idle
+//! connections. The exchange on a connection is `exchange.rs`.
 
 use crate::addr::Addr;
 use rustix::event::{PollFd, PollFlags};
@@ -88,18 +88,6 @@ impl Write for Sock {
     }
 }
 
-/// Connects to `addr` within `timeout` (TCP_NODELAY set).
-pub fn connect(addr: &Addr, timeout: Duration) -> io::Result<Sock> {
-    match addr {
-        Addr::Tcp { addr, .. } => {
-            let s = TcpStream::connect_timeout(addr, timeout)?;
-            s.set_nodelay(true)?;
-            Ok(Sock::Tcp(s))
-        }
-        Addr::Unix(p) => connect_unix(p, timeout).map(Sock::Unix),
-    }
-}
-
 /// Starts a non-blocking connect (inline use): the socket, and whether it
 /// is connected already. When not, it is once writable, and
 /// [`connect_result`] says how it went. A unix socket whose listener's
@@ -149,37 +137,6 @@ pub fn connect_result(s: &Sock) -> io::Result<()> {
     }
 }
 
-/// A unix-socket connect that cannot hang: a blocking connect(2) waits
-/// for as long as the listener's backlog is full (an overloaded
-/// php-fpm). Non-blocking, a full backlog is EAGAIN: tried again every
-/// 10 ms for at most `timeout` (2 s at most), then an error (nginx gives
-/// up at once).
-fn connect_unix(p: &std::path::Path, timeout: Duration) -> io::Result<UnixStream> {
-    use socket2::{Domain, SockAddr, Socket, Type};
-    let addr = SockAddr::unix(p)?;
-    let deadline = Instant::now() + timeout.min(Duration::from_secs(2));
-    loop {
-        let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        s.set_nonblocking(true)?;
-        match s.connect(&addr) {
-            Ok(()) => {
-                s.set_nonblocking(false)?;
-                return Ok(UnixStream::from(std::os::fd::OwnedFd::from(s)));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the socket's backlog stayed full (the server is overloaded)",
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Methods that may run twice with the same effect (RFC 9110 9.2.2):
 /// only these are sent again after a failure that may have reached the
 /// upstream.
@@ -202,16 +159,6 @@ pub fn zero_timeout(timeouts: &[(&str, Option<tamada_sdk::units::Secs>)]) -> Res
         )),
         None => Ok(()),
     }
-}
-
-/// How a watched write ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Sent {
-    /// Every byte went.
-    All,
-    /// The upstream has something to say (or closed) before it took them
-    /// all: read its answer.
-    Answered,
 }
 
 /// A connection to one upstream, with what was read and not used yet.
@@ -326,98 +273,6 @@ impl Conn {
             ),
             Err(rustix::io::Errno::AGAIN)
         )
-    }
-    /// Waits at most `left` for bytes (or the upstream's end) on a
-    /// blocking socket; false when none came in time.
-    pub fn readable_within(&self, left: Duration) -> bool {
-        if !self.buffered().is_empty() {
-            return true;
-        }
-        let Ok(ts) = rustix::event::Timespec::try_from(left) else {
-            return true;
-        };
-        let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
-        loop {
-            match rustix::event::poll(&mut fds, Some(&ts)) {
-                Err(rustix::io::Errno::INTR) => continue,
-                Ok(n) => return n > 0,
-                // Let the read report it.
-                Err(_) => return true,
-            }
-        }
-    }
-    /// Whether bytes (or the upstream's end) are waiting to be read.
-    pub fn readable(&self) -> bool {
-        if !self.buffered().is_empty() {
-            return true;
-        }
-        let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
-        let zero = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-            && fds[0].revents().contains(PollFlags::IN)
-    }
-    /// Writes `data` within `timeout`, unless the upstream answers first
-    /// (`data` is then what is left). An error of kind `TimedOut` is the
-    /// timeout.
-    pub fn send_watching(&mut self, data: &mut &[u8], timeout: Duration) -> io::Result<Sent> {
-        self.send(data, timeout, false)
-    }
-}
-
-impl Conn {
-    /// Writes `data` within `timeout` while reading whatever the upstream
-    /// sends meanwhile into the buffer (FastCGI: an application may write
-    /// before it has read all of its input). `Answered` when the upstream
-    /// closed, or more than 1 MiB of its answer is waiting.
-    pub fn send_reading(&mut self, data: &[u8], timeout: Duration) -> io::Result<Sent> {
-        let mut data = data;
-        self.send(&mut data, timeout, true)
-    }
-
-    /// The write loop of both: poll for room or an answer; an answer
-    /// stops it (`keep_reading` false) or is read into the buffer.
-    fn send(
-        &mut self,
-        data: &mut &[u8],
-        timeout: Duration,
-        keep_reading: bool,
-    ) -> io::Result<Sent> {
-        let deadline = Instant::now() + timeout;
-        while !data.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            let ts = rustix::event::Timespec::try_from(left).ok();
-            let mut fds = [PollFd::new(&self.sock, PollFlags::OUT | PollFlags::IN)];
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-                Ok(_) => {}
-                Err(e) => return Err(e.into()),
-            }
-            if fds[0]
-                .revents()
-                .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
-            {
-                if !keep_reading || self.fill()? == 0 || self.buffered().len() > 1 << 20 {
-                    return Ok(Sent::Answered);
-                }
-                continue;
-            }
-            match rustix::net::send(
-                &self.sock,
-                data,
-                rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
-            ) {
-                Ok(n) => *data = &data[n..],
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(Sent::All)
     }
 }
 

@@ -5,7 +5,7 @@ use crate::config::{Addr, Balance, Settings};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-pub use tamada_gateway::conn::{Conn, IdlePool, Sent, connect};
+pub use tamada_gateway::conn::{Conn, IdlePool};
 
 /// One upstream's shared state.
 pub struct Upstream {
