@@ -8,6 +8,7 @@
 //! for a body in memory, and on the pool for the rest (each wait a
 //! `poll`).
 
+use crate::source::{FcgiSource, MemBody, ReadBody, StdinBody};
 use crate::{FastCgi, FcgiBody, LogCtx, gateway_page, note, page, read_record, record};
 use std::io;
 use std::time::{Duration, Instant};
@@ -72,100 +73,6 @@ impl<B: StdinBody> Call<B> {
             Some(u) => ex::ready_by(&u.conn.sock, i, self.until()),
             None => true,
         }
-    }
-}
-
-/// The request's records: the head, then STDIN, then STDIN's end.
-struct FcgiSource<B> {
-    pre: Vec<u8>,
-    pre_given: bool,
-    body: B,
-    ended: bool,
-}
-
-/// A request body as STDIN records.
-pub trait StdinBody {
-    /// Appends the next STDIN record(s); `Ok(false)` at the body's end.
-    fn next(&mut self, out: &mut Vec<u8>) -> io::Result<bool>;
-    /// Starts over; false when what was taken cannot be given again.
-    fn rewind(&mut self) -> bool;
-}
-
-/// Whole, in memory (the loop's path).
-pub struct MemBody(Vec<u8>, bool);
-
-impl StdinBody for MemBody {
-    fn next(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if self.1 || self.0.is_empty() {
-            return Ok(false);
-        }
-        self.1 = true;
-        for piece in self.0.chunks(32 * 1024) {
-            record::push_stream(out, record::STDIN, piece);
-        }
-        Ok(true)
-    }
-    fn rewind(&mut self) -> bool {
-        self.1 = false;
-        true
-    }
-}
-
-/// Read as it goes (the pool's path), with a copy while small.
-pub struct ReadBody<'r> {
-    up: Upload<'r>,
-    replay: Option<Vec<u8>>,
-}
-
-impl StdinBody for ReadBody<'_> {
-    fn next(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if let Some(copy) = self.replay.take() {
-            record::push_stream(out, record::STDIN, &copy);
-            return Ok(true);
-        }
-        let mut buf = vec![0u8; 32 * 1024];
-        let n = self.up.read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        record::push_stream(out, record::STDIN, &buf[..n]);
-        Ok(true)
-    }
-    fn rewind(&mut self) -> bool {
-        if !self.up.started {
-            return true;
-        }
-        match self.up.replay() {
-            Some(copy) => {
-                self.replay = Some(copy.to_vec());
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-impl<B: StdinBody> Source for FcgiSource<B> {
-    fn next(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if !self.pre_given {
-            self.pre_given = true;
-            out.extend_from_slice(&self.pre);
-            return Ok(true);
-        }
-        if self.body.next(out)? {
-            return Ok(true);
-        }
-        if !self.ended {
-            self.ended = true;
-            record::push_stream(out, record::STDIN, &[]);
-            return Ok(true);
-        }
-        Ok(false)
-    }
-    fn rewind(&mut self) -> bool {
-        self.pre_given = false;
-        self.ended = false;
-        self.body.rewind()
     }
 }
 
@@ -626,5 +533,80 @@ impl FastCgi {
                 Step::Done(Outcome::Done)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::record;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use tamada_sdk::testing::TestRequest;
+
+    /// A FastCGI server that reads a request's records up to the end of
+    /// STDIN, then writes STDOUT (with the STDIN it got after `{stdin}`),
+    /// a line of STDERR and END_REQUEST.
+    fn server(stdout: &'static str) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let mut got = Vec::new();
+                let mut stdin = Vec::new();
+                let mut b = [0u8; 4096];
+                'read: loop {
+                    while let Ok(Some((h, whole))) = record::split(&got) {
+                        if h.ty == record::STDIN {
+                            if h.len == 0 {
+                                got.drain(..whole);
+                                break 'read;
+                            }
+                            stdin.extend_from_slice(&got[8..8 + h.len]);
+                        }
+                        got.drain(..whole);
+                    }
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&b[..n]),
+                    }
+                }
+                let text = stdout.replace("{stdin}", &String::from_utf8_lossy(&stdin));
+                let mut out = Vec::new();
+                record::push_stream(&mut out, record::STDOUT, text.as_bytes());
+                record::push(&mut out, record::STDERR, b"a notice\n");
+                record::push(&mut out, record::END_REQUEST, &[0; 8]);
+                let _ = s.write_all(&out);
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_script_answers_on_the_loop_and_on_the_pool() {
+        let port = server("Status: 201 Created\r\nContent-Type: text/plain\r\n\r\ngot {stdin}");
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a.php"), "<?php").unwrap();
+        let req = TestRequest::new("POST", "/a.php")
+            .body("form=1")
+            .document_root(root.path().to_str().unwrap());
+        let h = crate::new(&req.options(&format!("{{ address: \"127.0.0.1:{port}\" }}"))).unwrap();
+        for mut out in [req.run_waiting(&h), req.run(&h)] {
+            assert_eq!(out.response.get_status(), 201);
+            assert_eq!(out.read_body(), b"got form=1");
+        }
+    }
+
+    #[test]
+    fn a_server_that_is_not_there_is_a_502() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a.php"), "<?php").unwrap();
+        let req = TestRequest::get("/a.php").document_root(root.path().to_str().unwrap());
+        let h = crate::new(&req.options(&format!("{{ address: \"127.0.0.1:{port}\" }}"))).unwrap();
+        assert_eq!(req.run_waiting(&h).response.get_status(), 502);
+        assert_eq!(req.run(&h).response.get_status(), 502);
     }
 }

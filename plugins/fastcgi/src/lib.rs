@@ -17,6 +17,7 @@ mod call;
 pub mod config;
 pub mod map;
 pub mod record;
+mod source;
 
 use config::{Config, Settings};
 use std::io;

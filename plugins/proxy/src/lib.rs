@@ -13,10 +13,12 @@
 //! on the next upstream; everything else is a 502 (504 for a timeout)
 //! with one line in the error log.
 
+pub mod body;
 mod call;
 pub mod config;
 pub mod head;
 pub mod response;
+mod source;
 pub mod upstream;
 
 use config::{Config, Settings};

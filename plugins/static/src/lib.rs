@@ -9,137 +9,35 @@
 
 mod cache;
 pub mod cond;
+pub mod config;
 mod listing;
 pub mod range;
 pub mod resolve;
+mod serve;
 
 use cache::{Meta, Prepared, Src};
-use cond::{Conditions, Precondition};
-use range::Ranges;
 use resolve::Miss;
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Mutex;
-use std::time::Duration;
 use tamada_sdk::prelude::*;
-use tamada_sdk::units::{Secs, Size};
 
-/// How ETags are made.
-#[derive(Deserialize, schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum EtagMode {
-    /// From size, modification time (with nanoseconds) and inode.
-    #[default]
-    Metadata,
-    /// From a hash of the content, computed once per file identity.
-    Content,
-    /// No ETag.
-    Off,
-}
-
-/// Where symlinks may lead.
-#[derive(Deserialize, schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Symlinks {
-    /// Only to files inside the root.
-    #[default]
-    Inside,
-    /// Anywhere (as nginx's `disable_symlinks off`).
-    Follow,
-}
-
-/// The route's `options:`.
-#[derive(Deserialize, schemars::JsonSchema, Debug, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Serve this folder for the route (the rest of the path after the
-    /// route prefix maps into it), instead of the vhost's document_root.
-    pub root: Option<PathBuf>,
-    /// Index files tried for a directory, in order.
-    pub index: Vec<String>,
-    /// List directories without an index file.
-    pub autoindex: bool,
-    /// Serve dotfiles and dot-directories (`.well-known/` always is).
-    pub dotfiles: bool,
-    pub symlinks: Symlinks,
-    /// Served (200) for a missing path whose last segment has no extension.
-    pub fallback: Option<String>,
-    /// Pages served with their original status, e.g. `404: /404.html`.
-    pub error_pages: BTreeMap<u16, String>,
-    /// Extension (with or without dot) -> Content-Type, over the table.
-    pub mime_types: BTreeMap<String, String>,
-    pub etag: EtagMode,
-    /// Serve `x.br` / `x.gz` beside `x` to clients that accept them.
-    pub precompressed: bool,
-    /// A Cache-Control value for every file.
-    pub cache_control: Option<String>,
-    /// Most ranges in one request (after coalescing); more -> 200.
-    pub max_ranges: usize,
-    /// The open-file cache.
-    pub cache: CacheConfig,
-}
-
-/// The `cache:` option: the open-file cache of each event loop.
-#[derive(Deserialize, schemars::JsonSchema, Debug, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// How long what a path resolved to is trusted before it is looked
-    /// at again (a file replaced on disk is served within this time).
-    pub valid: Secs,
-    /// Most paths remembered per event loop; 0 turns the cache off.
-    pub entries: usize,
-    /// Files up to this size are kept in memory.
-    pub max_file_size: Size,
-    /// Memory for file contents per event loop.
-    pub memory: Size,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            valid: Secs(Duration::from_secs(1)),
-            entries: 10_000,
-            max_file_size: Size(64 << 10),
-            memory: Size(64 << 20),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            root: None,
-            index: vec!["index.html".into()],
-            autoindex: false,
-            dotfiles: false,
-            symlinks: Symlinks::Inside,
-            fallback: None,
-            error_pages: BTreeMap::new(),
-            mime_types: BTreeMap::new(),
-            etag: EtagMode::Metadata,
-            precompressed: false,
-            cache_control: None,
-            max_ranges: 32,
-            cache: CacheConfig::default(),
-        }
-    }
-}
+pub use config::{CacheConfig, Config, EtagMode, Symlinks};
 
 /// The handler of one route.
 pub struct Static {
-    cfg: Config,
+    pub(crate) cfg: Config,
     /// Absolute root when `root` is set (alias semantics).
-    root: Option<PathBuf>,
-    mime: HashMap<String, String>,
+    pub(crate) root: Option<PathBuf>,
+    pub(crate) mime: HashMap<String, String>,
     /// Content hashes by file identity (dev, inode, size, mtime ns).
-    hashes: Mutex<HashMap<(u64, u64, u64, i128), String>>,
+    pub(crate) hashes: Mutex<HashMap<(u64, u64, u64, i128), String>>,
     /// Root descriptors reused for a second.
-    roots: resolve::Roots,
+    pub(crate) roots: resolve::Roots,
     /// Names this instance in the open-file cache.
-    id: u64,
-    limits: cache::Limits,
+    pub(crate) id: u64,
+    pub(crate) limits: cache::Limits,
 }
 
 /// Builds the handler from its options.
@@ -444,177 +342,6 @@ impl Static {
         if c.vary {
             res.header("vary", "Accept-Encoding");
         }
-    }
-
-    /// Serves a chosen file with validators, preconditions and ranges.
-    fn serve_file(
-        &self,
-        req: &Request,
-        res: &mut ResponseBuilder,
-        c: Chosen,
-        status: u16,
-    ) -> Outcome {
-        if self.cfg.etag == EtagMode::Content && req.is_inline() && !self.hashed(&c.md) {
-            // Hashing reads the whole file: not on the event loop.
-            return req.defer();
-        }
-        let prep = self.prepared(&c);
-        let etag = &prep.etag;
-        let size = c.md.size;
-        let ctype = &prep.content_type;
-        if status != 200 {
-            // An error page: no conditionals, no ranges.
-            res.status(status).header("content-type", ctype);
-            self.common_headers(res, &c, &prep);
-            res.body(body(c.src, 0, size));
-            return Outcome::Done;
-        }
-        let range_hdr = if req.method() == "GET" {
-            req.header("range")
-        } else {
-            None
-        };
-        let conds = Conditions {
-            if_match: req.header("if-match"),
-            if_none_match: req.header("if-none-match"),
-            if_modified_since: req.header("if-modified-since"),
-            if_unmodified_since: req.header("if-unmodified-since"),
-            if_range: req.header("if-range"),
-            has_range: range_hdr.is_some(),
-            get_or_head: true,
-        };
-        match cond::evaluate(&conds, etag.as_deref(), c.md.modified()) {
-            Precondition::NotModified => {
-                res.status(304);
-                self.common_headers(res, &c, &prep);
-                Outcome::Done
-            }
-            Precondition::Failed => {
-                res.status(412)
-                    .header("content-type", "text/plain; charset=utf-8")
-                    .body("412 Precondition Failed\n");
-                Outcome::Done
-            }
-            Precondition::Proceed { range_ok } => {
-                res.header("accept-ranges", "bytes");
-                if let Some(enc) = c.encoding {
-                    res.header("content-encoding", enc);
-                }
-                self.common_headers(res, &c, &prep);
-                if range_ok && let Some(r) = range_hdr {
-                    match range::parse(r, size, self.cfg.max_ranges) {
-                        Ranges::Ignore => {}
-                        Ranges::Unsatisfiable => {
-                            res.status(416)
-                                .header("content-range", format!("bytes */{size}"))
-                                .header("content-type", "text/plain; charset=utf-8")
-                                .body("416 Range Not Satisfiable\n");
-                            return Outcome::Done;
-                        }
-                        Ranges::Parts(parts) if parts.len() == 1 => {
-                            let (a, b) = parts[0];
-                            res.status(206)
-                                .header("content-type", ctype)
-                                .header("content-range", format!("bytes {a}-{b}/{size}"))
-                                .body(body(c.src, a, b - a + 1));
-                            return Outcome::Done;
-                        }
-                        Ranges::Parts(parts) => {
-                            let boundary = format!(
-                                "tamada-{:016x}",
-                                xxhash_rust::xxh3::xxh3_64(
-                                    format!("{etag:?}{size}{:?}", std::time::SystemTime::now())
-                                        .as_bytes()
-                                )
-                            );
-                            let mut seg = Segments::new();
-                            let (id, mem) = match c.src {
-                                Src::Fd(f) => (Some(seg.file(f)), None),
-                                Src::Mem(m) => (None, Some(m)),
-                            };
-                            for (a, b) in parts {
-                                seg.bytes(format!(
-                                    "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n"
-                                ));
-                                match (id, &mem) {
-                                    (Some(id), _) => {
-                                        seg.range(id, a, b - a + 1);
-                                    }
-                                    (None, Some(m)) => {
-                                        seg.bytes(&m.bytes[a as usize..=b as usize]);
-                                    }
-                                    (None, None) => {}
-                                }
-                            }
-                            seg.bytes(format!("\r\n--{boundary}--\r\n"));
-                            res.status(206)
-                                .header(
-                                    "content-type",
-                                    format!("multipart/byteranges; boundary={boundary}"),
-                                )
-                                .body(seg);
-                            return Outcome::Done;
-                        }
-                    }
-                }
-                res.status(200)
-                    .header("content-type", ctype)
-                    .body(body(c.src, 0, size));
-                Outcome::Done
-            }
-        }
-    }
-
-    /// Answers an error status, with the configured page if any.
-    fn error(&self, req: &Request, res: &mut ResponseBuilder, status: u16) -> Outcome {
-        if let Some(page) = self.cfg.error_pages.get(&status) {
-            let root = self.root(req);
-            let rel = page.trim_start_matches('/');
-            if let Ok((f, md)) = self.open(req, root, rel)
-                && !md.is_dir
-            {
-                let c = Chosen {
-                    src: f,
-                    md,
-                    type_name: rel.to_owned(),
-                    encoding: None,
-                    vary: false,
-                };
-                return self.serve_file(req, res, c, status);
-            }
-            log::warn!(
-                "error page {page} for {status} is missing under {}",
-                root.display()
-            );
-        }
-        let reason = match status {
-            403 => "Forbidden",
-            404 => "Not Found",
-            _ => "Error",
-        };
-        res.status(status)
-            .header("content-type", "text/html; charset=utf-8")
-            .body(format!(
-                "<!DOCTYPE html>\n<html><head><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1></body></html>\n"
-            ));
-        Outcome::Done
-    }
-
-    fn not_found(&self, req: &Request, res: &mut ResponseBuilder, rel: &str) -> Outcome {
-        if let Some(fb) = &self.cfg.fallback {
-            let last = rel.rsplit('/').next().unwrap_or("");
-            if !last.contains('.') {
-                let root = self.root(req);
-                let frel = fb.trim_start_matches('/');
-                if let Ok((f, md)) = self.open(req, root, frel)
-                    && !md.is_dir
-                {
-                    let c = self.choose(req, root, frel, f, md);
-                    return self.serve_file(req, res, c, 200);
-                }
-            }
-        }
-        self.error(req, res, 404)
     }
 }
 

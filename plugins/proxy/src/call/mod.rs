@@ -12,14 +12,19 @@
 //!   a WebSocket upgrade, a server that cannot wait): each wait blocks the
 //!   pool thread in `poll` until the socket is ready or the time is up.
 
+use crate::body::{Finish, UpstreamBody};
 use crate::head::{self, BodyFraming};
-use crate::response::{self, Finish, Framing, HeadError, HeadRead, UpstreamBody};
+use crate::response::{self, Framing, HeadError, HeadRead};
+use crate::source::{MemBody, ReadBody, ReqBody, ReqSource};
 use crate::upstream::Upstreams;
 use crate::{Proxy, note};
+use fail::Fail;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+mod fail;
+
 use tamada_gateway::SMALL_BODY;
 use tamada_gateway::conn::idempotent;
 use tamada_gateway::exchange::{self as ex, Early, Interest, Source, Timeouts, Upstream};
@@ -28,7 +33,7 @@ use tamada_sdk::Woke;
 use tamada_sdk::prelude::*;
 
 /// Where an attempt is.
-enum Stage {
+pub(crate) enum Stage {
     /// Between attempts.
     None,
     /// Connecting and sending the request.
@@ -42,29 +47,29 @@ enum Stage {
 /// A request's state, between calls on the loop or through waits on the
 /// pool.
 pub struct Call<B: ReqBody> {
-    ups: Arc<Upstreams>,
-    stage: Stage,
+    pub(crate) ups: Arc<Upstreams>,
+    pub(crate) stage: Stage,
     /// The upstream of the attempt.
-    i: usize,
+    pub(crate) i: usize,
     /// Counted in the upstream's `active` (least_conn) and not yet handed
     /// to a body that will uncount it.
-    counted: bool,
+    pub(crate) counted: bool,
     /// The request as it goes upstream.
-    source: ReqSource<B>,
-    framing: BodyFraming,
+    pub(crate) source: ReqSource<B>,
+    pub(crate) framing: BodyFraming,
     /// The response head's deadline and interim count.
-    head: HeadRead,
+    pub(crate) head: HeadRead,
     /// The upstream answered before the request was all sent.
-    early: bool,
+    pub(crate) early: bool,
     /// A WebSocket upgrade (the pool's path only).
-    upgrade: bool,
+    pub(crate) upgrade: bool,
     /// What the response body gave so far.
-    acc: Vec<u8>,
-    tried: Vec<usize>,
-    labels: Vec<String>,
-    fresh_for: Option<usize>,
-    last: (u16, String),
-    t0: Instant,
+    pub(crate) acc: Vec<u8>,
+    pub(crate) tried: Vec<usize>,
+    pub(crate) labels: Vec<String>,
+    pub(crate) fresh_for: Option<usize>,
+    pub(crate) last: (u16, String),
+    pub(crate) t0: Instant,
 }
 
 impl<B: ReqBody> Drop for Call<B> {
@@ -76,7 +81,7 @@ impl<B: ReqBody> Drop for Call<B> {
 }
 
 impl<B: ReqBody> Call<B> {
-    fn uncount(&mut self) {
+    pub(crate) fn uncount(&mut self) {
         if self.counted {
             self.counted = false;
             self.ups.list[self.i].active.fetch_sub(1, Ordering::Relaxed);
@@ -107,154 +112,6 @@ impl<B: ReqBody> Call<B> {
             Stage::None => true,
         }
     }
-}
-
-/// The request as it goes upstream: the head, then the body with its
-/// length or chunked.
-struct ReqSource<B> {
-    head: Vec<u8>,
-    head_given: bool,
-    body: B,
-    chunked: bool,
-    /// The last chunk was given.
-    ended: bool,
-}
-
-/// A request body as the machine sends it.
-pub trait ReqBody {
-    /// Appends the next piece, framed; `Ok(false)` at the end.
-    fn next(&mut self, out: &mut Vec<u8>, chunked: bool) -> io::Result<bool>;
-    /// Starts over; false when what was taken cannot be given again.
-    fn rewind(&mut self) -> bool;
-    /// Whether a new connection could be given it again.
-    fn replayable(&self) -> bool;
-}
-
-/// Whole, in memory (the loop's path): none, or the bytes.
-pub struct MemBody(Option<Vec<u8>>, bool);
-
-impl ReqBody for MemBody {
-    fn next(&mut self, out: &mut Vec<u8>, _: bool) -> io::Result<bool> {
-        match &self.0 {
-            Some(data) if !self.1 => {
-                self.1 = true;
-                out.extend_from_slice(data);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-    fn rewind(&mut self) -> bool {
-        self.1 = false;
-        true
-    }
-    fn replayable(&self) -> bool {
-        true
-    }
-}
-
-/// Read from the client as it goes (the pool's path), with a copy while
-/// it is small enough to send again.
-pub struct ReadBody<'r> {
-    up: Option<Upload<'r>>,
-    replay: Option<Vec<u8>>,
-}
-
-impl ReqBody for ReadBody<'_> {
-    fn next(&mut self, out: &mut Vec<u8>, chunked: bool) -> io::Result<bool> {
-        if let Some(copy) = self.replay.take() {
-            frame(out, &copy, chunked);
-            return Ok(true);
-        }
-        let Some(up) = self.up.as_mut() else {
-            return Ok(false);
-        };
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = up.read(&mut buf)?;
-        if n > 0 {
-            frame(out, &buf[..n], chunked);
-            return Ok(true);
-        }
-        Ok(false)
-    }
-    fn rewind(&mut self) -> bool {
-        let Some(up) = self.up.as_ref() else {
-            return true;
-        };
-        if !up.started {
-            return true;
-        }
-        // What was read goes first again; the rest follows as it comes.
-        // Past the copy's limit it cannot be sent again.
-        match up.replay() {
-            Some(copy) => {
-                self.replay = Some(copy.to_vec());
-                true
-            }
-            None => false,
-        }
-    }
-    fn replayable(&self) -> bool {
-        self.up
-            .as_ref()
-            .is_none_or(|up| !up.started || up.replay().is_some())
-    }
-}
-
-impl<B: ReqBody> Source for ReqSource<B> {
-    fn next(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if !self.head_given {
-            self.head_given = true;
-            out.extend_from_slice(&self.head);
-            return Ok(true);
-        }
-        if self.body.next(out, self.chunked)? {
-            return Ok(true);
-        }
-        if self.chunked && !self.ended {
-            self.ended = true;
-            out.extend_from_slice(b"0\r\n\r\n");
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    fn rewind(&mut self) -> bool {
-        self.head_given = false;
-        self.ended = false;
-        self.body.rewind()
-    }
-}
-
-/// A piece of the body, framed.
-fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
-    if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        out.extend_from_slice(data);
-    }
-}
-
-/// Why one attempt failed.
-enum Fail {
-    /// A pooled connection the upstream had closed: a new one.
-    Stale,
-    /// The connect failed.
-    Connect(String),
-    /// `connect_timeout` passed.
-    ConnectTimeout,
-    /// Sending or reading failed before any response byte.
-    Io(String),
-    /// `read_timeout` or `send_timeout` passed.
-    Timeout(String),
-    /// The upstream sent something that is not a response.
-    Bad(String),
-    /// The body failed after the head.
-    Body(String),
-    /// The client's body could not be read (too slow, gone).
-    Client(String),
 }
 
 /// Why no attempt could start.
@@ -623,21 +480,6 @@ impl Proxy {
         }
     }
 
-    /// What a failure of the connect or send stage means.
-    fn send_failed(&self, f: ex::Fail) -> Fail {
-        match f {
-            ex::Fail::Stale => Fail::Stale,
-            ex::Fail::Connect(e) => Fail::Connect(e.to_string()),
-            ex::Fail::ConnectTimeout => Fail::ConnectTimeout,
-            ex::Fail::SendTimeout => Fail::Timeout(format!(
-                "the upstream took no request for {:?} (send_timeout)",
-                self.s.send_timeout
-            )),
-            ex::Fail::Io(e) => Fail::Io(format!("sending the request: {e}")),
-            ex::Fail::Source(e) => Fail::Client(e.to_string()),
-        }
-    }
-
     /// The response head is in: a relay after a 101, the body read here
     /// when small, or a stream. `None`: go on (the body stage).
     fn head_done<B: ReqBody>(
@@ -708,98 +550,6 @@ impl Proxy {
         })));
         Step::Answered
     }
-
-    /// An attempt failed: `None` to try again (the stage is then `None`),
-    /// else the answer.
-    fn failed<B: ReqBody>(
-        &self,
-        call: &mut Call<B>,
-        req: &Request,
-        res: &mut ResponseBuilder,
-        f: Fail,
-    ) -> Option<Outcome> {
-        let i = call.i;
-        let label = self.ups.list[i].label.clone();
-        call.stage = Stage::None;
-        call.uncount();
-        let give_up = |call: &mut Call<B>, res: &mut ResponseBuilder, status: u16, why: String| {
-            log::error!("{why}");
-            call.labels.push(label.clone());
-            note(req, &call.labels, status, call.t0.elapsed());
-            Some(self.error(res, status, &why))
-        };
-        match f {
-            Fail::Stale if !call.source.body.replayable() => give_up(
-                call,
-                res,
-                502,
-                format!(
-                    "{label}: a pooled connection closed under a request whose body (over 64 KiB) cannot be sent again"
-                ),
-            ),
-            Fail::Stale => {
-                // Not the upstream's fault: a fresh connection to the same
-                // one, the body sent again.
-                log::debug!("{label}: a pooled connection was closed; a new one");
-                call.fresh_for = Some(i);
-                if !call.tried.contains(&i) {
-                    call.tried.push(i);
-                }
-                None
-            }
-            Fail::Connect(e) => {
-                let why = format!("connecting to {label}: {e}");
-                log::error!("{why}");
-                self.ups.failed(i, &why);
-                call.labels.push(label);
-                call.tried.push(i);
-                call.last = (502, why);
-                None
-            }
-            Fail::Io(e) => {
-                let why = format!("{label}: {e}");
-                log::error!("{why}");
-                self.ups.failed(i, &why);
-                call.labels.push(label);
-                call.tried.push(i);
-                call.last = (502, why);
-                // Only a request that may run twice, with nothing of a
-                // body read from the client yet, goes to the next one.
-                if !idempotent(req.method()) || !call.source.body.replayable() {
-                    note(req, &call.labels, 502, call.t0.elapsed());
-                    return Some(self.error(res, 502, &call.last.1));
-                }
-                None
-            }
-            Fail::ConnectTimeout => {
-                let why = format!(
-                    "connecting to {label}: timed out after {:?} (connect_timeout)",
-                    self.s.connect_timeout
-                );
-                log::error!("{why}");
-                self.ups.failed(i, &why);
-                call.labels.push(label);
-                call.tried.push(i);
-                call.last = (504, why);
-                None
-            }
-            Fail::Timeout(why) => {
-                let why = format!("{label}: {why}");
-                self.ups.failed(i, &why);
-                give_up(call, res, 504, why)
-            }
-            Fail::Bad(why) => {
-                let why = format!("{label}: {why}");
-                self.ups.failed(i, &why);
-                give_up(call, res, 502, why)
-            }
-            Fail::Body(why) => give_up(call, res, 502, format!("{label}: {why}")),
-            Fail::Client(why) => {
-                log::info!("{} {}: the request body: {why}", req.method(), req.path());
-                Some(self.error(res, 400, &why))
-            }
-        }
-    }
 }
 
 /// The status and headers of the upstream's answer.
@@ -831,3 +581,6 @@ impl BodyStream for Prefixed {
         self.body.close(client_gone);
     }
 }
+
+#[cfg(test)]
+mod tests;
