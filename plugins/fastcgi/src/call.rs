@@ -149,10 +149,7 @@ impl FastCgi {
                 }
             }
         };
-        let body = ReadBody {
-            up: Upload::new(reader),
-            replay: None,
-        };
+        let body = ReadBody(Upload::new(reader));
         let mut call = match self.new_call(req, res, body, len) {
             Ok(c) => c,
             Err(o) => return o,

@@ -45,20 +45,14 @@ impl StdinBody for MemBody {
     }
 }
 
-/// Read as it goes (the pool's path), with a copy while small.
-pub struct ReadBody<'r> {
-    pub up: Upload<'r>,
-    pub replay: Option<Vec<u8>>,
-}
+/// Read as it goes (the pool's path), with a copy while small
+/// (`Upload`).
+pub struct ReadBody<'r>(pub Upload<'r>);
 
 impl StdinBody for ReadBody<'_> {
     fn next(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if let Some(copy) = self.replay.take() {
-            record::push_stream(out, record::STDIN, &copy);
-            return Ok(true);
-        }
         let mut buf = vec![0u8; 32 * 1024];
-        let n = self.up.read(&mut buf)?;
+        let n = self.0.read(&mut buf)?;
         if n == 0 {
             return Ok(false);
         }
@@ -66,16 +60,7 @@ impl StdinBody for ReadBody<'_> {
         Ok(true)
     }
     fn rewind(&mut self) -> bool {
-        if !self.up.started {
-            return true;
-        }
-        match self.up.replay() {
-            Some(copy) => {
-                self.replay = Some(copy.to_vec());
-                true
-            }
-            None => false,
-        }
+        self.0.rewind()
     }
 }
 

@@ -53,19 +53,12 @@ impl ReqBody for MemBody {
 }
 
 /// Read from the client as it goes (the pool's path), with a copy while
-/// it is small enough to send again.
-pub struct ReadBody<'r> {
-    pub up: Option<Upload<'r>>,
-    pub replay: Option<Vec<u8>>,
-}
+/// it is small enough to send again (`Upload`); `None`: no body.
+pub struct ReadBody<'r>(pub Option<Upload<'r>>);
 
 impl ReqBody for ReadBody<'_> {
     fn next(&mut self, out: &mut Vec<u8>, chunked: bool) -> io::Result<bool> {
-        if let Some(copy) = self.replay.take() {
-            frame(out, &copy, chunked);
-            return Ok(true);
-        }
-        let Some(up) = self.up.as_mut() else {
+        let Some(up) = self.0.as_mut() else {
             return Ok(false);
         };
         let mut buf = vec![0u8; 64 * 1024];
@@ -77,26 +70,10 @@ impl ReqBody for ReadBody<'_> {
         Ok(false)
     }
     fn rewind(&mut self) -> bool {
-        let Some(up) = self.up.as_ref() else {
-            return true;
-        };
-        if !up.started {
-            return true;
-        }
-        // What was read goes first again; the rest follows as it comes.
-        // Past the copy's limit it cannot be sent again.
-        match up.replay() {
-            Some(copy) => {
-                self.replay = Some(copy.to_vec());
-                true
-            }
-            None => false,
-        }
+        self.0.as_mut().is_none_or(Upload::rewind)
     }
     fn replayable(&self) -> bool {
-        self.up
-            .as_ref()
-            .is_none_or(|up| !up.started || up.replay().is_some())
+        self.0.as_ref().is_none_or(Upload::replayable)
     }
 }
 

@@ -198,10 +198,9 @@ impl Proxy {
             Some(n) => BodyFraming::Length(n),
             None => BodyFraming::Chunked,
         };
-        let body = ReadBody {
-            up: (framing != BodyFraming::None).then(|| Upload::new(Some(Box::new(req.body())))),
-            replay: None,
-        };
+        let body = ReadBody(
+            (framing != BodyFraming::None).then(|| Upload::new(Some(Box::new(req.body())))),
+        );
         let upgrade = framing == BodyFraming::None && head::upgrade_asked(req).is_some();
         let mut call = self.new_call(framing, body, upgrade);
         let mut timed_out = false;
