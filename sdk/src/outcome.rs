@@ -3,7 +3,7 @@
 
 use std::any::Any;
 
-/// What [`Handler::handle`] decided; see [`guide::phases`](crate::guide::phases).
+/// What [`Handler::handle`](crate::Handler::handle) decided; see [`guide::phases`](crate::guide::phases).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The response in the builder is the answer. Client mistakes are
@@ -16,7 +16,7 @@ pub enum Outcome {
     /// Serve this local path (`/x?q` allowed) instead, internally, as GET
     /// without a body (a CGI `Location: /local`). The path is normalised
     /// and routed from the start; the new request's
-    /// [`Request::redirects`] counts the hops (more than 10 -> 500).
+    /// [`Request::redirects`](crate::Request::redirects) counts the hops (more than 10 -> 500).
     Redirect(String),
     /// Failed on the server's side: the core answers 500 and logs
     /// ``plugin `NAME` failed on METHOD TARGET: <text>`` in the vhost's
