@@ -332,9 +332,15 @@ impl FastCgi {
                         call.stage = Stage::Sending(up);
                         return Step::Wait(i);
                     }
-                    ex::Step::Sent | ex::Step::Answered => {
+                    s @ (ex::Step::Sent | ex::Step::Answered) => {
                         call.until = Instant::now() + self.s.read_timeout;
+                        let wait = matches!(s, ex::Step::Sent) && up.conn.buffered().is_empty();
                         call.stage = Stage::Head(up);
+                        if wait {
+                            // PERF: the answer cannot be here yet: no read
+                            // is tried before the wait (one recv saved).
+                            return Step::Wait(Interest::Read);
+                        }
                     }
                     ex::Step::Failed(f) => {
                         call.stage = Stage::None;

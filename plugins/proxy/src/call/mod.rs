@@ -375,7 +375,13 @@ impl Proxy {
                         // The whole head is due within read_timeout from now.
                         call.head.deadline = Instant::now() + self.s.read_timeout;
                         up.until = call.head.deadline;
+                        let wait = !call.early && up.conn.buffered().is_empty();
                         call.stage = Stage::Head(up);
+                        if wait {
+                            // PERF: the answer cannot be here yet: no read
+                            // is tried before the wait (one recv saved).
+                            return Step::Wait(Interest::Read);
+                        }
                     }
                     ex::Step::Failed(f) => return Step::Failed(self.send_failed(f)),
                 },
