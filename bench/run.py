@@ -27,6 +27,9 @@ import statistics, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # TAMADA_BIN runs another build (a saved one, to compare before and after).
 TAMADA = os.environ.get("TAMADA_BIN") or os.path.join(ROOT, "target", "release", "tamada")
+# TAMADA_BASE adds that build as "tamada base" beside "tamada" in every
+# scenario of the same run: before and after a change, interleaved.
+BASE = os.environ.get("TAMADA_BASE")
 CEILING = os.path.join(ROOT, "target", "bench", "ceiling")
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -42,6 +45,8 @@ SCENARIOS = [
     ("no-op plugin, 1 KiB, 50 conns", "/noop", "wrk", 50, ["tamada no-op"]),
 ]
 PEERS = ("nginx", "lighttpd")
+if BASE:
+    SCENARIOS = [(n, p, k, c, s + ["tamada base"] if "tamada" in s else s) for n, p, k, c, s in SCENARIOS]
 
 
 def sh(cmd, **kw):
@@ -107,7 +112,7 @@ def layout(d):
     return www, cgi, logs
 
 
-def start_tamada(d, www, cgi, logs, port, loops):
+def start_tamada(d, www, cgi, logs, port, loops, binary=None):
     conf = os.path.join(d, f"conf.d-{port}")
     os.makedirs(conf)
     with open(os.path.join(conf, "bench.yaml"), "w") as f:
@@ -131,7 +136,7 @@ routes:
         # As root, serve (and run the CGI script) as nobody, as a service would.
         user = "user: nobody\n" if os.geteuid() == 0 else ""
         f.write("log_level: warn\n" + user + (f"loops: {loops}\n" if loops else ""))
-    return subprocess.Popen([TAMADA, "-c", conf], stderr=subprocess.DEVNULL)
+    return subprocess.Popen([binary or TAMADA, "-c", conf], stderr=subprocess.DEVNULL)
 
 
 def start_nginx(d, www, logs, port):
@@ -293,12 +298,14 @@ def main():
     wanted = {s for sc in scenarios for s in sc[4]}
     procs, ports = {}, {}
     try:
-        for name in ["tamada", "tamada 1 loop", "tamada no-op", "nginx", "lighttpd", "ceiling"]:
+        for name in ["tamada", "tamada base", "tamada 1 loop", "tamada no-op", "nginx", "lighttpd", "ceiling"]:
             if name not in wanted and not (name == "tamada" and not a.no_idle):
                 continue
             port = free_port()
             if name == "tamada" or name == "tamada no-op":
                 p = start_tamada(d, www, cgi, logs, port, 0)
+            elif name == "tamada base":
+                p = start_tamada(d, www, cgi, logs, port, 0, BASE)
             elif name == "tamada 1 loop":
                 p = start_tamada(d, www, cgi, logs, port, 1)
             elif name == "nginx":
@@ -385,6 +392,12 @@ def report(res, scenarios, idle, a):
         if ("1 KiB pipelined x16", "ceiling") in med:
             c = med[("1 KiB pipelined x16", "ceiling")]
             lines.append(f"- pipelined x16 ceiling: {c[0] / 1000:.1f}k/s, {c[1]:.1f} µs")
+    if BASE:
+        lines += ["", f"tamada against tamada base ({BASE}), same run:"]
+        for sc in scenarios:
+            t, b = med.get((sc[0], "tamada")), med.get((sc[0], "tamada base"))
+            if t and b:
+                lines.append(f"- {sc[0]}: {t[0] / b[0]:.2f}x its requests/s, {t[1] / b[1]:.2f}x its CPU per request")
     if idle:
         th0, th1, rss0, rss1 = idle
         lines += ["", f"10,000 idle keep-alive connections: threads {th0} -> {th1}, RSS {rss0} -> {rss1} KiB"

@@ -18,6 +18,7 @@ need=(
   "dpkg-deb:dpkg"
   "ab:apache2-utils"
   "wrk:wrk"
+  "openssl:openssl"
   "haproxy:haproxy"
   "gunicorn:gunicorn"
   "nginx:nginx-light"

@@ -3,9 +3,9 @@
 //! path is normalised, and the body after it decodes within its framing.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tamada::proto::h1::body::BodyState;
 use tamada::http::Limits;
 use tamada::http::request::{Framing, parse};
+use tamada::proto::h1::body::BodyState;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

@@ -624,3 +624,78 @@ pub struct RelayV1 {
     /// (milliseconds; 0: the core's default).
     pub idle_ms: u64,
 }
+
+// ---------------------------------------------------------------------
+// SDK 1.2, the TLS view (added by the HTTPS issue; unfrozen until the
+// issue "SDK 1.2 released"). 1.0 and 1.1 tables are untouched.
+
+/// Symbol of the optional TLS table: `extern "C" fn() -> TlsDeclV1`. A
+/// plugin without it (every 1.0 and 1.1 plugin) sees no TLS details;
+/// `Request::scheme` still says `https`.
+pub const TLS_V1_SYMBOL: &[u8] = b"tamada_plugin_tls_v1";
+
+/// What [`TLS_V1_SYMBOL`] returns.
+#[repr(C)]
+pub struct TlsDeclV1 {
+    /// `<HostTlsV1 as StableAbi>::LAYOUT` as the plugin saw it.
+    pub layout: &'static TypeLayout,
+    /// Called once after loading: the host's TLS services.
+    pub init: extern "C" fn(host: &'static HostTlsV1),
+}
+
+/// The host's TLS services.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HostTlsV1 {
+    /// Calls `visit.func(ctx, info)` once, during the call, with the TLS
+    /// view of the request the calling thread is handling (content phase)
+    /// or logging (log phase). False, without a call, when that request
+    /// did not come over TLS to this server (or there is none).
+    pub tls: extern "C" fn(visit: TlsVisitV1, ctx: *mut c_void) -> bool,
+}
+
+/// The callback of [`HostTlsV1::tls`].
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct TlsVisitV1 {
+    /// Called with the view, which lives for the call only.
+    pub func: extern "C" fn(ctx: *mut c_void, info: &TlsInfoV1<'_>),
+}
+
+/// What a request's TLS connection negotiated.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct TlsInfoV1<'a> {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: RStr<'a>,
+    /// The cipher suite's IANA name (`TLS_AES_128_GCM_SHA256`).
+    pub cipher: RStr<'a>,
+    /// The server name the client asked for (SNI), lowercase.
+    pub sni: ROption<RStr<'a>>,
+    /// The protocol ALPN chose (`http/1.1`).
+    pub alpn: ROption<RStr<'a>>,
+    /// The session was resumed (a ticket or the session cache).
+    pub resumed: bool,
+    /// The client's certificate (mutual TLS), when it sent one.
+    pub client_cert: ROption<ClientCertV1<'a>>,
+}
+
+/// A client certificate, verified against the vhost's `client_ca`.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct ClientCertV1<'a> {
+    /// The subject's distinguished name (`CN=alice, O=Example`).
+    pub subject: RStr<'a>,
+    /// The issuer's distinguished name.
+    pub issuer: RStr<'a>,
+    /// The serial number, hexadecimal, upper case.
+    pub serial: RStr<'a>,
+    /// `SUCCESS` (as Apache's `SSL_CLIENT_VERIFY`).
+    pub verify: RStr<'a>,
+    /// The certificate in PEM.
+    pub pem: RStr<'a>,
+}
+
+/// [`HostExtV1::abilities`]: the server serves HTTPS and gives the TLS
+/// view ([`HostTlsV1`]).
+pub const ABILITY_TLS: u64 = 1 << 7;

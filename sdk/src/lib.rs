@@ -194,6 +194,7 @@ pub mod schema;
 // usable with the `testing` feature.
 #[cfg(any(feature = "testing", doc))]
 pub mod testing;
+pub mod tls;
 pub mod units;
 
 pub use plugin::{Handler, LogEntry, Options, Outcome, Placement, Record, Role, record_for};

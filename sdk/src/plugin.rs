@@ -550,6 +550,18 @@ pub mod __private {
         let _ = crate::host::HOST_EXT.set(host);
     }
 
+    extern "C" fn init_tls(host: &'static crate::abi::HostTlsV1) {
+        let _ = crate::tls::HOST_TLS.set(host);
+    }
+
+    /// The TLS declaration (SDK 1.2): the host gives its TLS services.
+    pub fn tls_decl() -> crate::abi::TlsDeclV1 {
+        crate::abi::TlsDeclV1 {
+            layout: <crate::abi::HostTlsV1 as StableAbi>::LAYOUT,
+            init: init_tls,
+        }
+    }
+
     extern "C" fn traits(i: Instance) -> TraitsV1 {
         let placement = match catch_unwind(AssertUnwindSafe(|| inst(i).placement())) {
             Ok(Placement::Inline) => PlacementV1::Inline,
@@ -853,7 +865,8 @@ pub mod __private {
 ///
 /// Use it once per crate, at the crate root or in any module. It generates
 /// the exported symbols (`tamada_plugin_header`, `tamada_plugin_v1`,
-/// `tamada_plugin_lifecycle_v1`, `tamada_plugin_ext_v1`; see
+/// `tamada_plugin_lifecycle_v1`, `tamada_plugin_ext_v1`,
+/// `tamada_plugin_tls_v1`; see
 /// [`guide::compatibility`](crate::guide::compatibility)); the plugin's
 /// own code stays free of `unsafe` and `extern "C"`.
 #[macro_export]
@@ -940,6 +953,12 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tamada_plugin_ext_v1() -> $crate::abi::ExtDeclV1 {
                 p::ext_decl(&EXT)
+            }
+
+            /// The SDK 1.2 TLS view.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_tls_v1() -> $crate::abi::TlsDeclV1 {
+                p::tls_decl()
             }
         }
     };

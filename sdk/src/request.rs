@@ -253,6 +253,14 @@ impl<'a> Request<'a> {
             .is_some_and(|h| (h.note)(RStr::from_str(key), RStr::from_str(value)))
     }
 
+    /// SDK 1.2: what the request's TLS connection negotiated (version,
+    /// cipher, SNI, ALPN, the client's certificate); `None` for plain
+    /// HTTP, behind a TLS-terminating proxy, or on a server older than
+    /// 1.2 ([`tls`](crate::tls)). Works in the content and log phases.
+    pub fn tls(&self) -> Option<crate::tls::TlsInfo> {
+        crate::tls::current()
+    }
+
     /// Whether [`defer`](Self::defer) was called (for the SDK's shims).
     #[doc(hidden)]
     pub fn deferred(&self) -> bool {

@@ -24,7 +24,7 @@ pub struct Size(
 );
 
 const SIZE_HINT: &str = "use 4096, 512KiB, 10MB, 1GiB";
-const DURATION_HINT: &str = "use 5, 5s, 500ms, 2m";
+const DURATION_HINT: &str = "use 5, 5s, 500ms, 2m, 1h, 365d";
 
 struct SizeVisitor;
 
@@ -101,7 +101,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size `{s}` is too large"))
 }
 
-/// Parses a duration: `5` (seconds), `5s`, `500ms`, `2m`, `1h`.
+/// Parses a duration: `5` (seconds), `5s`, `500ms`, `2m`, `1h`, `365d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not a duration: {DURATION_HINT}");
     let t = s.trim();
@@ -113,6 +113,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (n, 60_000)
     } else if let Some(n) = t.strip_suffix('h') {
         (n, 3_600_000)
+    } else if let Some(n) = t.strip_suffix('d') {
+        (n, 86_400_000)
     } else {
         (t, 1000)
     };
@@ -120,7 +122,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.saturating_mul(mult_ms)))
 }
 
-/// A duration, written `5` (seconds), `5s`, `500ms`, `2m`.
+/// A duration, written `5` (seconds), `5s`, `500ms`, `2m`, `1h`, `365d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Secs(
     /// The duration.
@@ -195,6 +197,10 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            parse_duration("365d").unwrap(),
+            Duration::from_secs(365 * 86_400)
+        );
         assert!(parse_duration("soon").is_err());
     }
 

@@ -250,6 +250,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("configuration error:\n{}", text.join("\n"))
     })?;
+    let groups = account.as_ref().map(privileges::groups);
+    let serve_as = account
+        .as_ref()
+        .zip(groups.as_deref())
+        .map(|(a, g)| (a.uid, g));
+    config::tls::warn_all(&config.vhosts, serve_as);
     let vhosts = config.vhosts.len();
     if args.test {
         log::info!(
@@ -367,6 +373,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .map_err(|e| format!("plugin folder {}: {e}", current.dir.display()))?,
         );
         let rt = Runtime::build(&c, registry.clone()).map_err(joined)?;
+        // As the serving user now: who may read the keys is what matters.
+        config::tls::warn_all(&c.vhosts, None);
         current = registry;
         Ok(rt)
     });

@@ -16,4 +16,5 @@ mod security;
 mod service;
 mod static_files;
 mod template;
+mod tls;
 mod vhosts;

@@ -43,6 +43,15 @@ pub const PER_REQUEST: &[&str] = &[
     "REQUEST_URI",
     "REQUEST_SCHEME",
     "HTTPS",
+    "SSL_PROTOCOL",
+    "SSL_CIPHER",
+    "SSL_TLS_SNI",
+    "SSL_SESSION_RESUMED",
+    "SSL_CLIENT_VERIFY",
+    "SSL_CLIENT_S_DN",
+    "SSL_CLIENT_I_DN",
+    "SSL_CLIENT_M_SERIAL",
+    "SSL_CLIENT_CERT",
     "SCRIPT_NAME",
     "SCRIPT_FILENAME",
     "PATH_INFO",
@@ -104,6 +113,26 @@ pub fn build(base: &[(String, Vec<u8>)], req: &Request, p: &PerRequest) -> Vec<(
     // `!empty($_SERVER['HTTPS'])`.
     if req.scheme() == "https" {
         set("HTTPS", b"on");
+    }
+    // SDK 1.2: what TLS negotiated, under Apache mod_ssl's names.
+    if let Some(tls) = req.tls() {
+        set("SSL_PROTOCOL", tls.version.as_bytes());
+        set("SSL_CIPHER", tls.cipher.as_bytes());
+        if let Some(sni) = &tls.sni {
+            set("SSL_TLS_SNI", sni.as_bytes());
+        }
+        let resumed: &[u8] = if tls.resumed { b"Resumed" } else { b"Initial" };
+        set("SSL_SESSION_RESUMED", resumed);
+        match &tls.client_cert {
+            Some(c) => {
+                set("SSL_CLIENT_VERIFY", c.verify.as_bytes());
+                set("SSL_CLIENT_S_DN", c.subject.as_bytes());
+                set("SSL_CLIENT_I_DN", c.issuer.as_bytes());
+                set("SSL_CLIENT_M_SERIAL", c.serial.as_bytes());
+                set("SSL_CLIENT_CERT", c.pem.as_bytes());
+            }
+            None => set("SSL_CLIENT_VERIFY", b"NONE"),
+        }
     }
     set("SCRIPT_NAME", t.name.as_bytes());
     set("SCRIPT_FILENAME", t.filename.as_os_str().as_encoded_bytes());

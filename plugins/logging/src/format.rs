@@ -251,6 +251,9 @@ fn lossy(b: Option<&[u8]>) -> Option<String> {
 /// characters, and compact output never holds a raw newline.
 fn json_line(vhost: &str, e: &LogEntry) -> String {
     let req = e.request();
+    // SDK 1.2: what TLS negotiated (null for plain HTTP, and on servers
+    // that do not say).
+    let tls = req.tls();
     let v = serde_json::json!({
         "time": Stamp::new(end_time(e)).iso(),
         "vhost": vhost,
@@ -268,6 +271,10 @@ fn json_line(vhost: &str, e: &LogEntry) -> String {
         "user_agent": lossy(req.header_bytes("user-agent")),
         "completed": e.completed(),
         "error": e.error(),
+        "scheme": req.scheme(),
+        "tls_version": tls.as_ref().map(|t| t.version.as_str()),
+        "tls_cipher": tls.as_ref().map(|t| t.cipher.as_str()),
+        "tls_resumed": tls.as_ref().map(|t| t.resumed),
         // SDK 1.1 notes the handlers attached (an upstream's address...).
         "notes": e
             .notes()

@@ -7,6 +7,8 @@
 pub mod runtime;
 pub mod schema;
 mod settings;
+pub mod tickets;
+pub mod tls;
 pub mod yamlpos;
 
 use serde::Deserialize;
@@ -87,7 +89,18 @@ pub struct VhostRaw {
     #[serde(default)]
     aliases: Vec<String>,
     ip: IpAddr,
-    port: u16,
+    /// Plain HTTP; optional once `tls` is set (an HTTPS-only vhost).
+    port: Option<u16>,
+    /// HTTPS for this vhost (default 443 when `tls` is set).
+    tls_port: Option<u16>,
+    /// Certificates and TLS settings: HTTPS on `tls_port`.
+    tls: Option<tls::TlsRaw>,
+    /// Plain-HTTP requests get 308 to `https://host[:tls_port]/path?query`.
+    #[serde(default)]
+    https_redirect: bool,
+    /// `Strict-Transport-Security` on HTTPS answers: `true` for a year,
+    /// or `{ max_age: 365d, include_subdomains: false, preload: false }`.
+    hsts: Option<HstsRaw>,
     document_root: PathBuf,
     cgi_bin: Option<PathBuf>,
     log: Option<PathBuf>,
@@ -105,6 +118,53 @@ pub struct VhostRaw {
     proxy_protocol: bool,
 }
 
+/// `hsts:` as written.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum HstsRaw {
+    On(bool),
+    Detail {
+        /// How long browsers remember to use HTTPS only (default 365d).
+        max_age: Option<Secs>,
+        #[serde(default)]
+        include_subdomains: bool,
+        #[serde(default)]
+        preload: bool,
+    },
+}
+
+impl HstsRaw {
+    /// The header's value, or `None` when off.
+    fn value(&self) -> Option<String> {
+        let year = std::time::Duration::from_secs(365 * 86_400);
+        let (age, sub, preload) = match self {
+            HstsRaw::On(false) => return None,
+            HstsRaw::On(true) => (year, false, false),
+            HstsRaw::Detail {
+                max_age,
+                include_subdomains,
+                preload,
+            } => (max_age.map_or(year, |m| m.0), *include_subdomains, *preload),
+        };
+        let mut v = format!("max-age={}", age.as_secs());
+        if sub {
+            v.push_str("; includeSubDomains");
+        }
+        if preload {
+            v.push_str("; preload");
+        }
+        Some(v)
+    }
+}
+
+/// One listening address of a vhost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// HTTPS (the vhost's `tls_port`).
+    pub tls: bool,
+}
+
 /// A vhost, checked, with absolute paths and its defaults filled in.
 #[derive(Debug, Clone)]
 pub struct VhostConf {
@@ -113,7 +173,14 @@ pub struct VhostConf {
     pub text: String,
     pub name: String,
     pub aliases: Vec<String>,
-    pub addr: SocketAddr,
+    /// Its listening addresses: plain (`port`) and HTTPS (`tls_port`).
+    pub listens: Vec<Listen>,
+    /// The HTTPS port, when it has one.
+    pub tls_port: Option<u16>,
+    pub tls: Option<tls::TlsConf>,
+    pub https_redirect: bool,
+    /// The `Strict-Transport-Security` value, when set.
+    pub hsts: Option<String>,
     pub document_root: PathBuf,
     pub cgi_bin: Option<PathBuf>,
     pub log: Option<PathBuf>,
@@ -286,6 +353,11 @@ pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
     {
         settings.pid_file = Some(dir.join(p));
     }
+    if let Some(p) = &settings.ticket_key_file
+        && p.is_relative()
+    {
+        settings.ticket_key_file = Some(dir.join(p));
+    }
     if let Some(p) = &settings.spool_dir
         && p.is_relative()
     {
@@ -354,7 +426,11 @@ fn check_vhost(file: &Path, text: String, raw: VhostRaw) -> Result<VhostConf, Co
         text,
         name: raw.vhost.to_ascii_lowercase(),
         aliases: raw.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
-        addr: SocketAddr::new(raw.ip, raw.port),
+        listens: Vec::new(),
+        tls_port: None,
+        tls: None,
+        https_redirect: raw.https_redirect,
+        hsts: raw.hsts.as_ref().and_then(HstsRaw::value),
         document_root: abs(&raw.document_root),
         cgi_bin: raw.cgi_bin.as_deref().map(abs),
         log: raw.log.as_deref().map(abs),
@@ -367,6 +443,52 @@ fn check_vhost(file: &Path, text: String, raw: VhostRaw) -> Result<VhostConf, Co
     };
     if v.name.is_empty() {
         return Err(v.error_at("vhost", 0, "vhost: must not be empty".into()));
+    }
+    if let Some(p) = raw.port {
+        v.listens.push(Listen {
+            addr: SocketAddr::new(raw.ip, p),
+            tls: false,
+        });
+    }
+    match raw.tls {
+        Some(t) => {
+            let port = raw.tls_port.unwrap_or(443);
+            if raw.port == Some(port) {
+                return Err(v.error_at(
+                    "tls_port",
+                    0,
+                    format!("tls_port: {port} is the plain `port` too"),
+                ));
+            }
+            v.tls = Some(t.check(base).map_err(|(key, m)| v.error_at(key, 0, m))?);
+            v.tls_port = Some(port);
+            v.listens.push(Listen {
+                addr: SocketAddr::new(raw.ip, port),
+                tls: true,
+            });
+        }
+        None if raw.tls_port.is_some() => {
+            return Err(v.error_at(
+                "tls_port",
+                0,
+                "tls_port: needs `tls` (the certificate and its key)".into(),
+            ));
+        }
+        None => {}
+    }
+    if v.listens.is_empty() {
+        return Err(v.error_at(
+            "ip",
+            0,
+            "port: missing (a plain HTTP port, or `tls` for HTTPS)".into(),
+        ));
+    }
+    if v.https_redirect && v.tls.is_none() {
+        return Err(v.error_at(
+            "https_redirect",
+            0,
+            "https_redirect: needs `tls` (the HTTPS port to send clients to)".into(),
+        ));
     }
     let dirs = [
         ("document_root", Some(&v.document_root)),
@@ -445,8 +567,11 @@ fn check_proxy_protocol(
 ) {
     let binds = bind_addresses(vhosts);
     let mut first: BTreeMap<SocketAddr, &VhostConf> = BTreeMap::new();
-    for v in vhosts {
-        let bind = binds[&v.addr];
+    for (v, l) in vhosts
+        .iter()
+        .flat_map(|v| v.listens.iter().map(move |l| (v, l)))
+    {
+        let bind = binds[&l.addr];
         match first.get(&bind) {
             None => {
                 first.insert(bind, v);
@@ -459,7 +584,7 @@ fn check_proxy_protocol(
                     format!(
                         "proxy_protocol: {} is one listening socket ({bind}) with {}, which \
                          does not set proxy_protocol: every vhost on it must agree",
-                        with.addr,
+                        l.addr,
                         without.file.display()
                     ),
                 ));
@@ -485,30 +610,33 @@ fn check_proxy_protocol(
 fn check_duplicates(vhosts: &[VhostConf], errors: &mut Vec<ConfError>) {
     let mut names: BTreeMap<(SocketAddr, String), &Path> = BTreeMap::new();
     let mut defaults: BTreeMap<SocketAddr, &Path> = BTreeMap::new();
-    for v in vhosts {
+    for (v, l) in vhosts
+        .iter()
+        .flat_map(|v| v.listens.iter().map(move |l| (v, l)))
+    {
         for (i, n) in std::iter::once(&v.name).chain(&v.aliases).enumerate() {
-            if let Some(prev) = names.insert((v.addr, n.clone()), &v.file) {
+            if let Some(prev) = names.insert((l.addr, n.clone()), &v.file) {
                 let key = if i == 0 { "vhost" } else { "aliases" };
                 errors.push(v.error_at(
                     key,
                     0,
                     format!(
                         "{key}: `{n}` on {} is already served by {}",
-                        v.addr,
+                        l.addr,
                         prev.display()
                     ),
                 ));
             }
         }
         if v.default
-            && let Some(prev) = defaults.insert(v.addr, &v.file)
+            && let Some(prev) = defaults.insert(l.addr, &v.file)
         {
             errors.push(v.error_at(
                 "default",
                 0,
                 format!(
                     "default: {} already has a default vhost in {}",
-                    v.addr,
+                    l.addr,
                     prev.display()
                 ),
             ));
@@ -520,14 +648,16 @@ fn check_duplicates(vhosts: &[VhostConf], errors: &mut Vec<ConfError>) {
 /// takes every address of that port and family (Linux refuses to bind
 /// 127.0.0.1:P beside 0.0.0.0:P).
 pub fn bind_addresses(vhosts: &[VhostConf]) -> std::collections::BTreeMap<SocketAddr, SocketAddr> {
+    let all: Vec<SocketAddr> = vhosts
+        .iter()
+        .flat_map(|v| v.listens.iter().map(|l| l.addr))
+        .collect();
     let mut out = std::collections::BTreeMap::new();
-    for v in vhosts {
-        let wildcard = vhosts.iter().find(|w| {
-            w.addr.port() == v.addr.port()
-                && w.addr.ip().is_unspecified()
-                && w.addr.is_ipv4() == v.addr.is_ipv4()
+    for a in &all {
+        let wildcard = all.iter().find(|w| {
+            w.port() == a.port() && w.ip().is_unspecified() && w.is_ipv4() == a.is_ipv4()
         });
-        out.insert(v.addr, wildcard.map(|w| w.addr).unwrap_or(v.addr));
+        out.insert(*a, *wildcard.unwrap_or(a));
     }
     out
 }

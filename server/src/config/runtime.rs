@@ -47,6 +47,12 @@ pub struct Vhost {
     pub log_dir: String,
     pub config_file: String,
     pub max_body: u64,
+    /// The HTTPS port, when the vhost has one (`https_redirect`).
+    pub tls_port: Option<u16>,
+    /// Plain-HTTP requests get 308 to HTTPS.
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` for HTTPS answers.
+    pub hsts: Option<String>,
     /// Longest prefix first; equal prefixes keep file order.
     pub routes: Vec<Route>,
     pub loggers: Vec<Arc<PluginInstance>>,
@@ -137,6 +143,8 @@ pub struct Site {
     pub groups: BTreeMap<IpAddr, Group>,
     /// Connections start with a PROXY protocol header (`realip.rs`).
     pub proxy_protocol: bool,
+    /// An HTTPS socket: its vhosts' TLS, chosen by SNI.
+    pub tls: Option<Arc<crate::config::tls::SiteTls>>,
 }
 
 impl Site {
@@ -222,8 +230,10 @@ impl Runtime {
             .find(|v| v.name == name)
     }
 
-    /// Every plugin instance (for lifecycle hooks).
+    /// Every plugin instance, once (for lifecycle hooks): a vhost with a
+    /// plain and an HTTPS port is in two sites.
     pub fn instances(&self) -> impl Iterator<Item = &PluginInstance> {
+        let mut seen = std::collections::HashSet::new();
         self.sites
             .values()
             .flat_map(|s| s.groups.values())
@@ -234,6 +244,7 @@ impl Runtime {
                     .map(|r| &*r.handler)
                     .chain(v.loggers.iter().map(|l| &**l))
             })
+            .filter(move |i| seen.insert(*i as *const PluginInstance))
     }
 
     /// Builds every route's and logger's instance. Errors name the file,
@@ -242,24 +253,61 @@ impl Runtime {
         let mut errors = Vec::new();
         let binds = crate::config::bind_addresses(&config.vhosts);
         let mut sites: BTreeMap<SocketAddr, Site> = BTreeMap::new();
+        // Per HTTPS socket: its vhosts' TLS, and which one is the default.
+        let mut tls: BTreeMap<SocketAddr, crate::config::tls::SiteTls> = BTreeMap::new();
         for vc in &config.vhosts {
-            match build_vhost(vc, &registry) {
-                Ok(v) => {
-                    let bind = binds[&vc.addr];
-                    let site = sites.entry(bind).or_default();
-                    // config.rs has checked that the vhosts agree.
-                    site.proxy_protocol |= vc.proxy_protocol;
-                    let group = site.groups.entry(vc.addr.ip()).or_default();
-                    let idx = group.vhosts.len();
-                    for n in std::iter::once(&vc.name).chain(&vc.aliases) {
-                        group.names.insert(n.clone(), idx);
-                    }
-                    if vc.default {
-                        group.default = idx;
-                    }
-                    group.vhosts.push(Arc::new(v));
+            let v = match build_vhost(vc, &registry) {
+                Ok(v) => Arc::new(v),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    continue;
                 }
-                Err(mut e) => errors.append(&mut e),
+            };
+            // Keys are read here: at start-up before the privilege drop.
+            let vt = match &vc.tls {
+                Some(t) => match crate::config::tls::build(
+                    &vc.name,
+                    t,
+                    config.settings.ticket_key_file.as_deref(),
+                ) {
+                    Ok(vt) => Some(Arc::new(vt)),
+                    Err(e) => {
+                        errors.push(vc.error_at("tls", 0, format!("tls: {e}")));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            for l in &vc.listens {
+                let bind = binds[&l.addr];
+                let site = sites.entry(bind).or_default();
+                // config.rs has checked that the vhosts agree.
+                site.proxy_protocol |= vc.proxy_protocol;
+                let group = site.groups.entry(l.addr.ip()).or_default();
+                let idx = group.vhosts.len();
+                for n in std::iter::once(&vc.name).chain(&vc.aliases) {
+                    group.names.insert(n.clone(), idx);
+                }
+                if vc.default {
+                    group.default = idx;
+                }
+                group.vhosts.push(v.clone());
+                if l.tls
+                    && let Some(vt) = &vt
+                {
+                    let st = tls.entry(bind).or_default();
+                    for n in std::iter::once(&vc.name).chain(&vc.aliases) {
+                        st.by_name.insert(n.clone(), vt.clone());
+                    }
+                    if vc.default || st.default.is_none() {
+                        st.default = Some(vt.clone());
+                    }
+                }
+            }
+        }
+        for (bind, st) in tls {
+            if let Some(site) = sites.get_mut(&bind) {
+                site.tls = Some(Arc::new(st));
             }
         }
         if errors.is_empty() {
@@ -288,6 +336,9 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
         log_dir: s(&vc.log),
         config_file: vc.file.to_string_lossy().into_owned(),
         max_body: vc.max_body,
+        tls_port: vc.tls_port,
+        https_redirect: vc.https_redirect,
+        hsts: vc.hsts.clone(),
         routes: Vec::new(),
         loggers: Vec::new(),
         pool_loggers: false,

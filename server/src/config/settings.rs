@@ -70,6 +70,12 @@ pub struct Settings {
     /// Requests waiting for a pool thread at most; past it a request that
     /// needs one gets 503 with `Retry-After` at once.
     pub pool_queue: usize,
+    /// A file of at least 32 random bytes (`openssl rand 80 > FILE`) from
+    /// which TLS session ticket keys are derived, so that several
+    /// instances behind one load balancer resume each other's sessions
+    /// (nginx's `ssl_session_ticket_key`). Without it each process makes
+    /// its own random keys. Keys rotate every 12 hours either way.
+    pub ticket_key_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -110,6 +116,7 @@ impl Default for Settings {
             max_spool: Size(DEFAULT_MAX_SPOOL),
             body_min_rate: Size(500),
             pool_queue: 1024,
+            ticket_key_file: None,
         }
     }
 }

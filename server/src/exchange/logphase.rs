@@ -54,9 +54,12 @@ fn call(x: &Exchange, o: &Outcome, which: impl Fn(bool) -> bool) {
         completed: o.completed,
     };
     let _scope = crate::plugins::call::scope(&x.vhost, x.peer);
-    host::with_notes(&x.notes, || {
-        for l in x.vhost.loggers.iter().filter(|l| which(l.inline)) {
-            l.log(&entry);
-        }
+    let tls = view::tls(x);
+    host::with_tls(tls.as_ref(), || {
+        host::with_notes(&x.notes, || {
+            for l in x.vhost.loggers.iter().filter(|l| which(l.inline)) {
+                l.log(&entry);
+            }
+        })
     });
 }

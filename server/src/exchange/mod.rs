@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod health;
+pub mod https;
 pub mod logphase;
 pub mod realip;
 pub mod response;
@@ -45,6 +46,11 @@ pub struct Exchange {
     pub bytes_received: u64,
     /// Notes the handlers attached (SDK 1.1), for the loggers.
     pub notes: Vec<(String, String)>,
+    /// The request came over HTTPS: its connection's TLS, or a trusted
+    /// TLS-terminating proxy's word (`https.rs`).
+    pub https: bool,
+    /// What its connection's TLS negotiated, on a TLS connection.
+    pub tls: Option<Arc<crate::transport::tls::TlsInfo>>,
 }
 
 impl Exchange {
@@ -73,6 +79,8 @@ impl Exchange {
             error: None,
             bytes_received,
             notes: Vec::new(),
+            https: false,
+            tls: None,
         }
     }
     pub fn path(&self) -> &str {

@@ -136,6 +136,56 @@ pub fn client(
     forwarded_for(list, peer, values.into_iter())
 }
 
+/// Whether a trusted proxy says that the client came over HTTPS
+/// (`X-Forwarded-Proto: https`, else `Forwarded: proto=https`): the
+/// value the nearest proxy added (the rightmost) counts. `peer` is the
+/// connection's own; anyone else's word is ignored.
+pub fn forwarded_https(
+    list: &[Cidr],
+    peer: SocketAddr,
+    head: &crate::http::request::RequestHead,
+) -> bool {
+    if list.is_empty() || !trusted(list, peer.ip()) {
+        return false;
+    }
+    let last = |name: &str| {
+        head.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    };
+    if let Some(v) = last("x-forwarded-proto") {
+        let p = v.rsplit(',').next().unwrap_or("").trim();
+        return p.eq_ignore_ascii_case("https");
+    }
+    if let Some(v) = last("forwarded") {
+        let element = split_outside_quotes(v, ',').pop().unwrap_or("");
+        return split_outside_quotes(element, ';').into_iter().any(|pair| {
+            pair.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("proto")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
+            })
+        });
+    }
+    false
+}
+
+/// Whether a PROXY protocol v2 header says that the client's connection
+/// to the balancer was TLS (its `PP2_TYPE_SSL` field, client bit set).
+pub fn proxy_ssl(header: &[u8]) -> bool {
+    const PP2_TYPE_SSL: u8 = 0x20;
+    const PP2_CLIENT_SSL: u8 = 0x01;
+    match ppp::v2::Header::try_from(header) {
+        Ok(h) => h.tlvs().any(|t| {
+            t.is_ok_and(|t| {
+                t.kind == PP2_TYPE_SSL && t.value.first().is_some_and(|c| c & PP2_CLIENT_SSL != 0)
+            })
+        }),
+        Err(_) => false,
+    }
+}
+
 /// The `for=` nodes of `Forwarded` values (RFC 7239), in order, as
 /// X-Forwarded-For entries: `192.0.2.1`, `"[2001:db8::1]:4711"`; an
 /// element without `for=`, `unknown` or an obfuscated node stays in the

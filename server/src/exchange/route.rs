@@ -100,7 +100,10 @@ pub fn dispatch(
         let req = view::request(x, &headers, &reader);
         let handler = &route.handler;
         let resumed = resume.take();
-        let (r, notes) = host::collect_notes(|| handler.handle(&req, inline, resumed));
+        let tls = view::tls(x);
+        let (r, notes) = host::with_tls(tls.as_ref(), || {
+            host::collect_notes(|| handler.handle(&req, inline, resumed))
+        });
         // A deferred call's notes go with its discarded answer.
         if !matches!(r, Handled::Defer) {
             x.notes.extend(notes);

@@ -5,7 +5,7 @@
 use crate::exchange::Exchange;
 use crate::http::request::RequestHead;
 use abi_stable::std_types::{ROption, RSlice, RStr};
-use tamada_sdk::abi::{BodyReaderV1, HeaderV1, RequestV1};
+use tamada_sdk::abi::{BodyReaderV1, ClientCertV1, HeaderV1, RequestV1, TlsInfoV1};
 use tamada_sdk::request::addr_to_raw;
 
 /// The headers as the ABI shows them.
@@ -40,7 +40,7 @@ pub fn request<'a>(
         },
         version_minor: x.head.version_minor,
         headers: RSlice::from_slice(headers),
-        scheme: RStr::from_str("http"),
+        scheme: RStr::from_str(if x.https { "https" } else { "http" }),
         host: RStr::from_str(&x.head.host),
         local: addr_to_raw(x.local),
         peer: addr_to_raw(x.peer),
@@ -50,4 +50,32 @@ pub fn request<'a>(
         body,
         redirects: x.redirects,
     }
+}
+
+/// The TLS view of an exchange (SDK 1.2), when it came over TLS.
+pub fn tls(x: &Exchange) -> Option<TlsInfoV1<'_>> {
+    let t = x.tls.as_deref()?;
+    fn opt(o: &Option<String>) -> ROption<RStr<'_>> {
+        match o {
+            Some(s) => ROption::RSome(RStr::from_str(s)),
+            None => ROption::RNone,
+        }
+    }
+    Some(TlsInfoV1 {
+        version: RStr::from_str(t.version),
+        cipher: RStr::from_str(t.cipher),
+        sni: opt(&t.sni),
+        alpn: opt(&t.alpn),
+        resumed: t.resumed,
+        client_cert: match t.client_cert.as_deref() {
+            Some(c) => ROption::RSome(ClientCertV1 {
+                subject: RStr::from_str(&c.subject),
+                issuer: RStr::from_str(&c.issuer),
+                serial: RStr::from_str(&c.serial),
+                verify: RStr::from_str(c.verify),
+                pem: RStr::from_str(&c.pem),
+            }),
+            None => ROption::RNone,
+        },
+    })
 }

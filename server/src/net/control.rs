@@ -189,12 +189,15 @@ impl Control {
         for a in &gone {
             log::info!("stopped listening on {a}");
         }
-        let n: usize = rt
+        // A vhost with a plain and an HTTPS port is in two sites: once.
+        let n = rt
             .sites
             .values()
             .flat_map(|s| s.groups.values())
-            .map(|g| g.vhosts.len())
-            .sum();
+            .flat_map(|g| g.vhosts.iter())
+            .map(Arc::as_ptr)
+            .collect::<BTreeSet<_>>()
+            .len();
         self.handover.extend(listen::handover(&bound));
         for a in &gone {
             self.handover.remove(a);

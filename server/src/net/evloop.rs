@@ -37,6 +37,8 @@ use crate::net::cx::{
 use crate::net::watch::Watched;
 use crate::pool::Pool;
 use crate::proto::h1::{Conn, Next};
+use crate::transport::Stream;
+use crate::transport::tls::{Prefix, TlsStream};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -58,7 +60,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 pub struct EventLoop {
     poll: Poll,
     listeners: Slab<(SocketAddr, TcpListener)>,
-    conns: Slab<Box<Conn<TcpStream>>>,
+    conns: Slab<Box<Conn<Stream>>>,
     rt: Arc<Runtime>,
     rx: Receiver<Msg>,
     handle: LoopHandle,
@@ -368,7 +370,9 @@ impl EventLoop {
         } else {
             bind
         };
-        let proxy = self.rt.sites.get(&bind).is_some_and(|s| s.proxy_protocol);
+        let site = self.rt.sites.get(&bind);
+        let proxy = site.is_some_and(|s| s.proxy_protocol);
+        let tls = site.and_then(|s| s.tls.clone());
         if proxy && !crate::exchange::realip::trusted(&self.rt.settings.trusted_proxies, peer.ip())
         {
             // SECURITY: an attacker's connect flood writes one line a
@@ -394,8 +398,18 @@ impl EventLoop {
             return;
         }
         self.next_id += 1;
+        let io = match tls {
+            // A PROXY protocol header comes before the handshake: the TLS
+            // layer hands it to the connection as it is.
+            Some(t) => Stream::Tls(Box::new(TlsStream::new(
+                sock,
+                t,
+                proxy.then_some(proxy_prefix as fn(&[u8]) -> Prefix),
+            ))),
+            None => Stream::Plain(sock),
+        };
         e.insert(Box::new(Conn::new(
-            sock,
+            io,
             self.next_id,
             bind,
             local,
@@ -431,5 +445,14 @@ impl EventLoop {
                 Next::Wait => {}
             }
         }
+    }
+}
+
+/// The length of a PROXY protocol header before a TLS handshake.
+fn proxy_prefix(data: &[u8]) -> Prefix {
+    match crate::exchange::realip::parse_proxy(data) {
+        crate::exchange::realip::Proxy::Partial => Prefix::Partial,
+        crate::exchange::realip::Proxy::Header(n, _) => Prefix::Len(n),
+        crate::exchange::realip::Proxy::Bad(_) => Prefix::Bad,
     }
 }

@@ -126,6 +126,30 @@ pub fn drop_to(a: &Account) -> Result<(), String> {
     Ok(())
 }
 
+/// The groups `a` will have once dropped to: its group and the user's
+/// supplementary ones (what `initgroups` gives).
+pub fn groups(a: &Account) -> Vec<u32> {
+    let Ok(name) = CString::new(a.name.as_str()) else {
+        return vec![a.gid];
+    };
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut v: Vec<libc::gid_t> = vec![0; n as usize];
+        let want = n;
+        // SAFETY: `name` is a valid C string, `v` has room for `n` ids and
+        // `n` says so; glibc writes at most that many and sets `n`.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), a.gid, v.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            v.truncate(n.max(0) as usize);
+            return v;
+        }
+        if n <= want {
+            // No larger size asked for: give up on the list.
+            return vec![a.gid];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

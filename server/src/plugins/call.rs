@@ -55,6 +55,15 @@ pub fn visit_note(visit: &NoteVisitV1, ctx: *mut std::ffi::c_void, key: &str, va
     (visit.func)(ctx, RStr::from_str(key), RStr::from_str(value));
 }
 
+/// Calls a plugin's TLS view visitor (`HostTlsV1::tls`).
+pub fn visit_tls(
+    visit: &tamada_sdk::abi::TlsVisitV1,
+    ctx: *mut std::ffi::c_void,
+    info: &tamada_sdk::abi::TlsInfoV1<'_>,
+) {
+    (visit.func)(ctx, info)
+}
+
 /// Frees a waiting handler's state with the plugin's own function.
 pub fn free_state(free: extern "C" fn(*mut std::ffi::c_void), state: *mut std::ffi::c_void) {
     free(state)

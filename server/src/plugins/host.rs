@@ -39,7 +39,8 @@ pub static HOST_EXT_V1: HostExtV1 = HostExtV1 {
         | ABILITY_OPTION_PATHS
         | ABILITY_ROLES
         | ABILITY_RELAY
-        | ABILITY_WAIT,
+        | ABILITY_WAIT
+        | tamada_sdk::abi::ABILITY_TLS,
     draining: host_draining,
     dry_run: host_dry_run,
     serves_as_root: host_serves_as_root,
@@ -144,6 +145,42 @@ extern "C" fn host_notes(visit: NoteVisitV1, ctx: *mut std::ffi::c_void) {
     for (k, v) in notes {
         crate::plugins::call::visit_note(&visit, ctx, k, v);
     }
+}
+
+/// The SDK 1.2 TLS view every plugin with the TLS table gets.
+pub static HOST_TLS_V1: tamada_sdk::abi::HostTlsV1 = tamada_sdk::abi::HostTlsV1 { tls: host_tls };
+
+thread_local! {
+    /// The TLS view of the exchange this thread handles or logs.
+    static TLS_IN: Cell<*const std::ffi::c_void> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs a handler or the loggers with the exchange's TLS view visible to
+/// them (`None`: not a TLS request).
+pub fn with_tls<R>(info: Option<&tamada_sdk::abi::TlsInfoV1<'_>>, f: impl FnOnce() -> R) -> R {
+    struct Reset(*const std::ffi::c_void);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TLS_IN.with(|n| n.set(self.0));
+        }
+    }
+    let p = info.map_or(std::ptr::null(), |i| {
+        i as *const _ as *const std::ffi::c_void
+    });
+    let _reset = Reset(TLS_IN.with(|n| n.replace(p)));
+    f()
+}
+
+extern "C" fn host_tls(visit: tamada_sdk::abi::TlsVisitV1, ctx: *mut std::ffi::c_void) -> bool {
+    let p = TLS_IN.with(|n| n.get());
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: set by `with_tls` from a reference that outlives the call it
+    // wraps, and reset (by its guard) before that reference ends.
+    let info = unsafe { &*(p as *const tamada_sdk::abi::TlsInfoV1<'_>) };
+    crate::plugins::call::visit_tls(&visit, ctx, info);
+    true
 }
 
 thread_local! {

@@ -44,6 +44,8 @@ pub struct Plugin {
     pub lifecycle: Option<&'static LifecycleV1>,
     /// The optional SDK 1.1 table; without it the plugin runs on the pool.
     pub ext: Option<&'static ExtV1>,
+    /// The SDK 1.2 TLS view's `init`, when the plugin has it.
+    pub tls_init: Option<extern "C" fn(&'static tamada_sdk::abi::HostTlsV1)>,
 }
 
 impl Plugin {
@@ -149,6 +151,9 @@ impl Registry {
                         (p.table.init)(&HOST_V1);
                         if let Some(x) = p.ext {
                             (x.init)(&HOST_EXT_V1);
+                        }
+                        if let Some(init) = p.tls_init {
+                            init(&crate::plugins::host::HOST_TLS_V1);
                         }
                         log::info!(
                             "{} plugin `{}` {} (SDK {}.{}) from {}",
@@ -344,6 +349,28 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         }
         Err(_) => None,
     };
+    // SAFETY: as for the lifecycle table.
+    let tls_init = match unsafe {
+        lib.get::<extern "C" fn() -> tamada_sdk::abi::TlsDeclV1>(tamada_sdk::abi::TLS_V1_SYMBOL)
+    } {
+        Ok(f) => {
+            let d = f();
+            if let Err(e) = check_layout_compatibility(
+                <tamada_sdk::abi::HostTlsV1 as StableAbi>::LAYOUT,
+                d.layout,
+            ) {
+                if verbose {
+                    log::warn!("{}: TLS table layout check:\n{e}", file.display());
+                }
+                return Err(format!(
+                    "its SDK 1.2 TLS table does not match this server's: {}; rebuild it against this server's tamada-sdk",
+                    summarise(&e)
+                ));
+            }
+            Some(d.init)
+        }
+        Err(_) => None,
+    };
     let plugin = Plugin {
         name: table.name.as_str().to_owned(),
         version: table.version.as_str().to_owned(),
@@ -352,6 +379,7 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         table,
         lifecycle,
         ext,
+        tls_init,
     };
     if plugin.name.is_empty() {
         return Err("the plugin declares an empty name".into());

@@ -8,6 +8,8 @@
 //! answers with [`Io`]: `Ready(n)`, `Blocked` (try again after the next
 //! readiness event) or an error. `Interrupted` is retried inside.
 
+pub mod tls;
+
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -44,6 +46,86 @@ pub trait Transport {
     fn shutdown_write(&mut self);
     /// Prepares the socket for a large body.
     fn large_body(&mut self) {}
+    /// Bytes the transport itself still has to send (TLS records).
+    fn pending(&self) -> bool {
+        false
+    }
+    /// Sends what [`pending`](Self::pending) has; false while the socket
+    /// is full.
+    fn flush(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// What TLS negotiated, on a TLS connection.
+    fn tls(&self) -> Option<&std::sync::Arc<tls::TlsInfo>> {
+        None
+    }
+}
+
+/// A client connection's transport: plain TCP, or TLS over it.
+pub enum Stream {
+    Plain(mio::net::TcpStream),
+    Tls(Box<tls::TlsStream>),
+}
+
+impl Stream {
+    /// The socket (for the loop's poll).
+    pub fn socket(&mut self) -> &mut mio::net::TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.socket_mut(),
+        }
+    }
+}
+
+impl Transport for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<Io> {
+        match self {
+            Stream::Plain(s) => Transport::read(s, buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+    fn write(&mut self, data: &[u8], more: bool) -> io::Result<Io> {
+        match self {
+            Stream::Plain(s) => Transport::write(s, data, more),
+            Stream::Tls(t) => t.write(data, more),
+        }
+    }
+    fn sendfile(&mut self, file: BorrowedFd<'_>, off: &mut u64, len: u64) -> io::Result<Io> {
+        match self {
+            Stream::Plain(s) => s.sendfile(file, off, len),
+            Stream::Tls(t) => t.sendfile(file, off, len),
+        }
+    }
+    fn shutdown_write(&mut self) {
+        match self {
+            Stream::Plain(s) => Transport::shutdown_write(s),
+            Stream::Tls(t) => t.shutdown_write(),
+        }
+    }
+    fn large_body(&mut self) {
+        match self {
+            Stream::Plain(s) => s.large_body(),
+            Stream::Tls(t) => t.large_body(),
+        }
+    }
+    fn pending(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.pending(),
+        }
+    }
+    fn flush(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Plain(_) => Ok(true),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+    fn tls(&self) -> Option<&std::sync::Arc<tls::TlsInfo>> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t.tls(),
+        }
+    }
 }
 
 impl Transport for mio::net::TcpStream {

@@ -109,6 +109,18 @@ impl Handler for Echo {
         out.push_str(&format!("peer={}\n", req.peer_addr()));
         out.push_str(&format!("local={}\n", req.local_addr()));
         out.push_str(&format!("redirects={}\n", req.redirects()));
+        out.push_str(&format!("scheme={}\n", req.scheme()));
+        if let Some(t) = req.tls() {
+            out.push_str(&format!("tls-version={}\n", t.version));
+            out.push_str(&format!("tls-cipher={}\n", t.cipher));
+            out.push_str(&format!("tls-sni={}\n", t.sni.unwrap_or_default()));
+            out.push_str(&format!("tls-alpn={}\n", t.alpn.unwrap_or_default()));
+            out.push_str(&format!("tls-resumed={}\n", t.resumed));
+            if let Some(c) = t.client_cert {
+                out.push_str(&format!("client-subject={}\n", c.subject));
+                out.push_str(&format!("client-verify={}\n", c.verify));
+            }
+        }
         out.push_str(&format!("x-multi={}\n", req.header_joined("x-multi").unwrap_or_default()));
         match body_result {
             Ok(_) => {

@@ -116,6 +116,21 @@ impl<T: Transport> Conn<T> {
         let peer =
             crate::exchange::realip::client(&cx.settings().trusted_proxies, self.peer, &head);
         let mut x = Box::new(Exchange::new(head, vhost, self.local, peer, started));
+        x.tls = self.sock.io.tls().cloned();
+        x.https = x.tls.is_some()
+            || self.proxy_ssl
+            || crate::exchange::realip::forwarded_https(
+                &cx.settings().trusted_proxies,
+                self.peer,
+                &x.head,
+            );
+        if let Some(o) = crate::exchange::https::gate(&x) {
+            // A body is not read: the connection closes after the answer.
+            let unread = !matches!(framing, Framing::None | Framing::Length(0));
+            self.closing.linger |= unread;
+            let keep = reply.keep && !unread;
+            return self.answer(x, Answer::Plugin(o), Reply { keep, ..reply }, cx);
+        }
         if let Framing::Length(n) = framing
             && n > limit
         {
@@ -354,7 +369,16 @@ impl<T: Transport> Conn<T> {
             head_only,
             keep,
         } = reply;
-        let resp = match a {
+        let hsts = crate::exchange::https::hsts(&x).map(str::to_owned);
+        let hsts = hsts.filter(|_| match &a {
+            // A handler's own field stands.
+            Answer::Plugin(o) => !o
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("strict-transport-security")),
+            _ => true,
+        });
+        let mut resp = match a {
             Answer::Plugin(mut o) => {
                 if let OwnedBody::Raw(_) = &o.body {
                     // PERF: only a stream needs a wake-up and the pool.
@@ -385,6 +409,9 @@ impl<T: Transport> Conn<T> {
                 &[("Retry-After", b"1")],
             ),
         };
+        if let Some(v) = hsts {
+            resp.add_header("Strict-Transport-Security", v.as_bytes());
+        }
         self.queue(resp, Some(x));
     }
 

@@ -60,6 +60,18 @@ pub struct Response {
     pub status: u16,
 }
 
+impl Response {
+    /// Adds a header field to a head already framed (before the blank
+    /// line that ends it; a small body behind it moves along).
+    pub fn add_header(&mut self, name: &str, value: &[u8]) {
+        let mut field = Vec::with_capacity(name.len() + value.len() + 4);
+        push_header(&mut field, name, value);
+        let at = self.head_len - 2;
+        self.head.splice(at..at, field.iter().copied());
+        self.head_len += field.len();
+    }
+}
+
 /// The canonical spelling of a header name: `Content-Type`, with the
 /// usual exceptions (`ETag`, `WWW-Authenticate`...).
 pub fn canonical(name: &str) -> Cow<'_, str> {

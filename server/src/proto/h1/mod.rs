@@ -151,6 +151,8 @@ pub struct Conn<T> {
     pub bind: SocketAddr,
     pub local: SocketAddr,
     pub peer: SocketAddr,
+    /// A PROXY protocol v2 header said the client came over TLS.
+    proxy_ssl: bool,
     buf: Buf,
     out: Out,
     state: State,
@@ -182,6 +184,7 @@ impl<T: Transport> Conn<T> {
             bind,
             local,
             peer,
+            proxy_ssl: false,
             buf: Buf::default(),
             out: Out::default(),
             state: if proxy { State::Proxy } else { State::Head },
@@ -196,9 +199,13 @@ impl<T: Transport> Conn<T> {
 
     /// Idle between requests: nothing buffered, queued or running.
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Head | State::Proxy)
-            && self.buf.is_empty()
-            && self.out.is_idle()
+        matches!(self.state, State::Head | State::Proxy) && self.buf.is_empty() && self.sent_all()
+    }
+
+    /// Nothing is left to send: the queue is empty and the transport
+    /// holds no records back (TLS).
+    fn sent_all(&self) -> bool {
+        self.out.is_idle() && !self.sock.io.pending()
     }
 
     /// Whether a handler runs on the pool for this connection.
@@ -215,7 +222,7 @@ impl<T: Transport> Conn<T> {
 
     /// Whether a response is still being written or a handler runs.
     pub fn is_busy(&self) -> bool {
-        !self.out.is_idle()
+        !self.sent_all()
             || matches!(
                 self.state,
                 State::Pool(_) | State::Tunnel(_) | State::Parked(_) | State::Collect(_)
@@ -279,7 +286,7 @@ impl<T: Transport> Conn<T> {
             if let Some(n) = self.flush(cx) {
                 return n;
             }
-            if self.out.is_idle() && self.closing.after && matches!(self.state, State::Head) {
+            if self.sent_all() && self.closing.after && matches!(self.state, State::Head) {
                 return self.end();
             }
             if held_back && self.out.can_gather() {
@@ -358,6 +365,7 @@ impl<T: Transport> Conn<T> {
         match crate::exchange::realip::parse_proxy(self.buf.data()) {
             crate::exchange::realip::Proxy::Partial => Flow::Idle,
             crate::exchange::realip::Proxy::Header(n, client) => {
+                self.proxy_ssl = crate::exchange::realip::proxy_ssl(&self.buf.data()[..n]);
                 self.buf.consume(n);
                 self.state = State::Head;
                 if let Some(c) = client {
@@ -412,7 +420,7 @@ impl<T: Transport> Conn<T> {
         }
         match self.sock.read(&mut self.buf) {
             Read::Eof => {
-                if self.buf.is_empty() && self.out.is_idle() {
+                if self.buf.is_empty() && self.sent_all() {
                     return Flow::Done(Next::Close);
                 }
                 // Answer what was sent, then close.

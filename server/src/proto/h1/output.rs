@@ -11,8 +11,11 @@ use std::time::Instant;
 impl<T: Transport> Conn<T> {
     /// Writes the queue; `Some` when the connection must close.
     pub(super) fn flush(&mut self, cx: &mut Cx<'_>) -> Option<Next> {
-        if self.out.is_idle() || !self.sock.writable {
+        if !self.sock.writable {
             return None;
+        }
+        if self.out.is_idle() {
+            return self.flush_transport(cx);
         }
         let before = self.out.sent;
         let p = self.out.write(&mut self.sock.io);
@@ -36,7 +39,29 @@ impl<T: Transport> Conn<T> {
             }
         }
         self.finish_logs();
+        if self.out.is_idle() && self.sock.writable {
+            return self.flush_transport(cx);
+        }
         None
+    }
+
+    /// Sends the records the transport holds back (TLS) once the queue is
+    /// empty; the socket is full until they are out.
+    fn flush_transport(&mut self, cx: &mut Cx<'_>) -> Option<Next> {
+        if !self.sock.io.pending() {
+            return None;
+        }
+        match self.sock.io.flush() {
+            Ok(true) => {
+                self.last_write = crate::clock::now();
+                None
+            }
+            Ok(false) => {
+                self.sock.writable = false;
+                None
+            }
+            Err(e) => Some(self.close(cx, &e.to_string())),
+        }
     }
 
     /// Runs the log phase of the responses whose last byte is out.
@@ -84,7 +109,7 @@ impl<T: Transport> Conn<T> {
 
     /// A turn of the relay, once the 101 is out.
     pub(super) fn tunnel_step(&mut self, cx: &mut Cx<'_>) -> Next {
-        if !self.out.is_idle() {
+        if !self.sent_all() {
             if let Some(n) = self.flush(cx) {
                 return n;
             }

@@ -224,6 +224,7 @@ fn plugin() -> Arc<Plugin> {
             table: &TABLE,
             lifecycle: None,
             ext: Some(&EXT),
+            tls_init: None,
         })
     })
     .clone()
@@ -243,6 +244,9 @@ fn runtime() -> Runtime {
         log_dir: String::new(),
         config_file: "a.yaml".into(),
         max_body: 1 << 20,
+        tls_port: None,
+        https_redirect: false,
+        hsts: None,
         routes: Vec::new(),
         loggers: Vec::new(),
         pool_loggers: false,

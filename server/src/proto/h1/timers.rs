@@ -20,7 +20,7 @@ impl<T: Transport> Conn<T> {
         }
         // A waiting handler's or a collected body's own deadline.
         let request = self.request_deadline(cx);
-        if !self.out.is_idle() && !self.sock.writable {
+        if !self.sent_all() && !self.sock.writable {
             let send = self.last_write + s.send_timeout.0;
             return Some(request.map_or(send, |r| r.min(send)));
         }
@@ -29,7 +29,7 @@ impl<T: Transport> Conn<T> {
         }
         match self.state {
             State::Pool(_) => None,
-            _ if !self.out.is_idle() => None,
+            _ if !self.sent_all() => None,
             _ => Some(match self.head_started {
                 Some(t) if !self.buf.is_empty() => t + s.header_timeout.0,
                 _ if self.served == 0 => self.idle_since + s.header_timeout.0,
@@ -49,7 +49,7 @@ impl<T: Transport> Conn<T> {
 
     /// The deadline passed.
     pub fn timed_out(&mut self, cx: &mut Cx<'_>) -> Next {
-        let send_timed_out = !self.out.is_idle()
+        let send_timed_out = !self.sent_all()
             && !self.sock.writable
             && crate::clock::now() >= self.last_write + cx.settings().send_timeout.0;
         if !send_timed_out && let Some(due) = self.request_deadline(cx) {
@@ -67,7 +67,7 @@ impl<T: Transport> Conn<T> {
         let why = match self.state {
             State::Linger(_) => return Next::Close,
             State::Tunnel(_) if self.out.is_idle() => "relay idle",
-            _ if !self.out.is_idle() => "send timeout",
+            _ if !self.sent_all() => "send timeout",
             _ if !self.buf.is_empty() => "header timeout",
             _ => "idle",
         };

@@ -170,6 +170,14 @@ impl Tunnel {
     ) -> Turn {
         for _ in 0..TURN {
             let mut moved = false;
+            // Records the transport held back (TLS) go first.
+            if *client_writable && io.pending() {
+                match io.flush() {
+                    Ok(true) => {}
+                    Ok(false) => *client_writable = false,
+                    Err(e) => return Turn::Failed(format!("writing to the client: {e}")),
+                }
+            }
             // Client -> plugin's socket.
             if !self.to_up.is_empty() {
                 if self.up_writable {
@@ -249,7 +257,11 @@ impl Tunnel {
             if moved {
                 self.last = crate::clock::now();
             }
-            if self.client_eof && self.up_eof && self.to_up.is_empty() && self.to_client.is_empty()
+            if self.client_eof
+                && self.up_eof
+                && self.to_up.is_empty()
+                && self.to_client.is_empty()
+                && !io.pending()
             {
                 self.clean = self.error.is_none();
                 return Turn::Done;

@@ -1,0 +1,499 @@
+//! TLS as a transport (rustls, sans-I/O): the record layer sits between
+//! the socket and the protocol, which sees plaintext through the same
+//! [`Transport`] as on a plain socket. Each call goes as far as the
+//! socket allows (`read_tls` / `process_new_packets` / `reader()`,
+//! `writer()` / `write_tls`); records that could not go out yet wait in
+//! rustls and go with [`Transport::flush`] once the socket is writable.
+//!
+//! A connection starts with rustls's `Acceptor`: the ClientHello is read
+//! first, its SNI picks the vhost's own configuration (certificates,
+//! client certificates, versions: `config/tls.rs`), and only then does
+//! the handshake go on, on the connection's loop like the rest of it.
+//! Plain HTTP sent to the TLS port is answered with a 400 in clear text,
+//! as nginx does.
+//!
+//! Reads keep the rule the connection's readiness relies on
+//! (`proto/h1/sock.rs`): a read that returns less than was asked for has
+//! drained the socket (it met `WouldBlock`), so no edge is lost.
+
+use super::{Io, Transport, retry};
+use crate::config::tls::SiteTls;
+use rustls::ServerConnection;
+use rustls::pki_types::CertificateDer;
+use rustls::server::Acceptor;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+
+/// What a TLS connection negotiated, for the exchange, plugins and logs.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: &'static str,
+    /// `TLS_AES_128_GCM_SHA256`, as IANA names it.
+    pub cipher: &'static str,
+    /// The server name the client asked for (lowercase), if any.
+    pub sni: Option<String>,
+    /// The protocol ALPN chose (`http/1.1`).
+    pub alpn: Option<String>,
+    /// The vhost the SNI chose, when the client sent a name: a request
+    /// whose Host names another vhost is misdirected (421).
+    pub vhost: Option<String>,
+    /// The client's certificate (mutual TLS), if it sent one.
+    pub client_cert: Option<Arc<ClientCert>>,
+    /// The session was resumed (a ticket or the session cache).
+    pub resumed: bool,
+}
+
+/// A client certificate, as plugins, CGI and logs see it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCert {
+    /// The subject's distinguished name (`CN=alice, O=Example`).
+    pub subject: String,
+    pub issuer: String,
+    /// The serial number in hexadecimal.
+    pub serial: String,
+    /// `SUCCESS`: verified against `client_ca` (Apache's
+    /// `SSL_CLIENT_VERIFY`); the handshake refuses any other.
+    pub verify: &'static str,
+    pub pem: String,
+}
+
+/// How many bytes come before the TLS handshake: a PROXY protocol header
+/// from a load balancer (the connection's own parser reads it as it does
+/// on a plain socket).
+pub enum Prefix {
+    /// Not all of it has come.
+    Partial,
+    /// This many bytes.
+    Len(usize),
+    /// Not a valid prefix: the bytes go to the connection, which refuses
+    /// them.
+    Bad,
+}
+
+/// Measures a connection's prefix (`realip::parse_proxy`, given by the
+/// loop: this layer knows nothing of HTTP).
+pub type PrefixFn = fn(&[u8]) -> Prefix;
+
+enum State {
+    /// Reading the ClientHello.
+    Hello(Box<Acceptor>),
+    /// Handshaking, then open.
+    Open(Box<ServerConnection>),
+    /// Refused or failed: nothing more is read or written.
+    Done,
+}
+
+/// A TLS connection over a non-blocking TCP socket.
+pub struct TlsStream {
+    sock: mio::net::TcpStream,
+    state: State,
+    site: Arc<SiteTls>,
+    info: Option<Arc<TlsInfo>>,
+    /// The first bytes were looked at (plain HTTP to a TLS port).
+    sniffed: bool,
+    /// A PROXY protocol header comes first.
+    prefix: Option<PrefixFn>,
+}
+
+impl TlsStream {
+    pub fn new(sock: mio::net::TcpStream, site: Arc<SiteTls>, prefix: Option<PrefixFn>) -> Self {
+        TlsStream {
+            sock,
+            state: State::Hello(Box::default()),
+            site,
+            info: None,
+            sniffed: false,
+            prefix,
+        }
+    }
+
+    /// The socket (for the loop's poll).
+    pub fn socket_mut(&mut self) -> &mut mio::net::TcpStream {
+        &mut self.sock
+    }
+
+    /// Reads a PROXY protocol header off the socket, without a byte of
+    /// what follows it.
+    fn read_prefix(&mut self, buf: &mut [u8], f: PrefixFn) -> io::Result<Io> {
+        let n = match retry(|| self.sock.peek(buf))? {
+            Io::Ready(n) => n,
+            Io::Blocked => return Ok(Io::Blocked),
+        };
+        if n == 0 {
+            return Ok(Io::Ready(0));
+        }
+        let want = match f(&buf[..n]) {
+            Prefix::Len(k) => k,
+            Prefix::Partial if n < buf.len() => return Ok(Io::Blocked),
+            Prefix::Partial | Prefix::Bad => n,
+        };
+        self.prefix = None;
+        retry(|| Read::read(&mut self.sock, &mut buf[..want]))
+    }
+
+    /// The ClientHello is in: its SNI picks the vhost's configuration.
+    /// `Blocked` when the socket has nothing more for now.
+    fn hello(&mut self) -> io::Result<Io> {
+        let State::Hello(acc) = &mut self.state else {
+            return Ok(Io::Blocked);
+        };
+        loop {
+            match acc.read_tls(&mut self.sock) {
+                Ok(0) => return Ok(Io::Ready(0)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Io::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let accepted = match acc.accept() {
+                Ok(None) => continue,
+                Ok(Some(a)) => a,
+                Err((e, mut alert)) => {
+                    let _ = alert.write_all(&mut self.sock);
+                    self.state = State::Done;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("TLS: {e}"),
+                    ));
+                }
+            };
+            let sni = accepted
+                .client_hello()
+                .server_name()
+                .map(|s| s.to_ascii_lowercase());
+            let Some(v) = self.site.select(sni.as_deref()) else {
+                // `reject_unknown_sni`: an `unrecognized_name` alert, as
+                // nginx's `ssl_reject_handshake`.
+                let _ = self
+                    .sock
+                    .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
+                self.state = State::Done;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "TLS: no certificate for the server name {}",
+                        sni.as_deref().unwrap_or("(none)")
+                    ),
+                ));
+            };
+            return match accepted.into_connection(v.config.clone()) {
+                Ok(conn) => {
+                    self.info = Some(Arc::new(TlsInfo {
+                        vhost: sni.as_ref().map(|_| v.vhost.clone()),
+                        sni,
+                        ..TlsInfo::default()
+                    }));
+                    self.state = State::Open(Box::new(conn));
+                    // The first flight goes out as the open connection reads.
+                    Ok(Io::Blocked)
+                }
+                Err((e, mut alert)) => {
+                    let _ = alert.write_all(&mut self.sock);
+                    self.state = State::Done;
+                    Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("TLS: {e}"),
+                    ))
+                }
+            };
+        }
+    }
+
+    /// Reads plaintext into `buf`, as far as the socket allows.
+    fn read_open(&mut self, buf: &mut [u8], mut total: usize) -> io::Result<Io> {
+        let State::Open(c) = &mut self.state else {
+            return Ok(if total > 0 {
+                Io::Ready(total)
+            } else {
+                Io::Ready(0)
+            });
+        };
+        loop {
+            match c.reader().read(&mut buf[total..]) {
+                // A close_notify: the end of the stream.
+                Ok(0) => return Ok(Io::Ready(total)),
+                Ok(n) => {
+                    total += n;
+                    if total == buf.len() {
+                        return Ok(Io::Ready(total));
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed without close_notify: its end too.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(Io::Ready(total));
+                }
+                Err(e) => return Err(e),
+            }
+            match c.read_tls(&mut self.sock) {
+                Ok(0) => {
+                    // The peer's end: what was decrypted goes first.
+                    return Ok(Io::Ready(total));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    send_records(c, &mut self.sock)?;
+                    return Ok(if total > 0 {
+                        Io::Ready(total)
+                    } else {
+                        Io::Blocked
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let r = c.process_new_packets();
+            // An alert, the handshake's next flight, or tickets.
+            let sent = send_records(c, &mut self.sock);
+            if let Err(e) = r {
+                self.state = State::Done;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("TLS: {e}"),
+                ));
+            }
+            sent?;
+            if !c.is_handshaking()
+                && let Some(info) = &mut self.info
+                && info.version.is_empty()
+            {
+                negotiated(c, Arc::make_mut(info));
+            }
+        }
+    }
+}
+
+/// Writes what rustls has to send; false when the socket is full.
+fn send_records(c: &mut ServerConnection, sock: &mut mio::net::TcpStream) -> io::Result<bool> {
+    while c.wants_write() {
+        match c.write_tls(sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The handshake's result, once (what plugins and logs see).
+fn negotiated(c: &ServerConnection, i: &mut TlsInfo) {
+    i.version = match c.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    i.cipher = c
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .map_or("", iana);
+    i.alpn = c
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    i.resumed = matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    if let Some(leaf) = c.peer_certificates().and_then(|c| c.first()) {
+        i.client_cert = Some(Arc::new(describe_client_cert(leaf)));
+    }
+}
+
+impl Transport for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<Io> {
+        let mut total = 0;
+        if let Some(f) = self.prefix {
+            match self.read_prefix(buf, f)? {
+                Io::Ready(n) => total = n,
+                Io::Blocked => return Ok(Io::Blocked),
+            }
+            if total == 0 {
+                return Ok(Io::Ready(0));
+            }
+        }
+        if let State::Hello(_) = self.state {
+            if !self.sniffed {
+                let mut b = [0u8; 1];
+                match self.sock.peek(&mut b) {
+                    // A TLS record starts with 0x16 (a handshake); a
+                    // request line with a method's capitals.
+                    Ok(1) if b[0].is_ascii_uppercase() => {
+                        let _ = self.sock.write_all(PLAIN_HTTP_400);
+                        self.state = State::Done;
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "plain HTTP sent to the TLS port (answered 400)",
+                        ));
+                    }
+                    Ok(_) => self.sniffed = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(if total > 0 {
+                            Io::Ready(total)
+                        } else {
+                            Io::Blocked
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match self.hello()? {
+                Io::Ready(0) if total == 0 => return Ok(Io::Ready(0)),
+                _ if matches!(self.state, State::Open(_)) => {}
+                _ => {
+                    return Ok(if total > 0 {
+                        Io::Ready(total)
+                    } else {
+                        Io::Blocked
+                    });
+                }
+            }
+        }
+        match self.read_open(buf, total)? {
+            // The end, after the bytes of a prefix.
+            Io::Ready(0) if total > 0 => Ok(Io::Ready(total)),
+            r => Ok(r),
+        }
+    }
+
+    fn write(&mut self, data: &[u8], _more: bool) -> io::Result<Io> {
+        let State::Open(c) = &mut self.state else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "TLS: no connection to write to",
+            ));
+        };
+        // Records not sent yet go first: a full socket is back-pressure.
+        if !send_records(c, &mut self.sock)? {
+            return Ok(Io::Blocked);
+        }
+        let n = c.writer().write(data)?;
+        send_records(c, &mut self.sock)?;
+        if n == 0 && !data.is_empty() {
+            return Ok(Io::Blocked);
+        }
+        Ok(Io::Ready(n))
+    }
+
+    fn sendfile(&mut self, file: BorrowedFd<'_>, off: &mut u64, len: u64) -> io::Result<Io> {
+        // No kernel TLS: the file is read in large pieces and encrypted
+        // (one copy into the records, which rustls needs anyway).
+        thread_local! {
+            static CHUNK: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(vec![0; 64 * 1024]);
+        }
+        if let State::Open(c) = &mut self.state
+            && !send_records(c, &mut self.sock)?
+        {
+            return Ok(Io::Blocked);
+        }
+        CHUNK.with(|b| {
+            let mut b = b.borrow_mut();
+            let want = (len as usize).min(b.len());
+            let fd = file.as_raw_fd();
+            let n = match retry(|| {
+                // SAFETY: `b` is a valid buffer of at least `want` bytes
+                // for the call, and `fd` is open (borrowed from the body).
+                let r = unsafe {
+                    libc::pread(
+                        fd,
+                        b.as_mut_ptr() as *mut libc::c_void,
+                        want,
+                        *off as libc::off_t,
+                    )
+                };
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(r as usize)
+                }
+            })? {
+                Io::Ready(n) => n,
+                Io::Blocked => return Ok(Io::Blocked),
+            };
+            if n == 0 && len > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ended before its announced length (truncated while sent?)",
+                ));
+            }
+            let r = self.write(&b[..n], false)?;
+            if let Io::Ready(k) = r {
+                *off += k as u64;
+            }
+            Ok(r)
+        })
+    }
+
+    fn shutdown_write(&mut self) {
+        if let State::Open(c) = &mut self.state {
+            c.send_close_notify();
+            let _ = send_records(c, &mut self.sock);
+        }
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+    }
+
+    fn large_body(&mut self) {
+        self.sock.large_body();
+    }
+
+    fn pending(&self) -> bool {
+        matches!(&self.state, State::Open(c) if c.wants_write())
+    }
+
+    fn flush(&mut self) -> io::Result<bool> {
+        match &mut self.state {
+            State::Open(c) => send_records(c, &mut self.sock),
+            _ => Ok(true),
+        }
+    }
+
+    fn tls(&self) -> Option<&Arc<TlsInfo>> {
+        self.info.as_ref().filter(|i| !i.version.is_empty())
+    }
+}
+
+/// A cipher suite's IANA name (rustls spells TLS 1.3's `TLS13_...`).
+fn iana(rustls_name: &'static str) -> &'static str {
+    match rustls_name {
+        "TLS13_AES_128_GCM_SHA256" => "TLS_AES_128_GCM_SHA256",
+        "TLS13_AES_256_GCM_SHA384" => "TLS_AES_256_GCM_SHA384",
+        "TLS13_CHACHA20_POLY1305_SHA256" => "TLS_CHACHA20_POLY1305_SHA256",
+        other => other,
+    }
+}
+
+/// A client certificate as plugins, CGI and logs see it.
+pub fn describe_client_cert(leaf: &CertificateDer<'_>) -> ClientCert {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(leaf.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or(""));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let (subject, issuer, serial) = match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        Ok((_, c)) => (
+            c.subject().to_string(),
+            c.issuer().to_string(),
+            c.raw_serial_as_string()
+                .replace(':', "")
+                .to_ascii_uppercase(),
+        ),
+        Err(_) => Default::default(),
+    };
+    ClientCert {
+        subject,
+        issuer,
+        serial,
+        verify: "SUCCESS",
+        pem,
+    }
+}
+
+/// The answer to plain HTTP on a TLS port (nginx's, with a 400 status).
+const PLAIN_HTTP_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 51\r\n\
+Connection: close\r\n\r\n\
+The plain HTTP request was sent to the HTTPS port.\n";
