@@ -826,7 +826,22 @@ fn dash_t_reports_bad_upstreams_cidrs_and_keys_with_file_and_line() {
             "{ upstreams: [\"127.0.0.1:8080\", \"nope\"] }",
             "upstreams[1]",
         ),
-        ("{ upstreams: [\"http://127.0.0.1:8080\"] }", "no scheme"),
+        (
+            "{ upstreams: [\"ftp://127.0.0.1:8080\"] }",
+            "is not host:port, https://host:port or unix:/path",
+        ),
+        (
+            "{ upstreams: [\"https://127.0.0.1:8443/app\"] }",
+            "without a path",
+        ),
+        (
+            "{ upstreams: [\"127.0.0.1:8080\"], tls: { ca: ca.pem } }",
+            "tls: no upstream is https://",
+        ),
+        (
+            "{ upstreams: [\"https://127.0.0.1:8443\"], tls: { ca: missing.pem } }",
+            "missing.pem",
+        ),
         ("{ upstreams: [\"unix:run/app.sock\"] }", "absolute path"),
         (
             "{ upstreams: [\"127.0.0.1:8080\"], trusted: [10.0.0.0/33] }",

@@ -1007,3 +1007,233 @@ fn a_renewed_certificate_is_swapped_by_sighup_while_wrk_runs_over_https() {
     assert_eq!(serial_of(), after);
     assert_eq!(curl(&s, "a.test", port, "/", &[]).status, 200);
 }
+
+/// An HTTPS upstream: tamada serving echo on TLS only, with a certificate
+/// for `a.test` and 127.0.0.1; `extra_tls` goes into its `tls:` block.
+fn https_upstream(pki: &Pki, extra_tls: &str) -> TestServer {
+    let pair = pki.server(&["a.test", "127.0.0.1"], false);
+    Fixture::new()
+        .file("tls/ca.pem", &pki.ca_pem())
+        .file("tls/up.pem", &pair.cert)
+        .file("tls/up.key", &pair.key)
+        .file("www/.keep", "")
+        .file(
+            "conf.d/up.yaml",
+            &format!(
+                "vhost: a.test\nip: 127.0.0.1\ntls_port: {{port0}}\n\
+                 tls: {{ cert: ../tls/up.pem, key: ../tls/up.key{extra_tls} }}\n\
+                 document_root: ../www\nroutes:\n  - path: /\n    handler: echo\n    options: {{ tag: upstream }}\n"
+            ),
+        )
+        .start()
+}
+
+/// A plain front vhost on `{port0}` proxying `/` with these options.
+fn front(pki: &Pki, client: Option<&Pair>, options: &str) -> TestServer {
+    let mut f = Fixture::new()
+        .file("tls/ca.pem", &pki.ca_pem())
+        .file("logs/.keep", "")
+        .file("www/.keep", "")
+        .file(
+            "conf.d/front.yaml",
+            &format!(
+                "vhost: front\nip: 127.0.0.1\nport: {{port0}}\ndocument_root: ../www\nlog: ../logs\n\
+                 routes:\n  - path: /\n    handler: proxy\n    options: {options}\n"
+            ),
+        );
+    if let Some(c) = client {
+        f = f
+            .file("tls/client.pem", &c.cert)
+            .file("tls/client.key", &c.key);
+    }
+    f.start()
+}
+
+#[test]
+fn https_upstreams_are_verified_and_named() {
+    let pki = Pki::new();
+    let up = https_upstream(&pki, "");
+    let port = up.ports[0];
+    // Verified against the route's CA, by address (an IP SAN).
+    let s = front(
+        &pki,
+        None,
+        &format!("{{ upstreams: [\"https://127.0.0.1:{port}\"], tls: {{ ca: ../tls/ca.pem }} }}"),
+    );
+    let r = get(s.port(), "/x?y=1", "front");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.log.text());
+    assert!(r.text().contains("tag=upstream"), "{}", r.text());
+    assert!(r.text().contains("scheme=https"), "{}", r.text());
+    assert!(r.text().contains("target=/x?y=1"), "{}", r.text());
+    // Kept alive: the next request reuses the TLS connection.
+    let mut c = Client::connect(s.port());
+    for i in 0..3 {
+        let r = c.request(&format!("GET /k{i} HTTP/1.1\r\nHost: front\r\n\r\n"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // A POST body of 2 MB goes through whole.
+    let body = vec![b'z'; 2_000_000];
+    let mut c = Client::connect(s.port());
+    c.send(
+        format!(
+            "POST /up HTTP/1.1\r\nHost: front\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(&body);
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("body-len=2000000"), "{}", r.text());
+    // By name: SNI sent, the certificate checked for it.
+    let s = front(
+        &pki,
+        None,
+        &format!(
+            "{{ upstreams: [\"https://127.0.0.1:{port}\"], tls: {{ ca: ../tls/ca.pem, server_name: a.test }} }}"
+        ),
+    );
+    let r = get(s.port(), "/", "front");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("tls-sni=a.test"), "{}", r.text());
+}
+
+#[test]
+fn an_https_upstream_with_a_wrong_name_or_an_unknown_ca_is_refused() {
+    let pki = Pki::new();
+    let up = https_upstream(&pki, "");
+    let port = up.ports[0];
+    let s = front(
+        &pki,
+        None,
+        &format!(
+            "{{ upstreams: [\"https://127.0.0.1:{port}\"], tls: {{ ca: ../tls/ca.pem, server_name: wrong.test }} }}"
+        ),
+    );
+    let r = get(s.port(), "/", "front");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let log = crate::proxy::error_log(&s, "certificate");
+    assert!(log.contains("https://127.0.0.1"), "{log}");
+    assert!(log.contains("certificate"), "{log}");
+    // The system's roots do not know the test CA.
+    let s = front(
+        &pki,
+        None,
+        &format!("{{ upstreams: [\"https://127.0.0.1:{port}\"] }}"),
+    );
+    let r = get(s.port(), "/", "front");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let log = crate::proxy::error_log(&s, "UnknownIssuer");
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    // Unless checking is off, which -t warns about.
+    let opts = format!(
+        "{{ upstreams: [\"https://127.0.0.1:{port}\"], tls: {{ insecure_skip_verify: true }} }}"
+    );
+    let s = front(&pki, None, &opts);
+    assert_eq!(get(s.port(), "/", "front").status, 200);
+    let (code, _, err) = Fixture::new()
+        .file("www/.keep", "")
+        .file(
+            "conf.d/front.yaml",
+            &format!(
+                "vhost: front\nip: 127.0.0.1\nport: {{port0}}\ndocument_root: ../www\n\
+                 routes:\n  - path: /\n    handler: proxy\n    options: {opts}\n"
+            ),
+        )
+        .check();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("insecure_skip_verify"), "{err}");
+}
+
+#[test]
+fn a_client_certificate_goes_to_an_upstream_that_asks_for_one() {
+    let pki = Pki::new();
+    let up = https_upstream(&pki, ", client_ca: ../tls/ca.pem");
+    let port = up.ports[0];
+    let client = pki.client("front-proxy");
+    let without = front(
+        &pki,
+        None,
+        &format!("{{ upstreams: [\"https://127.0.0.1:{port}\"], tls: {{ ca: ../tls/ca.pem }} }}"),
+    );
+    assert_eq!(get(without.port(), "/", "front").status, 502);
+    let with = front(
+        &pki,
+        Some(&client),
+        &format!(
+            "{{ upstreams: [\"https://127.0.0.1:{port}\"], tls: {{ ca: ../tls/ca.pem, cert: ../tls/client.pem, key: ../tls/client.key }} }}"
+        ),
+    );
+    let r = get(with.port(), "/", "front");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("client-subject=CN=front-proxy"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn the_clients_certificate_can_go_upstream_in_a_header() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let got = seen.clone();
+    let up = crate::proxy::scripted(move |mut s| {
+        loop {
+            let head = crate::proxy::read_head(&mut s);
+            if head.is_empty() {
+                return;
+            }
+            got.lock().expect("lock").push(head);
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let pki = Pki::new();
+    let alice = pki.client("alice");
+    let s = with_certs(&pki, &["a.test"])
+        .file("tls/alice.pem", &alice.cert)
+        .file("tls/alice.key", &alice.key)
+        .file(
+            "conf.d/a.yaml",
+            &format!(
+                "vhost: a.test\nip: 127.0.0.1\nport: {{port0}}\ntls_port: {{port1}}\n\
+                 tls: {{ cert: ../tls/a.test.pem, key: ../tls/a.test.key, client_ca: ../tls/ca.pem, client_auth: optional }}\n\
+                 document_root: ../www\nroutes:\n  - path: /\n    handler: proxy\n    options: {{ upstreams: [\"127.0.0.1:{up}\"], client_cert_header: X-Client-Cert }}\n"
+            ),
+        )
+        .start();
+    let r = curl(
+        &s,
+        "a.test",
+        s.ports[1],
+        "/with",
+        &["--cert", "tls/alice.pem", "--key", "tls/alice.key"],
+    );
+    assert_eq!(r.status, 200, "{}{}", r.out, r.err);
+    // A client cannot send its own.
+    let r = curl(
+        &s,
+        "a.test",
+        s.ports[1],
+        "/forged",
+        &["-H", "X-Client-Cert: forged"],
+    );
+    assert_eq!(r.status, 200, "{}{}", r.out, r.err);
+    let heads = seen.lock().expect("lock").clone();
+    let with = heads.iter().find(|h| h.contains("/with")).expect("request");
+    assert!(
+        with.contains("X-Client-Cert: -----BEGIN%20CERTIFICATE-----%0A"),
+        "{with}"
+    );
+    let forged = heads
+        .iter()
+        .find(|h| h.contains("/forged"))
+        .expect("request");
+    assert!(
+        !forged.to_ascii_lowercase().contains("x-client-cert"),
+        "{forged}"
+    );
+}

@@ -265,6 +265,7 @@ impl FastCgi {
                 0,
                 Early::Keep,
                 self.timeouts(),
+                None,
             ) {
                 Ok(up) => {
                     call.stage = Stage::Sending(up);

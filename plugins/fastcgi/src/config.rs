@@ -79,6 +79,12 @@ impl Settings {
     /// `base`: the conf.d folder (relative `root` is below it);
     /// `document_root`: the default root.
     pub fn from_config(c: Config, base: &Path, document_root: &Path) -> Result<Settings, String> {
+        if c.address.is_tls() {
+            return Err(
+                "address: FastCGI has no TLS: write host:port or unix:/path (without https://)"
+                    .into(),
+            );
+        }
         let root = match c.root {
             Some(r) if r.is_absolute() => r,
             Some(r) => base.join(r),

@@ -3,6 +3,7 @@
 //! connections. The exchange on a connection is `exchange.rs`.
 
 use crate::addr::Addr;
+use crate::tls::TlsSock;
 use rustix::event::{PollFd, PollFlags};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -18,35 +19,55 @@ const READ: usize = 16 * 1024;
 pub enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// An HTTPS upstream (`tls.rs`).
+    Tls(Box<TlsSock>),
 }
 
 impl Sock {
-    pub fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Sock::Tcp(s) => s.set_read_timeout(Some(t)),
-            Sock::Unix(s) => s.set_read_timeout(Some(t)),
+            Sock::Tcp(s) => Some(s),
+            Sock::Tls(t) => Some(&t.tcp),
+            Sock::Unix(_) => None,
+        }
+    }
+    pub fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+        match (self, self.tcp()) {
+            (Sock::Unix(s), _) => s.set_read_timeout(Some(t)),
+            (_, Some(s)) => s.set_read_timeout(Some(t)),
+            _ => Ok(()),
         }
     }
     pub fn set_write_timeout(&self, t: Duration) -> io::Result<()> {
-        match self {
-            Sock::Tcp(s) => s.set_write_timeout(Some(t)),
-            Sock::Unix(s) => s.set_write_timeout(Some(t)),
+        match (self, self.tcp()) {
+            (Sock::Unix(s), _) => s.set_write_timeout(Some(t)),
+            (_, Some(s)) => s.set_write_timeout(Some(t)),
+            _ => Ok(()),
         }
     }
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Sock::Tcp(s) => s.set_nonblocking(on),
-            Sock::Unix(s) => s.set_nonblocking(on),
+        match (self, self.tcp()) {
+            (Sock::Unix(s), _) => s.set_nonblocking(on),
+            (_, Some(s)) => s.set_nonblocking(on),
+            _ => Ok(()),
         }
+    }
+    /// Sends what the transport holds back (TLS records); `WouldBlock`
+    /// while the socket is full.
+    pub fn flush_pending(&mut self) -> io::Result<()> {
+        match self {
+            Sock::Tls(t) => t.flush(),
+            _ => Ok(()),
+        }
+    }
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Sock::Tls(_))
     }
 }
 
 impl std::os::fd::AsRawFd for Sock {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        match self {
-            Sock::Tcp(s) => s.as_raw_fd(),
-            Sock::Unix(s) => s.as_raw_fd(),
-        }
+        self.as_fd().as_raw_fd()
     }
 }
 
@@ -55,6 +76,7 @@ impl From<Sock> for std::os::fd::OwnedFd {
         match s {
             Sock::Tcp(s) => s.into(),
             Sock::Unix(s) => s.into(),
+            Sock::Tls(t) => t.tcp.into(),
         }
     }
 }
@@ -64,6 +86,7 @@ impl AsFd for Sock {
         match self {
             Sock::Tcp(s) => s.as_fd(),
             Sock::Unix(s) => s.as_fd(),
+            Sock::Tls(t) => t.tcp.as_fd(),
         }
     }
 }
@@ -73,18 +96,22 @@ impl Read for Sock {
         match self {
             Sock::Tcp(s) => s.read(buf),
             Sock::Unix(s) => s.read(buf),
+            Sock::Tls(t) => t.read(buf),
         }
     }
 }
 
 impl Write for Sock {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Sock::Tls(t) = self {
+            return t.write(buf);
+        }
         // MSG_NOSIGNAL: an upstream that closed gives EPIPE, not SIGPIPE.
         rustix::net::send(self.as_fd(), buf, rustix::net::SendFlags::NOSIGNAL)
             .map_err(io::Error::from)
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.flush_pending()
     }
 }
 
@@ -130,6 +157,7 @@ pub fn connect_result(s: &Sock) -> io::Result<()> {
     let e = match s {
         Sock::Tcp(t) => t.take_error()?,
         Sock::Unix(u) => u.take_error()?,
+        Sock::Tls(t) => t.tcp.take_error()?,
     };
     match e {
         Some(e) => Err(e),
@@ -263,7 +291,10 @@ impl Conn {
     }
     /// Whether an idle connection is still open: nothing to read yet (a
     /// FIN or unasked-for bytes mean it must not be used).
-    pub fn still_open(&self) -> bool {
+    pub fn still_open(&mut self) -> bool {
+        if let Sock::Tls(t) = &mut self.sock {
+            return t.still_open();
+        }
         let mut b = [0u8; 1];
         matches!(
             rustix::net::recv(
@@ -341,7 +372,7 @@ impl IdlePool {
         }
         let mut idle = self.shard();
         let now = Instant::now();
-        while let Some((c, since)) = idle.pop() {
+        while let Some((mut c, since)) = idle.pop() {
             if now.duration_since(since) < self.timeout && c.still_open() {
                 return Some(c);
             }

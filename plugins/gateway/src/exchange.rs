@@ -8,7 +8,8 @@
 //! `conn.buffered()` and calls [`Upstream::fill`] for more.
 
 use crate::addr::Addr;
-use crate::conn::{Conn, connect_result, connect_start};
+use crate::conn::{Conn, Sock, connect_result, connect_start};
+use crate::tls::TlsClient;
 use rustix::event::{PollFd, PollFlags};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -109,6 +110,7 @@ impl Upstream {
         up: usize,
         early: Early,
         timeouts: Timeouts,
+        tls: Option<&TlsClient>,
     ) -> io::Result<Upstream> {
         let now = Instant::now();
         let (conn, phase, until) = match pooled {
@@ -120,6 +122,13 @@ impl Upstream {
             }
             None => {
                 let (sock, done) = connect_start(addr)?;
+                // An HTTPS upstream: the handshake goes with the request.
+                let sock = match (tls.filter(|_| addr.is_tls()), sock) {
+                    (Some(t), Sock::Tcp(tcp)) => {
+                        Sock::Tls(Box::new(t.connect(tcp, addr.host().unwrap_or(""))?))
+                    }
+                    (_, s) => s,
+                };
                 let mut c = Conn::new(sock, up);
                 c.nonblocking = true;
                 if done {
@@ -207,6 +216,16 @@ impl Upstream {
         loop {
             if self.sent == self.out.len() {
                 if self.drained {
+                    // Records a full socket held back (TLS) go first.
+                    match self.conn.sock.flush_pending() {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.until = Instant::now() + self.timeouts.send;
+                            self.woken = true;
+                            return Step::Wait(Interest::Both);
+                        }
+                        Err(e) => return Step::Failed(self.stale_or(e)),
+                    }
                     self.phase = Phase::Done;
                     self.until = Instant::now() + self.timeouts.read;
                     return Step::Sent;
@@ -319,6 +338,7 @@ mod tests {
         let addr = Addr::Tcp {
             addr: l.local_addr().unwrap(),
             name: "t".into(),
+            tls: false,
         };
         let t = Timeouts {
             connect: Duration::from_secs(2),
@@ -335,7 +355,7 @@ mod tests {
             s.write_all(b"HTTP/1.1 413 Too Large\r\n\r\n").unwrap();
             std::thread::sleep(Duration::from_millis(300));
         });
-        let mut up = Upstream::start(&addr, None, 0, Early::Stop, t).unwrap();
+        let mut up = Upstream::start(&addr, None, 0, Early::Stop, t, None).unwrap();
         let mut src = Bytes::new(big);
         let mut timed_out = false;
         let step = loop {

@@ -8,6 +8,7 @@
 //!   `proxy` and `fastcgi`;
 //! - [`exchange`]: one exchange with an upstream as a non-blocking
 //!   machine (connect, send, watch), run on the event loop or the pool;
+//! - [`tls`]: HTTPS upstreams (a rustls client under the same machine);
 //! - [`chunked`]: an upstream's chunked body, decoded with no I/O;
 //! - [`upload`]: a request body streamed upstream, replayable while small;
 //! - [`spool`]: a chunked request body collected (memory, then an
@@ -22,6 +23,7 @@ pub mod chunked;
 pub mod conn;
 pub mod exchange;
 pub mod spool;
+pub mod tls;
 pub mod upload;
 
 /// Response bodies up to this size are read by the gateway plugins and

@@ -4,17 +4,27 @@
 //! request uses.
 
 use serde::Deserialize;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use tamada_gateway::addr::{Addr, Cidr};
+use tamada_gateway::tls::{TlsClient, TlsOptions};
 use tamada_sdk::units::{Secs, Size};
 
 /// The options as written in YAML.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where requests go: `host:port` or `unix:/path`, one or more.
+    /// Where requests go: `host:port`, `https://host[:port]` or
+    /// `unix:/path`, one or more.
     #[schemars(with = "Vec<String>")]
     pub upstreams: Vec<Addr>,
+    /// How `https://` upstreams are checked (default: their certificate
+    /// against the system's roots, for their host name).
+    pub tls: Option<TlsConfig>,
+    /// Sends the client's certificate (mutual TLS) to the upstream in this
+    /// header, URL-encoded PEM (nginx's `$ssl_client_escaped_cert`); a
+    /// client's own header of that name is always removed.
+    pub client_cert_header: Option<String>,
     /// `round_robin` (default) or `least_conn`.
     #[serde(default)]
     pub balance: Balance,
@@ -67,6 +77,25 @@ pub struct Config {
     pub allow_trace: bool,
 }
 
+/// `tls:` of the proxy's options.
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificates (PEM) that upstream certificates must chain to,
+    /// instead of the system's roots (relative: to the vhost file's
+    /// folder).
+    pub ca: Option<PathBuf>,
+    /// The name sent as SNI and verified, instead of each upstream's host.
+    pub server_name: Option<String>,
+    /// A client certificate chain (PEM) for upstreams that ask for one.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Accept any certificate (testing only; `tamada -t` warns).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
 /// How an upstream is picked.
 #[derive(Deserialize, schemars::JsonSchema, Default, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "snake_case")]
@@ -103,16 +132,73 @@ pub struct Settings {
     pub max_response_head: usize,
     pub underscores_in_headers: bool,
     pub allow_trace: bool,
+    /// For `https://` upstreams.
+    pub tls: Option<TlsClient>,
+    /// As written (compared without case).
+    pub client_cert_header: Option<String>,
 }
 
 /// nginx's default for its three proxy timeouts.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Settings {
-    pub fn from_config(c: Config) -> Result<Settings, String> {
+    /// `base`: the vhost file's folder (relative TLS paths are below it).
+    pub fn from_config(c: Config, base: &Path) -> Result<Settings, String> {
         if c.upstreams.is_empty() {
             return Err("upstreams: at least one address is needed".into());
         }
+        let https = c.upstreams.iter().any(Addr::is_tls);
+        let tls = match (&c.tls, https) {
+            (Some(_), false) => {
+                return Err("tls: no upstream is https:// (write https://host:port)".into());
+            }
+            (_, false) => None,
+            (t, true) => {
+                let d = TlsConfig::default();
+                let t = t.as_ref().unwrap_or(&d);
+                let abs = |p: &PathBuf| {
+                    if p.is_relative() {
+                        base.join(p)
+                    } else {
+                        p.clone()
+                    }
+                };
+                let (ca, cert, key) = (
+                    t.ca.as_ref().map(abs),
+                    t.cert.as_ref().map(abs),
+                    t.key.as_ref().map(abs),
+                );
+                let client = match (&cert, &key) {
+                    (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                    (None, None) => None,
+                    _ => return Err("tls: `cert` and `key` go together".into()),
+                };
+                if t.insecure_skip_verify {
+                    log::warn!(
+                        "tls.insecure_skip_verify: the certificates of https:// upstreams are \
+                         not checked: anyone on the path to them can read and change the traffic"
+                    );
+                }
+                Some(TlsClient::new(&TlsOptions {
+                    ca: ca.as_deref(),
+                    client,
+                    server_name: t.server_name.clone(),
+                    insecure_skip_verify: t.insecure_skip_verify,
+                })?)
+            }
+        };
+        let client_cert_header = match c.client_cert_header.as_deref() {
+            None => None,
+            Some(h)
+                if h.is_empty()
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                return Err(format!("client_cert_header: `{h}` is not a header name"));
+            }
+            Some(h) => Some(h.to_owned()),
+        };
         let host = match c.host.as_deref() {
             None | Some("pass") => HostMode::Pass,
             Some("upstream") => HostMode::Upstream,
@@ -158,6 +244,8 @@ impl Settings {
             max_response_head: head,
             underscores_in_headers: c.underscores_in_headers,
             allow_trace: c.allow_trace,
+            tls,
+            client_cert_header,
         })
     }
 }

@@ -192,6 +192,13 @@ pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u
         if !s.underscores_in_headers && lower.contains('_') {
             continue;
         }
+        // SECURITY: only the server says which certificate the client had.
+        if s.client_cert_header
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case(&lower))
+        {
+            continue;
+        }
         let ours = match lower.as_str() {
             "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" => s.x_forwarded,
             // From an untrusted client these would be believed by
@@ -239,6 +246,11 @@ pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u
         };
         push(&mut h, "Forwarded", v.as_bytes());
     }
+    if let Some(name) = &s.client_cert_header
+        && let Some(cert) = req.tls().and_then(|t| t.client_cert)
+    {
+        push(&mut h, name, escape_pem(&cert.pem).as_bytes());
+    }
     if let Some(proto) = upgrade_asked(req).filter(|_| body == BodyFraming::None) {
         // Forwarded only when the client asked (RFC 9110 7.8).
         push(&mut h, "Upgrade", proto.as_bytes());
@@ -257,6 +269,20 @@ pub fn build(req: &Request, s: &Settings, up: &Addr, body: BodyFraming) -> Vec<u
     }
     h.extend_from_slice(b"\r\n");
     h
+}
+
+/// A PEM certificate as one header value: URL-encoded, as nginx's
+/// `$ssl_client_escaped_cert`.
+fn escape_pem(pem: &str) -> String {
+    let mut out = String::with_capacity(pem.len() + pem.len() / 8);
+    for b in pem.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn push(h: &mut Vec<u8>, name: &str, value: &[u8]) {

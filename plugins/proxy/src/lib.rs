@@ -1,5 +1,6 @@
-//! `proxy`: a reverse proxy to HTTP/1.1 upstreams (`host:port` or
-//! `unix:/path`), like nginx's `proxy_pass` with `keepalive`.
+//! `proxy`: a reverse proxy to HTTP/1.1 upstreams (`host:port`,
+//! `https://host:port` or `unix:/path`), like nginx's `proxy_pass` with
+//! `keepalive`.
 //!
 //! A request's life is one machine (`call.rs`) over the gateway's
 //! upstream exchange: pick an upstream ([`upstream`]: round robin or least
@@ -36,7 +37,13 @@ pub struct Proxy {
 /// Builds the handler from its options.
 pub fn new(options: &Options) -> Result<Proxy, String> {
     let c: Config = options.parse()?;
-    let s = Settings::from_config(c)?;
+    let base = options
+        .vhost()
+        .config_file()
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let s = Settings::from_config(c, &base)?;
     let ups = Arc::new(Upstreams::new(&s));
     Ok(Proxy { s, ups })
 }

@@ -318,6 +318,7 @@ impl Proxy {
                     i,
                     Early::Stop,
                     self.timeouts(),
+                    self.s.tls.as_ref(),
                 ) {
                     // A unix listener with a full backlog: the loop's path
                     // goes to the pool, which tries again every 10 ms for
@@ -503,6 +504,16 @@ impl Proxy {
         self.ups.ok(call.i);
         call.labels.push(self.ups.list[call.i].label.clone());
         note(req, &call.labels, h.status, call.t0.elapsed());
+        if h.status == 101 && up.conn.sock.is_tls() {
+            // The core relays plain sockets only.
+            call.uncount();
+            log::error!(
+                "{}: a 101 (WebSocket) from an https:// upstream cannot be relayed: answered 502",
+                self.ups.list[call.i].label
+            );
+            self.error(res, 502, "relay over TLS");
+            return Some(Step::Answered);
+        }
         if h.status == 101 {
             // WebSocket (or another upgrade): the core relays both ways
             // from here, idle at most read_timeout.
