@@ -16,11 +16,11 @@ one of them must keep receiving bytes.
 The upstream is nginx (`worker_processes 1`, no access log) so that both
 fronts face the same one; both fronts log every request.
 """
-import argparse, datetime, os, platform, selectors, shutil, signal, socket
+import argparse, datetime, os, platform, selectors, shutil, socket
 import statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ROOT, TAMADA, cpu, free_port, load, sh, wait_port  # noqa: E402
+from run import ROOT, TAMADA, cpu, free_port, load, sh, stop, wait_port  # noqa: E402
 
 HELLO = "<?php echo 'hello from php';\n"
 
@@ -195,14 +195,7 @@ def main():
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
         got = slow_clients(ports["tamada proxy"])
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(d, ignore_errors=True)
+        stop(procs, d)
     lines = [f"# Gateway benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}", "",
              f"{platform.node()}, {os.cpu_count()} CPUs; {a.rounds} interleaved rounds of {a.seconds} s, wrk -t1; medians.", "",
              "| scenario | tamada | nginx | tamada / nginx (req/s) | CPU per request tamada / nginx |",

@@ -139,11 +139,13 @@ routes:
     return subprocess.Popen([binary or TAMADA, "-c", conf], stderr=subprocess.DEVNULL)
 
 
-def start_nginx(d, www, logs, port):
-    """Debian's shipped nginx.conf, with the paths and the port of this run."""
+def start_nginx(d, www, logs, port, server=None, http_extra=""):
+    """Debian's shipped nginx.conf, with the paths and the port of this run
+    (`server` replaces the plain server block, `http_extra` adds lines)."""
     conf = os.path.join(d, "nginx.conf")
     tmp = os.path.join(d, "nginx-tmp")
     os.makedirs(tmp)
+    server = server or f"server {{ listen 127.0.0.1:{port}; root {www}; }}"
     with open(conf, "w") as f:
         f.write(f"""worker_processes auto;
 pid {d}/nginx.pid;
@@ -155,14 +157,26 @@ http {{
   types_hash_max_size 2048;
   include /etc/nginx/mime.types;
   default_type application/octet-stream;
-  access_log {logs}/nginx-access.log;
+{http_extra}  access_log {logs}/nginx-access.log;
   gzip on;
   client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
   uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
-  server {{ listen 127.0.0.1:{port}; root {www}; }}
+  {server}
 }}
 """)
     return subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+
+
+def stop(procs, d):
+    """SIGTERM every server of the run, then the temporary tree goes."""
+    for p in procs.values():
+        p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def start_lighttpd(d, www, cgi, logs, port):
@@ -345,14 +359,7 @@ def main():
         if not a.no_idle:
             idle = idle_conns(ports["tamada"], procs["tamada"].pid)
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(d, ignore_errors=True)
+        stop(procs, d)
     report(res, scenarios, idle, a)
 
 

@@ -247,44 +247,106 @@ fn lossy(b: Option<&[u8]>) -> Option<String> {
     b.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-/// One JSON object; serde_json escapes quotes, backslashes and control
-/// characters, and compact output never holds a raw newline.
+/// One JSON object, its keys in alphabetical order; serde_json escapes
+/// quotes, backslashes and control characters, and compact output never
+/// holds a raw newline.
+///
+/// PERF: written straight into one buffer (serde_json only escapes the
+/// strings): building a `serde_json::Value` map per line was 15% of the
+/// server's CPU on 1 KiB responses over TLS.
 fn json_line(vhost: &str, e: &LogEntry) -> String {
     let req = e.request();
     // SDK 1.2: what TLS negotiated (null for plain HTTP, and on servers
     // that do not say).
     let tls = req.tls();
-    let v = serde_json::json!({
-        "time": Stamp::new(end_time(e)).iso(),
-        "vhost": vhost,
-        "remote_addr": req.peer_addr().ip().to_string(),
-        "remote_user": lossy(remote_user(&req).as_deref()),
-        "method": req.method(),
-        "target": req.target(),
-        "protocol": protocol(&req),
-        "status": e.status(),
-        "body_bytes_sent": e.body_bytes_sent(),
-        "bytes_sent": e.bytes_sent(),
-        "bytes_received": e.bytes_received(),
-        "duration_us": e.duration().as_micros() as u64,
-        "referer": lossy(req.header_bytes("referer")),
-        "user_agent": lossy(req.header_bytes("user-agent")),
-        "completed": e.completed(),
-        "error": e.error(),
-        "scheme": req.scheme(),
-        "tls_version": tls.as_ref().map(|t| t.version.as_str()),
-        "tls_cipher": tls.as_ref().map(|t| t.cipher.as_str()),
-        "tls_resumed": tls.as_ref().map(|t| t.resumed),
-        // SDK 1.1 notes the handlers attached (an upstream's address...).
-        "notes": e
-            .notes()
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect::<serde_json::Map<_, _>>(),
-    });
-    let mut s = v.to_string();
-    s.push('\n');
-    s
+    let mut j = Json(Vec::with_capacity(512));
+    j.0.push(b'{');
+    j.num("body_bytes_sent", e.body_bytes_sent());
+    j.num("bytes_received", e.bytes_received());
+    j.num("bytes_sent", e.bytes_sent());
+    j.raw("completed", if e.completed() { "true" } else { "false" });
+    j.num("duration_us", e.duration().as_micros() as u64);
+    j.opt("error", e.error());
+    j.str("method", req.method());
+    j.key("notes");
+    j.0.push(b'{');
+    for (i, (k, v)) in e.notes().iter().enumerate() {
+        if i > 0 {
+            j.0.push(b',');
+        }
+        j.string(k);
+        j.0.push(b':');
+        j.string(v);
+    }
+    j.0.extend_from_slice(b"},");
+    j.str("protocol", protocol(&req));
+    j.opt("referer", lossy(req.header_bytes("referer")).as_deref());
+    j.str("remote_addr", &req.peer_addr().ip().to_string());
+    j.opt(
+        "remote_user",
+        lossy(remote_user(&req).as_deref()).as_deref(),
+    );
+    j.str("scheme", req.scheme());
+    j.num("status", e.status() as u64);
+    j.str("target", req.target());
+    j.str("time", &Stamp::new(end_time(e)).iso());
+    j.opt("tls_cipher", tls.as_ref().map(|t| t.cipher.as_str()));
+    j.raw(
+        "tls_resumed",
+        match &tls {
+            Some(t) if t.resumed => "true",
+            Some(_) => "false",
+            None => "null",
+        },
+    );
+    j.opt("tls_version", tls.as_ref().map(|t| t.version.as_str()));
+    j.opt(
+        "user_agent",
+        lossy(req.header_bytes("user-agent")).as_deref(),
+    );
+    j.str("vhost", vhost);
+    // The last comma closes the object.
+    if let Some(last) = j.0.last_mut() {
+        *last = b'}';
+    }
+    j.0.push(b'\n');
+    String::from_utf8(j.0).unwrap_or_default()
+}
+
+/// A JSON object being written: each field ends with a comma.
+struct Json(Vec<u8>);
+
+impl Json {
+    fn string(&mut self, s: &str) {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, s);
+    }
+    fn key(&mut self, k: &str) {
+        self.0.push(b'"');
+        self.0.extend_from_slice(k.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.string(v);
+        self.0.push(b',');
+    }
+    fn opt(&mut self, k: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(k, v),
+            None => self.raw(k, "null"),
+        }
+    }
+    fn num(&mut self, k: &str, v: u64) {
+        self.key(k);
+        self.0.extend_from_slice(v.to_string().as_bytes());
+        self.0.push(b',');
+    }
+    fn raw(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.0.extend_from_slice(v.as_bytes());
+        self.0.push(b',');
+    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,10 @@ pub struct TlsStream {
     sniffed: bool,
     /// A PROXY protocol header comes first.
     prefix: Option<PrefixFn>,
+    /// Records were held back for the bytes that follow at once.
+    held: bool,
+    /// Bytes read off the socket that rustls has not taken yet.
+    unfed: Vec<u8>,
 }
 
 impl TlsStream {
@@ -106,6 +110,8 @@ impl TlsStream {
             info: None,
             sniffed: false,
             prefix,
+            held: false,
+            unfed: Vec::new(),
         }
     }
 
@@ -202,14 +208,21 @@ impl TlsStream {
     }
 
     /// Reads plaintext into `buf`, as far as the socket allows.
+    ///
+    /// PERF: the socket is read here into a scratch buffer, and a read
+    /// that comes back short has drained it (as on a plain socket): no
+    /// second `recv` that can only say EAGAIN (it was one syscall of three
+    /// per keep-alive request). What rustls cannot take yet waits in
+    /// `unfed`.
     fn read_open(&mut self, buf: &mut [u8], mut total: usize) -> io::Result<Io> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(vec![0; SCRATCH_LEN]);
+        }
         let State::Open(c) = &mut self.state else {
-            return Ok(if total > 0 {
-                Io::Ready(total)
-            } else {
-                Io::Ready(0)
-            });
+            return Ok(Io::Ready(total));
         };
+        let mut drained = false;
         loop {
             match c.reader().read(&mut buf[total..]) {
                 // A close_notify: the end of the stream.
@@ -228,13 +241,9 @@ impl TlsStream {
                 }
                 Err(e) => return Err(e),
             }
-            match c.read_tls(&mut self.sock) {
-                Ok(0) => {
-                    // The peer's end: what was decrypted goes first.
-                    return Ok(Io::Ready(total));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if self.unfed.is_empty() {
+                if drained {
+                    // An alert, the handshake's next flight, tickets.
                     send_records(c, &mut self.sock)?;
                     return Ok(if total > 0 {
                         Io::Ready(total)
@@ -242,29 +251,72 @@ impl TlsStream {
                         Io::Blocked
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                let n = SCRATCH.with(|b| {
+                    let mut b = b.borrow_mut();
+                    let r = retry(|| Read::read(&mut self.sock, &mut b[..]));
+                    if let Ok(Io::Ready(n)) = r {
+                        self.unfed.extend_from_slice(&b[..n]);
+                    }
+                    r
+                })?;
+                match n {
+                    Io::Blocked => drained = true,
+                    // The peer's end: rustls hears of it, and what was
+                    // decrypted goes first.
+                    Io::Ready(0) => {
+                        let _ = c.read_tls(&mut io::empty());
+                        return Ok(Io::Ready(total));
+                    }
+                    Io::Ready(n) => drained = n < SCRATCH_LEN,
+                }
+                if self.unfed.is_empty() {
+                    continue;
+                }
             }
-            let r = c.process_new_packets();
-            // An alert, the handshake's next flight, or tickets.
-            let sent = send_records(c, &mut self.sock);
-            if let Err(e) = r {
-                self.state = State::Done;
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("TLS: {e}"),
-                ));
+            // As much as rustls takes before its plaintext is read.
+            let mut fed = 0;
+            while fed < self.unfed.len() && c.wants_read() {
+                let mut rest = &self.unfed[fed..];
+                match c.read_tls(&mut rest) {
+                    Ok(0) => break,
+                    Ok(k) => fed += k,
+                    Err(e) => {
+                        self.state = State::Done;
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("TLS: {e}"),
+                        ));
+                    }
+                }
+                if let Err(e) = c.process_new_packets() {
+                    // The alert goes out.
+                    let _ = send_records(c, &mut self.sock);
+                    self.state = State::Done;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("TLS: {e}"),
+                    ));
+                }
             }
-            sent?;
+            self.unfed.drain(..fed);
             if !c.is_handshaking()
                 && let Some(info) = &mut self.info
                 && info.version.is_empty()
             {
                 negotiated(c, Arc::make_mut(info));
             }
+            if fed == 0 && c.wants_read() && !self.unfed.is_empty() {
+                // rustls asks for input and takes none: end, never spin.
+                return Err(io::Error::other(
+                    "TLS: the record layer takes no more input",
+                ));
+            }
         }
     }
 }
+
+/// How much one read of a TLS socket asks for: a whole record and more.
+const SCRATCH_LEN: usize = 32 * 1024;
 
 /// Writes what rustls has to send; false when the socket is full.
 fn send_records(c: &mut ServerConnection, sock: &mut mio::net::TcpStream) -> io::Result<bool> {
@@ -355,7 +407,7 @@ impl Transport for TlsStream {
         }
     }
 
-    fn write(&mut self, data: &[u8], _more: bool) -> io::Result<Io> {
+    fn write(&mut self, data: &[u8], more: bool) -> io::Result<Io> {
         let State::Open(c) = &mut self.state else {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -363,13 +415,20 @@ impl Transport for TlsStream {
             ));
         };
         // Records not sent yet go first: a full socket is back-pressure.
-        if !send_records(c, &mut self.sock)? {
+        // Records held back on purpose (`more`) go with these.
+        if !std::mem::take(&mut self.held) && !send_records(c, &mut self.sock)? {
             return Ok(Io::Blocked);
         }
         let n = c.writer().write(data)?;
-        send_records(c, &mut self.sock)?;
         if n == 0 && !data.is_empty() {
             return Ok(Io::Blocked);
+        }
+        if more {
+            // PERF: the head waits for the file's first bytes: one write
+            // (rustls writes its records with one writev) instead of two.
+            self.held = true;
+        } else {
+            send_records(c, &mut self.sock)?;
         }
         Ok(Io::Ready(n))
     }
