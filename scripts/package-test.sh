@@ -38,6 +38,10 @@ logs_before=$([ -d /var/log/tamada ] && echo yes || true)
 DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >/dev/null
 getent passwd tamada >/dev/null || { echo "package: no tamada user" >&2; exit 1; }
 [ "$(stat -c %U /var/log/tamada)" = tamada ] || { echo "package: /var/log/tamada is not tamada's" >&2; exit 1; }
+[ "$(stat -c %U:%G:%a /etc/tamada/tls)" = root:tamada:750 ] || { echo "package: /etc/tamada/tls is not root:tamada 0750" >&2; exit 1; }
+if getent group ssl-cert >/dev/null && ! id -nG tamada | grep -qw ssl-cert; then
+  echo "package: tamada is not in ssl-cert" >&2; exit 1
+fi
 
 # The unit, checked by systemd itself.
 if ! command -v systemd-analyze >/dev/null && command -v apt-get >/dev/null; then

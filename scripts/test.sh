@@ -83,7 +83,7 @@ cargo test --workspace --all-features 2>&1 | tee "$log"
 lap "cargo-test"
 # Every parser of untrusted bytes under the fuzzer for a little while: a
 # target that no longer builds, or an input that crashes one, fails here.
-bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 lap "fuzz"
 # The Debian package: built, installed, served from, purged (as root; else
 # built and its contents checked).

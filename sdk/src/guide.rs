@@ -283,6 +283,54 @@ pub mod requests {
     //! # assert_eq!(out.body_bytes(), b"100000 bytes\n");
     //! # }
     //! ```
+    //!
+    //! ## HTTPS and client certificates (SDK 1.2)
+    //!
+    //! [`scheme`](crate::Request::scheme) is `https` for a request that
+    //! came over the server's own TLS, and for one a trusted
+    //! TLS-terminating proxy says came over HTTPS. What the server's own TLS
+    //! negotiated is [`Request::tls`](crate::Request::tls), a
+    //! [`TlsInfo`](crate::tls::TlsInfo): version, cipher, SNI, ALPN,
+    //! whether the session was resumed, and the client's certificate when
+    //! the vhost asks for one (`client_ca`, mutual TLS). It is `None` over
+    //! plain HTTP, behind a terminating proxy, and on a server older than
+    //! SDK 1.2 ([`tls::available`](crate::tls::available) tells which). A
+    //! logger sees the same view in `log`. In unit tests,
+    //! [`with_test_tls`](crate::tls::with_test_tls) gives one.
+    //!
+    //! ```
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! /// Admits only clients whose certificate names them `CN=ops`.
+    //! struct OpsOnly;
+    //!
+    //! impl Handler for OpsOnly {
+    //!     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+    //!         match req.tls().and_then(|t| t.client_cert) {
+    //!             Some(c) if c.subject.split(", ").any(|p| p == "CN=ops") => {
+    //!                 res.status(200).body(format!("hello {}\n", c.subject));
+    //!             }
+    //!             _ => {
+    //!                 res.status(403).body("a client certificate for ops is required\n");
+    //!             }
+    //!         }
+    //!         Outcome::Done
+    //!     }
+    //! }
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! # use tamada_sdk::testing::TestRequest;
+    //! # use tamada_sdk::tls::{with_test_tls, ClientCert, TlsInfo};
+    //! # assert_eq!(TestRequest::get("/").run(&OpsOnly).response.get_status(), 403);
+    //! # let info = TlsInfo {
+    //! #     version: "TLSv1.3".into(),
+    //! #     client_cert: Some(ClientCert { subject: "CN=ops, O=Example".into(), ..Default::default() }),
+    //! #     ..Default::default()
+    //! # };
+    //! # let out = with_test_tls(info, || TestRequest::get("/").run(&OpsOnly));
+    //! # assert_eq!(out.response.get_status(), 200);
+    //! # }
+    //! ```
 }
 
 pub mod responses {

@@ -58,6 +58,14 @@ pub struct ClientCert {
     pub pem: String,
 }
 
+/// Whether the server gives the TLS view (SDK 1.2 and later). On an older
+/// server [`Request::tls`](crate::Request::tls) is always `None`, even
+/// for a request that came over HTTPS ([`Request::scheme`](crate::Request::scheme)
+/// still says so).
+pub fn available() -> bool {
+    HOST_TLS.get().is_some()
+}
+
 thread_local! {
     /// [`with_test_tls`]'s view.
     static TEST: RefCell<Option<TlsInfo>> = const { RefCell::new(None) };

@@ -662,6 +662,52 @@ fn check_reports_bad_tls_files_naming_them() {
 }
 
 #[test]
+fn check_warns_when_the_serving_user_could_not_reread_a_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let a = pki.server(&["a.test"], false);
+    // The key only its owner (whoever runs the test) may read, and the
+    // server serves as nobody: a reload after the drop would fail.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("a.key");
+    std::fs::write(&key, &a.key).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let conf = |user: &str| {
+        Fixture::new()
+            .ports(2)
+            .file("tls/a.pem", &a.cert)
+            .file("conf.d/server.yaml", &format!("user: {user}\n"))
+            .file(
+                "conf.d/a.yaml",
+                &format!(
+                    "vhost: a.test\nip: 127.0.0.1\nport: {{port0}}\ntls_port: {{port1}}\n\
+                     tls: {{ cert: ../tls/a.pem, key: {} }}\ndocument_root: ../www\n",
+                    key.display()
+                ),
+            )
+            .check()
+    };
+    let (code, _, err) = conf("nobody");
+    assert_eq!(code, 0, "a warning, not an error: {err}");
+    assert!(
+        err.contains("a.key: the serving user") && err.contains("cannot read the private key"),
+        "{err}"
+    );
+    assert!(!err.contains("readable by every user"), "{err}");
+    // Readable by the group the server serves as: no warning.
+    // (the key's group is the runner's own, which `id -gn` names)
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let out = std::process::Command::new("id")
+        .arg("-gn")
+        .output()
+        .expect("id");
+    let group = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (code, _, err) = conf(&format!("nobody\ngroup: \"{group}\""));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("cannot read the private key"), "{err}");
+}
+
+#[test]
 fn check_reports_tls_settings_at_their_line() {
     let (code, _, err) = Fixture::new()
         .ports(2)

@@ -2,13 +2,15 @@
 //! are handled.
 //!
 //! A connection talks to its peer only through [`Transport`]: the event
-//! loop gives it a mio `TcpStream`; unit tests give it scripted I/O that
-//! splits reads and stalls writes (`conn::tests`); TLS can later sit here
-//! without touching routing or plugins. Every call is non-blocking and
+//! loop gives it a [`Stream`]: a mio `TcpStream`, or TLS over one
+//! ([`tls::TlsStream`]); unit tests give it scripted I/O that splits reads
+//! and stalls writes (`proto/h1/tests.rs`). Routing and plugins never know
+//! which. Every call is non-blocking and
 //! answers with [`Io`]: `Ready(n)`, `Blocked` (try again after the next
 //! readiness event) or an error. `Interrupted` is retried inside.
 
 pub mod tls;
+mod tlsinfo;
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};

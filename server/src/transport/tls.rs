@@ -19,45 +19,13 @@
 use super::{Io, Transport, retry};
 use crate::config::tls::SiteTls;
 use rustls::ServerConnection;
-use rustls::pki_types::CertificateDer;
 use rustls::server::Acceptor;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
-/// What a TLS connection negotiated, for the exchange, plugins and logs.
-#[derive(Debug, Clone, Default)]
-pub struct TlsInfo {
-    /// `TLSv1.3`, `TLSv1.2`.
-    pub version: &'static str,
-    /// `TLS_AES_128_GCM_SHA256`, as IANA names it.
-    pub cipher: &'static str,
-    /// The server name the client asked for (lowercase), if any.
-    pub sni: Option<String>,
-    /// The protocol ALPN chose (`http/1.1`).
-    pub alpn: Option<String>,
-    /// The vhost the SNI chose, when the client sent a name: a request
-    /// whose Host names another vhost is misdirected (421).
-    pub vhost: Option<String>,
-    /// The client's certificate (mutual TLS), if it sent one.
-    pub client_cert: Option<Arc<ClientCert>>,
-    /// The session was resumed (a ticket or the session cache).
-    pub resumed: bool,
-}
-
-/// A client certificate, as plugins, CGI and logs see it.
-#[derive(Debug, Clone, Default)]
-pub struct ClientCert {
-    /// The subject's distinguished name (`CN=alice, O=Example`).
-    pub subject: String,
-    pub issuer: String,
-    /// The serial number in hexadecimal.
-    pub serial: String,
-    /// `SUCCESS`: verified against `client_ca` (Apache's
-    /// `SSL_CLIENT_VERIFY`); the handshake refuses any other.
-    pub verify: &'static str,
-    pub pem: String,
-}
+use super::tlsinfo::negotiated;
+pub use super::tlsinfo::{ClientCert, TlsInfo, describe_client_cert};
 
 /// How many bytes come before the TLS handshake: a PROXY protocol header
 /// from a load balancer (the connection's own parser reads it as it does
@@ -85,6 +53,10 @@ enum State {
     Done,
 }
 
+/// The largest head held back to share a record with the body (a
+/// record carries 16 KiB).
+const HOLD_MAX: usize = 8 * 1024;
+
 /// A TLS connection over a non-blocking TCP socket.
 pub struct TlsStream {
     sock: mio::net::TcpStream,
@@ -95,8 +67,9 @@ pub struct TlsStream {
     sniffed: bool,
     /// A PROXY protocol header comes first.
     prefix: Option<PrefixFn>,
-    /// Records were held back for the bytes that follow at once.
-    held: bool,
+    /// A response head held back (plaintext) for the body bytes that
+    /// follow at once: both go into one record.
+    held: Vec<u8>,
     /// Bytes read off the socket that rustls has not taken yet.
     unfed: Vec<u8>,
 }
@@ -110,7 +83,7 @@ impl TlsStream {
             info: None,
             sniffed: false,
             prefix,
-            held: false,
+            held: Vec::new(),
             unfed: Vec::new(),
         }
     }
@@ -331,26 +304,6 @@ fn send_records(c: &mut ServerConnection, sock: &mut mio::net::TcpStream) -> io:
     Ok(true)
 }
 
-/// The handshake's result, once (what plugins and logs see).
-fn negotiated(c: &ServerConnection, i: &mut TlsInfo) {
-    i.version = match c.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "TLS",
-    };
-    i.cipher = c
-        .negotiated_cipher_suite()
-        .and_then(|s| s.suite().as_str())
-        .map_or("", iana);
-    i.alpn = c
-        .alpn_protocol()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    i.resumed = matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
-    if let Some(leaf) = c.peer_certificates().and_then(|c| c.first()) {
-        i.client_cert = Some(Arc::new(describe_client_cert(leaf)));
-    }
-}
-
 impl Transport for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<Io> {
         let mut total = 0;
@@ -415,21 +368,35 @@ impl Transport for TlsStream {
             ));
         };
         // Records not sent yet go first: a full socket is back-pressure.
-        // Records held back on purpose (`more`) go with these.
-        if !std::mem::take(&mut self.held) && !send_records(c, &mut self.sock)? {
+        if !send_records(c, &mut self.sock)? {
             return Ok(Io::Blocked);
         }
-        let n = c.writer().write(data)?;
+        if more && self.held.is_empty() && data.len() <= HOLD_MAX {
+            // PERF: a head waits for the body's first bytes, so that both
+            // go in one record (one seal here, one open for the client)
+            // and one write, instead of two of each.
+            self.held.extend_from_slice(data);
+            return Ok(Io::Ready(data.len()));
+        }
+        let n = if self.held.is_empty() {
+            c.writer().write(data)?
+        } else {
+            let head = std::mem::take(&mut self.held);
+            let bufs = [io::IoSlice::new(&head), io::IoSlice::new(data)];
+            let n = c.writer().write_vectored(&bufs)?;
+            if n < head.len() {
+                // Not with the send buffer empty (rustls takes 64 KiB);
+                // kept right all the same.
+                self.held = head[n..].to_vec();
+                send_records(c, &mut self.sock)?;
+                return Ok(Io::Blocked);
+            }
+            n - head.len()
+        };
         if n == 0 && !data.is_empty() {
             return Ok(Io::Blocked);
         }
-        if more {
-            // PERF: the head waits for the file's first bytes: one write
-            // (rustls writes its records with one writev) instead of two.
-            self.held = true;
-        } else {
-            send_records(c, &mut self.sock)?;
-        }
+        send_records(c, &mut self.sock)?;
         Ok(Io::Ready(n))
     }
 
@@ -496,57 +463,24 @@ impl Transport for TlsStream {
     }
 
     fn pending(&self) -> bool {
-        matches!(&self.state, State::Open(c) if c.wants_write())
+        matches!(&self.state, State::Open(c) if c.wants_write() || !self.held.is_empty())
     }
 
     fn flush(&mut self) -> io::Result<bool> {
         match &mut self.state {
-            State::Open(c) => send_records(c, &mut self.sock),
+            State::Open(c) => {
+                if !self.held.is_empty() {
+                    let n = c.writer().write(&self.held)?;
+                    self.held.drain(..n);
+                }
+                Ok(send_records(c, &mut self.sock)? && self.held.is_empty())
+            }
             _ => Ok(true),
         }
     }
 
     fn tls(&self) -> Option<&Arc<TlsInfo>> {
         self.info.as_ref().filter(|i| !i.version.is_empty())
-    }
-}
-
-/// A cipher suite's IANA name (rustls spells TLS 1.3's `TLS13_...`).
-fn iana(rustls_name: &'static str) -> &'static str {
-    match rustls_name {
-        "TLS13_AES_128_GCM_SHA256" => "TLS_AES_128_GCM_SHA256",
-        "TLS13_AES_256_GCM_SHA384" => "TLS_AES_256_GCM_SHA384",
-        "TLS13_CHACHA20_POLY1305_SHA256" => "TLS_CHACHA20_POLY1305_SHA256",
-        other => other,
-    }
-}
-
-/// A client certificate as plugins, CGI and logs see it.
-pub fn describe_client_cert(leaf: &CertificateDer<'_>) -> ClientCert {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(leaf.as_ref());
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap_or(""));
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    let (subject, issuer, serial) = match x509_parser::parse_x509_certificate(leaf.as_ref()) {
-        Ok((_, c)) => (
-            c.subject().to_string(),
-            c.issuer().to_string(),
-            c.raw_serial_as_string()
-                .replace(':', "")
-                .to_ascii_uppercase(),
-        ),
-        Err(_) => Default::default(),
-    };
-    ClientCert {
-        subject,
-        issuer,
-        serial,
-        verify: "SUCCESS",
-        pem,
     }
 }
 
