@@ -699,3 +699,115 @@ pub struct ClientCertV1<'a> {
 /// [`HostExtV1::abilities`]: the server serves HTTPS and gives the TLS
 /// view ([`HostTlsV1`]).
 pub const ABILITY_TLS: u64 = 1 << 7;
+
+// ---------------------------------------------------------------------
+// SDK 1.2, the access phase (added by the issue "What admins write in
+// nginx's server blocks"; unfrozen until the issue "SDK 1.2 released").
+// 1.0 and 1.1 tables are untouched.
+
+/// Symbol of the optional access table: `extern "C" fn() -> AccessDeclV1`.
+/// A plugin that exports it may be named in a vhost's `access:` rules.
+pub const ACCESS_V1_SYMBOL: &[u8] = b"tamada_plugin_access_v1";
+
+/// What [`ACCESS_V1_SYMBOL`] returns.
+#[repr(C)]
+pub struct AccessDeclV1 {
+    /// `<AccessV1 as StableAbi>::LAYOUT` as the plugin saw it.
+    pub layout: &'static TypeLayout,
+    /// The plugin's access table.
+    pub table: &'static AccessV1,
+}
+
+/// An access plugin: rules that run before routing.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct AccessV1 {
+    /// Builds a rule's instance from its `options:` (YAML text); the
+    /// context's role is `Handler` and its route the rule's `path`.
+    pub create:
+        extern "C" fn(options: RStr<'_>, ctx: &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
+    /// The JSON Schema of the options (text; empty when it does not say).
+    pub options_schema: extern "C" fn() -> RString,
+    /// Read once per instance, right after `create`.
+    pub traits: extern "C" fn(inst: Instance) -> TraitsV1,
+    /// Checks a request.
+    pub check: extern "C" fn(inst: Instance, req: &RequestV1<'_>, ex: &AccessCallV1) -> AccessResultV1,
+    /// Frees an instance; the host never uses it again.
+    pub destroy: extern "C" fn(inst: Instance),
+}
+
+/// What the host tells an access check about the call.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct AccessCallV1 {
+    /// The call runs inline on an event loop (not on the pool): a check
+    /// that would block answers [`AccessResultV1::Defer`] and is called
+    /// again on the pool.
+    pub inline: bool,
+}
+
+/// What an access check decided.
+#[repr(C, u8)]
+#[derive(StableAbi)]
+pub enum AccessResultV1 {
+    /// The next rule runs, then routing.
+    Pass,
+    /// As `Pass`, and the request is this user's from now on (loggers,
+    /// CGI's `REMOTE_USER` and `AUTH_TYPE`).
+    User(AccessUserV1),
+    /// Send this response; no route is asked.
+    Answer(ResponseV1),
+    /// Serve this local path (with `?query`) instead: the access rules and
+    /// routing run again for it.
+    Rewrite(RString),
+    /// Call again on the pool (only from an inline call).
+    Defer,
+    /// The check failed: 500, and this is logged.
+    Error(RString),
+}
+
+/// A user an access rule established.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct AccessUserV1 {
+    /// The user name.
+    pub name: RString,
+    /// How it was established (`Basic`), as CGI's `AUTH_TYPE`.
+    pub auth_type: RString,
+}
+
+/// Symbol of the user table every SDK 1.2 plugin exports:
+/// `extern "C" fn() -> UserDeclV1`. Through it handlers and loggers read
+/// the user an access rule established.
+pub const USER_V1_SYMBOL: &[u8] = b"tamada_plugin_user_v1";
+
+/// What [`USER_V1_SYMBOL`] returns.
+#[repr(C)]
+pub struct UserDeclV1 {
+    /// `<HostAccessV1 as StableAbi>::LAYOUT` as the plugin saw it.
+    pub layout: &'static TypeLayout,
+    /// Called once after loading: the host's access services.
+    pub init: extern "C" fn(host: &'static HostAccessV1),
+}
+
+/// The host's access services.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HostAccessV1 {
+    /// Calls `visit.func(ctx, name, auth_type)` once, during the call,
+    /// with the user an access rule established for the request the
+    /// calling thread handles or logs; false, without a call, when none.
+    pub user: extern "C" fn(visit: UserVisitV1, ctx: *mut c_void) -> bool,
+}
+
+/// The callback of [`HostAccessV1::user`].
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct UserVisitV1 {
+    /// Called with the user's name and auth type, which live for the call.
+    pub func: extern "C" fn(ctx: *mut c_void, name: RStr<'_>, auth_type: RStr<'_>),
+}
+
+/// [`HostExtV1::abilities`]: the server runs access rules
+/// ([`AccessV1`]) and gives the user they establish ([`HostAccessV1`]).
+pub const ABILITY_ACCESS: u64 = 1 << 8;

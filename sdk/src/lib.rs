@@ -180,6 +180,7 @@
 //!   rename ([`guide::compatibility`]).
 
 pub mod abi;
+pub mod access;
 pub mod guide;
 pub mod host;
 mod outcome;

@@ -427,6 +427,7 @@ pub fn record_for(
 // catches panics so that none crosses the boundary.
 
 type Constructor = fn(&Options) -> Result<Box<dyn Handler>, String>;
+type AccessConstructor = fn(&Options) -> Result<Box<dyn crate::access::Access>, String>;
 
 #[doc(hidden)]
 pub mod __private {
@@ -559,6 +560,157 @@ pub mod __private {
         crate::abi::TlsDeclV1 {
             layout: <crate::abi::HostTlsV1 as StableAbi>::LAYOUT,
             init: init_tls,
+        }
+    }
+
+    extern "C" fn init_user(host: &'static crate::abi::HostAccessV1) {
+        let _ = crate::access::HOST_ACCESS.set(host);
+    }
+
+    /// The user table every SDK 1.2 plugin exports.
+    pub fn user_decl() -> crate::abi::UserDeclV1 {
+        crate::abi::UserDeclV1 {
+            layout: <crate::abi::HostAccessV1 as StableAbi>::LAYOUT,
+            init: init_user,
+        }
+    }
+
+    /// Boxes a user's access constructor's result.
+    pub fn boxed_access<A, F>(o: &Options, f: F) -> Result<Box<dyn crate::access::Access>, String>
+    where
+        A: crate::access::Access,
+        F: FnOnce(&Options) -> Result<A, String>,
+    {
+        f(o).map(|a| Box::new(a) as Box<dyn crate::access::Access>)
+    }
+
+    /// The handler type of a plugin that is an access plugin only (its
+    /// constructor always fails).
+    pub struct Never;
+    impl Handler for Never {}
+
+    /// Why an access plugin cannot be a route's handler or a logger.
+    pub fn access_only_message(name: &str) -> String {
+        format!(
+            "`{name}` is an access plugin: name it in the vhost's `access:` rules, not in `routes:` or `loggers:`"
+        )
+    }
+
+    /// Called by the macro's access `create` shim.
+    pub fn create_access(
+        options: RStr<'_>,
+        ctx: &CreateCtxV1<'_>,
+        ctor: AccessConstructor,
+    ) -> RResult<Instance, OptionErrorV1> {
+        let opts = Options::new(
+            options.as_str(),
+            Role::Handler,
+            Vhost::from_raw(ctx.vhost),
+            ctx.route.as_str(),
+        );
+        let fail = |path: Option<String>, message: String| {
+            RResult::RErr(OptionErrorV1 {
+                path: RString::from(path.unwrap_or_default()),
+                message: RString::from(message),
+            })
+        };
+        match catch_unwind(AssertUnwindSafe(|| ctor(&opts))) {
+            Ok(Ok(a)) => {
+                let ptr = Box::into_raw(Box::new(a)) as *const c_void;
+                RResult::ROk(Instance(ptr))
+            }
+            Ok(Err(e)) => fail(opts.error_path(), e),
+            Err(p) => fail(
+                None,
+                format!("panicked while reading options: {}", panic_message(&p)),
+            ),
+        }
+    }
+
+    fn access_inst(i: Instance) -> &'static dyn crate::access::Access {
+        // SAFETY: `i` was made by `create_access` from a
+        // `Box<Box<dyn Access>>` and the host calls nothing after
+        // `destroy_access`; callers use the reference only during the call.
+        unsafe { &**(i.0 as *const Box<dyn crate::access::Access>) }
+    }
+
+    extern "C" fn access_traits(_: Instance) -> TraitsV1 {
+        // A check runs inline and defers itself when it must block.
+        TraitsV1 {
+            placement: PlacementV1::Inline,
+        }
+    }
+
+    extern "C" fn access_check(
+        i: Instance,
+        req: &RequestV1<'_>,
+        call: &crate::abi::AccessCallV1,
+    ) -> crate::abi::AccessResultV1 {
+        use crate::abi::{AccessResultV1, AccessUserV1};
+        use crate::access::Verdict;
+        let inline = call.inline;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let request = Request::from_raw_placed(req, inline);
+            let mut res = ResponseBuilder::new();
+            let verdict = access_inst(i).check(&request, &mut res);
+            (verdict, res, request.deferred())
+        }));
+        match r {
+            Ok((_, _, true)) if inline => AccessResultV1::Defer,
+            Ok((_, _, true)) => AccessResultV1::Error(RString::from(
+                "Request::defer was called on the blocking pool, where it has no meaning",
+            )),
+            Ok((_, res, _)) if res.is_relay() => AccessResultV1::Error(RString::from(
+                "an access rule cannot relay: the socket was closed",
+            )),
+            Ok((Verdict::Pass, _, _)) => AccessResultV1::Pass,
+            Ok((Verdict::User { name, auth_type }, _, _)) => AccessResultV1::User(AccessUserV1 {
+                name: RString::from(name),
+                auth_type: RString::from(auth_type),
+            }),
+            Ok((Verdict::Answer, res, _)) => AccessResultV1::Answer(res.into_raw()),
+            Ok((Verdict::Rewrite(to), _, _)) => AccessResultV1::Rewrite(RString::from(to)),
+            Ok((Verdict::Error(e), _, _)) => AccessResultV1::Error(RString::from(e)),
+            Err(p) => AccessResultV1::Error(RString::from(format!(
+                "panic: {}",
+                panic_message(&p)
+            ))),
+        }
+    }
+
+    extern "C" fn access_destroy(i: Instance) {
+        // SAFETY: see `access_inst`; destroy is the last call.
+        let b = unsafe { Box::from_raw(i.0 as *mut Box<dyn crate::access::Access>) };
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(b)));
+    }
+
+    /// The access table of a plugin whose shims are `create` and `schema`.
+    pub const fn access_table(
+        create: extern "C" fn(RStr<'_>, &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
+        options_schema: extern "C" fn() -> RString,
+    ) -> crate::abi::AccessV1 {
+        crate::abi::AccessV1 {
+            create,
+            options_schema,
+            traits: access_traits,
+            check: access_check,
+            destroy: access_destroy,
+        }
+    }
+
+    /// The access declaration.
+    pub fn access_decl(table: &'static crate::abi::AccessV1) -> crate::abi::AccessDeclV1 {
+        crate::abi::AccessDeclV1 {
+            layout: <crate::abi::AccessV1 as StableAbi>::LAYOUT,
+            table,
+        }
+    }
+
+    /// The options schema shim of an access plugin.
+    pub fn access_schema_shim(f: fn() -> Option<String>) -> RString {
+        match catch_unwind(f) {
+            Ok(Some(s)) => RString::from(s),
+            _ => RString::new(),
         }
     }
 
@@ -878,6 +1030,59 @@ macro_rules! export_plugin {
             0u8 $($(| (1u8 << ($crate::Role::$role as u8)))+)?,
             $crate::export_plugin!(@schema $($schema)?));
     };
+    // SDK 1.2: a handler that is an access plugin too.
+    (name: $name:expr, new: $new:expr
+        $(, roles: [$($role:ident),+ $(,)?])?
+        $(, schema: $schema:expr)?,
+        access: $access:expr $(, access_schema: $aschema:expr)? $(,)?) => {
+        $crate::export_plugin!(@export $name, $new,
+            0u8 $($(| (1u8 << ($crate::Role::$role as u8)))+)?,
+            $crate::export_plugin!(@schema $($schema)?));
+        $crate::export_plugin!(@access $access, $crate::export_plugin!(@aschema $($aschema)?));
+    };
+    // SDK 1.2: an access plugin only.
+    (name: $name:expr, access: $access:expr $(, schema: $aschema:expr)? $(,)?) => {
+        $crate::export_plugin!(@export $name,
+            |_: &$crate::Options| -> ::core::result::Result<$crate::plugin::__private::Never, ::std::string::String> {
+                ::core::result::Result::Err($crate::plugin::__private::access_only_message($name))
+            },
+            0u8,
+            $crate::export_plugin!(@schema));
+        $crate::export_plugin!(@access $access, $crate::export_plugin!(@aschema $($aschema)?));
+    };
+    (@aschema) => { || -> ::core::option::Option<::std::string::String> { None } };
+    (@aschema $schema:expr) => { $schema };
+    (@access $access:expr, $schema:expr) => {
+        #[doc(hidden)]
+        pub mod __tamada_access {
+            use super::*;
+            use $crate::plugin::__private as p;
+
+            fn construct(o: &$crate::Options) -> ::core::result::Result<::std::boxed::Box<dyn $crate::access::Access>, ::std::string::String> {
+                p::boxed_access(o, $access)
+            }
+
+            extern "C" fn create(
+                options: p::abi_stable::std_types::RStr<'_>,
+                ctx: &$crate::abi::CreateCtxV1<'_>,
+            ) -> p::abi_stable::std_types::RResult<$crate::abi::Instance, $crate::abi::OptionErrorV1> {
+                p::create_access(options, ctx, construct)
+            }
+
+            extern "C" fn options_schema() -> p::abi_stable::std_types::RString {
+                let f: fn() -> ::core::option::Option<::std::string::String> = $schema;
+                p::access_schema_shim(f)
+            }
+
+            static ACCESS: $crate::abi::AccessV1 = p::access_table(create, options_schema);
+
+            /// The SDK 1.2 access table.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_access_v1() -> $crate::abi::AccessDeclV1 {
+                p::access_decl(&ACCESS)
+            }
+        }
+    };
     (@schema) => { |_: $crate::Role| -> ::core::option::Option<::std::string::String> { None } };
     (@schema $schema:expr) => { $schema };
     (@export $name:expr, $new:expr, $roles:expr, $schema:expr) => {
@@ -959,6 +1164,12 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tamada_plugin_tls_v1() -> $crate::abi::TlsDeclV1 {
                 p::tls_decl()
+            }
+
+            /// The SDK 1.2 user view (what access rules established).
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_user_v1() -> $crate::abi::UserDeclV1 {
+                p::user_decl()
             }
         }
     };

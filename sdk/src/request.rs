@@ -261,6 +261,14 @@ impl<'a> Request<'a> {
         crate::tls::current()
     }
 
+    /// SDK 1.2: the user an access rule authenticated (`auth_basic`),
+    /// `None` when no rule did, or on a server older than 1.2
+    /// ([`access`](crate::access)). Works in the content and log phases.
+    /// The `Authorization` header itself is the client's unverified claim.
+    pub fn user(&self) -> Option<crate::access::User> {
+        crate::access::current()
+    }
+
     /// Whether [`defer`](Self::defer) was called (for the SDK's shims).
     #[doc(hidden)]
     pub fn deferred(&self) -> bool {

@@ -621,6 +621,55 @@ impl TestRequest {
     pub fn run(&self, h: &dyn Handler) -> TestResponse {
         self.with(|req| contained(req, h))
     }
+
+    /// SDK 1.2: runs an access rule's check as the server does: inline
+    /// first, and again on the pool (not inline) when it deferred.
+    pub fn check(&self, a: &dyn crate::access::Access) -> TestVerdict {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let call = |req: &Request| {
+            let mut response = ResponseBuilder::new();
+            let verdict = match catch_unwind(AssertUnwindSafe(|| a.check(req, &mut response))) {
+                Ok(v) => v,
+                Err(p) => crate::access::Verdict::Error(format!(
+                    "panic: {}",
+                    crate::outcome::panic_message(&p)
+                )),
+            };
+            (verdict, response, req.deferred())
+        };
+        let (verdict, response, deferred) = self.with_inline(call);
+        let (verdict, response, deferred_on_pool) = if deferred {
+            self.with(call)
+        } else {
+            (verdict, response, false)
+        };
+        if deferred_on_pool {
+            return TestVerdict {
+                verdict: crate::access::Verdict::Error(
+                    "Request::defer was called on the blocking pool, where it has no meaning".into(),
+                ),
+                response: ResponseBuilder::new(),
+                deferred,
+            };
+        }
+        TestVerdict {
+            verdict,
+            response,
+            deferred,
+        }
+    }
+}
+
+/// What [`TestRequest::check`] gives: the verdict, the response built
+/// (sent only with [`Verdict::Answer`](crate::access::Verdict::Answer)),
+/// and whether the check deferred to the pool first.
+pub struct TestVerdict {
+    /// The verdict of the last call.
+    pub verdict: crate::access::Verdict,
+    /// The response of the last call.
+    pub response: ResponseBuilder,
+    /// The inline call deferred (the verdict is the pool call's).
+    pub deferred: bool,
 }
 
 /// Calls `handle` with panics caught, as the SDK's shim does.
