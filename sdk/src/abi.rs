@@ -731,7 +731,8 @@ pub struct AccessV1 {
     /// Read once per instance, right after `create`.
     pub traits: extern "C" fn(inst: Instance) -> TraitsV1,
     /// Checks a request.
-    pub check: extern "C" fn(inst: Instance, req: &RequestV1<'_>, ex: &AccessCallV1) -> AccessResultV1,
+    pub check:
+        extern "C" fn(inst: Instance, req: &RequestV1<'_>, ex: &AccessCallV1) -> AccessResultV1,
     /// Frees an instance; the host never uses it again.
     pub destroy: extern "C" fn(inst: Instance),
 }

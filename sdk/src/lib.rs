@@ -197,6 +197,7 @@ pub mod schema;
 pub mod testing;
 pub mod tls;
 pub mod units;
+mod user;
 
 pub use plugin::{Handler, LogEntry, Options, Outcome, Placement, Record, Role, record_for};
 pub use request::{BodyReader, Interest, Request, Vhost, Woke};

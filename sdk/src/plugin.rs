@@ -564,7 +564,7 @@ pub mod __private {
     }
 
     extern "C" fn init_user(host: &'static crate::abi::HostAccessV1) {
-        let _ = crate::access::HOST_ACCESS.set(host);
+        let _ = crate::user::HOST_ACCESS.set(host);
     }
 
     /// The user table every SDK 1.2 plugin exports.
@@ -671,10 +671,7 @@ pub mod __private {
             Ok((Verdict::Answer, res, _)) => AccessResultV1::Answer(res.into_raw()),
             Ok((Verdict::Rewrite(to), _, _)) => AccessResultV1::Rewrite(RString::from(to)),
             Ok((Verdict::Error(e), _, _)) => AccessResultV1::Error(RString::from(e)),
-            Err(p) => AccessResultV1::Error(RString::from(format!(
-                "panic: {}",
-                panic_message(&p)
-            ))),
+            Err(p) => AccessResultV1::Error(RString::from(format!("panic: {}", panic_message(&p)))),
         }
     }
 

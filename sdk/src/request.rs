@@ -265,8 +265,8 @@ impl<'a> Request<'a> {
     /// `None` when no rule did, or on a server older than 1.2
     /// ([`access`](crate::access)). Works in the content and log phases.
     /// The `Authorization` header itself is the client's unverified claim.
-    pub fn user(&self) -> Option<crate::access::User> {
-        crate::access::current()
+    pub fn user(&self) -> Option<crate::user::User> {
+        crate::user::current()
     }
 
     /// Whether [`defer`](Self::defer) was called (for the SDK's shims).

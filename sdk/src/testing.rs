@@ -646,7 +646,8 @@ impl TestRequest {
         if deferred_on_pool {
             return TestVerdict {
                 verdict: crate::access::Verdict::Error(
-                    "Request::defer was called on the blocking pool, where it has no meaning".into(),
+                    "Request::defer was called on the blocking pool, where it has no meaning"
+                        .into(),
                 ),
                 response: ResponseBuilder::new(),
                 deferred,

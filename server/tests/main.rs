@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod balancer;
 mod cgi;
 mod core_http;

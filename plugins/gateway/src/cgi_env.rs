@@ -167,7 +167,11 @@ pub fn build(base: &[(String, Vec<u8>)], req: &Request, p: &PerRequest) -> Vec<(
     if let Some(n) = p.content_length {
         set("CONTENT_LENGTH", n.to_string().as_bytes());
     }
-    if let Some(user) = req
+    // A user an access rule authenticated wins over the header's claim.
+    if let Some(u) = req.user() {
+        set("AUTH_TYPE", u.auth_type.as_bytes());
+        set("REMOTE_USER", u.name.as_bytes());
+    } else if let Some(user) = req
         .header("authorization")
         .filter(|_| p.basic_remote_user)
         .and_then(basic_user)

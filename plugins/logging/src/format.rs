@@ -90,9 +90,13 @@ pub fn escape_message_into(out: &mut String, msg: &str) {
     }
 }
 
-/// The user name of an `Authorization: Basic` header (nginx's
-/// `$remote_user`); `None` for any other scheme or a malformed value.
+/// The user an access rule authenticated (`auth_basic`), else the user
+/// name of an `Authorization: Basic` header (nginx's `$remote_user`);
+/// `None` for any other scheme or a malformed value.
 pub fn remote_user(req: &Request) -> Option<Vec<u8>> {
+    if let Some(u) = req.user() {
+        return Some(u.name.into_bytes());
+    }
     let v = req.header_bytes("authorization")?;
     let v = v.trim_ascii();
     let split = v.iter().position(|b| b.is_ascii_whitespace())?;

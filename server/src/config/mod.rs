@@ -48,7 +48,7 @@ impl std::error::Error for ConfError {}
 pub use tamada_sdk::units::{Secs, Size};
 
 pub use settings::Settings;
-pub use vhost::{HstsRaw, Listen, LoggerConf, RouteConf, VhostConf, VhostRaw};
+pub use vhost::{AccessConf, HstsRaw, Listen, LoggerConf, RouteConf, Satisfy, VhostConf, VhostRaw};
 use vhost::{at_key, check_vhost};
 
 /// Everything in conf.d.

@@ -23,12 +23,35 @@ pub struct Route {
     pub handler: Arc<PluginInstance>,
 }
 
+/// One access rule (`access:`), in file order.
+#[derive(Clone)]
+pub struct AccessRule {
+    pub prefix: String,
+    /// The group of `satisfy: any` rules it belongs to: the index of the
+    /// group's first rule (its own index when it is alone).
+    pub group: usize,
+    /// The group's last rule's index.
+    pub group_end: usize,
+    pub rule: Arc<crate::plugins::access::AccessInstance>,
+}
+
+impl AccessRule {
+    /// Whether `path` is under this prefix on a segment boundary.
+    pub fn matches(&self, path: &str) -> bool {
+        prefix_matches(&self.prefix, path)
+    }
+}
+
+/// Whether `path` is under `p` on a segment boundary.
+fn prefix_matches(p: &str, path: &str) -> bool {
+    path.starts_with(p)
+        && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+}
+
 impl Route {
     /// Whether `path` is under this prefix on a segment boundary.
     pub fn matches(&self, path: &str) -> bool {
-        let p = &self.prefix;
-        path.starts_with(p.as_str())
-            && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+        prefix_matches(&self.prefix, path)
     }
     /// The part of `path` after the prefix (starting with `/`, or empty).
     pub fn rest<'a>(&self, path: &'a str) -> &'a str {
@@ -58,6 +81,8 @@ pub struct Vhost {
     pub loggers: Vec<Arc<PluginInstance>>,
     /// Some loggers run on the pool (1.0 plugins, or not declared inline).
     pub pool_loggers: bool,
+    /// Access rules, in file order.
+    pub access: Vec<AccessRule>,
 }
 
 impl Vhost {
@@ -342,8 +367,10 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
         routes: Vec::new(),
         loggers: Vec::new(),
         pool_loggers: false,
+        access: Vec::new(),
     };
     let mut errors = Vec::new();
+    v.access = build_access(vc, registry, &v, &mut errors);
     let mut routes = Vec::new();
     for (i, r) in vc.routes.iter().enumerate() {
         let Some(plugin) = registry.plugins.get(&r.handler) else {
@@ -423,6 +450,74 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
     } else {
         Err(errors)
     }
+}
+
+/// A vhost's access rules; consecutive `satisfy: any` rules of the same
+/// path make one group.
+fn build_access(
+    vc: &VhostConf,
+    registry: &Registry,
+    v: &Vhost,
+    errors: &mut Vec<ConfError>,
+) -> Vec<AccessRule> {
+    let mut rules: Vec<AccessRule> = Vec::new();
+    for (i, a) in vc.access.iter().enumerate() {
+        let Some(plugin) = registry.plugins.get(&a.handler) else {
+            errors.push(vc.error_at(
+                "access",
+                0,
+                format!("access[{i}] ({}): {}", a.path, registry.missing(&a.handler)),
+            ));
+            continue;
+        };
+        let yaml = options_yaml(&a.options);
+        match crate::plugins::access::AccessInstance::create(plugin, &yaml, v.raw(), &a.path) {
+            None => errors.push(vc.error_at(
+                "access",
+                0,
+                format!(
+                    "access[{i}] ({}): plugin `{}` is not an access plugin (it has no SDK 1.2 access table); name it under `routes:`",
+                    a.path, a.handler
+                ),
+            )),
+            Some(Ok(rule)) => {
+                let n = rules.len();
+                let group = match rules.last() {
+                    Some(prev)
+                        if a.satisfy == crate::config::Satisfy::Any
+                            && vc.access[i - 1].satisfy == crate::config::Satisfy::Any
+                            && prev.prefix == a.path =>
+                    {
+                        prev.group
+                    }
+                    _ => n,
+                };
+                for r in rules.iter_mut().filter(|r| r.group == group) {
+                    r.group_end = n;
+                }
+                rules.push(AccessRule {
+                    prefix: a.path.clone(),
+                    group,
+                    group_end: n,
+                    rule: Arc::new(rule),
+                });
+            }
+            Some(Err(e)) => {
+                let msg = format!(
+                    "access[{i}] ({}): plugin `{}` refused its options: {e}",
+                    a.path, a.handler
+                );
+                errors.push(option_error(
+                    vc,
+                    &format!("access[{i}].options"),
+                    &e,
+                    msg,
+                    || vc.error_at("access", 0, String::new()),
+                ));
+            }
+        }
+    }
+    rules
 }
 
 /// An option error at the conf.d file's own line: where the plugin said

@@ -29,6 +29,36 @@ pub struct RouteConf {
     pub options: serde_yaml::Value,
 }
 
+/// One access rule of a vhost: runs before routing for every request
+/// whose path starts with `path`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConf {
+    /// The path prefix (on a segment boundary), as routes'.
+    pub path: String,
+    /// The access plugin (`redirect`, `access`, `auth_basic`, ...).
+    pub handler: String,
+    /// `any`: this rule and the next ones of the same `path` that also
+    /// say `any` form a group that lets a request through when any one of
+    /// them does (nginx's `satisfy any`: an allowed address or a valid
+    /// password). `all` (the default): every rule must.
+    #[serde(default)]
+    pub satisfy: Satisfy,
+    /// Handed to the plugin as they are (see each plugin's options).
+    #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
+    pub options: serde_yaml::Value,
+}
+
+/// How the rules of a group combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Satisfy {
+    #[default]
+    All,
+    Any,
+}
+
 /// One logger of a vhost.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +102,10 @@ pub struct VhostRaw {
     request_buffering: Option<bool>,
     routes: Option<Vec<RouteConf>>,
     loggers: Option<Vec<LoggerConf>>,
+    /// Rules every request whose path they match passes before routing
+    /// (redirects, rewrites, passwords, addresses, limits).
+    #[serde(default)]
+    access: Vec<AccessConf>,
     /// Connections to this address start with a PROXY protocol (v1 or v2)
     /// header from a trusted proxy (every vhost on the socket must agree).
     #[serde(default)]
@@ -149,6 +183,7 @@ pub struct VhostConf {
     pub request_buffering: bool,
     pub routes: Vec<RouteConf>,
     pub loggers: Vec<LoggerConf>,
+    pub access: Vec<AccessConf>,
     pub proxy_protocol: bool,
 }
 
@@ -198,6 +233,7 @@ pub(super) fn check_vhost(
         request_buffering: raw.request_buffering.unwrap_or(true),
         routes: Vec::new(),
         loggers: Vec::new(),
+        access: Vec::new(),
         proxy_protocol: raw.proxy_protocol,
     };
     if v.name.is_empty() {
@@ -293,6 +329,16 @@ pub(super) fn check_vhost(
             ));
         }
     }
+    for (i, a) in raw.access.iter().enumerate() {
+        if !a.path.starts_with('/') {
+            return Err(v.error_at(
+                "access",
+                0,
+                format!("access[{i}].path: `{}` must start with /", a.path),
+            ));
+        }
+    }
+    v.access = raw.access;
     v.loggers = match raw.loggers {
         Some(l) => l,
         None if v.log.is_some() => vec![LoggerConf {

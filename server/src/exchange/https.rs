@@ -13,7 +13,7 @@ use tamada_sdk::abi::OwnedHeaderV1;
 /// ACME's HTTP-01 challenges are answered on plain HTTP, redirect or not
 /// (a CA follows redirects, but an HTTPS-only vhost may not have its
 /// certificate yet).
-const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// The answer a request gets before any route, if it gets one.
 pub fn gate(x: &Exchange) -> Option<Owned> {

@@ -1,6 +1,7 @@
 //! One request exchange: from a parsed head to the log line, whatever
 //! protocol carries it.
 
+pub mod access;
 pub mod body;
 pub mod health;
 pub mod https;
@@ -51,6 +52,13 @@ pub struct Exchange {
     pub https: bool,
     /// What its connection's TLS negotiated, on a TLS connection.
     pub tls: Option<Arc<crate::transport::tls::TlsInfo>>,
+    /// An internal redirect made it a GET without the client's body (an
+    /// access rule's rewrite keeps both).
+    pub as_get: bool,
+    /// The next access rule to run (`access.rs`); past the last, routing.
+    pub access_next: usize,
+    /// The user an access rule established.
+    pub user: Option<crate::plugins::host::AuthUser>,
 }
 
 impl Exchange {
@@ -81,6 +89,9 @@ impl Exchange {
             notes: Vec::new(),
             https: false,
             tls: None,
+            as_get: false,
+            access_next: 0,
+            user: None,
         }
     }
     pub fn path(&self) -> &str {
@@ -97,7 +108,7 @@ impl Exchange {
     }
     /// After an internal redirect the request is a GET (RFC 3875 6.2.2).
     pub fn method(&self) -> &str {
-        if self.redirected.is_some() {
+        if self.as_get {
             "GET"
         } else {
             &self.head.method
@@ -105,7 +116,7 @@ impl Exchange {
     }
     /// Whether the request still has the client's body.
     fn with_body(&self) -> bool {
-        self.redirected.is_none()
+        !self.as_get
     }
 }
 

@@ -12,6 +12,7 @@
 //! body; nothing left answers 404.
 
 pub use crate::exchange::Exchange;
+use crate::exchange::access;
 use crate::exchange::body::{BodyPipe, MemBody, empty_reader, pipe_reader};
 use crate::exchange::view;
 use crate::http::request::Framing;
@@ -19,8 +20,7 @@ use crate::plugins::Handled;
 use crate::plugins::host;
 use tamada_sdk::abi::{HandleResultV1, ResponseV1};
 
-/// Most internal redirects one request may take.
-const MAX_REDIRECTS: u8 = 10;
+use crate::exchange::access::MAX_REDIRECTS;
 
 /// Where `dispatch` runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,16 @@ pub fn dispatch(
     let vhost = x.vhost.clone();
     let _scope = crate::plugins::call::scope(&vhost, x.peer);
     loop {
+        // The access rules first (again after a rewrite or an internal
+        // redirect); on the loop they may send the rest to the pool.
+        if access::pending(x) {
+            match access::run(x, place == Place::Loop) {
+                access::Verdict::Route => {}
+                access::Verdict::Answer(r) => return Step::Respond(r),
+                access::Verdict::ToPool => return Step::ToPool,
+                access::Verdict::Failed => return Step::Unanswered,
+            }
+        }
         let Some(i) = (x.next..vhost.routes.len()).find(|&i| vhost.routes[i].matches(x.path()))
         else {
             return Step::Unanswered;
@@ -101,7 +111,7 @@ pub fn dispatch(
         let handler = &route.handler;
         let resumed = resume.take();
         let tls = view::tls(x);
-        let (r, notes) = host::with_tls(tls.as_ref(), || {
+        let (r, notes) = host::with_views(tls.as_ref(), x.user.as_ref(), || {
             host::collect_notes(|| handler.handle(&req, inline, resumed))
         });
         // A deferred call's notes go with its discarded answer.
@@ -186,7 +196,12 @@ pub fn dispatch(
                     None => (to.as_str(), None),
                 };
                 match crate::http::path::normalise(p) {
-                    Ok(p) => x.redirected = Some((p, q)),
+                    Ok(p) => {
+                        x.redirected = Some((p, q));
+                        x.as_get = true;
+                        // The new path goes through the access rules again.
+                        x.access_next = 0;
+                    }
                     Err(_) => {
                         let msg = format!(
                             "plugin `{plugin}` redirected to an invalid path `{}`",

@@ -64,6 +64,16 @@ pub fn visit_tls(
     (visit.func)(ctx, info)
 }
 
+/// Calls a plugin's user view visitor (`HostAccessV1::user`).
+pub fn visit_user(
+    visit: &tamada_sdk::abi::UserVisitV1,
+    ctx: *mut std::ffi::c_void,
+    name: &str,
+    auth_type: &str,
+) {
+    (visit.func)(ctx, RStr::from_str(name), RStr::from_str(auth_type))
+}
+
 /// Frees a waiting handler's state with the plugin's own function.
 pub fn free_state(free: extern "C" fn(*mut std::ffi::c_void), state: *mut std::ffi::c_void) {
     free(state)

@@ -40,7 +40,8 @@ pub static HOST_EXT_V1: HostExtV1 = HostExtV1 {
         | ABILITY_ROLES
         | ABILITY_RELAY
         | ABILITY_WAIT
-        | tamada_sdk::abi::ABILITY_TLS,
+        | tamada_sdk::abi::ABILITY_TLS
+        | tamada_sdk::abi::ABILITY_ACCESS,
     draining: host_draining,
     dry_run: host_dry_run,
     serves_as_root: host_serves_as_root,
@@ -180,6 +181,48 @@ extern "C" fn host_tls(visit: tamada_sdk::abi::TlsVisitV1, ctx: *mut std::ffi::c
     // wraps, and reset (by its guard) before that reference ends.
     let info = unsafe { &*(p as *const tamada_sdk::abi::TlsInfoV1<'_>) };
     crate::plugins::call::visit_tls(&visit, ctx, info);
+    true
+}
+
+/// The SDK 1.2 user view every plugin with the user table gets.
+pub static HOST_ACCESS_V1: tamada_sdk::abi::HostAccessV1 =
+    tamada_sdk::abi::HostAccessV1 { user: host_user };
+
+/// A user an access rule established: name and auth type.
+pub type AuthUser = (String, String);
+
+thread_local! {
+    /// The user of the exchange this thread handles or logs.
+    static USER_IN: Cell<*const AuthUser> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs a handler or the loggers with the exchange's TLS view and user
+/// visible to them.
+pub fn with_views<R>(
+    tls: Option<&tamada_sdk::abi::TlsInfoV1<'_>>,
+    user: Option<&AuthUser>,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Reset(*const AuthUser);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            USER_IN.with(|n| n.set(self.0));
+        }
+    }
+    let p = user.map_or(std::ptr::null(), |u| u as *const AuthUser);
+    let _reset = Reset(USER_IN.with(|n| n.replace(p)));
+    with_tls(tls, f)
+}
+
+extern "C" fn host_user(visit: tamada_sdk::abi::UserVisitV1, ctx: *mut std::ffi::c_void) -> bool {
+    let p = USER_IN.with(|n| n.get());
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: set by `with_views` from a reference that outlives the call
+    // it wraps, and reset (by its guard) before that reference ends.
+    let (name, auth_type) = unsafe { &*p };
+    crate::plugins::call::visit_user(&visit, ctx, name, auth_type);
     true
 }
 

@@ -13,6 +13,7 @@
 //!
 //! Libraries are never unloaded: their code may be running on any thread.
 
+pub mod access;
 pub mod call;
 pub mod host;
 mod instance;
@@ -46,6 +47,10 @@ pub struct Plugin {
     pub ext: Option<&'static ExtV1>,
     /// The SDK 1.2 TLS view's `init`, when the plugin has it.
     pub tls_init: Option<extern "C" fn(&'static tamada_sdk::abi::HostTlsV1)>,
+    /// The SDK 1.2 user view's `init`, when the plugin has it.
+    pub user_init: Option<extern "C" fn(&'static tamada_sdk::abi::HostAccessV1)>,
+    /// The SDK 1.2 access table: the plugin may be named in `access:`.
+    pub access: Option<&'static tamada_sdk::abi::AccessV1>,
 }
 
 impl Plugin {
@@ -154,6 +159,9 @@ impl Registry {
                         }
                         if let Some(init) = p.tls_init {
                             init(&crate::plugins::host::HOST_TLS_V1);
+                        }
+                        if let Some(init) = p.user_init {
+                            init(&crate::plugins::host::HOST_ACCESS_V1);
                         }
                         log::info!(
                             "{} plugin `{}` {} (SDK {}.{}) from {}",
@@ -371,6 +379,46 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         }
         Err(_) => None,
     };
+    // SAFETY: as for the lifecycle table.
+    let user_init = match unsafe {
+        lib.get::<extern "C" fn() -> tamada_sdk::abi::UserDeclV1>(tamada_sdk::abi::USER_V1_SYMBOL)
+    } {
+        Ok(f) => {
+            let d = f();
+            if let Err(e) = check_layout_compatibility(
+                <tamada_sdk::abi::HostAccessV1 as StableAbi>::LAYOUT,
+                d.layout,
+            ) {
+                return Err(format!(
+                    "its SDK 1.2 user table does not match this server's: {}; rebuild it against this server's tamada-sdk",
+                    summarise(&e)
+                ));
+            }
+            Some(d.init)
+        }
+        Err(_) => None,
+    };
+    // SAFETY: as for the lifecycle table.
+    let access = match unsafe {
+        lib.get::<extern "C" fn() -> tamada_sdk::abi::AccessDeclV1>(
+            tamada_sdk::abi::ACCESS_V1_SYMBOL,
+        )
+    } {
+        Ok(f) => {
+            let d = f();
+            if let Err(e) = check_layout_compatibility(
+                <tamada_sdk::abi::AccessV1 as StableAbi>::LAYOUT,
+                d.layout,
+            ) {
+                return Err(format!(
+                    "its SDK 1.2 access table does not match this server's: {}; rebuild it against this server's tamada-sdk",
+                    summarise(&e)
+                ));
+            }
+            Some(d.table)
+        }
+        Err(_) => None,
+    };
     let plugin = Plugin {
         name: table.name.as_str().to_owned(),
         version: table.version.as_str().to_owned(),
@@ -380,6 +428,8 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         lifecycle,
         ext,
         tls_init,
+        user_init,
+        access,
     };
     if plugin.name.is_empty() {
         return Err("the plugin declares an empty name".into());

@@ -110,6 +110,9 @@ impl Handler for Echo {
         out.push_str(&format!("local={}\n", req.local_addr()));
         out.push_str(&format!("redirects={}\n", req.redirects()));
         out.push_str(&format!("scheme={}\n", req.scheme()));
+        if let Some(u) = req.user() {
+            out.push_str(&format!("user={} ({})\n", u.name, u.auth_type));
+        }
         if let Some(t) = req.tls() {
             out.push_str(&format!("tls-version={}\n", t.version));
             out.push_str(&format!("tls-cipher={}\n", t.cipher));
@@ -142,4 +145,51 @@ impl Handler for Echo {
     }
 }
 
-tamada_sdk::export_plugin!(name: "echo", new: |o: &Options| o.parse::<Echo>());
+/// The access side (SDK 1.2): a rule that does what its options say, for
+/// the core's access phase tests.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    /// `pass`, `user`, `answer`, `rewrite` or `error`.
+    verdict: String,
+    /// Only when the path contains this.
+    #[serde(default)]
+    when: Option<String>,
+    /// The user's name, the answer's status, or the rewrite's target.
+    #[serde(default)]
+    arg: String,
+    /// Defer to the pool first (as a check that must block).
+    #[serde(default)]
+    defer: bool,
+}
+
+impl tamada_sdk::access::Access for Rule {
+    fn check(&self, req: &Request, res: &mut ResponseBuilder) -> tamada_sdk::access::Verdict {
+        use tamada_sdk::access::Verdict;
+        if self.when.as_deref().is_some_and(|w| !req.path().contains(w)) {
+            return Verdict::Pass;
+        }
+        if self.defer && req.is_inline() {
+            req.defer();
+            return Verdict::Pass;
+        }
+        match self.verdict.as_str() {
+            "user" => Verdict::User { name: self.arg.clone(), auth_type: "Test".into() },
+            "answer" => {
+                res.status(self.arg.parse().unwrap_or(403))
+                    .header("x-rule", &format!("{} inline={}", self.arg, req.is_inline()))
+                    .body(format!("refused by rule {}\n", self.arg));
+                Verdict::Answer
+            }
+            "rewrite" => Verdict::Rewrite(self.arg.clone()),
+            "error" => Verdict::Error("told to fail".into()),
+            _ => Verdict::Pass,
+        }
+    }
+}
+
+tamada_sdk::export_plugin!(
+    name: "echo",
+    new: |o: &Options| o.parse::<Echo>(),
+    access: |o: &Options| o.parse::<Rule>(),
+);

@@ -111,7 +111,6 @@ impl<T: Transport> Conn<T> {
             self.queue(head::options_star(reply.minor, close), None);
             return;
         }
-        let limit = vhost.max_body_for(&head.path);
         let (expect, framing) = (head.expect_continue, head.framing);
         let peer =
             crate::exchange::realip::client(&cx.settings().trusted_proxies, self.peer, &head);
@@ -131,6 +130,25 @@ impl<T: Transport> Conn<T> {
             let keep = reply.keep && !unread;
             return self.answer(x, Answer::Plugin(o), Reply { keep, ..reply }, cx);
         }
+        // Access rules run now, before any of the body is read: a refused
+        // upload is refused at once (a rule that must block runs later,
+        // from the routing, with the body whole).
+        if crate::exchange::access::pending(&x) {
+            use crate::exchange::access::{self, Verdict};
+            let refused = match access::run(&mut x, true) {
+                Verdict::Route | Verdict::ToPool => None,
+                Verdict::Answer(r) => Some(Answer::Plugin(crate::exchange::response::own(r))),
+                Verdict::Failed => Some(Answer::Status(500)),
+            };
+            if let Some(a) = refused {
+                let unread = !matches!(framing, Framing::None | Framing::Length(0));
+                self.closing.linger |= unread;
+                let keep = reply.keep && !unread;
+                return self.answer(x, a, Reply { keep, ..reply }, cx);
+            }
+        }
+        // (a rewrite may have moved the request to another route)
+        let limit = x.vhost.max_body_for(x.path());
         if let Framing::Length(n) = framing
             && n > limit
         {

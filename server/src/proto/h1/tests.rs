@@ -225,6 +225,8 @@ fn plugin() -> Arc<Plugin> {
             lifecycle: None,
             ext: Some(&EXT),
             tls_init: None,
+            user_init: None,
+            access: None,
         })
     })
     .clone()
@@ -250,6 +252,7 @@ fn runtime() -> Runtime {
         routes: Vec::new(),
         loggers: Vec::new(),
         pool_loggers: false,
+        access: Vec::new(),
     };
     for (prefix, yaml) in [("/pool/", "pool"), ("/", "inline")] {
         let inst = PluginInstance::create(&plugin(), yaml, RoleV1::Handler, v.raw(), prefix)

@@ -1,0 +1,341 @@
+//! The access phase (`access:` rules before routing) and the `redirect`
+//! and `access` plugins, against the real binary.
+
+use crate::harness::*;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// A vhost routing `/` to echo, with these access rules (YAML list items).
+fn site(rules: &str, extra: &str) -> Fixture {
+    Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            &format!(
+                "vhost: a.test\naliases: [www.a.test]\nip: 127.0.0.1\nport: {{port0}}\ndocument_root: ../www\nlog: ../logs\n{extra}\
+                 loggers: [{{ handler: logging, options: {{ format: combined }} }}]\n\
+                 access:\n{rules}routes:\n  - path: /\n    handler: echo\n    options: {{ tag: a }}\n"
+            ),
+        )
+        .file("www/.keep", "")
+        .file("logs/.keep", "")
+}
+
+#[test]
+fn redirects_by_host_by_pattern_by_scheme_and_fixed_answers() {
+    let s = site(
+        "  - path: /\n    handler: redirect\n    options: { hosts: [www.a.test], to: 'http://a.test$request_uri', status: 301 }\n\
+         \x20 - path: /old/\n    handler: redirect\n    options: { match: '^/old/([^/]+)/(.*)$', to: '/new/$2/$1$is_args$query', status: 308 }\n\
+         \x20 - path: /tmp\n    handler: redirect\n    options: { to: '/elsewhere$path' }\n\
+         \x20 - path: /secure/\n    handler: redirect\n    options: { scheme: http, to: 'https://$host$request_uri', status: 301 }\n\
+         \x20 - path: /gone/\n    handler: redirect\n    options: { status: 410, body: \"gone for good\\n\" }\n",
+        "",
+    )
+    .start();
+    let p = s.port();
+    let r = get(p, "/x%20y?q=1", "www.a.test");
+    assert_eq!(r.status, 301, "{}", r.head);
+    assert_eq!(r.header("location"), Some("http://a.test/x%20y?q=1"));
+    assert!(r.text().contains("a.test/x%20y"), "{}", r.text());
+    // The apex itself passes and is served.
+    assert_eq!(get(p, "/x", "a.test").echo("path"), "/x");
+    let r = get(p, "/old/one/two/three?k=v", "a.test");
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("/new/two/three/one?k=v"));
+    // A path the pattern does not select passes to the route.
+    assert_eq!(get(p, "/old/flat", "a.test").echo("path"), "/old/flat");
+    let r = get(p, "/tmp/a%20b", "a.test");
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/elsewhere/tmp/a%20b"));
+    let r = get(p, "/secure/page", "a.test");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://a.test/secure/page"));
+    let r = get(p, "/gone/x", "a.test");
+    assert_eq!(r.status, 410);
+    assert_eq!(r.text(), "gone for good\n");
+    // HEAD: the same head, no body.
+    let mut c = Client::connect(p);
+    let r = c.request("HEAD /gone/x HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    assert_eq!(r.status, 410);
+    assert!(r.body.is_empty());
+}
+
+#[test]
+fn a_rule_protects_its_prefix_whichever_route_serves() {
+    // /admin/ has no route of its own: `/` serves it, after the rule.
+    let s = site(
+        "  - path: /admin/\n    handler: access\n    options: { allow: [10.0.0.1] }\n",
+        "",
+    )
+    .start();
+    let r = get(s.port(), "/admin/x", "a.test");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(get(s.port(), "/admin", "a.test").echo("path"), "/admin");
+    assert_eq!(get(s.port(), "/other", "a.test").status, 200);
+    // ACME challenges are exempt.
+    let s = site(
+        "  - path: /\n    handler: access\n    options: { deny: [all] }\n",
+        "",
+    )
+    .start();
+    assert_eq!(get(s.port(), "/x", "a.test").status, 403);
+    assert_eq!(
+        get(s.port(), "/.well-known/acme-challenge/tok", "a.test").status,
+        200
+    );
+}
+
+#[test]
+fn allow_and_deny_use_the_real_client_address() {
+    let s = site(
+        "  - path: /\n    handler: access\n    options: { rules: [{ deny: 10.9.9.9 }, { allow: 10.0.0.0/8 }, { allow: '2001:db8::/32' }, { deny: all }] }\n",
+        "",
+    )
+    .file("conf.d/server.yaml", "trusted_proxies: [127.0.0.1]\n")
+    .start();
+    let p = s.port();
+    let with = |xff: &str| {
+        Client::connect(p)
+            .request(&format!(
+                "GET / HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n"
+            ))
+            .status
+    };
+    assert_eq!(with("10.1.2.3"), 200);
+    assert_eq!(with("10.9.9.9"), 403);
+    assert_eq!(with("2001:db8::5"), 200);
+    assert_eq!(with("2001:db9::5"), 403);
+    assert_eq!(with("192.0.2.1"), 403);
+    // 127.0.0.1 itself is not allowed.
+    assert_eq!(get(p, "/", "a.test").status, 403);
+    // From an untrusted peer the header is not believed.
+    let s = site(
+        "  - path: /\n    handler: access\n    options: { allow: [10.0.0.0/8] }\n",
+        "",
+    )
+    .start();
+    let r = Client::connect(s.port()).request(
+        "GET / HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 10.1.2.3\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn ipv6_clients_are_matched() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a.test\nip: '::1'\nport: {port0}\ndocument_root: ../www\n\
+             access:\n  - path: /\n    handler: access\n    options: { allow: ['::1'] }\n\
+             routes:\n  - path: /\n    handler: echo\n",
+        )
+        .file("www/.keep", "")
+        .start();
+    let mut c = std::net::TcpStream::connect(("::1", s.port())).expect("connect [::1]");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a.test\nip: '::1'\nport: {port0}\ndocument_root: ../www\n\
+             access:\n  - path: /\n    handler: access\n    options: { deny: ['::1/128'] }\n\
+             routes:\n  - path: /\n    handler: echo\n",
+        )
+        .file("www/.keep", "")
+        .start();
+    let mut c = std::net::TcpStream::connect(("::1", s.port())).expect("connect [::1]");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+}
+
+#[test]
+fn rewrites_keep_method_and_body_and_run_the_rules_again() {
+    let s = site(
+        "  - path: /api/v1/\n    handler: echo\n    options: { verdict: rewrite, arg: '/api/v2/x?from=v1' }\n\
+         \x20 - path: /api/v2/\n    handler: echo\n    options: { verdict: user, arg: alice }\n\
+         \x20 - path: /loop/\n    handler: echo\n    options: { verdict: rewrite, arg: /loop/again }\n",
+        "",
+    )
+    .start();
+    let p = s.port();
+    let r = Client::connect(p).request(
+        "POST /api/v1/y HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo("method"), "POST");
+    assert_eq!(r.echo("path"), "/api/v2/x");
+    assert_eq!(r.echo("query"), "from=v1");
+    assert_eq!(r.echo("body"), "hello");
+    // The rewritten path met /api/v2/'s rule: its user.
+    assert_eq!(r.echo("user"), "alice (Test)");
+    assert_eq!(r.echo("target"), "/api/v1/y");
+    // A loop stops at 10, with 500 and a line naming it.
+    let r = get(p, "/loop/x", "a.test");
+    assert_eq!(r.status, 500);
+    let log = s.dir.path().join("logs/error.log");
+    let mut found = String::new();
+    for _ in 0..50 {
+        found = std::fs::read_to_string(&log).unwrap_or_default();
+        if found.contains("more than 10 rewrites") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(found.contains("more than 10 rewrites"), "{found}");
+}
+
+#[test]
+fn the_user_reaches_the_access_log_and_cgi() {
+    let s = Fixture::new()
+    .file("logs/.keep", "")
+    .file(
+        "conf.d/a.yaml",
+        "vhost: a.test\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\ncgi_bin: ../cgi\n\
+         access:\n  - path: /\n    handler: echo\n    options: { verdict: user, arg: bob }\n\
+         routes:\n  - path: /cgi-bin/\n    handler: cgi\n    options: { run_as_root: true }\n  - path: /\n    handler: echo\n",
+    )
+    .file(
+        "cgi/who.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nuser=%s type=%s\\n' \"$REMOTE_USER\" \"$AUTH_TYPE\"\n",
+    )
+    .start();
+    let dir = s.dir.path().to_owned();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("cgi/who.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    // A client's own Authorization names nobody: the rule's user wins.
+    let r = Client::connect(s.port()).request(
+        "GET /cgi-bin/who.sh HTTP/1.1\r\nHost: a.test\r\nAuthorization: Basic bWFsbG9yeTp4\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.text(), "user=bob type=Test\n", "{}", r.head);
+    let log = dir.join("logs/access.log");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("who.sh") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(text.contains(" - bob ["), "{text}");
+}
+
+#[test]
+fn satisfy_any_lets_either_rule_through_else_the_last_answers() {
+    let s = site(
+        "  - path: /\n    handler: echo\n    satisfy: any\n    options: { verdict: answer, arg: '403', when: /both }\n\
+         \x20 - path: /\n    handler: echo\n    satisfy: any\n    options: { verdict: answer, arg: '401', when: /both }\n\
+         \x20 - path: /\n    handler: echo\n    satisfy: any\n    options: { verdict: answer, arg: '403', when: /first }\n\
+         \x20 - path: /\n    handler: echo\n    options: { verdict: answer, arg: '429', when: /after }\n",
+        "",
+    )
+    .start();
+    let p = s.port();
+    // The group: its first two refuse /both, the third passes it: through.
+    assert_eq!(get(p, "/both", "a.test").status, 200);
+    // The first passes /first: the group is satisfied at once.
+    assert_eq!(get(p, "/first", "a.test").status, 200);
+    // A rule after the group still runs.
+    assert_eq!(get(p, "/after", "a.test").status, 429);
+}
+
+#[test]
+fn a_group_where_every_rule_refuses_sends_the_last_answer() {
+    let s = site(
+        "  - path: /\n    handler: echo\n    satisfy: any\n    options: { verdict: answer, arg: '403' }\n\
+         \x20 - path: /\n    handler: echo\n    satisfy: any\n    options: { verdict: answer, arg: '401' }\n",
+        "",
+    )
+    .start();
+    let r = get(s.port(), "/x", "a.test");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.text(), "refused by rule 401\n");
+}
+
+#[test]
+fn a_refused_upload_is_refused_before_its_body_and_a_deferred_rule_runs_on_the_pool() {
+    let s = site(
+        "  - path: /up/\n    handler: echo\n    options: { verdict: answer, arg: '401' }\n\
+         \x20 - path: /slow/\n    handler: echo\n    options: { verdict: answer, arg: '403', defer: true }\n\
+         \x20 - path: /fail/\n    handler: echo\n    options: { verdict: error }\n",
+        "",
+    )
+    .start();
+    let p = s.port();
+    // Only the head of a 100 MB upload: the 401 comes at once.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"POST /up/x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.read(&mut buf).expect("an answer without the body");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    // A rule that defers runs again on the pool.
+    let r = get(p, "/slow/x", "a.test");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("x-rule"), Some("403 inline=false"));
+    // A rule that fails: 500.
+    assert_eq!(get(p, "/fail/x", "a.test").status, 500);
+}
+
+#[test]
+fn check_names_bad_access_rules() {
+    let conf = |rule: &str| {
+        Fixture::new()
+            .file(
+                "conf.d/a.yaml",
+                &format!(
+                    "vhost: a.test\nip: 127.0.0.1\nport: {{port0}}\ndocument_root: ../www\naccess:\n{rule}"
+                ),
+            )
+            .file("www/.keep", "")
+            .check()
+    };
+    let (code, _, err) =
+        conf("  - path: /\n    handler: redirect\n    options: { to: '/$hots' }\n");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("a.yaml:") && err.contains("unknown `$hots`"),
+        "{err}"
+    );
+    let (code, _, err) =
+        conf("  - path: /\n    handler: redirect\n    options: { match: '(', to: /x }\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("not a valid regular expression"), "{err}");
+    let (code, _, err) =
+        conf("  - path: /\n    handler: access\n    options: { allow: [10.0.0.0/33] }\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("allow[0]"), "{err}");
+    let (code, _, err) = conf("  - path: /\n    handler: static\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("not an access plugin"), "{err}");
+    let (code, _, err) =
+        conf("  - path: nope\n    handler: access\n    options: { deny: [all] }\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("must start with /"), "{err}");
+    // An access plugin named as a route's handler.
+    let (code, _, err) = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a.test\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: redirect\n",
+        )
+        .file("www/.keep", "")
+        .check();
+    assert_ne!(code, 0);
+    assert!(err.contains("is an access plugin"), "{err}");
+}
