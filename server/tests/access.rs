@@ -339,3 +339,120 @@ fn check_names_bad_access_rules() {
     assert_ne!(code, 0);
     assert!(err.contains("is an access plugin"), "{err}");
 }
+
+/// `htpasswd -b FLAG file user password`, as an admin makes the file.
+fn htpasswd(file: &std::path::Path, flag: &str, user: &str, password: &str) {
+    let mut args = vec!["-b"];
+    if !file.exists() {
+        args.push("-c");
+    }
+    args.push(flag);
+    let st = std::process::Command::new("htpasswd")
+        .args(&args)
+        .arg(file)
+        .args([user, password])
+        .output()
+        .expect("htpasswd (apache2-utils)");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+#[test]
+fn auth_basic_with_every_htpasswd_format() {
+    let s = site(
+        "  - path: /private/\n    handler: auth_basic\n    options: { file: ../users, realm: Private }\n",
+        "",
+    )
+    .file("users", "")
+    .start();
+    // An empty file at the start; htpasswd fills it while serving.
+    let users = s.dir.path().join("users");
+    let fmts = [
+        ("-B", "bee"),
+        ("-5", "five"),
+        ("-2", "two"),
+        ("-m", "em"),
+        ("-s", "es"),
+    ];
+    for (flag, user) in fmts {
+        htpasswd(&users, flag, user, &format!("pw-{user}"));
+    }
+    // Re-read within a second or so.
+    std::thread::sleep(Duration::from_millis(1200));
+    let p = s.port();
+    let r = get(p, "/private/x", "a.test");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"Private\", charset=\"UTF-8\"")
+    );
+    let with = |user: &str, pw: &str| {
+        Client::connect(p).request(&format!(
+            "GET /private/x HTTP/1.1\r\nHost: a.test\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            basic(user, pw)
+        ))
+    };
+    for (flag, user) in fmts {
+        let r = with(user, &format!("pw-{user}"));
+        assert_eq!(r.status, 200, "{flag}: {}", r.text());
+        assert_eq!(r.echo("user"), format!("{user} (Basic)"), "{flag}");
+        assert_eq!(with(user, "wrong").status, 401, "{flag}");
+    }
+    assert_eq!(with("nobody", "pw-bee").status, 401);
+    // Outside the path: no password asked.
+    assert_eq!(get(p, "/public", "a.test").status, 200);
+    // The access log names the user.
+    let log = s.dir.path().join("logs/access.log");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(" - es [") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        text.contains(" - bee [") && text.contains(" - es ["),
+        "{text}"
+    );
+    // The file goes: 500, never a pass; and the error log says why.
+    std::fs::remove_file(&users).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(with("bee", "pw-bee").status, 500);
+}
+
+#[test]
+fn satisfy_any_an_allowed_address_or_a_password() {
+    let s = site(
+        "  - path: /admin/\n    handler: access\n    satisfy: any\n    options: { allow: [10.0.0.0/8] }\n\
+         \x20 - path: /admin/\n    handler: auth_basic\n    satisfy: any\n    options: { file: ../users }\n",
+        "",
+    )
+    .file("conf.d/server.yaml", "trusted_proxies: [127.0.0.1]\n")
+    .file("users", "")
+    .start();
+    htpasswd(&s.dir.path().join("users"), "-B", "root", "s3cret");
+    std::thread::sleep(Duration::from_millis(1200));
+    let p = s.port();
+    let req = |xff: &str, auth: &str| {
+        Client::connect(p)
+            .request(&format!(
+                "GET /admin/ HTTP/1.1\r\nHost: a.test\r\n{xff}{auth}Connection: close\r\n\r\n"
+            ))
+            .status
+    };
+    assert_eq!(req("X-Forwarded-For: 10.1.1.1\r\n", ""), 200);
+    assert_eq!(req("", ""), 401);
+    let auth = format!("Authorization: Basic {}\r\n", basic("root", "s3cret"));
+    assert_eq!(req("", &auth), 200);
+    let bad = format!("Authorization: Basic {}\r\n", basic("root", "x"));
+    assert_eq!(req("", &bad), 401);
+}

@@ -1,0 +1,366 @@
+//! `auth_basic`: an access rule (SDK 1.2) that asks for a user name and
+//! password (HTTP Basic, RFC 7617) checked against an htpasswd file, as
+//! nginx's `auth_basic` and `auth_basic_user_file`.
+//!
+//! ```yaml
+//! access:
+//!   - path: /admin/
+//!     handler: auth_basic
+//!     options: { file: admin.htpasswd, realm: "Admin area" }
+//! ```
+//!
+//! Options:
+//! - `file` (required): the htpasswd file, relative to the vhost file's
+//!   folder; bcrypt (`htpasswd -B`), SHA-256/512-crypt (`-2`, `-5`),
+//!   apr1 (`-m`) and `{SHA}` (`-s`) hashes;
+//! - `realm`: shown by browsers (default `Restricted`);
+//! - `cache`: how long a verified user name and password are remembered
+//!   (default `5m`; `0` verifies every request, as nginx does).
+//!
+//! A request without valid credentials gets 401 with
+//! `WWW-Authenticate: Basic realm="...", charset="UTF-8"`; a valid one
+//! passes with its user, which the access log, CGI's `REMOTE_USER` and
+//! `AUTH_TYPE`, and handlers see. The file is re-read when it changes
+//! (checked at most once a second). If it goes missing or turns bad,
+//! every request gets 500 and the error log says why: never a pass.
+//!
+//! Verifying a bcrypt hash costs milliseconds (tens at cost 10), so a
+//! credential not yet verified goes to the blocking pool; once verified,
+//! it is remembered (a SHA-256 of the user, the password and the file's
+//! version: never the password) for `cache`, and later requests pass on
+//! the event loop.
+
+mod htpasswd;
+
+use base64::Engine;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tamada_sdk::access::{Access, Verdict};
+use tamada_sdk::prelude::*;
+use tamada_sdk::units::Secs;
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The htpasswd file (relative: to the vhost file's folder).
+    file: PathBuf,
+    /// The realm browsers show (default `Restricted`).
+    realm: Option<String>,
+    /// How long a verified credential is remembered (default 5m; 0:
+    /// verify every request).
+    cache: Option<Secs>,
+}
+
+/// Remembered credentials at most (then the expired ones go, or all).
+const CACHE_MAX: usize = 10_000;
+
+/// How often the file's metadata is looked at.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// A hash to verify against for unknown users, so that they cost what a
+/// known user's wrong password costs (bcrypt of "x", cost 5).
+const DUMMY: &str = "$2y$05$nC6nErr9XZJuMJ57WyCob.EuZEjylDt2KaHfbfOtyb.EgL1I2jCVa";
+
+/// What was read from the file.
+struct Loaded {
+    users: Arc<htpasswd::Users>,
+    /// Bumped by every read that changed something: cached credentials
+    /// of an older version are not trusted.
+    version: u64,
+    /// (inode, size, mtime ns) of what was read.
+    id: Option<(u64, u64, i128)>,
+    checked: Instant,
+    /// Why the file cannot be used now.
+    error: Option<String>,
+}
+
+/// One rule.
+pub struct AuthBasic {
+    file: PathBuf,
+    challenge: String,
+    ttl: Duration,
+    state: RwLock<Loaded>,
+    cache: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+fn file_id(p: &Path) -> std::io::Result<(u64, u64, i128)> {
+    let m = std::fs::metadata(p)?;
+    Ok((
+        m.ino(),
+        m.len(),
+        m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+    ))
+}
+
+fn read(p: &Path) -> Result<htpasswd::Users, String> {
+    let text =
+        std::fs::read_to_string(p).map_err(|e| format!("{}: cannot be read: {e}", p.display()))?;
+    htpasswd::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+impl AuthBasic {
+    /// The users, re-read when the file changed (looked at once a second).
+    fn users(&self) -> Result<(Arc<htpasswd::Users>, u64), String> {
+        {
+            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if s.checked.elapsed() < RECHECK {
+                return match &s.error {
+                    Some(e) => Err(e.clone()),
+                    None => Ok((s.users.clone(), s.version)),
+                };
+            }
+        }
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if s.checked.elapsed() >= RECHECK {
+            s.checked = Instant::now();
+            let id = file_id(&self.file).ok();
+            if id != s.id || id.is_none() {
+                let was = s.error.clone();
+                match (id, read(&self.file)) {
+                    (Some(_), Ok(users)) => {
+                        s.users = Arc::new(users);
+                        s.error = None;
+                        if was.is_some() {
+                            log::warn!("{}: readable again", self.file.display());
+                        }
+                    }
+                    (_, Err(e)) => {
+                        if was.as_deref() != Some(e.as_str()) {
+                            log::error!("{e}: every request it protects gets 500");
+                        }
+                        s.users = Arc::new(HashMap::new());
+                        s.error = Some(e);
+                    }
+                    (None, Ok(_)) => {}
+                }
+                s.id = id;
+                s.version += 1;
+            }
+        }
+        match &s.error {
+            Some(e) => Err(e.clone()),
+            None => Ok((s.users.clone(), s.version)),
+        }
+    }
+
+    fn key(version: u64, user: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(version.to_le_bytes());
+        h.update(user.as_bytes());
+        h.update([0u8]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    fn remembered(&self, key: &[u8; 32]) -> bool {
+        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.get(key).is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn remember(&self, key: [u8; 32]) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if c.len() >= CACHE_MAX {
+            c.retain(|_, until| now < *until);
+            if c.len() >= CACHE_MAX {
+                c.clear();
+            }
+        }
+        c.insert(key, now + self.ttl);
+    }
+
+    fn challenge(&self, res: &mut ResponseBuilder) -> Verdict {
+        res.status(401)
+            .header("www-authenticate", &self.challenge)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body("401: a user name and password are required\n");
+        Verdict::Answer
+    }
+}
+
+/// The user and password of an `Authorization: Basic` header.
+fn credentials(req: &Request) -> Option<(String, String)> {
+    let v = req.header("authorization")?.trim();
+    let (scheme, b64) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+impl Access for AuthBasic {
+    fn check(&self, req: &Request, res: &mut ResponseBuilder) -> Verdict {
+        let (users, version) = match self.users() {
+            Ok(u) => u,
+            Err(_) => {
+                res.status(500)
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body("500: authentication is not available\n");
+                return Verdict::Answer;
+            }
+        };
+        let Some((user, password)) = credentials(req) else {
+            return self.challenge(res);
+        };
+        let key = Self::key(version, &user, &password);
+        let found = users.get(&user);
+        if self.remembered(&key) {
+            return Verdict::User {
+                name: user,
+                auth_type: "Basic".into(),
+            };
+        }
+        if req.is_inline() && found.is_none_or(|h| h.is_slow()) {
+            // bcrypt and its kind cost milliseconds: on the pool.
+            req.defer();
+            return Verdict::Pass;
+        }
+        let ok = match found {
+            Some(h) => h.verify(&password),
+            None => {
+                // As long as a wrong password of a known user.
+                let _ = bcrypt::verify(&password, DUMMY);
+                false
+            }
+        };
+        if !ok {
+            log::warn!(
+                "auth_basic: {} for user \"{}\" on {}",
+                if found.is_some() {
+                    "wrong password"
+                } else {
+                    "no such user"
+                },
+                user.escape_debug(),
+                req.path()
+            );
+            return self.challenge(res);
+        }
+        self.remember(key);
+        Verdict::User {
+            name: user,
+            auth_type: "Basic".into(),
+        }
+    }
+}
+
+/// Builds a rule from its options (reads the file: a missing or bad one
+/// is an error at `tamada -t`).
+pub fn new(options: &Options) -> Result<AuthBasic, String> {
+    let c: Config = options.parse()?;
+    let file = if c.file.is_relative() {
+        options
+            .vhost()
+            .config_file()
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&c.file)
+    } else {
+        c.file.clone()
+    };
+    let users = read(&file).map_err(|e| format!("file: {e}"))?;
+    let realm = c.realm.unwrap_or_else(|| "Restricted".into());
+    if realm
+        .chars()
+        .any(|ch| ch.is_control() || ch == '"' || ch == '\\')
+    {
+        return Err("realm: no quotes, backslashes or control characters".into());
+    }
+    Ok(AuthBasic {
+        challenge: format!("Basic realm=\"{realm}\", charset=\"UTF-8\""),
+        ttl: c.cache.map_or(Duration::from_secs(300), |s| s.0),
+        state: RwLock::new(Loaded {
+            users: Arc::new(users),
+            version: 0,
+            id: file_id(&file).ok(),
+            checked: Instant::now(),
+            error: None,
+        }),
+        file,
+        cache: Mutex::new(HashMap::new()),
+    })
+}
+
+tamada_sdk::export_plugin!(
+    name: "auth_basic",
+    access: new,
+    schema: || tamada_sdk::schema::of::<Config>(),
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tamada_sdk::testing::TestRequest;
+
+    fn basic(u: &str, p: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    }
+
+    #[test]
+    fn challenge_defer_verify_and_remember() {
+        let dir = std::env::temp_dir().join(format!("tamada-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("users");
+        std::fs::write(
+            &f,
+            "alice:$2y$05$nC6nErr9XZJuMJ57WyCob.EuZEjylDt2KaHfbfOtyb.EgL1I2jCVa\n",
+        )
+        .unwrap();
+        let yaml = format!("{{ file: {}, realm: Test }}", f.display());
+        let a = new(&TestRequest::get("/").options(&yaml)).unwrap();
+        let v = TestRequest::get("/").check(&a);
+        assert_eq!(v.response.get_status(), 401);
+        assert_eq!(
+            v.response.get_header("www-authenticate"),
+            Some(&b"Basic realm=\"Test\", charset=\"UTF-8\""[..])
+        );
+        let ok = TestRequest::get("/").header("authorization", basic("alice", "password"));
+        let v = ok.check(&a);
+        assert!(v.deferred, "bcrypt goes to the pool");
+        assert_eq!(
+            v.verdict,
+            Verdict::User {
+                name: "alice".into(),
+                auth_type: "Basic".into()
+            }
+        );
+        // Remembered: inline now.
+        assert!(!ok.check(&a).deferred);
+        let bad = TestRequest::get("/").header("authorization", basic("alice", "nope"));
+        assert_eq!(bad.check(&a).response.get_status(), 401);
+        let who = TestRequest::get("/").header("authorization", basic("mallory", "password"));
+        assert_eq!(who.check(&a).response.get_status(), 401);
+        // The file goes: 500, never a pass (even for a remembered user).
+        std::fs::remove_file(&f).unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert_eq!(ok.check(&a).response.get_status(), 500);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_bad_file_is_an_options_error() {
+        let e = new(&TestRequest::get("/").options("{ file: /nonexistent/users }"))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("/nonexistent/users") && e.contains("cannot be read"),
+            "{e}"
+        );
+    }
+}
