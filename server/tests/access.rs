@@ -456,3 +456,29 @@ fn satisfy_any_an_allowed_address_or_a_password() {
     let bad = format!("Authorization: Basic {}\r\n", basic("root", "x"));
     assert_eq!(req("", &bad), 401);
 }
+
+#[test]
+fn try_files_serves_a_single_page_application() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a.test\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             access:\n  - path: /u/\n    handler: rewrite\n    options: { match: '^/u/([a-z]+)$', to: '/profile/$1.html' }\n\
+             \x20 - path: /\n    handler: rewrite\n    options: { try_files: [\"$path\", \"$path/index.html\"], fallback: /index.html }\n\
+             routes:\n  - path: /\n    handler: static\n",
+        )
+        .file("www/index.html", "app\n")
+        .file("www/app.js", "js\n")
+        .file("www/docs/index.html", "docs\n")
+        .file("www/profile/ann.html", "ann\n")
+        .start();
+    let p = s.port();
+    assert_eq!(get(p, "/app.js", "a.test").text(), "js\n");
+    assert_eq!(get(p, "/docs", "a.test").text(), "docs\n");
+    let r = get(p, "/some/client/route?x=1", "a.test");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "app\n");
+    // Rules run in file order: /u/ann is rewritten first, then the
+    // rules run again and try_files finds the file.
+    assert_eq!(get(p, "/u/ann", "a.test").text(), "ann\n");
+}

@@ -460,3 +460,34 @@ fn the_parameters_are_what_nginx_with_its_fastcgi_params_gives_the_same_php() {
     assert_eq!(theirs["SERVER_PORT"], nport.to_string());
     assert!(ours.get("HTTPS").is_none() && theirs.get("HTTPS").is_none());
 }
+
+#[test]
+fn try_files_sends_what_is_not_a_file_to_a_php_front_controller() {
+    let fdir = tempfile::tempdir().unwrap();
+    let sock = fdir.path().join("php.sock");
+    let _fpm = Fpm::start(fdir.path(), sock.to_str().unwrap());
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            &format!(
+                "vhost: a\nip: 127.0.0.1\nport: {{port0}}\ndocument_root: ../www\n\
+                 access:\n  - path: /\n    handler: rewrite\n    options: {{ try_files: [\"$path\"], fallback: \"/index.php?$query\" }}\n\
+                 routes:\n  - path: /\n    handler: fastcgi\n    options: {{ address: \"unix:{}\" }}\n  - path: /\n    handler: static\n",
+                sock.display()
+            ),
+        )
+        .file("www/index.php", FRONT)
+        .file("www/info.php", INFO)
+        .file("www/style.css", "body{}\n")
+        .start();
+    // A file: itself.
+    let r = get(s.port(), "/style.css", "a");
+    assert_eq!(r.text(), "body{}\n");
+    let r = get(s.port(), "/info.php?x=1", "a");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["SCRIPT_NAME"], "/info.php");
+    // Anything else: the front controller, with the client's target.
+    let r = get(s.port(), "/blog/2026/hello?page=2", "a");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "front /blog/2026/hello?page=2 /index.php\n");
+}

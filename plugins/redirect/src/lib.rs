@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Options:
-//! - `to`: the `Location`, a template (`template.rs`: `$scheme`, `$host`,
+//! - `to`: the `Location`, a template (`plugins/rules/src/template.rs`: `$scheme`, `$host`,
 //!   `$request_uri`, `$path`, `$query`, `$is_args`, `$1`-`$9`, `$$`);
 //! - `status`: 301, 302 (the default with `to`), 303, 307 or 308 with
 //!   `to`; any final status (200-599) without it, a fixed answer;
@@ -28,13 +28,11 @@
 //!
 //! A request the conditions do not select passes to the next rule.
 
-mod template;
-
 use regex::Regex;
 use serde::Deserialize;
+use tamada_rules::Template;
 use tamada_sdk::access::{Access, Verdict};
 use tamada_sdk::prelude::*;
-use template::Template;
 
 #[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
