@@ -14,6 +14,11 @@
 //! 8. [`testing`]: unit tests with the `testing` feature.
 //! 9. [`compatibility`]: which server loads which plugin; the semver
 //!    policy of this crate; installing a plugin safely.
+//!
+//! SDK 1.2 additions (unfrozen until they are released): [`access`](crate::access)
+//! (rules that run before routing: pass, answer, rewrite, name a user),
+//! [`Request::tls`](crate::Request::tls) and
+//! [`Request::user`](crate::Request::user) (in [`requests`]).
 
 pub mod phases {
     //! # Phases: when each hook runs and what it returns
