@@ -62,6 +62,13 @@ pub trait Access: Send + Sync + 'static {
     /// Checks a request before routing. The response is sent only with
     /// [`Verdict::Answer`].
     fn check(&self, req: &Request, res: &mut ResponseBuilder) -> Verdict;
+
+    /// Called once for every `check` that passed ([`Verdict::Pass`] or
+    /// [`Verdict::User`]) when its exchange ends: the response was sent
+    /// and logged, or the client left. What `check` counted for the
+    /// request (requests in flight per client) is released here. Runs on
+    /// any thread; must not block. The default does nothing.
+    fn finish(&self, _req: &Request) {}
 }
 
 /// What a check decided.

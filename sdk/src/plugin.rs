@@ -675,6 +675,12 @@ pub mod __private {
         }
     }
 
+    extern "C" fn access_finish(i: Instance, req: &RequestV1<'_>) {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            access_inst(i).finish(&Request::from_raw(req))
+        }));
+    }
+
     extern "C" fn access_destroy(i: Instance) {
         // SAFETY: see `access_inst`; destroy is the last call.
         let b = unsafe { Box::from_raw(i.0 as *mut Box<dyn crate::access::Access>) };
@@ -691,6 +697,7 @@ pub mod __private {
             options_schema,
             traits: access_traits,
             check: access_check,
+            finish: access_finish,
             destroy: access_destroy,
         }
     }

@@ -482,3 +482,98 @@ fn try_files_serves_a_single_page_application() {
     // rules run again and try_files finds the file.
     assert_eq!(get(p, "/u/ann", "a.test").text(), "ann\n");
 }
+
+/// Runs wrk for `secs` against `url` with `header`; (requests, non-2xx).
+fn wrk(url: &str, header: &str, secs: u32) -> (u64, u64) {
+    let out = std::process::Command::new("wrk")
+        .args(["-t1", "-c8", &format!("-d{secs}s"), "-H", header, url])
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let num = |after: &str| -> u64 {
+        text.lines()
+            .find_map(|l| {
+                let l = l.trim();
+                l.contains(after)
+                    .then(|| l.split_whitespace().next().and_then(|n| n.parse().ok()))
+                    .flatten()
+            })
+            .unwrap_or(0)
+    };
+    let non2xx = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    (num("requests in"), non2xx)
+}
+
+#[test]
+fn limit_holds_a_rate_for_one_client_and_serves_another_freely() {
+    let s = site(
+        "  - path: /\n    handler: limit\n    options: { rate: 50/s }\n",
+        "",
+    )
+    .file("conf.d/server.yaml", "trusted_proxies: [127.0.0.1]\n")
+    .start();
+    let p = s.port();
+    let url = format!("http://127.0.0.1:{p}/x");
+    let other = std::thread::spawn(move || {
+        // Meanwhile another address asks once every 100 ms: never refused.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut refused = 0;
+        for _ in 0..20 {
+            let r = Client::connect(p).request(
+                "GET /y HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 10.0.0.2\r\nConnection: close\r\n\r\n",
+            );
+            if r.status != 200 {
+                refused += 1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        refused
+    });
+    let started = std::time::Instant::now();
+    let (total, refused) = wrk(&url, "X-Forwarded-For: 10.0.0.1", 3);
+    let secs = started.elapsed().as_secs_f64();
+    let served = total - refused;
+    assert!(total > 1000, "wrk sent {total}");
+    let expected = 50.0 * secs;
+    assert!(
+        (served as f64) <= expected * 1.1 + 1.0 && (served as f64) >= expected * 0.9,
+        "{served} served in {secs:.2} s at 50/s"
+    );
+    assert_eq!(other.join().unwrap(), 0, "the other client was refused");
+    let r = Client::connect(p).request(
+        "GET /z HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+}
+
+#[test]
+fn limit_in_flight_is_released_when_each_request_ends() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a.test\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             access:\n  - path: /\n    handler: limit\n    options: { in_flight: 2 }\n\
+             routes:\n  - path: /slow/\n    handler: echo\n    options: { sleep_ms: 800 }\n  - path: /\n    handler: echo\n",
+        )
+        .file("www/.keep", "")
+        .start();
+    let p = s.port();
+    let slow: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(p, "/slow/x", "a.test").status))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Two in flight: the third is refused.
+    assert_eq!(get(p, "/fast", "a.test").status, 429);
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    // Both ended: served again, many times over (each released).
+    for _ in 0..10 {
+        assert_eq!(get(p, "/fast", "a.test").status, 200);
+    }
+}

@@ -64,8 +64,12 @@ pub fn run(x: &mut Exchange, inline: bool) -> Verdict {
         x.notes.extend(notes);
         let in_group = rule.group_end > rule.group;
         match r {
-            AccessResultV1::Pass => x.access_next = passed(rule, i),
+            AccessResultV1::Pass => {
+                x.access_passed.push(rule.rule.clone());
+                x.access_next = passed(rule, i);
+            }
             AccessResultV1::User(u) => {
+                x.access_passed.push(rule.rule.clone());
                 x.user = Some((u.name.into_string(), u.auth_type.into_string()));
                 x.access_next = passed(rule, i);
             }

@@ -59,6 +59,25 @@ pub struct Exchange {
     pub access_next: usize,
     /// The user an access rule established.
     pub user: Option<crate::plugins::host::AuthUser>,
+    /// The access rules that passed this exchange: told when it ends.
+    pub access_passed: Vec<std::sync::Arc<crate::plugins::access::AccessInstance>>,
+}
+
+impl Drop for Exchange {
+    /// The rules that passed this exchange release what they counted
+    /// (requests in flight), however it ended.
+    fn drop(&mut self) {
+        if self.access_passed.is_empty() {
+            return;
+        }
+        let rules = std::mem::take(&mut self.access_passed);
+        let empty = body::empty_reader();
+        let headers = view::headers(&self.head);
+        let req = view::request(self, &headers, &empty);
+        for r in &rules {
+            r.finish(&req);
+        }
+    }
 }
 
 impl Exchange {
@@ -92,6 +111,7 @@ impl Exchange {
             as_get: false,
             access_next: 0,
             user: None,
+            access_passed: Vec::new(),
         }
     }
     pub fn path(&self) -> &str {

@@ -57,6 +57,13 @@ impl AccessInstance {
     }
 }
 
+impl AccessInstance {
+    /// Releases what a passing check counted (the exchange ended).
+    pub fn finish(&self, req: &RequestV1<'_>) {
+        call::named(self.tag, || (self.table.finish)(self.inst, req))
+    }
+}
+
 impl Drop for AccessInstance {
     /// Destroyed off the loops, as handlers are (a plugin's drop may
     /// block).
