@@ -32,7 +32,7 @@
 
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Instant;
 use tamada_sdk::access::{Access, Verdict};
@@ -137,9 +137,7 @@ impl Limit {
     }
 
     fn shard(&self, key: &str) -> &Mutex<HashMap<String, Entry>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// Counts a request of `key`; `Err(seconds)` when it is over a limit
@@ -216,7 +214,7 @@ impl Access for Limit {
             Ok(()) => Verdict::Pass,
             Err(after) => {
                 res.status(self.status)
-                    .header("retry-after", &after.to_string())
+                    .header("retry-after", after.to_string())
                     .header("content-type", "text/plain; charset=utf-8")
                     .body(format!(
                         "{}: too many requests, try again later\n",
