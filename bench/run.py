@@ -43,10 +43,16 @@ SCENARIOS = [
     ("new connection per request", "/1k.bin", "wrk-close", 50, ["tamada", "tamada 1 loop", "nginx", "lighttpd"]),
     ("shell CGI hello, 20 conns", "/cgi-bin/hello.sh", "wrk", 20, ["tamada", "tamada 1 loop", "lighttpd"]),
     ("no-op plugin, 1 KiB, 50 conns", "/noop", "wrk", 50, ["tamada no-op"]),
+    ("1 KiB behind auth_basic (bcrypt -C 10), 50 conns", "/auth/1k.bin", "wrk-auth", 50, ["tamada", "nginx"]),
+    ("1 KiB behind limit (rate above the load), 50 conns", "/lim/1k.bin", "wrk", 50, ["tamada"]),
 ]
+# The bench user's password for auth_basic scenarios (htpasswd -B -C 10).
+AUTH = ("bench", "bench-password")
 PEERS = ("nginx", "lighttpd")
 if BASE:
-    SCENARIOS = [(n, p, k, c, s + ["tamada base"] if "tamada" in s else s) for n, p, k, c, s in SCENARIOS]
+    # (a build from before the access rules would serve their files open)
+    SCENARIOS = [(n, p, k, c, s + ["tamada base"] if "tamada" in s and "behind" not in n else s)
+                 for n, p, k, c, s in SCENARIOS]
 
 
 def sh(cmd, **kw):
@@ -55,7 +61,8 @@ def sh(cmd, **kw):
 
 def install():
     """Installs the peers and load tools when missing (root only)."""
-    need = {"nginx": "nginx-light", "lighttpd": "lighttpd", "wrk": "wrk", "h2load": "nghttp2-client", "gcc": "gcc"}
+    need = {"nginx": "nginx-light", "lighttpd": "lighttpd", "wrk": "wrk", "h2load": "nghttp2-client", "gcc": "gcc",
+            "htpasswd": "apache2-utils"}
     missing = [pkg for cmd, pkg in need.items() if not shutil.which(cmd)]
     if missing:
         if os.geteuid() != 0:
@@ -105,6 +112,19 @@ def layout(d):
         with open(p, "wb") as f:
             f.write(os.urandom(size))
         os.chmod(p, 0o644)
+    # The same 1 KiB file behind an access rule (auth_basic, limit).
+    with open(os.path.join(www, "1k.bin"), "rb") as f:
+        one_k = f.read()
+    for sub in ("auth", "lim"):
+        os.makedirs(os.path.join(www, sub))
+        os.chmod(os.path.join(www, sub), 0o755)
+        with open(os.path.join(www, sub, "1k.bin"), "wb") as f:
+            f.write(one_k)
+        os.chmod(os.path.join(www, sub, "1k.bin"), 0o644)
+    users = os.path.join(d, "users.htpasswd")
+    subprocess.run(["htpasswd", "-c", "-b", "-B", "-C", "10", users, *AUTH], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.chmod(users, 0o644)
     script = os.path.join(cgi, "hello.sh")
     with open(script, "w") as f:
         f.write("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nhello\\n'\n")
@@ -115,6 +135,14 @@ def layout(d):
 def start_tamada(d, www, cgi, logs, port, loops, binary=None):
     conf = os.path.join(d, f"conf.d-{port}")
     os.makedirs(conf)
+    access = "" if binary else f"""access:
+  - path: /auth/
+    handler: auth_basic
+    options: {{ file: {d}/users.htpasswd }}
+  - path: /lim/
+    handler: limit
+    options: {{ rate: 1000000/s, burst: 10000 }}
+"""
     with open(os.path.join(conf, "bench.yaml"), "w") as f:
         f.write(f"""vhost: bench
 ip: 127.0.0.1
@@ -122,7 +150,7 @@ port: {port}
 document_root: {www}
 cgi_bin: {cgi}
 log: {logs}/tamada-{port}
-routes:
+{access}routes:
   - path: /cgi-bin/
     handler: cgi
   - path: /noop
@@ -145,7 +173,8 @@ def start_nginx(d, www, logs, port, server=None, http_extra=""):
     conf = os.path.join(d, "nginx.conf")
     tmp = os.path.join(d, "nginx-tmp")
     os.makedirs(tmp)
-    server = server or f"server {{ listen 127.0.0.1:{port}; root {www}; }}"
+    server = server or (f"server {{ listen 127.0.0.1:{port}; root {www}; "
+                        f"location /auth/ {{ auth_basic bench; auth_basic_user_file {d}/users.htpasswd; }} }}")
     with open(conf, "w") as f:
         f.write(f"""worker_processes auto;
 pid {d}/nginx.pid;
@@ -243,6 +272,9 @@ def load(kind, url, conns, seconds):
         ok = int(codes.group(1))
         return ok, ok / secs, int(done.group(1)) - ok
     hdr = ' -H "Connection: close"' if kind == "wrk-close" else ""
+    if kind == "wrk-auth":
+        import base64
+        hdr = f' -H "Authorization: Basic {base64.b64encode(":".join(AUTH).encode()).decode()}"'
     out = sh(f"timeout {seconds + 30} wrk -t1 -c{conns} -d{seconds}s{hdr} {url}").stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     n = re.search(r"(\d+) requests in", out)
@@ -399,6 +431,13 @@ def report(res, scenarios, idle, a):
         if ("1 KiB pipelined x16", "ceiling") in med:
             c = med[("1 KiB pipelined x16", "ceiling")]
             lines.append(f"- pipelined x16 ceiling: {c[0] / 1000:.1f}k/s, {c[1]:.1f} µs")
+    open_file = med.get(("1 KiB, 50 conns", "tamada"))
+    rules = [sc[0] for sc in scenarios if "behind" in sc[0] and (sc[0], "tamada") in med]
+    if open_file and rules:
+        lines += ["", "What an access rule costs (tamada, against the open 1 KiB file of the same run):"]
+        for name in rules:
+            m = med[(name, "tamada")]
+            lines.append(f"- {name}: {m[1] / open_file[1]:.2f}x the CPU per request, {m[0] / open_file[0]:.2f}x the requests/s")
     if BASE:
         lines += ["", f"tamada against tamada base ({BASE}), same run:"]
         for sc in scenarios:

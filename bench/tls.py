@@ -40,7 +40,8 @@ NORESUME = os.path.join(ROOT, "target", "bench", "noresume.so")
 
 
 def install(a):
-    need = {"nginx": "nginx-light", "wrk": "wrk", "h2o": "h2o", "caddy": "caddy", "openssl": "openssl"}
+    need = {"nginx": "nginx-light", "wrk": "wrk", "h2o": "h2o", "caddy": "caddy", "openssl": "openssl",
+            "htpasswd": "apache2-utils"}
     missing = [pkg for cmd, pkg in need.items() if not shutil.which(cmd)]
     if missing:
         if os.geteuid() != 0:

@@ -733,11 +733,15 @@ pub struct AccessV1 {
     /// Checks a request.
     pub check:
         extern "C" fn(inst: Instance, req: &RequestV1<'_>, ex: &AccessCallV1) -> AccessResultV1,
-    /// Once for every check that passed (`Pass` or `User`), when its
+    /// Once for every check that passed (`Pass` or `User`) of an instance
+    /// whose `finishes` said so, when its
     /// exchange ends (the response sent and logged, or the client gone),
     /// on any thread: what the check counted (a request in flight) is
     /// released. Must not block.
     pub finish: extern "C" fn(inst: Instance, req: &RequestV1<'_>),
+    /// Read once per instance, after `create`: whether it wants
+    /// `finish` at all (most rules count nothing and are spared the call).
+    pub finishes: extern "C" fn(inst: Instance) -> bool,
     /// Frees an instance; the host never uses it again.
     pub destroy: extern "C" fn(inst: Instance),
 }

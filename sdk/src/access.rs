@@ -63,12 +63,20 @@ pub trait Access: Send + Sync + 'static {
     /// [`Verdict::Answer`].
     fn check(&self, req: &Request, res: &mut ResponseBuilder) -> Verdict;
 
-    /// Called once for every `check` that passed ([`Verdict::Pass`] or
-    /// [`Verdict::User`]) when its exchange ends: the response was sent
+    /// Called, when [`finishes`](Self::finishes) says so, once for every
+    /// `check` that passed ([`Verdict::Pass`] or [`Verdict::User`]) when
+    /// its exchange ends: the response was sent
     /// and logged, or the client left. What `check` counted for the
     /// request (requests in flight per client) is released here. Runs on
     /// any thread; must not block. The default does nothing.
     fn finish(&self, _req: &Request) {}
+
+    /// Whether [`finish`](Self::finish) must be called: true for a rule
+    /// that counts something per request. Asked once, after the
+    /// constructor. The default is false: no call.
+    fn finishes(&self) -> bool {
+        false
+    }
 }
 
 /// What a check decided.

@@ -681,6 +681,10 @@ pub mod __private {
         }));
     }
 
+    extern "C" fn access_finishes(i: Instance) -> bool {
+        catch_unwind(AssertUnwindSafe(|| access_inst(i).finishes())).unwrap_or(false)
+    }
+
     extern "C" fn access_destroy(i: Instance) {
         // SAFETY: see `access_inst`; destroy is the last call.
         let b = unsafe { Box::from_raw(i.0 as *mut Box<dyn crate::access::Access>) };
@@ -698,6 +702,7 @@ pub mod __private {
             traits: access_traits,
             check: access_check,
             finish: access_finish,
+            finishes: access_finishes,
             destroy: access_destroy,
         }
     }

@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tamada_sdk::access::{Access, Verdict};
 use tamada_sdk::prelude::*;
@@ -85,7 +85,9 @@ pub struct AuthBasic {
     challenge: String,
     ttl: Duration,
     state: RwLock<Loaded>,
-    cache: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Read on every request by every loop, written once per
+    /// verification: a reader-writer lock.
+    cache: RwLock<HashMap<[u8; 32], Instant>>,
 }
 
 fn file_id(p: &Path) -> std::io::Result<(u64, u64, i128)> {
@@ -158,7 +160,7 @@ impl AuthBasic {
     }
 
     fn remembered(&self, key: &[u8; 32]) -> bool {
-        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
         c.get(key).is_some_and(|until| Instant::now() < *until)
     }
 
@@ -166,7 +168,7 @@ impl AuthBasic {
         if self.ttl.is_zero() {
             return;
         }
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if c.len() >= CACHE_MAX {
             c.retain(|_, until| now < *until);
@@ -290,7 +292,7 @@ pub fn new(options: &Options) -> Result<AuthBasic, String> {
             error: None,
         }),
         file,
-        cache: Mutex::new(HashMap::new()),
+        cache: RwLock::new(HashMap::new()),
     })
 }
 

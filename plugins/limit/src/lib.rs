@@ -228,6 +228,10 @@ impl Access for Limit {
     fn finish(&self, req: &Request) {
         self.release(&self.key(req));
     }
+
+    fn finishes(&self) -> bool {
+        self.in_flight.is_some()
+    }
 }
 
 /// Builds a rule from its options.

@@ -65,11 +65,15 @@ pub fn run(x: &mut Exchange, inline: bool) -> Verdict {
         let in_group = rule.group_end > rule.group;
         match r {
             AccessResultV1::Pass => {
-                x.access_passed.push(rule.rule.clone());
+                if rule.rule.finishes {
+                    x.access_passed.push(rule.rule.clone());
+                }
                 x.access_next = passed(rule, i);
             }
             AccessResultV1::User(u) => {
-                x.access_passed.push(rule.rule.clone());
+                if rule.rule.finishes {
+                    x.access_passed.push(rule.rule.clone());
+                }
                 x.user = Some((u.name.into_string(), u.auth_type.into_string()));
                 x.access_next = passed(rule, i);
             }

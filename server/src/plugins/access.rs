@@ -18,6 +18,8 @@ pub struct AccessInstance {
     inst: Instance,
     /// The plugin's name, for tagging records.
     pub tag: &'static str,
+    /// It wants `finish` when a passed exchange ends.
+    pub finishes: bool,
 }
 
 impl AccessInstance {
@@ -46,6 +48,7 @@ impl AccessInstance {
             table,
             inst,
             tag: plugin.table.name.as_str(),
+            finishes: (table.finishes)(inst),
         }))
     }
 
