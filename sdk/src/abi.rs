@@ -754,6 +754,9 @@ pub struct AccessCallV1 {
     /// that would block answers [`AccessResultV1::Defer`] and is called
     /// again on the pool.
     pub inline: bool,
+    /// The call comes after the [`AccessResultV1::Delay`] this check
+    /// asked for.
+    pub delayed: bool,
 }
 
 /// What an access check decided.
@@ -772,6 +775,10 @@ pub enum AccessResultV1 {
     Rewrite(RString),
     /// Call again on the pool (only from an inline call).
     Defer,
+    /// Call this check again after this many milliseconds (with
+    /// [`AccessCallV1::delayed`]); the request waits without holding a
+    /// thread (a timer on its event loop).
+    Delay(u64),
     /// The check failed: 500, and this is logged.
     Error(RString),
 }

@@ -101,4 +101,10 @@ pub enum Verdict {
     Rewrite(String),
     /// The check failed: the core answers 500 and logs this.
     Error(String),
+    /// Call this check again after this long ([`Request::woke`] then says
+    /// [`Woke::TimedOut`](crate::Woke::TimedOut)); the request waits on a
+    /// timer of its event loop, holding no thread (millisecond
+    /// resolution). For a rate limit's delay, or a slow-down after failed
+    /// logins.
+    Delay(std::time::Duration),
 }

@@ -649,8 +649,13 @@ pub mod __private {
         use crate::abi::{AccessResultV1, AccessUserV1};
         use crate::access::Verdict;
         let inline = call.inline;
+        let woke = if call.delayed {
+            crate::request::Woke::TimedOut
+        } else {
+            crate::request::Woke::First
+        };
         let r = catch_unwind(AssertUnwindSafe(|| {
-            let request = Request::from_raw_placed(req, inline);
+            let request = Request::from_raw_resumed(req, inline, false, woke, None);
             let mut res = ResponseBuilder::new();
             let verdict = access_inst(i).check(&request, &mut res);
             (verdict, res, request.deferred())
@@ -671,6 +676,9 @@ pub mod __private {
             Ok((Verdict::Answer, res, _)) => AccessResultV1::Answer(res.into_raw()),
             Ok((Verdict::Rewrite(to), _, _)) => AccessResultV1::Rewrite(RString::from(to)),
             Ok((Verdict::Error(e), _, _)) => AccessResultV1::Error(RString::from(e)),
+            Ok((Verdict::Delay(d), _, _)) => {
+                AccessResultV1::Delay(d.as_millis().clamp(1, u64::MAX as u128) as u64)
+            }
             Err(p) => AccessResultV1::Error(RString::from(format!("panic: {}", panic_message(&p)))),
         }
     }

@@ -637,7 +637,22 @@ impl TestRequest {
             };
             (verdict, response, req.deferred())
         };
-        let (verdict, response, deferred) = self.with_inline(call);
+        let (mut verdict, mut response, mut deferred) = self.with_inline(call);
+        // A delay: called again (at once here), as after the timer.
+        let mut delays = 0;
+        while let crate::access::Verdict::Delay(_) = verdict {
+            delays += 1;
+            assert!(
+                delays < 100,
+                "an access check asked for 100 delays in a row"
+            );
+            let again = |req: &Request| {
+                let r =
+                    Request::from_raw_resumed(req.raw(), true, false, crate::Woke::TimedOut, None);
+                call(&r)
+            };
+            (verdict, response, deferred) = self.with_inline(again);
+        }
         let (verdict, response, deferred_on_pool) = if deferred {
             self.with(call)
         } else {
@@ -651,12 +666,14 @@ impl TestRequest {
                 ),
                 response: ResponseBuilder::new(),
                 deferred,
+                delays,
             };
         }
         TestVerdict {
             verdict,
             response,
             deferred,
+            delays,
         }
     }
 }
@@ -671,6 +688,9 @@ pub struct TestVerdict {
     pub response: ResponseBuilder,
     /// The inline call deferred (the verdict is the pool call's).
     pub deferred: bool,
+    /// How many times it asked for a [`Delay`](crate::access::Verdict::Delay)
+    /// (each answered at once here, with [`Woke::TimedOut`](crate::Woke::TimedOut)).
+    pub delays: u32,
 }
 
 /// Calls `handle` with panics caught, as the SDK's shim does.

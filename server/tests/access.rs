@@ -577,3 +577,96 @@ fn limit_in_flight_is_released_when_each_request_ends() {
         assert_eq!(get(p, "/fast", "a.test").status, 200);
     }
 }
+
+#[test]
+fn a_burst_waits_on_timers_to_the_rate_and_holds_no_thread() {
+    let s = site(
+        "  - path: /burst/\n    handler: limit\n    options: { rate: 10/s, burst: 5 }\n",
+        "",
+    )
+    .file(
+        "conf.d/server.yaml",
+        "trusted_proxies: [127.0.0.1]\nworkers: 1\nloops: 1\n",
+    )
+    .start();
+    let p = s.port();
+    let started = std::time::Instant::now();
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let r = Client::connect(p).request(
+                    "GET /burst/x HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close\r\n\r\n",
+                );
+                (r.status, started.elapsed())
+            })
+        })
+        .collect();
+    // Meanwhile the one loop (and the one pool thread) serve others at once.
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    assert_eq!(get(p, "/other", "a.test").status, 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let mut done: Vec<_> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+    done.sort_by_key(|(_, at)| *at);
+    assert!(done.iter().all(|(st, _)| *st == 200), "{done:?}");
+    // The sixth waited five slots of 100 ms.
+    let last = done.last().unwrap().1;
+    assert!(last >= Duration::from_millis(450), "{last:?}");
+    assert!(last < Duration::from_millis(2000), "{last:?}");
+    // Past the burst: refused at once.
+    let all: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Client::connect(p)
+                    .request(
+                        "GET /burst/y HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 10.0.0.3\r\nConnection: close\r\n\r\n",
+                    )
+                    .status
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = all.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 2, "{codes:?}");
+}
+
+#[test]
+fn repeated_failed_logins_from_one_address_are_slowed_down() {
+    let s = site(
+        "  - path: /\n    handler: auth_basic\n    options: { file: ../users }\n",
+        "",
+    )
+    .file("users", "")
+    .start();
+    htpasswd(&s.dir.path().join("users"), "-B", "ann", "right");
+    std::thread::sleep(Duration::from_millis(1200));
+    let p = s.port();
+    let attempt = |pw: &str| {
+        let t = std::time::Instant::now();
+        let r = Client::connect(p).request(&format!(
+            "GET / HTTP/1.1\r\nHost: a.test\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            basic("ann", pw)
+        ));
+        (r.status, t.elapsed())
+    };
+    for _ in 0..3 {
+        let (st, took) = attempt("wrong");
+        assert_eq!(st, 401);
+        assert!(took < Duration::from_millis(100), "{took:?}");
+    }
+    let (st, took) = attempt("wrong");
+    assert_eq!(st, 401);
+    assert!(took >= Duration::from_millis(100), "{took:?}");
+    let (st, took) = attempt("wrong");
+    assert_eq!(st, 401);
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    // The right password still gets in (after its wait), and clears it.
+    let (st, _) = attempt("right");
+    assert_eq!(st, 200);
+    let (st, took) = attempt("wrong");
+    assert_eq!(st, 401);
+    assert!(took < Duration::from_millis(100), "{took:?}");
+}

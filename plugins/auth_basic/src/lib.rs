@@ -17,6 +17,11 @@
 //! - `cache`: how long a verified user name and password are remembered
 //!   (default `5m`; `0` verifies every request, as nginx does).
 //!
+//! After 3 failures from one address, each attempt from it first waits
+//! 100 ms, doubling with every further failure up to 5 s (on a timer of
+//! the event loop: no thread is held); a success or 5 minutes without a
+//! failure forget them.
+//!
 //! A request without valid credentials gets 401 with
 //! `WWW-Authenticate: Basic realm="...", charset="UTF-8"`; a valid one
 //! passes with its user, which the access log, CGI's `REMOTE_USER` and
@@ -36,10 +41,12 @@ use base64::Engine;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tamada_sdk::Woke;
 use tamada_sdk::access::{Access, Verdict};
 use tamada_sdk::prelude::*;
 use tamada_sdk::units::Secs;
@@ -88,7 +95,16 @@ pub struct AuthBasic {
     /// Read on every request by every loop, written once per
     /// verification: a reader-writer lock.
     cache: RwLock<HashMap<[u8; 32], Instant>>,
+    /// Recent failures per client address: (count, last).
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
+
+/// Failures from one address before its attempts are slowed down.
+const FREE_FAILURES: u32 = 3;
+/// Failures are forgotten after this long without one.
+const FAILURE_MEMORY: Duration = Duration::from_secs(300);
+/// Addresses with failures remembered at most.
+const FAILURES_MAX: usize = 10_000;
 
 fn file_id(p: &Path) -> std::io::Result<(u64, u64, i128)> {
     let m = std::fs::metadata(p)?;
@@ -179,6 +195,39 @@ impl AuthBasic {
         c.insert(key, now + self.ttl);
     }
 
+    /// How long an attempt from `ip` waits first: nothing for its first
+    /// failures, then 100 ms doubling per failure, at most 5 s.
+    fn penalty(&self, ip: IpAddr) -> Option<Duration> {
+        let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, at) = *f.get(&ip)?;
+        if n < FREE_FAILURES || at.elapsed() > FAILURE_MEMORY {
+            return None;
+        }
+        let steps = (n - FREE_FAILURES).min(6);
+        Some((Duration::from_millis(100) * (1 << steps)).min(Duration::from_secs(5)))
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() >= FAILURES_MAX && !f.contains_key(&ip) {
+            f.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+            if f.len() >= FAILURES_MAX {
+                f.clear();
+            }
+        }
+        let e = f.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() > FAILURE_MEMORY {
+            e.0 = 0;
+        }
+        e.0 += 1;
+        e.1 = Instant::now();
+    }
+
+    fn succeeded(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.remove(&ip);
+    }
+
     fn challenge(&self, res: &mut ResponseBuilder) -> Verdict {
         res.status(401)
             .header("www-authenticate", &self.challenge)
@@ -217,6 +266,16 @@ impl Access for AuthBasic {
         let Some((user, password)) = credentials(req) else {
             return self.challenge(res);
         };
+        let ip = req.peer_addr().ip();
+        // Guessing is slowed down: after a few failures from an address,
+        // each of its attempts first waits (a timer on the loop: no
+        // thread is held), longer with every failure.
+        if req.is_inline()
+            && req.woke() != Woke::TimedOut
+            && let Some(d) = self.penalty(ip)
+        {
+            return Verdict::Delay(d);
+        }
         let key = Self::key(version, &user, &password);
         let found = users.get(&user);
         if self.remembered(&key) {
@@ -239,6 +298,7 @@ impl Access for AuthBasic {
             }
         };
         if !ok {
+            self.failed(ip);
             log::warn!(
                 "auth_basic: {} for user \"{}\" on {}",
                 if found.is_some() {
@@ -252,6 +312,7 @@ impl Access for AuthBasic {
             return self.challenge(res);
         }
         self.remember(key);
+        self.succeeded(ip);
         Verdict::User {
             name: user,
             auth_type: "Basic".into(),
@@ -293,6 +354,7 @@ pub fn new(options: &Options) -> Result<AuthBasic, String> {
         }),
         file,
         cache: RwLock::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
     })
 }
 

@@ -7,7 +7,7 @@
 //! access:
 //!   - path: /api/
 //!     handler: limit
-//!     options: { rate: 10/s, burst: 20, in_flight: 4 }
+//!     options: { rate: 10/s, burst: 20, nodelay: true, in_flight: 4 }
 //!   - path: /login
 //!     handler: limit
 //!     options: { rate: 5/m, key: header, header: X-Api-Key }
@@ -17,7 +17,9 @@
 //! - `rate`: requests per second or minute (`10/s`, `300/m`, or a number
 //!   per second); a client's requests drain a bucket at this rate;
 //! - `burst` (default 0): how many requests above the rate a bucket
-//!   holds; they are served at once (nginx's `nodelay`);
+//!   holds; they wait (on a timer of their event loop, no thread held)
+//!   until the rate lets them through, as nginx's `limit_req`;
+//! - `nodelay`: serve a burst at once instead (nginx's `nodelay`);
 //! - `in_flight`: requests of one key being served at once (released when
 //!   the exchange ends, however it ends);
 //! - `key`: `addr` (default: the client's address, the real one behind
@@ -34,7 +36,8 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tamada_sdk::Woke;
 use tamada_sdk::access::{Access, Verdict};
 use tamada_sdk::prelude::*;
 
@@ -45,6 +48,9 @@ struct Config {
     rate: Option<serde_yaml_rate::Rate>,
     /// Requests above the rate a client may send at once.
     burst: Option<u32>,
+    /// Serve a burst at once instead of spacing it to the rate.
+    #[serde(default)]
+    nodelay: bool,
     /// Requests of one key being served at once.
     in_flight: Option<u32>,
     /// `addr` (default) or `header`.
@@ -118,6 +124,7 @@ struct Entry {
 pub struct Limit {
     rate: Option<f64>,
     burst: f64,
+    nodelay: bool,
     in_flight: Option<u32>,
     header: Option<String>,
     status: u16,
@@ -140,9 +147,10 @@ impl Limit {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
-    /// Counts a request of `key`; `Err(seconds)` when it is over a limit
-    /// (the `Retry-After`).
-    fn admit(&self, key: &str, now: Instant) -> Result<(), u64> {
+    /// Counts a request of `key`: `Ok(None)` to pass now, `Ok(Some(d))`
+    /// to pass after `d` (a burst spaced to the rate), `Err(seconds)` when
+    /// it is over a limit (the `Retry-After`).
+    fn admit(&self, key: &str, now: Instant) -> Result<Option<Duration>, u64> {
         let mut map = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= self.shard_max && !map.contains_key(key) {
             evict(&mut map, self.shard_max / 2);
@@ -158,6 +166,7 @@ impl Limit {
             e.last = now;
             return Err(1);
         }
+        let mut wait = None;
         if let Some(rate) = self.rate {
             let elapsed = now.saturating_duration_since(e.last).as_secs_f64();
             let excess = (e.excess - elapsed * rate).max(0.0) + 1.0;
@@ -165,18 +174,41 @@ impl Limit {
             // The first request of a bucket is free: `excess` counts the
             // ones above the rate.
             if excess - 1.0 > self.burst {
-                let wait = ((excess - 1.0 - self.burst) / rate).ceil().max(1.0);
+                let after = ((excess - 1.0 - self.burst) / rate).ceil().max(1.0);
                 e.excess = (excess - 1.0).max(0.0);
-                return Err(wait as u64);
+                return Err(after as u64);
             }
             e.excess = excess;
+            if !self.nodelay && excess > 1.0 {
+                wait = Some(Duration::from_secs_f64((excess - 1.0) / rate));
+            }
         } else {
             e.last = now;
         }
-        if self.in_flight.is_some() {
+        // A delayed request counts in flight when it passes (after its
+        // wait), so a client gone meanwhile leaves nothing counted.
+        if wait.is_none() && self.in_flight.is_some() {
             e.in_flight += 1;
         }
-        Ok(())
+        Ok(wait)
+    }
+
+    /// A delayed request passes: counted in flight if there is room.
+    fn enter(&self, key: &str) -> bool {
+        let Some(max) = self.in_flight else {
+            return true;
+        };
+        let mut map = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(key.to_owned()).or_insert(Entry {
+            excess: 0.0,
+            last: Instant::now(),
+            in_flight: 0,
+        });
+        if e.in_flight >= max {
+            return false;
+        }
+        e.in_flight += 1;
+        true
     }
 
     fn release(&self, key: &str) {
@@ -210,8 +242,15 @@ fn evict(map: &mut HashMap<String, Entry>, keep: usize) {
 impl Access for Limit {
     fn check(&self, req: &Request, res: &mut ResponseBuilder) -> Verdict {
         let key = self.key(req);
-        match self.admit(&key, Instant::now()) {
-            Ok(()) => Verdict::Pass,
+        let admitted = if req.woke() == Woke::TimedOut {
+            // After the delay this rule asked for: the rate was counted.
+            if self.enter(&key) { Ok(None) } else { Err(1) }
+        } else {
+            self.admit(&key, Instant::now())
+        };
+        match admitted {
+            Ok(None) => Verdict::Pass,
+            Ok(Some(d)) => Verdict::Delay(d),
             Err(after) => {
                 res.status(self.status)
                     .header("retry-after", after.to_string())
@@ -240,8 +279,8 @@ pub fn new(options: &Options) -> Result<Limit, String> {
     if c.rate.is_none() && c.in_flight.is_none() {
         return Err("give `rate` (requests per second or minute) and/or `in_flight`".into());
     }
-    if c.burst.is_some() && c.rate.is_none() {
-        return Err("burst: goes with `rate`".into());
+    if (c.burst.is_some() || c.nodelay) && c.rate.is_none() {
+        return Err("burst and nodelay go with `rate`".into());
     }
     if c.in_flight == Some(0) {
         return Err("in_flight: 0 would refuse everything".into());
@@ -263,6 +302,7 @@ pub fn new(options: &Options) -> Result<Limit, String> {
     Ok(Limit {
         rate: c.rate.map(|r| r.0),
         burst: c.burst.unwrap_or(0) as f64,
+        nodelay: c.nodelay,
         in_flight: c.in_flight,
         header,
         status,
@@ -290,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_bucket_drains_at_the_rate_and_holds_the_burst() {
-        let l = limit("{ rate: 10/s, burst: 2 }").unwrap();
+        let l = limit("{ rate: 10/s, burst: 2, nodelay: true }").unwrap();
         let t0 = Instant::now();
         // 1 at the rate + 2 of burst, then refused.
         for _ in 0..3 {
@@ -304,9 +344,23 @@ mod tests {
         assert!(l.admit("a", t1).is_ok());
         assert!(l.admit("a", t1).is_err());
         let l = limit("{ rate: 60/m }").unwrap();
-        assert!(l.admit("a", t0).is_ok());
+        assert_eq!(l.admit("a", t0), Ok(None));
         assert_eq!(l.admit("a", t0), Err(1));
         assert!(l.admit("a", t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn without_nodelay_a_burst_is_spaced_to_the_rate() {
+        let l = limit("{ rate: 10/s, burst: 3 }").unwrap();
+        let t0 = Instant::now();
+        assert_eq!(l.admit("a", t0), Ok(None));
+        assert_eq!(l.admit("a", t0), Ok(Some(Duration::from_millis(100))));
+        assert_eq!(l.admit("a", t0), Ok(Some(Duration::from_millis(200))));
+        assert_eq!(l.admit("a", t0), Ok(Some(Duration::from_millis(300))));
+        assert!(l.admit("a", t0).is_err());
+        // As the server does: the delay, then the call again.
+        let v = TestRequest::get("/").check(&l);
+        assert!(v.delays >= 1 || v.verdict == Verdict::Pass);
     }
 
     #[test]

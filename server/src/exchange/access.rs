@@ -17,10 +17,15 @@ use crate::exchange::body::empty_reader;
 use crate::exchange::response::drop_response;
 use crate::exchange::view;
 use crate::plugins::host;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 use tamada_sdk::abi::{AccessResultV1, ResponseV1};
 
 /// Most rewrites and internal redirects one request may take.
 pub const MAX_REDIRECTS: u8 = 10;
+
+/// The longest delay a rule may ask for at once.
+const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// How far the access phase got.
 pub enum Verdict {
@@ -32,6 +37,9 @@ pub enum Verdict {
     ToPool,
     /// A rule failed, or rewrites looped: 500 (`x.error` says why).
     Failed,
+    /// (Loop only) the rule at `x.access_next` asked to be called again
+    /// after this long: wait on [`timer`].
+    Delay(Duration),
 }
 
 /// Whether rules are left to run for this exchange. ACME challenges
@@ -58,10 +66,12 @@ pub fn run(x: &mut Exchange, inline: bool) -> Verdict {
         let headers = view::headers(&x.head);
         let req = view::request(x, &headers, &reader);
         let tls = view::tls(x);
+        let delayed = x.access_woke;
         let (r, notes) = host::with_views(tls.as_ref(), x.user.as_ref(), || {
-            host::collect_notes(|| rule.rule.check(&req, inline))
+            host::collect_notes(|| rule.rule.check(&req, inline, delayed))
         });
         x.notes.extend(notes);
+        x.access_woke = false;
         let in_group = rule.group_end > rule.group;
         match r {
             AccessResultV1::Pass => {
@@ -103,6 +113,16 @@ pub fn run(x: &mut Exchange, inline: bool) -> Verdict {
                 return fail(x, rule.rule.tag, "answered Defer on the pool");
             }
             AccessResultV1::Error(msg) => return fail(x, rule.rule.tag, msg.as_str()),
+            AccessResultV1::Delay(ms) => {
+                let d = Duration::from_millis(ms).min(MAX_DELAY);
+                x.access_next = i;
+                x.access_woke = true;
+                if inline {
+                    return Verdict::Delay(d);
+                }
+                // On the pool (after a deferral) the thread waits.
+                std::thread::sleep(d);
+            }
         }
     }
 }
@@ -143,4 +163,40 @@ fn rewrite(x: &mut Exchange, to: &str, tag: &str) -> Result<(), String> {
     x.access_next = 0;
     x.next = 0;
     Ok(())
+}
+
+/// A one-shot timer descriptor that turns readable after `d` (millisecond
+/// resolution: the loop's own timers tick four times a second).
+pub fn timer(d: Duration) -> std::io::Result<OwnedFd> {
+    // SAFETY: timerfd_create takes constant flags and returns a new
+    // descriptor or -1.
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let d = d.max(Duration::from_millis(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        },
+    };
+    // SAFETY: `owned` is a valid timerfd, `spec` lives for the call, and
+    // the old value is not asked for (null).
+    let r = unsafe { libc::timerfd_settime(owned.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(owned)
 }

@@ -61,6 +61,12 @@ pub struct Exchange {
     pub user: Option<crate::plugins::host::AuthUser>,
     /// The access rules that passed this exchange: told when it ends.
     pub access_passed: Vec<std::sync::Arc<crate::plugins::access::AccessInstance>>,
+    /// The rule at `access_next` asked for a delay: its next call says so.
+    pub access_woke: bool,
+    /// A delay asked for before the body was read, still to wait.
+    pub pending_delay: Option<std::time::Duration>,
+    /// The timer an access rule's delay waits on.
+    pub timer: Option<std::os::fd::OwnedFd>,
 }
 
 impl Drop for Exchange {
@@ -112,6 +118,9 @@ impl Exchange {
             access_next: 0,
             user: None,
             access_passed: Vec::new(),
+            access_woke: false,
+            pending_delay: None,
+            timer: None,
         }
     }
     pub fn path(&self) -> &str {

@@ -53,6 +53,31 @@ pub enum Step {
     Wait(crate::plugins::Wait),
 }
 
+/// An access rule's delay: the exchange waits on a timer descriptor (the
+/// same way a handler waits on its own), then the rule is called again.
+fn delay(x: &mut Exchange, d: std::time::Duration) -> Step {
+    match access::timer(d) {
+        Ok(fd) => {
+            use std::os::fd::AsRawFd;
+            let raw = fd.as_raw_fd();
+            x.timer = Some(fd);
+            Step::Wait(crate::plugins::Wait {
+                fd: raw,
+                read: true,
+                write: false,
+                timeout: d + std::time::Duration::from_secs(1),
+                state: crate::plugins::WaitState::none(),
+            })
+        }
+        Err(e) => {
+            let msg = format!("cannot make a timer for an access rule's delay: {e}");
+            host::record_here(log::Level::Error, "tamada", &msg);
+            x.error = Some(msg);
+            Step::Unanswered
+        }
+    }
+}
+
 /// Offers the exchange to its routes from `x.next` on; `resume` goes to
 /// the first handler called (the one that waited).
 pub fn dispatch(
@@ -65,13 +90,26 @@ pub fn dispatch(
     let _scope = crate::plugins::call::scope(&vhost, x.peer);
     loop {
         // The access rules first (again after a rewrite or an internal
-        // redirect); on the loop they may send the rest to the pool.
+        // redirect); on the loop they may send the rest to the pool, or
+        // wait on a timer for a rule that asked for a delay.
+        x.timer = None;
+        if let Some(d) = x.pending_delay.take() {
+            if place == Place::Loop {
+                return delay(x, d);
+            }
+            std::thread::sleep(d);
+        }
         if access::pending(x) {
+            if x.access_woke {
+                // The wake-up was the access rule's timer, not a handler's.
+                resume = None;
+            }
             match access::run(x, place == Place::Loop) {
                 access::Verdict::Route => {}
                 access::Verdict::Answer(r) => return Step::Respond(r),
                 access::Verdict::ToPool => return Step::ToPool,
                 access::Verdict::Failed => return Step::Unanswered,
+                access::Verdict::Delay(d) => return delay(x, d),
             }
         }
         let Some(i) = (x.next..vhost.routes.len()).find(|&i| vhost.routes[i].matches(x.path()))

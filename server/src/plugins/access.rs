@@ -52,10 +52,11 @@ impl AccessInstance {
         }))
     }
 
-    /// Checks a request (`inline`: on an event loop).
-    pub fn check(&self, req: &RequestV1<'_>, inline: bool) -> AccessResultV1 {
+    /// Checks a request (`inline`: on an event loop; `delayed`: after the
+    /// delay this check asked for).
+    pub fn check(&self, req: &RequestV1<'_>, inline: bool, delayed: bool) -> AccessResultV1 {
         call::named(self.tag, || {
-            (self.table.check)(self.inst, req, &AccessCallV1 { inline })
+            (self.table.check)(self.inst, req, &AccessCallV1 { inline, delayed })
         })
     }
 }

@@ -69,7 +69,16 @@ pub struct WaitState {
 // SAFETY: the SDK makes wait states only from `Send` values.
 unsafe impl Send for WaitState {}
 
+extern "C" fn free_nothing(_: *mut std::ffi::c_void) {}
+
 impl WaitState {
+    /// No plugin state (a wait of the core's own: an access rule's timer).
+    pub fn none() -> WaitState {
+        WaitState {
+            ptr: std::ptr::null_mut(),
+            free: free_nothing,
+        }
+    }
     fn into_raw(mut self) -> *mut std::ffi::c_void {
         std::mem::replace(&mut self.ptr, std::ptr::null_mut())
     }

@@ -137,6 +137,11 @@ impl<T: Transport> Conn<T> {
             use crate::exchange::access::{self, Verdict};
             let refused = match access::run(&mut x, true) {
                 Verdict::Route | Verdict::ToPool => None,
+                // Waited for when the request runs (the body first).
+                Verdict::Delay(d) => {
+                    x.pending_delay = Some(d);
+                    None
+                }
                 Verdict::Answer(r) => Some(Answer::Plugin(crate::exchange::response::own(r))),
                 Verdict::Failed => Some(Answer::Status(500)),
             };
