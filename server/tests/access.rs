@@ -670,3 +670,82 @@ fn repeated_failed_logins_from_one_address_are_slowed_down() {
     assert_eq!(st, 401);
     assert!(took < Duration::from_millis(100), "{took:?}");
 }
+
+/// The server's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `n` GETs, each from another X-Forwarded-For address, pipelined in
+/// batches over one connection; all answered.
+fn distinct_clients(port: u16, from: u32, n: u32) {
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = std::io::BufReader::new(c.try_clone().unwrap());
+    let batch = 500;
+    let mut i = from;
+    while i < from + n {
+        let mut out = Vec::new();
+        let end = (i + batch).min(from + n);
+        for k in i..end {
+            out.extend_from_slice(
+                format!(
+                    "GET /k HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 10.{}.{}.{}\r\n\r\n",
+                    (k >> 16) & 255,
+                    (k >> 8) & 255,
+                    k & 255
+                )
+                .as_bytes(),
+            );
+        }
+        c.write_all(&out).unwrap();
+        for _ in i..end {
+            // Each answer: a status line, headers, a body of known length.
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).unwrap();
+        }
+        i = end;
+    }
+}
+
+#[test]
+fn limit_memory_stays_flat_under_a_flood_of_distinct_addresses() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a.test\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             access:\n  - path: /\n    handler: limit\n    options: { rate: 100/s, max_keys: 10000 }\n\
+             routes:\n  - path: /\n    handler: echo\n",
+        )
+        .file("conf.d/server.yaml", "trusted_proxies: [127.0.0.1]\nloops: 1\n")
+        .file("www/.keep", "")
+        .start();
+    let pid = s.child.id();
+    // Fill the keys past their bound, then five times as many new ones
+    // (unbounded, 100,000 keys would take some 10 MB).
+    distinct_clients(s.port(), 0, 25_000);
+    let before = rss_kib(pid);
+    distinct_clients(s.port(), 25_000, 100_000);
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 4 * 1024,
+        "RSS grew from {before} to {after} KiB under 100,000 more addresses"
+    );
+}

@@ -179,8 +179,10 @@ impl Limit {
                 return Err(after as u64);
             }
             e.excess = excess;
-            if !self.nodelay && excess > 1.0 {
-                wait = Some(Duration::from_secs_f64((excess - 1.0) / rate));
+            // Whole milliseconds, as nginx: less than one is no wait.
+            let ms = ((excess - 1.0) / rate * 1000.0) as u64;
+            if !self.nodelay && ms > 0 {
+                wait = Some(Duration::from_millis(ms));
             }
         } else {
             e.last = now;
