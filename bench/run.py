@@ -141,7 +141,7 @@ def start_tamada(d, www, cgi, logs, port, loops, binary=None):
     options: {{ file: {d}/users.htpasswd }}
   - path: /lim/
     handler: limit
-    options: {{ rate: 1000000/s, burst: 10000 }}
+    options: {{ rate: 1000000/s, burst: 10000, nodelay: true }}
 """
     with open(os.path.join(conf, "bench.yaml"), "w") as f:
         f.write(f"""vhost: bench

@@ -40,10 +40,12 @@ mod htpasswd;
 use base64::Engine;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tamada_sdk::Woke;
@@ -97,6 +99,24 @@ pub struct AuthBasic {
     cache: RwLock<HashMap<[u8; 32], Instant>>,
     /// Recent failures per client address: (count, last).
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// This rule among all of the process (part of the cache keys).
+    id: u64,
+    /// The loaded file's version and whether it is unusable, readable
+    /// without the lock on the hot path.
+    version: AtomicU64,
+    broken: AtomicBool,
+    /// When the file is next looked at (ms since `epoch`).
+    next_check: AtomicU64,
+    epoch: Instant,
+}
+
+/// Rules made so far (each takes the next number as its id).
+static RULES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Each thread's copy of verified credentials (key -> until): the hot
+    /// path takes no lock shared with other threads.
+    static LOCAL: RefCell<HashMap<[u8; 32], Instant>> = RefCell::new(HashMap::new());
 }
 
 /// Failures from one address before its attempts are slowed down.
@@ -159,6 +179,11 @@ impl AuthBasic {
                 s.id = id;
                 s.version += 1;
             }
+            self.version.store(s.version, Ordering::Release);
+            self.broken.store(s.error.is_some(), Ordering::Release);
+            let next = self.epoch.elapsed() + RECHECK;
+            self.next_check
+                .store(next.as_millis() as u64, Ordering::Release);
         }
         match &s.error {
             Some(e) => Err(e.clone()),
@@ -166,8 +191,9 @@ impl AuthBasic {
         }
     }
 
-    fn key(version: u64, user: &str, password: &str) -> [u8; 32] {
+    fn key(&self, version: u64, user: &str, password: &str) -> [u8; 32] {
         let mut h = Sha256::new();
+        h.update(self.id.to_le_bytes());
         h.update(version.to_le_bytes());
         h.update(user.as_bytes());
         h.update([0u8]);
@@ -175,9 +201,31 @@ impl AuthBasic {
         h.finalize().into()
     }
 
+    /// Whether `key` was verified and is still remembered: this thread's
+    /// copy first, then the shared one (copied here when found).
     fn remembered(&self, key: &[u8; 32]) -> bool {
-        let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        c.get(key).is_some_and(|until| Instant::now() < *until)
+        let now = Instant::now();
+        if LOCAL.with(|l| l.borrow().get(key).is_some_and(|until| now < *until)) {
+            return true;
+        }
+        let until = {
+            let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            match c.get(key) {
+                Some(u) if now < *u => *u,
+                _ => return false,
+            }
+        };
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            if l.len() >= CACHE_MAX {
+                l.retain(|_, u| now < *u);
+                if l.len() >= CACHE_MAX {
+                    l.clear();
+                }
+            }
+            l.insert(*key, until);
+        });
+        true
     }
 
     fn remember(&self, key: [u8; 32]) {
@@ -254,6 +302,27 @@ fn credentials(req: &Request) -> Option<(String, String)> {
 
 impl Access for AuthBasic {
     fn check(&self, req: &Request, res: &mut ResponseBuilder) -> Verdict {
+        // The hot path: a remembered credential takes no shared lock
+        // (atomics for the file's state, this thread's copy of the cache).
+        if self.epoch.elapsed().as_millis() as u64 >= self.next_check.load(Ordering::Acquire) {
+            let _ = self.users();
+        }
+        if self.broken.load(Ordering::Acquire) {
+            res.status(500)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body("500: authentication is not available\n");
+            return Verdict::Answer;
+        }
+        let Some((user, password)) = credentials(req) else {
+            return self.challenge(res);
+        };
+        let key = self.key(self.version.load(Ordering::Acquire), &user, &password);
+        if self.remembered(&key) {
+            return Verdict::User {
+                name: user,
+                auth_type: "Basic".into(),
+            };
+        }
         let (users, version) = match self.users() {
             Ok(u) => u,
             Err(_) => {
@@ -263,9 +332,7 @@ impl Access for AuthBasic {
                 return Verdict::Answer;
             }
         };
-        let Some((user, password)) = credentials(req) else {
-            return self.challenge(res);
-        };
+        let key = self.key(version, &user, &password);
         let ip = req.peer_addr().ip();
         // Guessing is slowed down: after a few failures from an address,
         // each of its attempts first waits (a timer on the loop: no
@@ -276,14 +343,7 @@ impl Access for AuthBasic {
         {
             return Verdict::Delay(d);
         }
-        let key = Self::key(version, &user, &password);
         let found = users.get(&user);
-        if self.remembered(&key) {
-            return Verdict::User {
-                name: user,
-                auth_type: "Basic".into(),
-            };
-        }
         if req.is_inline() && found.is_none_or(|h| h.is_slow()) {
             // bcrypt and its kind cost milliseconds: on the pool.
             req.defer();
@@ -355,6 +415,11 @@ pub fn new(options: &Options) -> Result<AuthBasic, String> {
         file,
         cache: RwLock::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        id: RULES.fetch_add(1, Ordering::Relaxed),
+        version: AtomicU64::new(0),
+        broken: AtomicBool::new(false),
+        next_check: AtomicU64::new(RECHECK.as_millis() as u64),
+        epoch: Instant::now(),
     })
 }
 
