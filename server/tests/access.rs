@@ -756,3 +756,20 @@ fn limit_memory_stays_flat_under_a_flood_of_distinct_addresses() {
         "RSS grew from {before} to {after} KiB under {more} more addresses"
     );
 }
+
+#[test]
+fn a_route_error_points_at_the_route_below_access_rules() {
+    let (code, _, err) = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a.test\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             access:\n  - path: /a/\n    handler: access\n    options: { deny: [all] }\n\
+             routes:\n  - path: /\n    handler: static\n  - path: /x/\n    handler: nosuchplugin\n",
+        )
+        .file("www/.keep", "")
+        .check();
+    assert_ne!(code, 0);
+    // Line 13: the second route's handler, not the access rule's (line 7).
+    assert!(err.contains("a.yaml:13:"), "{err}");
+    assert!(err.contains("nosuchplugin"), "{err}");
+}

@@ -374,7 +374,7 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
     let mut routes = Vec::new();
     for (i, r) in vc.routes.iter().enumerate() {
         let Some(plugin) = registry.plugins.get(&r.handler) else {
-            errors.push(vc.error_at(
+            errors.push(vc.route_error(
                 "handler",
                 i,
                 format!("routes[{i}] ({}): {}", r.path, registry.missing(&r.handler)),
@@ -382,7 +382,7 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
             continue;
         };
         if let Some(why) = plugin.refuses(RoleV1::Handler) {
-            errors.push(vc.error_at("handler", i, format!("routes[{i}] ({}): {why}", r.path)));
+            errors.push(vc.route_error("handler", i, format!("routes[{i}] ({}): {why}", r.path)));
             continue;
         }
         let yaml = options_yaml(&r.options);
@@ -403,7 +403,7 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
                     &format!("routes[{i}].options"),
                     &e,
                     msg,
-                    || vc.error_at("path", i, String::new()),
+                    || vc.route_error("path", i, String::new()),
                 ));
             }
         }

@@ -188,6 +188,17 @@ pub struct VhostConf {
 }
 
 impl VhostConf {
+    /// An error at `key:` of the `i`-th route: keys of the same name in
+    /// `access:` or `loggers:` above `routes:` are skipped.
+    pub fn route_error(&self, key: &str, i: usize, message: String) -> ConfError {
+        let routes_line = locate_key(&self.text, "routes", 0).map_or(0, |(l, _)| l);
+        let before = (0..)
+            .map_while(|n| locate_key(&self.text, key, n))
+            .take_while(|(l, _)| *l < routes_line)
+            .count();
+        self.error_at(key, before + i, message)
+    }
+
     /// An error about this file, at the line of the `nth` (0-based)
     /// occurrence of `key:` (or line 0 when it cannot be found).
     pub fn error_at(&self, key: &str, nth: usize, message: String) -> ConfError {
@@ -322,7 +333,7 @@ pub(super) fn check_vhost(
     };
     for (i, r) in v.routes.iter().enumerate() {
         if !r.path.starts_with('/') {
-            return Err(v.error_at(
+            return Err(v.route_error(
                 "path",
                 i,
                 format!("routes[{i}].path: `{}` must start with /", r.path),
