@@ -332,3 +332,45 @@ fn slow_downloads_of_a_pool_stream_never_hold_a_pool_thread() {
     assert!(r.text().contains("thread=pool-"), "{}", r.text());
     drop(stalled);
 }
+
+#[test]
+fn an_inline_handler_that_blocks_its_loop_is_reported_once_per_interval() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\n\
+             routes:\n  - path: /stuck/\n    handler: place\n    options: { placement: inline, block_ms: 300 }\n\
+             \x20 - path: /\n    handler: place\n    options: { placement: inline }\n",
+        )
+        .file("www/.keep", "")
+        .file("logs/.keep", "")
+        .start();
+    let p = s.port();
+    assert_eq!(get(p, "/stuck/a", "a").status, 200);
+    assert_eq!(get(p, "/stuck/b", "a").status, 200);
+    assert_eq!(get(p, "/fine", "a").status, 200);
+    let log = s.dir.path().join("logs/error.log");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("held its event loop") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        text.contains("plugin `place` on route /stuck/ held its event loop for about"),
+        "{text}"
+    );
+    // Once per interval, however many calls stall.
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text.matches("held its event loop").count(), 1, "{text}");
+    let ms: u64 = text
+        .split("for about ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((250..2000).contains(&ms), "{ms} ms: {text}");
+}

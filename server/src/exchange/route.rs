@@ -150,7 +150,9 @@ pub fn dispatch(
         let resumed = resume.take();
         let tls = view::tls(x);
         let (r, notes) = host::with_views(tls.as_ref(), x.user.as_ref(), || {
-            host::collect_notes(|| handler.handle(&req, inline, resumed))
+            crate::plugins::watchdog::in_route(&route.prefix, || {
+                host::collect_notes(|| handler.handle(&req, inline, resumed))
+            })
         });
         // A deferred call's notes go with its discarded answer.
         if !matches!(r, Handled::Defer) {

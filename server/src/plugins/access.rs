@@ -55,9 +55,15 @@ impl AccessInstance {
     /// Checks a request (`inline`: on an event loop; `delayed`: after the
     /// delay this check asked for).
     pub fn check(&self, req: &RequestV1<'_>, inline: bool, delayed: bool) -> AccessResultV1 {
-        call::named(self.tag, || {
-            (self.table.check)(self.inst, req, &AccessCallV1 { inline, delayed })
-        })
+        let (r, stall) = super::watchdog::around(|| {
+            call::named(self.tag, || {
+                (self.table.check)(self.inst, req, &AccessCallV1 { inline, delayed })
+            })
+        });
+        if let Some(held) = stall {
+            super::instance::stalled(self.tag, held);
+        }
+        r
     }
 }
 

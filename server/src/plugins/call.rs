@@ -147,6 +147,7 @@ pub(crate) fn enter(vhost: &dyn RecordSink, peer: SocketAddr) -> Restore {
 /// sent to the pool).
 pub fn set_on_loop() {
     ON_LOOP.with(|c| c.set(true));
+    crate::plugins::watchdog::watch_this_loop();
 }
 
 /// Whether this thread is an event loop.

@@ -12,6 +12,24 @@ use tamada_sdk::abi::{
     RoleV1, VhostV1, WAIT_READ, WAIT_WRITE,
 };
 
+/// Reports a plugin call that held its event loop (`watchdog.rs`).
+pub(super) fn stalled(tag: &'static str, held: std::time::Duration) {
+    if !super::watchdog::may_report(tag) {
+        return;
+    }
+    let route = super::watchdog::route()
+        .map(|r| format!(" on route {r}"))
+        .unwrap_or_default();
+    super::host::record_here(
+        log::Level::Warn,
+        "tamada",
+        &format!(
+            "plugin `{tag}`{route} held its event loop for about {} ms in one call, stalling every connection of that loop: a handler that may block must run on the pool (Placement::Pool), wait with Request::wait, or defer",
+            held.as_millis()
+        ),
+    );
+}
+
 /// A live instance of a plugin (one per route or logger entry).
 pub struct PluginInstance {
     pub plugin: Arc<Plugin>,
@@ -189,7 +207,13 @@ impl PluginInstance {
     /// Content phase; `inline` when called on an event loop (only for an
     /// instance that declared it).
     pub fn handle(&self, req: &RequestV1<'_>, inline: bool, resume: Option<Resume>) -> Handled {
-        call::named(self.tag, || self.handle_now(req, inline, resume))
+        let (r, stall) = super::watchdog::around(|| {
+            call::named(self.tag, || self.handle_now(req, inline, resume))
+        });
+        if let Some(held) = stall {
+            stalled(self.tag, held);
+        }
+        r
     }
 
     fn handle_now(&self, req: &RequestV1<'_>, inline: bool, resume: Option<Resume>) -> Handled {

@@ -17,6 +17,7 @@ pub mod access;
 pub mod call;
 pub mod host;
 mod instance;
+pub mod watchdog;
 
 pub use instance::{
     DECLINE_WATCH, Handled, OptionError, PluginInstance, Relay, Resume, Wait, WaitState,

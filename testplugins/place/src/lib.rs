@@ -4,7 +4,8 @@
 //!
 //! Options: `placement` (`inline` or `pool`, default pool), `defer`
 //! (answer `defer` when inline), `sleep_ms` (sleep before answering; only
-//! ever on the pool), `decline`, `tag`.
+//! ever on the pool), `block_ms` (sleep wherever it runs: a handler that
+//! wrongly blocks its loop), `decline`, `tag`.
 
 use serde::Deserialize;
 use std::io::Read;
@@ -26,6 +27,10 @@ struct Place {
     /// Attach a note `placed: <thread>` (SDK 1.1 notes).
     #[serde(default)]
     note: bool,
+    /// Sleep this long wherever it runs, inline too (a handler that
+    /// wrongly blocks its event loop).
+    #[serde(default)]
+    block_ms: u64,
 }
 
 /// The OS thread's name (a cdylib's own `std` does not know the server's
@@ -50,6 +55,9 @@ impl Handler for Place {
         }
         if self.defer && req.is_inline() {
             return req.defer();
+        }
+        if self.block_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.block_ms));
         }
         if self.sleep_ms > 0 && !req.is_inline() {
             std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
