@@ -256,6 +256,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .zip(groups.as_deref())
         .map(|(a, g)| (a.uid, g));
     config::tls::warn_all(&config.vhosts, serve_as);
+    rt.log_defaults(None);
+    let rt_defaults = rt.defaults();
     let vhosts = config.vhosts.len();
     if args.test {
         log::info!(
@@ -386,6 +388,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         addrs: addrs.iter().copied().collect(),
         handover,
         started_as: STARTED_AS.get().cloned(),
+        defaults: rt_defaults,
     };
     std::thread::Builder::new()
         .name("control".into())

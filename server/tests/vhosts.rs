@@ -1,6 +1,7 @@
 //! Virtual hosts and routing.
 
 use crate::harness::*;
+use std::time::Duration;
 
 #[test]
 fn two_vhosts_on_one_port_and_one_on_another() {
@@ -145,4 +146,48 @@ fn ipv4_and_ipv6_wildcards_on_one_port() {
     c.read_to_string(&mut out).unwrap();
     assert!(out.contains("vhost=six"), "{out}");
     assert!(out.contains("peer=[::1]:"), "{out}");
+}
+
+#[test]
+fn the_default_vhost_of_each_address_is_logged_and_a_change_by_reload_warned() {
+    let s = Fixture::new()
+        .file("conf.d/b.yaml", &echo_vhost("b.test", "{port0}", ""))
+        .file("conf.d/c.yaml", &echo_vhost("c.test", "{port0}", ""))
+        .file("www/.keep", "")
+        .start();
+    let at = format!("127.0.0.1:{}", s.port());
+    assert!(
+        s.log.wait_for(
+            &format!("{at}: default vhost b.test (the first file by name on it; mark one `default: true` to choose)"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        s.log.text()
+    );
+    // A new file that sorts first takes over unknown Hosts: said so.
+    std::fs::write(
+        s.conf().join("a.yaml"),
+        echo_vhost("a.test", &s.port().to_string(), ""),
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log.wait_for(
+            &format!("{at}: the default vhost is now a.test"),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        s.log.text()
+    );
+    assert!(s.log.text().contains("was b.test"), "{}", s.log.text());
+    // (the loops take the new configuration just after the log line)
+    let mut got = String::new();
+    for _ in 0..50 {
+        got = get(s.port(), "/", "nobody.test").echo("vhost");
+        if got == "a.test" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got, "a.test");
 }

@@ -159,6 +159,8 @@ pub struct Group {
     pub vhosts: Vec<Arc<Vhost>>,
     pub names: HashMap<String, usize>,
     pub default: usize,
+    /// A vhost said `default: true` (else the first file is the default).
+    pub explicit_default: bool,
 }
 
 /// Everything served on one listening socket.
@@ -255,6 +257,48 @@ impl Runtime {
             .find(|v| v.name == name)
     }
 
+    /// Per listening socket and configured address, the vhost that
+    /// answers a Host no vhost names: `addr -> (name, chosen)` where
+    /// `chosen` is false when it is only the first file by name.
+    pub fn defaults(&self) -> BTreeMap<String, (String, bool)> {
+        let mut out = BTreeMap::new();
+        for (bind, site) in &self.sites {
+            for (ip, g) in &site.groups {
+                let Some(v) = g.vhosts.get(g.default) else {
+                    continue;
+                };
+                let at = if *ip == bind.ip() {
+                    bind.to_string()
+                } else {
+                    format!("{bind} (address {ip})")
+                };
+                out.insert(at, (v.name.clone(), g.explicit_default));
+            }
+        }
+        out
+    }
+
+    /// Logs each socket's default vhost (at start), or those that changed
+    /// from `before` (on a reload): a new file must not become the
+    /// default without a word.
+    pub fn log_defaults(&self, before: Option<&BTreeMap<String, (String, bool)>>) {
+        for (at, (name, chosen)) in self.defaults() {
+            let was = before.and_then(|b| b.get(&at)).map(|(n, _)| n.as_str());
+            if before.is_some() && was == Some(name.as_str()) {
+                continue;
+            }
+            let how = if chosen {
+                "(default: true)"
+            } else {
+                "(the first file by name on it; mark one `default: true` to choose)"
+            };
+            match was {
+                Some(w) => log::warn!("{at}: the default vhost is now {name} {how}, was {w}"),
+                None => log::info!("{at}: default vhost {name} {how}"),
+            }
+        }
+    }
+
     /// Every plugin instance, once (for lifecycle hooks): a vhost with a
     /// plain and an HTTPS port is in two sites.
     pub fn instances(&self) -> impl Iterator<Item = &PluginInstance> {
@@ -315,6 +359,7 @@ impl Runtime {
                 }
                 if vc.default {
                     group.default = idx;
+                    group.explicit_default = true;
                 }
                 group.vhosts.push(v.clone());
                 if l.tls

@@ -36,6 +36,8 @@ pub struct Control {
     pub handover: std::collections::BTreeMap<SocketAddr, Vec<std::os::fd::OwnedFd>>,
     /// The binary and arguments this process was started with.
     pub started_as: Option<(std::path::PathBuf, Vec<std::ffi::OsString>)>,
+    /// Each socket's default vhost, to say when a reload changes one.
+    pub defaults: std::collections::BTreeMap<String, (String, bool)>,
 }
 
 impl Control {
@@ -173,6 +175,8 @@ impl Control {
                 return;
             }
         };
+        rt.log_defaults(Some(&self.defaults));
+        self.defaults = rt.defaults();
         let wanted: BTreeSet<SocketAddr> = rt.sites.keys().copied().collect();
         let new: Vec<SocketAddr> = wanted.difference(&self.addrs).copied().collect();
         let gone: Vec<SocketAddr> = self.addrs.difference(&wanted).copied().collect();
