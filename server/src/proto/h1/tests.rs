@@ -268,6 +268,7 @@ fn runtime() -> Runtime {
         vhosts: vec![Arc::new(v)],
         names: HashMap::new(),
         default: 0,
+        explicit_default: false,
     };
     group.names.insert("a".into(), 0);
     let mut site = Site::default();
