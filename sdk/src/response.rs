@@ -273,6 +273,12 @@ impl ResponseBuilder {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_slice())
     }
+    /// The first header of that name set so far, as text (`None` when
+    /// absent or not UTF-8): for comparisons in tests.
+    pub fn get_header_str(&self, name: &str) -> Option<&str> {
+        self.get_header(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
     /// The body set so far.
     pub fn get_body(&self) -> &Body {
         &self.body

@@ -20,7 +20,7 @@ fn a_panicking_plugin_gives_500_and_the_server_keeps_serving() {
     assert_eq!(r.echo("path"), "/fine");
     assert!(
         s.log.wait_for(
-            "plugin `echo` failed on GET /boom: panic: echo was told to panic on /boom",
+            "echo: failed on GET /boom: panic: echo was told to panic on /boom",
             Duration::from_secs(5)
         ),
         "{}",

@@ -272,9 +272,10 @@ fn error_log_gets_plugin_errors_and_panics_one_line_each() {
         "{own}"
     );
     // The core's record of the failure and of the panic.
-    find("plugin `echo` failed on GET /e/fail: echo was told to fail on /e/fail");
-    let panic =
-        find("plugin `echo` failed on GET /e/panic: panic: echo was told to panic on /e/panic");
+    // Named once, by the tag (not again in the message).
+    let fail = find("echo: failed on GET /e/fail: echo was told to fail on /e/fail");
+    assert!(!fail.contains("plugin `echo`"), "{fail}");
+    let panic = find("echo: failed on GET /e/panic: panic: echo was told to panic on /e/panic");
     assert!(
         panic.contains(" [error] [client 127.0.0.1] [vhost a] echo: "),
         "{panic}"

@@ -191,3 +191,39 @@ fn the_default_vhost_of_each_address_is_logged_and_a_change_by_reload_warned() {
     }
     assert_eq!(got, "a.test");
 }
+
+#[test]
+fn plugins_get_an_absolute_config_file_when_tamada_runs_with_a_relative_conf_d() {
+    use std::io::BufRead;
+    let f = Fixture::new()
+        .file("conf.d/a.yaml", &echo_vhost("a.test", "{port0}", ""))
+        .file("www/.keep", "");
+    let (dir, _conf, plugins, ports) = f.write();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tamada"))
+        .current_dir(dir.path())
+        .args(["-c", "conf.d", "--plugin-dir"])
+        .arg(&plugins)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tamada");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("tamada ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(30)).is_ok();
+    let r = ready.then(|| get(ports[0], "/", "a.test"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let r = r.expect("tamada started");
+    let want = dir.path().join("conf.d").join("a.yaml");
+    assert_eq!(r.echo("config-file"), want.display().to_string());
+}

@@ -404,7 +404,12 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
         document_root: vc.document_root.to_string_lossy().into_owned(),
         cgi_bin: s(&vc.cgi_bin),
         log_dir: s(&vc.log),
-        config_file: vc.file.to_string_lossy().into_owned(),
+        // Absolute, as every path the SDK hands out (`-c conf.d` gives
+        // relative file names, kept for messages).
+        config_file: std::path::absolute(&vc.file)
+            .unwrap_or_else(|_| vc.file.clone())
+            .to_string_lossy()
+            .into_owned(),
         max_body: vc.max_body,
         tls_port: vc.tls_port,
         https_redirect: vc.https_redirect,

@@ -210,14 +210,16 @@ pub fn dispatch(
             HandleResultV1::Respond(resp) => return Step::Respond(resp),
             HandleResultV1::Decline => x.next = i + 1,
             HandleResultV1::Error(msg) => {
-                let msg = format!(
-                    "plugin `{plugin}` failed on {} {}: {}",
+                let what = format!(
+                    "failed on {} {}: {}",
                     x.head.method,
                     x.head.target,
                     msg.as_str()
                 );
-                host::record_here(log::Level::Error, plugin, &msg);
-                x.error = Some(msg);
+                // The record is tagged with the plugin already; the access
+                // log's `error` names it.
+                host::record_here(log::Level::Error, plugin, &what);
+                x.error = Some(format!("plugin `{plugin}` {what}"));
                 return Step::Unanswered;
             }
             HandleResultV1::Redirect(to) => {

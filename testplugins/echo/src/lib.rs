@@ -103,6 +103,7 @@ impl Handler for Echo {
         out.push_str(&format!("query={}\n", req.query().unwrap_or("-")));
         out.push_str(&format!("host={}\n", req.host()));
         out.push_str(&format!("vhost={}\n", req.vhost().name()));
+        out.push_str(&format!("config-file={}\n", req.vhost().config_file().display()));
         out.push_str(&format!("route={}\n", req.route()));
         out.push_str(&format!("rest={}\n", req.rest()));
         out.push_str(&format!("version=1.{}\n", req.version().1));
