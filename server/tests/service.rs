@@ -495,3 +495,19 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
     assert!(s.log.text().contains("still serving"));
     assert_eq!(get(s.port(), "/", "a").status, 200);
 }
+
+#[test]
+fn the_running_docs_list_every_flag_of_help() {
+    let (code, out, _) = crate::harness::run_tamada(&["--help"]);
+    assert_eq!(code, 0);
+    let docs =
+        std::fs::read_to_string(crate::harness::workspace_root().join("docs/running.md")).unwrap();
+    let flags: Vec<&str> = out
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .collect();
+    assert!(flags.contains(&"--schema"), "{out}");
+    for f in flags {
+        assert!(docs.contains(f), "docs/running.md does not mention {f}");
+    }
+}
