@@ -573,7 +573,9 @@ pub mod options {
     //! ```
     //!
     //! With the SDK's `schema` feature, describe the options for editors:
-    //! derive `schemars::JsonSchema` on the options type and add
+    //! `use tamada_sdk::schema::schemars;` (the SDK's own copy: no
+    //! dependency to add), derive `schemars::JsonSchema` on the options
+    //! type and add
     //! `schema: |_| tamada_sdk::schema::of::<Config>()` to
     //! [`export_plugin!`](crate::export_plugin) (see
     //! the `tamada_sdk::schema` module); `tamada --schema` then puts them into the

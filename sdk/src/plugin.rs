@@ -1028,6 +1028,15 @@ pub mod __private {
 /// # fn main() {}
 /// ```
 ///
+/// `schema:` (feature `schema`) gives the JSON Schema of the options, a
+/// function of the role returning the text or `None`
+/// ([`schema`](crate::schema) has a complete example);
+/// `tamada --schema` puts it into the schema of conf.d.
+///
+/// SDK 1.2: `access:` exports an access rule's constructor
+/// ([`access`](crate::access)), alone (`name`, `access`, optional
+/// `schema: || ...`) or after a handler's `new`.
+///
 /// Without `roles:` the plugin may be named anywhere, as with SDK 1.0;
 /// a route whose plugin declines all of its first 100 requests is then
 /// reported once in the error log.

@@ -1,14 +1,18 @@
 //! SDK 1.1, feature `schema`: a plugin describes its options as a JSON
 //! Schema, so that `tamada --schema` gives editors one schema for conf.d
 //! with every loaded plugin's options in it (a misspelt option is flagged
-//! as it is typed). Derive [`schemars::JsonSchema`] on the options type
-//! (serde's attributes are honoured: `deny_unknown_fields` becomes
-//! `additionalProperties: false`) and name it in
-//! [`export_plugin!`](crate::export_plugin):
+//! as it is typed). Enable the feature (`tamada-sdk = { version = "1",
+//! features = ["schema"] }`), bring the SDK's own `schemars` into scope
+//! with `use tamada_sdk::schema::schemars;` (your crate then needs no
+//! `schemars` dependency of its own, and the derive finds it), derive
+//! [`schemars::JsonSchema`] on the options type (serde's attributes are
+//! honoured: `deny_unknown_fields` becomes `additionalProperties: false`)
+//! and name it in [`export_plugin!`](crate::export_plugin):
 //!
 //! ```
 //! use serde::Deserialize;
 //! use tamada_sdk::prelude::*;
+//! use tamada_sdk::schema::schemars;
 //! use tamada_sdk::units::Secs;
 //!
 //! #[derive(Deserialize, schemars::JsonSchema)]

@@ -8,7 +8,7 @@
 //! - `skip`: a path prefix (`/private` or `/private/`) whose requests this
 //!   handler declines, so the next route answers them.
 //!
-//! The SDK guide (`cargo doc -p tamada-sdk --open` in the tamada
+//! The SDK guide (`cargo doc -p tamada-sdk --all-features --open` in the tamada
 //! repository) explains every line.
 
 use serde::Deserialize;
