@@ -374,3 +374,43 @@ fn an_inline_handler_that_blocks_its_loop_is_reported_once_per_interval() {
         .unwrap_or(0);
     assert!((250..2000).contains(&ms), "{ms} ms: {text}");
 }
+
+#[test]
+fn max_in_flight_keeps_a_slow_route_from_taking_every_pool_thread() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             routes:\n  - path: /slow/\n    handler: place\n    max_in_flight: 2\n    options: { sleep_ms: 700 }\n\
+             \x20 - path: /\n    handler: place\n",
+        )
+        .file("conf.d/server.yaml", "workers: 4\n")
+        .file("www/.keep", "")
+        .start();
+    let p = s.port();
+    let slow: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || get(p, "/slow/x", "a")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // The other route still has pool threads.
+    let t = std::time::Instant::now();
+    assert_eq!(get(p, "/other", "a").status, 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    let done: Vec<_> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = done.iter().filter(|r| r.status == 200).count();
+    let busy: Vec<_> = done.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(
+        ok,
+        2,
+        "{:?}",
+        done.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(busy.len(), 4);
+    assert_eq!(busy[0].header("retry-after"), Some("1"));
+    // Slots are given back: served again.
+    assert_eq!(get(p, "/slow/y", "a").status, 200);
+}

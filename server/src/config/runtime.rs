@@ -21,6 +21,8 @@ pub struct Route {
     /// Collect the body whole before the handler runs (`request_buffering`).
     pub buffering: bool,
     pub handler: Arc<PluginInstance>,
+    /// `max_in_flight`, and the requests its handler serves now.
+    pub in_flight: Option<(usize, Arc<std::sync::atomic::AtomicUsize>)>,
 }
 
 /// One access rule (`access:`), in file order.
@@ -442,6 +444,7 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
                 max_body: r.max_body.map(|m| m.0).unwrap_or(vc.max_body),
                 buffering: r.request_buffering.unwrap_or(vc.request_buffering),
                 handler: Arc::new(inst),
+                in_flight: r.max_in_flight.map(|m| (m, Arc::default())),
             }),
             Err(e) => {
                 let msg = format!(

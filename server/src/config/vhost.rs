@@ -23,6 +23,9 @@ pub struct RouteConf {
     /// the vhost's, which defaults to true), so a slow upload holds no
     /// pool thread; false streams it to the handler as it comes.
     pub request_buffering: Option<bool>,
+    /// Requests this route's handler may serve at once; past it, 503 with
+    /// `Retry-After: 1` (one slow backend cannot take every pool thread).
+    pub max_in_flight: Option<usize>,
     /// Handed to the plugin as they are (see each plugin's options).
     #[serde(default)]
     #[schemars(with = "serde_json::Value")]
@@ -318,6 +321,7 @@ pub(super) fn check_vhost(
                     handler: "cgi".into(),
                     max_body: None,
                     request_buffering: None,
+                    max_in_flight: None,
                     options: serde_yaml::Value::Null,
                 });
             }
@@ -326,12 +330,20 @@ pub(super) fn check_vhost(
                 handler: "static".into(),
                 max_body: None,
                 request_buffering: None,
+                max_in_flight: None,
                 options: serde_yaml::Value::Null,
             });
             r
         }
     };
     for (i, r) in v.routes.iter().enumerate() {
+        if r.max_in_flight == Some(0) {
+            return Err(v.route_error(
+                "max_in_flight",
+                0,
+                format!("routes[{i}].max_in_flight: 0 would refuse every request"),
+            ));
+        }
         if !r.path.starts_with('/') {
             return Err(v.route_error(
                 "path",

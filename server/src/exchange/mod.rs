@@ -67,6 +67,17 @@ pub struct Exchange {
     pub pending_delay: Option<std::time::Duration>,
     /// The timer an access rule's delay waits on.
     pub timer: Option<std::os::fd::OwnedFd>,
+    /// The `max_in_flight` count of the route whose handler has it.
+    pub route_slot: Option<RouteSlot>,
+}
+
+/// A request counted against a route's `max_in_flight`, until dropped.
+pub struct RouteSlot(pub Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for RouteSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Drop for Exchange {
@@ -121,6 +132,7 @@ impl Exchange {
             access_woke: false,
             pending_delay: None,
             timer: None,
+            route_slot: None,
         }
     }
     pub fn path(&self) -> &str {
@@ -159,6 +171,8 @@ pub enum Done {
     Respond(Owned),
     Unanswered,
     TooLarge,
+    /// A route's `max_in_flight` is reached: 503 with `Retry-After`.
+    Busy,
     /// A 101, then a relay.
     Relay(Owned, crate::plugins::Relay),
 }
@@ -169,6 +183,7 @@ pub fn drop_handled(h: Handled) {
     let status = match &h.step {
         Done::Respond(o) => o.status,
         Done::TooLarge => 413,
+        Done::Busy => 503,
         Done::Unanswered => 404,
         Done::Relay(..) => 101,
     };

@@ -44,6 +44,8 @@ pub enum Step {
     Unanswered,
     /// A route's `max_body` is below the body's length: 413.
     TooLarge,
+    /// A route's `max_in_flight` is reached: 503 with `Retry-After`.
+    Busy,
     /// (Loop only) the next handler runs on the pool.
     ToPool,
     /// A 101 and a relay to the plugin's socket.
@@ -139,6 +141,27 @@ pub fn dispatch(
                 return Step::TooLarge;
             }
         }
+        // A route with `max_in_flight` counts the requests its handler
+        // serves (a request keeps its slot across waits and the pool).
+        if let Some((max, count)) = &route.in_flight
+            && !x
+                .route_slot
+                .as_ref()
+                .is_some_and(|s| std::sync::Arc::ptr_eq(&s.0, count))
+        {
+            x.route_slot = None;
+            if count.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= *max {
+                count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                let msg = format!(
+                    "route {}: {max} requests already in flight (max_in_flight): 503",
+                    route.prefix
+                );
+                host::record_here(log::Level::Warn, "tamada", &msg);
+                x.error = Some(msg);
+                return Step::Busy;
+            }
+            x.route_slot = Some(crate::exchange::RouteSlot(count.clone()));
+        }
         let reader = match (x.with_body(), &mut *body) {
             (false, _) => empty_reader(),
             (true, BodyIn::Mem(m)) => m.reader(),
@@ -208,7 +231,10 @@ pub fn dispatch(
         }
         match r {
             HandleResultV1::Respond(resp) => return Step::Respond(resp),
-            HandleResultV1::Decline => x.next = i + 1,
+            HandleResultV1::Decline => {
+                x.route_slot = None;
+                x.next = i + 1;
+            }
             HandleResultV1::Error(msg) => {
                 let what = format!(
                     "failed on {} {}: {}",
@@ -223,6 +249,7 @@ pub fn dispatch(
                 return Step::Unanswered;
             }
             HandleResultV1::Redirect(to) => {
+                x.route_slot = None;
                 x.redirects += 1;
                 if x.redirects > MAX_REDIRECTS {
                     let msg = format!(

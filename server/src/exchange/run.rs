@@ -149,6 +149,7 @@ fn finish(step: Step) -> Done {
         Step::Respond(r) => Done::Respond(response::own(r)),
         Step::Relay(r, relay) => Done::Relay(response::own(r), relay),
         Step::TooLarge => Done::TooLarge,
+        Step::Busy => Done::Busy,
         Step::Unanswered | Step::ToPool | Step::Wait(_) => Done::Unanswered,
     }
 }
@@ -158,6 +159,7 @@ fn done(mut x: Box<Exchange>, d: Done) -> Need {
     match d {
         Done::Respond(o) => Need::Respond(x, Answer::Plugin(o)),
         Done::Relay(o, relay) => Need::Relay(x, o, relay),
+        Done::Busy => Need::Respond(x, Answer::Busy),
         Done::TooLarge => {
             let limit = x.vhost.max_body_for(x.path());
             let n = match x.head.framing {

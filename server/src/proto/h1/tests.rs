@@ -262,6 +262,7 @@ fn runtime() -> Runtime {
             max_body: 1 << 20,
             buffering: true,
             handler: Arc::new(inst),
+            in_flight: None,
         });
     }
     let mut group = Group {
