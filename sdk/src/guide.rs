@@ -845,6 +845,22 @@ pub mod placement {
     //! constructor; the same declaration places the instance's
     //! [`log`](crate::Handler::log) phase (after the response is out).
     //!
+    //! ## Blocking work: offload it (SDK 1.2)
+    //!
+    //! The pool is shared: by every plugin that may block, and by the
+    //! large request bodies the core spools. A handler that waits 200 ms
+    //! on a slow backend from the pool holds a pool thread for those
+    //! 200 ms, and 20 of them made an unrelated upload wait almost a
+    //! second in a trial. Declare the handler inline and hand the slow
+    //! part to [`Request::offload`](crate::Request::offload): it runs on
+    //! a thread of its own, the request waits on its loop holding no
+    //! thread of the server's, and the handler is called again with the
+    //! result ([`offload`](crate::offload) has the complete pattern).
+    //! Where it cannot wait (on the pool, on an older server) the same code
+    //! runs the work in place. Bound a route whose backend may get slow
+    //! with `max_in_flight` in its conf.d route, so that it never has more
+    //! than that many requests, offloaded or not, in flight.
+    //!
     //! ## The contract of inline code
     //!
     //! While an inline handler runs, every other connection of its loop

@@ -183,6 +183,7 @@ pub mod abi;
 pub mod access;
 pub mod guide;
 pub mod host;
+pub mod offload;
 mod outcome;
 pub mod plugin;
 pub mod request;

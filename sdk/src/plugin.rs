@@ -5,7 +5,7 @@ use crate::abi::{
     CreateCtxV1, ExchangeV1, HandleExtV1, HandleResultV1, HostV1, Instance, LogEntryV1,
     PlacementV1, PluginV1, RecordV1, RequestV1, RoleV1, TraitsV1,
 };
-use crate::request::{Request, Vhost};
+use crate::request::{Request, Vhost, Woke};
 use crate::response::ResponseBuilder;
 use abi_stable::std_types::{RResult, RStr, RString};
 
@@ -755,9 +755,19 @@ pub mod __private {
         };
         let r = catch_unwind(AssertUnwindSafe(|| {
             let may_wait = crate::host::has(crate::host::Ability::Wait);
-            let request = Request::from_raw_resumed(req, inline, may_wait, woke, state);
+            let mut request = Request::from_raw_resumed(req, inline, may_wait, woke, state);
             let mut res = ResponseBuilder::new();
-            let outcome = inst(i).handle(&request, &mut res);
+            let mut outcome = inst(i).handle(&request, &mut res);
+            // An offload that ran here (no wait possible): at once again.
+            let mut again = 0;
+            while let Some(st) = request.take_recall()
+                && again < 100
+            {
+                again += 1;
+                request = Request::from_raw_resumed(req, inline, may_wait, Woke::Ready, Some(st));
+                res = ResponseBuilder::new();
+                outcome = inst(i).handle(&request, &mut res);
+            }
             let waiting = request.take_waiting();
             (outcome, res, request.deferred(), waiting)
         }));
@@ -949,9 +959,18 @@ pub mod __private {
 
     extern "C" fn handle(i: Instance, req: &RequestV1<'_>) -> HandleResultV1 {
         let r = catch_unwind(AssertUnwindSafe(|| {
-            let request = Request::from_raw(req);
+            let mut request = Request::from_raw(req);
             let mut res = ResponseBuilder::new();
-            let outcome = inst(i).handle(&request, &mut res);
+            let mut outcome = inst(i).handle(&request, &mut res);
+            let mut again = 0;
+            while let Some(st) = request.take_recall()
+                && again < 100
+            {
+                again += 1;
+                request = Request::from_raw_resumed(req, false, false, Woke::Ready, Some(st));
+                res = ResponseBuilder::new();
+                outcome = inst(i).handle(&request, &mut res);
+            }
             (outcome, res)
         }));
         match r {

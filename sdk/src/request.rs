@@ -29,6 +29,9 @@ pub struct Request<'a> {
     resumed: RefCell<Option<Box<dyn Any + Send>>>,
     /// SDK 1.1: [`Request::wait`] was called.
     waiting: RefCell<Option<Waiting>>,
+    /// SDK 1.2: call the handler again at once with this state (an
+    /// [`offload`](Self::offload) that ran where it could not wait).
+    recall: RefCell<Option<Box<dyn Any + Send>>>,
 }
 
 /// Why `handle` is called ([`Request::woke`]).
@@ -90,6 +93,7 @@ impl<'a> Request<'a> {
             may_wait: inline && may_wait,
             resumed: RefCell::new(state),
             waiting: RefCell::new(None),
+            recall: RefCell::new(None),
         }
     }
 
@@ -267,6 +271,17 @@ impl<'a> Request<'a> {
     /// The `Authorization` header itself is the client's unverified claim.
     pub fn user(&self) -> Option<crate::user::User> {
         crate::user::current()
+    }
+
+    /// The state to call the handler again with at once (for the SDK's
+    /// shims: an offload that ran where it could not wait).
+    pub(crate) fn take_recall(&self) -> Option<Box<dyn Any + Send>> {
+        self.recall.borrow_mut().take()
+    }
+
+    /// Sets the state [`take_recall`](Self::take_recall) gives.
+    pub(crate) fn set_recall(&self, state: Box<dyn Any + Send>) {
+        *self.recall.borrow_mut() = Some(state);
     }
 
     /// Whether [`defer`](Self::defer) was called (for the SDK's shims).

@@ -414,3 +414,50 @@ fn max_in_flight_keeps_a_slow_route_from_taking_every_pool_thread() {
     // Slots are given back: served again.
     assert_eq!(get(p, "/slow/y", "a").status, 200);
 }
+
+#[test]
+fn offloaded_slow_work_holds_no_pool_thread_an_upload_elsewhere_needs() {
+    // The trial of issue 23: 20 requests to a slow backend (200 ms each)
+    // with -w 4 made an unrelated 200 KiB upload wait 0.89 s. Offloaded,
+    // they hold no pool thread.
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             routes:\n  - path: /slow/\n    handler: place\n    options: { placement: inline, offload_ms: 200 }\n\
+             \x20 - path: /up/\n    handler: place\n",
+        )
+        .arg("-w")
+        .arg("4")
+        .file("www/.keep", "")
+        .start();
+    let p = s.port();
+    let slow: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || get(p, "/slow/x", "a")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let body = vec![b'u'; 200 * 1024];
+    let t = std::time::Instant::now();
+    let mut c = Client::connect(p);
+    let mut req = format!(
+        "POST /up/x HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    c.send(&req);
+    let r = c.read_response(false);
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        took < Duration::from_millis(150),
+        "the upload waited {took:?}"
+    );
+    for t in slow {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        assert!(text.contains("offloaded to tamada-offload"), "{text}");
+        assert!(text.contains("answered on loop-"), "{text}");
+    }
+}

@@ -31,6 +31,9 @@ struct Place {
     /// wrongly blocks its event loop).
     #[serde(default)]
     block_ms: u64,
+    /// Sleep this long in work handed to `Request::offload` (SDK 1.2).
+    #[serde(default)]
+    offload_ms: u64,
 }
 
 /// The OS thread's name (a cdylib's own `std` does not know the server's
@@ -55,6 +58,25 @@ impl Handler for Place {
         }
         if self.defer && req.is_inline() {
             return req.defer();
+        }
+        if self.offload_ms > 0 {
+            match req.offloaded::<String>() {
+                Some(Ok(t)) => {
+                    res.status(200).body(format!("offloaded to {t}, answered on {}\n", thread_name()));
+                    return Outcome::Done;
+                }
+                Some(Err(_)) => {
+                    res.status(504);
+                    return Outcome::Done;
+                }
+                None => {
+                    let ms = self.offload_ms;
+                    return req.offload(std::time::Duration::from_secs(10), move || {
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                        thread_name()
+                    });
+                }
+            }
         }
         if self.block_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(self.block_ms));
