@@ -608,15 +608,25 @@ pub mod __private {
             Vhost::from_raw(ctx.vhost),
             ctx.route.as_str(),
         );
+        construct_boxed(&opts, ctor)
+    }
+
+    /// Runs a constructor with panics caught; the instance is the boxed
+    /// box it made (`Box<Box<dyn Handler>>`, `Box<Box<dyn Access>>`), or
+    /// an error that says where in the options it lies.
+    fn construct_boxed<T>(
+        opts: &Options,
+        ctor: fn(&Options) -> Result<T, String>,
+    ) -> RResult<Instance, OptionErrorV1> {
         let fail = |path: Option<String>, message: String| {
             RResult::RErr(OptionErrorV1 {
                 path: RString::from(path.unwrap_or_default()),
                 message: RString::from(message),
             })
         };
-        match catch_unwind(AssertUnwindSafe(|| ctor(&opts))) {
-            Ok(Ok(a)) => {
-                let ptr = Box::into_raw(Box::new(a)) as *const c_void;
+        match catch_unwind(AssertUnwindSafe(|| ctor(opts))) {
+            Ok(Ok(made)) => {
+                let ptr = Box::into_raw(Box::new(made)) as *const c_void;
                 RResult::ROk(Instance(ptr))
             }
             Ok(Err(e)) => fail(opts.error_path(), e),
@@ -882,23 +892,7 @@ pub mod __private {
             Vhost::from_raw(ctx.vhost),
             ctx.route.as_str(),
         );
-        let fail = |path: Option<String>, message: String| {
-            RResult::RErr(OptionErrorV1 {
-                path: RString::from(path.unwrap_or_default()),
-                message: RString::from(message),
-            })
-        };
-        match catch_unwind(AssertUnwindSafe(|| ctor(&opts))) {
-            Ok(Ok(h)) => {
-                let ptr = Box::into_raw(Box::new(h)) as *const c_void;
-                RResult::ROk(Instance(ptr))
-            }
-            Ok(Err(e)) => fail(opts.error_path(), e),
-            Err(p) => fail(
-                None,
-                format!("panicked while reading options: {}", panic_message(&p)),
-            ),
-        }
+        construct_boxed(&opts, ctor)
     }
 
     /// The SDK 1.1 extension table of a plugin whose `create_ext` shim is
