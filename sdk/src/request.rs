@@ -34,6 +34,16 @@ pub struct Request<'a> {
     recall: RefCell<Option<Box<dyn Any + Send>>>,
 }
 
+thread_local! {
+    /// Unit tests (no server): notes attached on this thread, collected
+    /// while `Some` (the testing helpers turn it on).
+    pub(crate) static TEST_NOTES: RefCell<Option<Vec<(String, String)>>> =
+        const { RefCell::new(None) };
+    /// Unit tests: the notes a logger's [`LogEntry::notes`](crate::LogEntry::notes) gives.
+    pub(crate) static TEST_LOG_NOTES: RefCell<Vec<(String, String)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
 /// Why `handle` is called ([`Request::woke`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Woke {
@@ -249,12 +259,21 @@ impl<'a> Request<'a> {
     /// every logger of the vhost sees after the response
     /// ([`LogEntry::notes`](crate::LogEntry::notes); the JSON access log
     /// writes them), as nginx's `$upstream_addr`. Returns false when the
-    /// server does not keep notes (before 1.1, or in unit tests).
+    /// server does not keep notes (before 1.1). In unit tests
+    /// ([`testing`](crate::testing)) they are kept for
+    /// `testing::take_notes`.
     pub fn note(&self, key: &str, value: &str) -> bool {
         use abi_stable::std_types::RStr;
-        crate::host::HOST_EXT
-            .get()
-            .is_some_and(|h| (h.note)(RStr::from_str(key), RStr::from_str(value)))
+        match crate::host::HOST_EXT.get() {
+            Some(h) => (h.note)(RStr::from_str(key), RStr::from_str(value)),
+            None => TEST_NOTES.with(|n| match n.borrow_mut().as_mut() {
+                Some(v) => {
+                    v.push((key.to_owned(), value.to_owned()));
+                    true
+                }
+                None => false,
+            }),
+        }
     }
 
     /// SDK 1.2: what the request's TLS connection negotiated (version,

@@ -389,6 +389,42 @@ impl TestRequest {
         self.with_log_entry(exchange, |e| h.log(e));
     }
 
+    /// SDK 1.2 testing: as [`log`](Self::log), with these notes for
+    /// [`LogEntry::notes`] (what handlers attached with `Request::note`).
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use tamada_sdk::prelude::*;
+    /// use tamada_sdk::testing::{Exchange, TestRequest};
+    ///
+    /// #[derive(Default)]
+    /// struct Seen(Mutex<Vec<(String, String)>>);
+    /// impl Handler for Seen {
+    ///     fn log(&self, entry: &LogEntry) {
+    ///         self.0.lock().unwrap().extend(entry.notes());
+    ///     }
+    /// }
+    /// let seen = Seen::default();
+    /// TestRequest::get("/").log_with_notes(&seen, &Exchange::default(), &[("cache", "hit")]);
+    /// assert_eq!(*seen.0.lock().unwrap(), vec![("cache".to_string(), "hit".to_string())]);
+    /// ```
+    pub fn log_with_notes(&self, h: &dyn Handler, exchange: &Exchange, notes: &[(&str, &str)]) {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                crate::request::TEST_LOG_NOTES.with(|n| n.borrow_mut().clear());
+            }
+        }
+        crate::request::TEST_LOG_NOTES.with(|n| {
+            *n.borrow_mut() = notes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        });
+        let _reset = Reset;
+        self.log(h, exchange);
+    }
+
     /// Runs `f` with a [`LogEntry`] for this request (see [`TestRequest::log`]).
     pub fn with_log_entry<R>(&self, x: &Exchange, f: impl FnOnce(&LogEntry) -> R) -> R {
         self.with(|req| {
@@ -427,6 +463,10 @@ impl TestRequest {
     }
 
     fn with_raw<R>(&self, f: impl FnOnce(&RequestV1<'_>) -> R) -> R {
+        // Notes attached from here on are kept for `take_notes`.
+        crate::request::TEST_NOTES.with(|n| {
+            n.borrow_mut().get_or_insert_with(Vec::new);
+        });
         let headers: Vec<HeaderV1> = self
             .headers
             .iter()
@@ -676,6 +716,29 @@ impl TestRequest {
             delays,
         }
     }
+}
+
+/// SDK 1.2 testing: the notes handlers attached with
+/// [`Request::note`] on this thread since the last call (each run of a
+/// [`TestRequest`] keeps them), in order; the list starts empty again.
+///
+/// ```
+/// use tamada_sdk::prelude::*;
+/// use tamada_sdk::testing::{TestRequest, take_notes};
+///
+/// struct Noting;
+/// impl Handler for Noting {
+///     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+///         req.note("upstream_addr", "10.0.0.7:8080");
+///         res.body("ok");
+///         Outcome::Done
+///     }
+/// }
+/// TestRequest::get("/").run(&Noting);
+/// assert_eq!(take_notes(), vec![("upstream_addr".into(), "10.0.0.7:8080".into())]);
+/// ```
+pub fn take_notes() -> Vec<(String, String)> {
+    crate::request::TEST_NOTES.with(|n| n.borrow_mut().take().unwrap_or_default())
 }
 
 /// What [`TestRequest::check`] gives: the verdict, the response built
