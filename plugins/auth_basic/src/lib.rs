@@ -287,17 +287,25 @@ impl AuthBasic {
 
 /// The user and password of an `Authorization: Basic` header.
 fn credentials(req: &Request) -> Option<(String, String)> {
+    let mut buf = [0u8; 512];
+    let (u, p) = credentials_in(req, &mut buf)?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+/// The user and password of an `Authorization: Basic` header, decoded
+/// into `buf` (PERF: no allocation on the hot path; `None` past 512
+/// bytes of credentials, or for anything not Basic).
+fn credentials_in<'b>(req: &Request, buf: &'b mut [u8; 512]) -> Option<(&'b str, &'b str)> {
     let v = req.header("authorization")?.trim();
     let (scheme, b64) = v.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
+    let n = base64::engine::general_purpose::STANDARD
+        .decode_slice(b64.trim(), buf)
         .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_owned(), p.to_owned()))
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    text.split_once(':')
 }
 
 impl Access for AuthBasic {
@@ -313,16 +321,33 @@ impl Access for AuthBasic {
                 .body("500: authentication is not available\n");
             return Verdict::Answer;
         }
+        {
+            let mut buf = [0u8; 512];
+            let Some((user, password)) = credentials_in(req, &mut buf) else {
+                // (a header too long for the buffer is checked below)
+                if credentials(req).is_none() {
+                    return self.challenge(res);
+                }
+                return self.check_slow(req, res);
+            };
+            let key = self.key(self.version.load(Ordering::Acquire), user, password);
+            if self.remembered(&key) {
+                return Verdict::User {
+                    name: user.to_owned(),
+                    auth_type: "Basic".into(),
+                };
+            }
+        }
+        self.check_slow(req, res)
+    }
+}
+
+impl AuthBasic {
+    /// A credential not remembered: the file, the slow-down, the hash.
+    fn check_slow(&self, req: &Request, res: &mut ResponseBuilder) -> Verdict {
         let Some((user, password)) = credentials(req) else {
             return self.challenge(res);
         };
-        let key = self.key(self.version.load(Ordering::Acquire), &user, &password);
-        if self.remembered(&key) {
-            return Verdict::User {
-                name: user,
-                auth_type: "Basic".into(),
-            };
-        }
         let (users, version) = match self.users() {
             Ok(u) => u,
             Err(_) => {
