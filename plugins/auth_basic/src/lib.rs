@@ -46,7 +46,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tamada_sdk::Woke;
 use tamada_sdk::access::{Access, Verdict};
@@ -99,6 +99,11 @@ pub struct AuthBasic {
     cache: RwLock<HashMap<[u8; 32], Instant>>,
     /// Recent failures per client address: (count, last).
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Verifications running now, by credential.
+    flights: Mutex<HashMap<[u8; 32], Arc<Flight>>>,
+    /// Verifications run (tests).
+    #[cfg(test)]
+    verifications: AtomicU64,
     /// This rule among all of the process (part of the cache keys).
     id: u64,
     /// The loaded file's version and whether it is unusable, readable
@@ -108,6 +113,13 @@ pub struct AuthBasic {
     /// When the file is next looked at (ms since `epoch`).
     next_check: AtomicU64,
     epoch: Instant,
+}
+
+/// A verification in progress, which other threads may wait for.
+#[derive(Default)]
+struct Flight {
+    done: Mutex<Option<bool>>,
+    ready: Condvar,
 }
 
 /// Rules made so far (each takes the next number as its id).
@@ -243,6 +255,53 @@ impl AuthBasic {
         c.insert(key, now + self.ttl);
     }
 
+    /// Runs `verify` for `key` unless another thread is running it now;
+    /// then waits for that one's answer.
+    fn verify_once(&self, key: [u8; 32], verify: impl FnOnce() -> bool) -> bool {
+        let (flight, leader) = {
+            let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            match f.get(&key) {
+                Some(fl) => (fl.clone(), false),
+                None => {
+                    let fl = Arc::new(Flight::default());
+                    f.insert(key, fl.clone());
+                    (fl, true)
+                }
+            }
+        };
+        if leader {
+            #[cfg(test)]
+            self.verifications.fetch_add(1, Ordering::Relaxed);
+            let ok = verify();
+            // Remembered before the flight ends: a request coming between
+            // the two would verify again.
+            if ok {
+                self.remember(key);
+            }
+            *flight.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok);
+            flight.ready.notify_all();
+            self.flights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            return ok;
+        }
+        let mut done = flight.done.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while done.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            done = flight
+                .ready
+                .wait_timeout(done, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        done.unwrap_or(false)
+    }
+
     /// How long an attempt from `ip` waits first: nothing for its first
     /// failures, then 100 ms doubling per failure, at most 5 s.
     fn penalty(&self, ip: IpAddr) -> Option<Duration> {
@@ -374,14 +433,17 @@ impl AuthBasic {
             req.defer();
             return Verdict::Pass;
         }
-        let ok = match found {
+        // Single flight: concurrent first requests with the same
+        // credential (a page's 50 assets) wait for one verification
+        // instead of each running bcrypt.
+        let ok = self.verify_once(key, || match found {
             Some(h) => h.verify(&password),
             None => {
                 // As long as a wrong password of a known user.
                 let _ = bcrypt::verify(&password, DUMMY);
                 false
             }
-        };
+        });
         if !ok {
             self.failed(ip);
             log::warn!(
@@ -440,6 +502,9 @@ pub fn new(options: &Options) -> Result<AuthBasic, String> {
         file,
         cache: RwLock::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        flights: Mutex::new(HashMap::new()),
+        #[cfg(test)]
+        verifications: AtomicU64::new(0),
         id: RULES.fetch_add(1, Ordering::Relaxed),
         version: AtomicU64::new(0),
         broken: AtomicBool::new(false),
@@ -504,6 +569,37 @@ mod tests {
         std::fs::remove_file(&f).unwrap();
         std::thread::sleep(RECHECK + Duration::from_millis(50));
         assert_eq!(ok.check(&a).response.get_status(), 500);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_first_requests_share_one_verification() {
+        let dir = std::env::temp_dir().join(format!("tamada-auth-sf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("users");
+        let hash = bcrypt::hash("pw", 10).unwrap();
+        std::fs::write(&f, format!("ann:{hash}\n")).unwrap();
+        let a = Arc::new(
+            new(&TestRequest::get("/").options(&format!("{{ file: {} }}", f.display()))).unwrap(),
+        );
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (a, b) = (a.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    b.wait();
+                    TestRequest::get("/")
+                        .header("authorization", basic("ann", "pw"))
+                        .check(&*a)
+                        .verdict
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(matches!(t.join().unwrap(), Verdict::User { .. }));
+        }
+        let ran = a.verifications.load(Ordering::Relaxed);
+        assert_eq!(ran, 1, "bcrypt ran {ran} times for one credential");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
