@@ -461,3 +461,21 @@ fn offloaded_slow_work_holds_no_pool_thread_an_upload_elsewhere_needs() {
         assert!(text.contains("answered on loop-"), "{text}");
     }
 }
+
+#[test]
+fn a_max_in_flight_of_zero_is_an_error_at_its_line() {
+    let (code, _, err) = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             routes:\n  - path: /x/\n    handler: place\n    max_in_flight: 4\n  - path: /\n    handler: place\n    max_in_flight: 0\n",
+        )
+        .file("www/.keep", "")
+        .check();
+    assert_ne!(code, 0);
+    assert!(err.contains("a.yaml:11:"), "{err}");
+    assert!(
+        err.contains("routes[1].max_in_flight: 0 would refuse every request"),
+        "{err}"
+    );
+}

@@ -28,9 +28,8 @@
 //!
 //! A request the conditions do not select passes to the next rule.
 
-use regex::Regex;
 use serde::Deserialize;
-use tamada_rules::Template;
+use tamada_rules::{Pattern, Template};
 use tamada_sdk::access::{Access, Verdict};
 use tamada_sdk::prelude::*;
 
@@ -63,7 +62,7 @@ struct Config {
 pub struct Redirect {
     to: Option<Template>,
     status: u16,
-    pattern: Option<Regex>,
+    pattern: Pattern,
     hosts: Vec<String>,
     scheme: Option<String>,
     body: Option<String>,
@@ -78,12 +77,8 @@ impl Access for Redirect {
         if self.scheme.as_deref().is_some_and(|s| s != req.scheme()) {
             return Verdict::Pass;
         }
-        let caps: Vec<Option<&str>> = match &self.pattern {
-            Some(re) => match re.captures(req.path()) {
-                Some(c) => c.iter().map(|m| m.map(|m| m.as_str())).collect(),
-                None => return Verdict::Pass,
-            },
-            None => Vec::new(),
+        let Some(caps) = self.pattern.captures(req.path()) else {
+            return Verdict::Pass;
         };
         res.status(self.status);
         match &self.to {
@@ -133,14 +128,8 @@ fn html_escape(s: &str) -> String {
 /// Builds a rule from its options.
 pub fn new(options: &Options) -> Result<Redirect, String> {
     let c: Config = options.parse()?;
-    let pattern = match &c.pattern {
-        Some(p) => Some(
-            Regex::new(p)
-                .map_err(|e| format!("match: `{p}` is not a valid regular expression: {e}"))?,
-        ),
-        None => None,
-    };
-    let groups = pattern.as_ref().map_or(0, |r| r.captures_len() - 1);
+    let pattern = Pattern::parse(c.pattern.as_deref())?;
+    let groups = pattern.groups();
     let to = match &c.to {
         Some(t) => Some(Template::parse(t, groups).map_err(|e| format!("to: {e}"))?),
         None => None,

@@ -31,10 +31,9 @@
 //!   `/index.php?$query`, a PHP front controller through FastCGI).
 
 use percent_encoding::percent_decode_str;
-use regex::Regex;
 use serde::Deserialize;
 use std::path::Path;
-use tamada_rules::Template;
+use tamada_rules::{Pattern, Template};
 use tamada_sdk::access::{Access, Verdict};
 use tamada_sdk::prelude::*;
 
@@ -65,7 +64,7 @@ enum QueryMode {
 /// One rule.
 #[derive(Debug)]
 pub struct Rewrite {
-    pattern: Option<Regex>,
+    pattern: Pattern,
     to: Option<(Template, QueryMode)>,
     try_files: Vec<Template>,
     fallback: Option<Template>,
@@ -104,12 +103,8 @@ fn exists(root: &Path, target: &str) -> bool {
 
 impl Access for Rewrite {
     fn check(&self, req: &Request, _res: &mut ResponseBuilder) -> Verdict {
-        let caps: Vec<Option<&str>> = match &self.pattern {
-            Some(re) => match re.captures(req.path()) {
-                Some(c) => c.iter().map(|m| m.map(|m| m.as_str())).collect(),
-                None => return Verdict::Pass,
-            },
-            None => Vec::new(),
+        let Some(caps) = self.pattern.captures(req.path()) else {
+            return Verdict::Pass;
         };
         if let Some((t, mode)) = &self.to {
             return Verdict::Rewrite(with_query(t.expand(req, &caps), *mode, req));
@@ -139,14 +134,8 @@ impl Access for Rewrite {
 /// Builds a rule from its options.
 pub fn new(options: &Options) -> Result<Rewrite, String> {
     let c: Config = options.parse()?;
-    let pattern = match &c.pattern {
-        Some(p) => Some(
-            Regex::new(p)
-                .map_err(|e| format!("match: `{p}` is not a valid regular expression: {e}"))?,
-        ),
-        None => None,
-    };
-    let groups = pattern.as_ref().map_or(0, |r| r.captures_len() - 1);
+    let pattern = Pattern::parse(c.pattern.as_deref())?;
+    let groups = pattern.groups();
     let local = |key: &str, t: &str| -> Result<Template, String> {
         if !t.starts_with('/') && !t.starts_with('$') {
             return Err(format!("{key}: `{t}` must be a local path (start with /)"));

@@ -338,9 +338,14 @@ pub(super) fn check_vhost(
     };
     for (i, r) in v.routes.iter().enumerate() {
         if r.max_in_flight == Some(0) {
+            // (the n-th `max_in_flight:` key under routes)
+            let nth = v.routes[..i]
+                .iter()
+                .filter(|r| r.max_in_flight.is_some())
+                .count();
             return Err(v.route_error(
                 "max_in_flight",
-                0,
+                nth,
                 format!("routes[{i}].max_in_flight: 0 would refuse every request"),
             ));
         }

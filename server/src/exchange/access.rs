@@ -98,7 +98,7 @@ pub fn run(x: &mut Exchange, inline: bool) -> Verdict {
                 return Verdict::Answer(resp);
             }
             AccessResultV1::Rewrite(to) => {
-                if let Err(msg) = rewrite(x, to.as_str(), rule.rule.tag) {
+                if let Err(msg) = x.retarget(to.as_str(), rule.rule.tag, false) {
                     host::record_here(log::Level::Error, rule.rule.tag, &msg);
                     x.error = Some(msg);
                     x.access_next = rules.len();
@@ -142,27 +142,6 @@ fn fail(x: &mut Exchange, tag: &str, msg: &str) -> Verdict {
     x.error = Some(msg);
     x.access_next = x.vhost.access.len();
     Verdict::Failed
-}
-
-/// Serves `to` (a path with an optional `?query`) instead: method and
-/// body stay, the rules and routing start over.
-fn rewrite(x: &mut Exchange, to: &str, tag: &str) -> Result<(), String> {
-    x.redirects += 1;
-    if x.redirects > MAX_REDIRECTS {
-        return Err(format!(
-            "more than {MAX_REDIRECTS} rewrites and internal redirects (a loop?), last by `{tag}` to {to}"
-        ));
-    }
-    let (p, q) = match to.split_once('?') {
-        Some((p, q)) => (p, Some(q.to_owned())),
-        None => (to, None),
-    };
-    let p = crate::http::path::normalise(p)
-        .map_err(|_| format!("access rule `{tag}` rewrote to an invalid path `{to}`"))?;
-    x.redirected = Some((p, q));
-    x.access_next = 0;
-    x.next = 0;
-    Ok(())
 }
 
 /// A one-shot timer descriptor that turns readable after `d` (millisecond

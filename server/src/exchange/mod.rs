@@ -135,6 +135,33 @@ impl Exchange {
             route_slot: None,
         }
     }
+    /// Serves `to` (a local path with an optional `?query`) instead, by
+    /// `by`'s word: an internal redirect (`as_get`: the GET without the
+    /// body that RFC 3875 asks for) or an access rule's rewrite (method and
+    /// body stay). Both count against [`access::MAX_REDIRECTS`], and the
+    /// new path goes through the access rules and routing from the start.
+    /// `Err` says why not (a loop, a bad path), for the error log.
+    pub fn retarget(&mut self, to: &str, by: &str, as_get: bool) -> Result<(), String> {
+        use access::MAX_REDIRECTS;
+        self.redirects += 1;
+        if self.redirects > MAX_REDIRECTS {
+            return Err(format!(
+                "more than {MAX_REDIRECTS} rewrites and internal redirects (a loop?), last by `{by}` to {to}"
+            ));
+        }
+        let (p, q) = match to.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_owned())),
+            None => (to, None),
+        };
+        let p = crate::http::path::normalise(p)
+            .map_err(|_| format!("`{by}` sent the request to an invalid path `{to}`"))?;
+        self.redirected = Some((p, q));
+        self.as_get |= as_get;
+        self.route_slot = None;
+        self.access_next = 0;
+        self.next = 0;
+        Ok(())
+    }
     pub fn path(&self) -> &str {
         match &self.redirected {
             Some((p, _)) => p,

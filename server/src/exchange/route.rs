@@ -20,8 +20,6 @@ use crate::plugins::Handled;
 use crate::plugins::host;
 use tamada_sdk::abi::{HandleResultV1, ResponseV1};
 
-use crate::exchange::access::MAX_REDIRECTS;
-
 /// Where `dispatch` runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -249,39 +247,11 @@ pub fn dispatch(
                 return Step::Unanswered;
             }
             HandleResultV1::Redirect(to) => {
-                x.route_slot = None;
-                x.redirects += 1;
-                if x.redirects > MAX_REDIRECTS {
-                    let msg = format!(
-                        "more than {MAX_REDIRECTS} internal redirects, last to {}",
-                        to.as_str()
-                    );
+                if let Err(msg) = x.retarget(to.as_str(), plugin, true) {
                     host::record_here(log::Level::Error, plugin, &msg);
                     x.error = Some(msg);
                     return Step::Unanswered;
                 }
-                let (p, q) = match to.as_str().split_once('?') {
-                    Some((p, q)) => (p, Some(q.to_owned())),
-                    None => (to.as_str(), None),
-                };
-                match crate::http::path::normalise(p) {
-                    Ok(p) => {
-                        x.redirected = Some((p, q));
-                        x.as_get = true;
-                        // The new path goes through the access rules again.
-                        x.access_next = 0;
-                    }
-                    Err(_) => {
-                        let msg = format!(
-                            "plugin `{plugin}` redirected to an invalid path `{}`",
-                            to.as_str()
-                        );
-                        host::record_here(log::Level::Error, plugin, &msg);
-                        x.error = Some(msg);
-                        return Step::Unanswered;
-                    }
-                }
-                x.next = 0;
             }
         }
     }
