@@ -449,8 +449,9 @@ fn offloaded_slow_work_holds_no_pool_thread_an_upload_elsewhere_needs() {
     let r = c.read_response(false);
     let took = t.elapsed();
     assert_eq!(r.status, 200, "{}", r.text());
+    // (0.89 s without offload; the margin is for a loaded CI machine)
     assert!(
-        took < Duration::from_millis(150),
+        took < Duration::from_millis(400),
         "the upload waited {took:?}"
     );
     for t in slow {
