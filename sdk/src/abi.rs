@@ -828,3 +828,135 @@ pub struct UserVisitV1 {
 /// [`HostExtV1::abilities`]: the server runs access rules
 /// ([`AccessV1`]) and gives the user they establish ([`HostAccessV1`]).
 pub const ABILITY_ACCESS: u64 = 1 << 8;
+
+// ---------------------------------------------------------------------
+// SDK 1.2, response filters (added by the issue "Response filters";
+// unfrozen until the issue "SDK 1.2 released"). 1.0 and 1.1 tables are
+// untouched.
+
+/// Symbol of the optional filter table: `extern "C" fn() -> FilterDeclV1`.
+/// A plugin that exports it may be named in a vhost's or a route's
+/// `filters:`.
+pub const FILTER_V1_SYMBOL: &[u8] = b"tamada_plugin_filter_v1";
+
+/// What [`FILTER_V1_SYMBOL`] returns.
+#[repr(C)]
+pub struct FilterDeclV1 {
+    /// `<FilterV1 as StableAbi>::LAYOUT` as the plugin saw it.
+    pub layout: &'static TypeLayout,
+    /// The plugin's filter table.
+    pub table: &'static FilterV1,
+}
+
+/// A filter plugin: sees each request before its handler and each
+/// response after it.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FilterV1 {
+    /// Builds a filter's instance from its `options:` (YAML text); the
+    /// context's role is `Handler` and its route the route's path (empty
+    /// for a vhost's list).
+    pub create:
+        extern "C" fn(options: RStr<'_>, ctx: &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
+    /// The JSON Schema of the options (text; empty when it does not say).
+    pub options_schema: extern "C" fn() -> RString,
+    /// Before the handler runs, on the event loop (must not block): the
+    /// request's header fields to set or remove, appended to `edits`.
+    pub request: extern "C" fn(inst: Instance, req: &RequestV1<'_>, edits: &mut RVec<HeaderEditV1>),
+    /// The response's head, once per response, on the event loop or the
+    /// pool (must not block): `head` may be edited in place (status,
+    /// header fields). `req` is the request as the client sent it.
+    pub response: extern "C" fn(
+        inst: Instance,
+        req: &RequestV1<'_>,
+        head: &mut FilterHeadV1,
+    ) -> FilterResultV1,
+    /// Frees an instance; the host never uses it again.
+    pub destroy: extern "C" fn(inst: Instance),
+}
+
+/// One edit of a request's header fields by a filter.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HeaderEditV1 {
+    /// The field's name (any case).
+    pub name: RString,
+    /// The new value; `None` removes every field of that name.
+    pub value: ROption<RVec<u8>>,
+}
+
+/// What a filter sees of a response before its body.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FilterHeadV1 {
+    /// The status; the filter may change it.
+    pub status: u16,
+    /// The header fields (the core's framing fields are not among them);
+    /// the filter may change them.
+    pub headers: RVec<OwnedHeaderV1>,
+    /// The body's form.
+    pub body: FilterBodyV1,
+    /// The body will not be sent (a HEAD request, or a status without a
+    /// body): its header fields still must be those of a GET.
+    pub head_only: bool,
+}
+
+/// The form of a response body, as a filter sees it.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct FilterBodyV1 {
+    /// 0 none, 1 bytes, 2 a file range, 3 segments, 4 a stream.
+    pub kind: u8,
+    /// Its length; -1 when unknown (a stream without Content-Length).
+    pub len: i64,
+    /// For a file range: the file (borrowed for the call; -1 otherwise).
+    pub fd: i32,
+    /// For a file range: where it starts.
+    pub offset: u64,
+}
+
+/// What a filter's response side decided.
+#[repr(C, u8)]
+#[derive(StableAbi)]
+pub enum FilterResultV1 {
+    /// The head as edited, the body as it is (a file stays a file).
+    Keep,
+    /// The body goes through this transform (its length changes: the core
+    /// drops `Content-Length`).
+    Transform(BodyFilterV1),
+    /// This body replaces the handler's (closed unsent).
+    Replace(BodyV1),
+    /// The filter failed: 500 when nothing was sent, and this is logged.
+    Error(RString),
+}
+
+/// A body transform: bytes in, bytes out, a final flush. Called from one
+/// thread at a time, on the event loop or the pool; `drop` is the last
+/// call.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct BodyFilterV1 {
+    /// The filter's state.
+    pub ctx: *mut c_void,
+    /// Transforms `input` into bytes appended to `out`; `flush`: the
+    /// handler flushed here, so what was given must come out now.
+    pub data: extern "C" fn(
+        ctx: *mut c_void,
+        input: RSlice<'_, u8>,
+        flush: bool,
+        out: &mut RVec<u8>,
+    ) -> RResult<(), RString>,
+    /// The body ended: the last bytes appended to `out`.
+    pub finish: extern "C" fn(ctx: *mut c_void, out: &mut RVec<u8>) -> RResult<(), RString>,
+    /// Frees the state (after `finish`, or instead of it when the body is
+    /// abandoned).
+    pub drop: extern "C" fn(ctx: *mut c_void),
+}
+
+// SAFETY: the transform is moved between threads but called from one at a
+// time (the contract above); the SDK builds `ctx` from a `Send` value.
+unsafe impl Send for BodyFilterV1 {}
+
+/// [`HostExtV1::abilities`]: the server runs response filters
+/// ([`FilterV1`]).
+pub const ABILITY_FILTER: u64 = 1 << 9;

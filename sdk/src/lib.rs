@@ -181,6 +181,7 @@
 
 pub mod abi;
 pub mod access;
+pub mod filter;
 pub mod guide;
 pub mod host;
 pub mod offload;

@@ -7,7 +7,7 @@ use crate::abi::{
 };
 use crate::request::{Request, Vhost, Woke};
 use crate::response::ResponseBuilder;
-use abi_stable::std_types::{RResult, RStr, RString};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 
 use std::ffi::c_void;
 use std::net::SocketAddr;
@@ -430,6 +430,7 @@ pub fn record_for(
 
 type Constructor = fn(&Options) -> Result<Box<dyn Handler>, String>;
 type AccessConstructor = fn(&Options) -> Result<Box<dyn crate::access::Access>, String>;
+type FilterConstructor = fn(&Options) -> Result<Box<dyn crate::filter::Filter>, String>;
 
 #[doc(hidden)]
 pub mod __private {
@@ -743,6 +744,192 @@ pub mod __private {
         }
     }
 
+    /// Boxes a user's filter constructor's result.
+    pub fn boxed_filter<F, C>(o: &Options, f: C) -> Result<Box<dyn crate::filter::Filter>, String>
+    where
+        F: crate::filter::Filter,
+        C: FnOnce(&Options) -> Result<F, String>,
+    {
+        f(o).map(|a| Box::new(a) as Box<dyn crate::filter::Filter>)
+    }
+
+    /// Why a filter plugin cannot be a route's handler or a logger.
+    pub fn filter_only_message(name: &str) -> String {
+        format!(
+            "`{name}` is a filter plugin: name it in a vhost's or route's `filters:`, not in `routes:` or `loggers:`"
+        )
+    }
+
+    /// Called by the macro's filter `create` shim.
+    pub fn create_filter(
+        options: RStr<'_>,
+        ctx: &CreateCtxV1<'_>,
+        ctor: FilterConstructor,
+    ) -> RResult<Instance, OptionErrorV1> {
+        let opts = Options::new(
+            options.as_str(),
+            Role::Handler,
+            Vhost::from_raw(ctx.vhost),
+            ctx.route.as_str(),
+        );
+        construct_boxed(&opts, ctor)
+    }
+
+    fn filter_inst(i: Instance) -> &'static dyn crate::filter::Filter {
+        // SAFETY: `i` was made by `create_filter` from a
+        // `Box<Box<dyn Filter>>` and the host calls nothing after
+        // `filter_destroy`; callers use the reference only during the call.
+        unsafe { &**(i.0 as *const Box<dyn crate::filter::Filter>) }
+    }
+
+    extern "C" fn filter_request(
+        i: Instance,
+        req: &RequestV1<'_>,
+        edits: &mut RVec<crate::abi::HeaderEditV1>,
+    ) {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let request = Request::from_raw(req);
+            let mut e = crate::filter::RequestEdit::default();
+            filter_inst(i).request(&request, &mut e);
+            crate::filter::__private::edits(e)
+        }));
+        match r {
+            Ok(list) => {
+                for (name, value) in list {
+                    edits.push(crate::abi::HeaderEditV1 {
+                        name: RString::from(name),
+                        value: value.map(RVec::from).into(),
+                    });
+                }
+            }
+            Err(p) => log::error!("filter panicked on the request side: {}", panic_message(&p)),
+        }
+    }
+
+    extern "C" fn filter_response(
+        i: Instance,
+        req: &RequestV1<'_>,
+        head: &mut crate::abi::FilterHeadV1,
+    ) -> crate::abi::FilterResultV1 {
+        use crate::abi::FilterResultV1;
+        use crate::filter::Action;
+        let mut h = crate::filter::__private::head(
+            head.status,
+            std::mem::take(&mut head.headers),
+            head.body,
+            head.head_only,
+        );
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let request = Request::from_raw(req);
+            filter_inst(i).response(&request, &mut h)
+        }));
+        let (status, headers) = crate::filter::__private::parts(h);
+        head.status = status;
+        head.headers = headers;
+        match r {
+            Ok(Action::Keep) => FilterResultV1::Keep,
+            Ok(Action::Transform(t)) => FilterResultV1::Transform(body_filter_into_raw(t)),
+            Ok(Action::Replace(b)) => FilterResultV1::Replace(crate::response::body_into_raw(b)),
+            Err(p) => FilterResultV1::Error(RString::from(format!("panic: {}", panic_message(&p)))),
+        }
+    }
+
+    extern "C" fn filter_destroy(i: Instance) {
+        // SAFETY: see `filter_inst`; destroy is the last call.
+        let b = unsafe { Box::from_raw(i.0 as *mut Box<dyn crate::filter::Filter>) };
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(b)));
+    }
+
+    /// A transform in the FFI form.
+    pub fn body_filter_into_raw(t: Box<dyn crate::filter::BodyFilter>) -> crate::abi::BodyFilterV1 {
+        let state = Box::new(BodyFilterState {
+            filter: t,
+            scratch: Vec::new(),
+        });
+        crate::abi::BodyFilterV1 {
+            ctx: Box::into_raw(state) as *mut c_void,
+            data: body_filter_data,
+            finish: body_filter_finish,
+            drop: body_filter_drop,
+        }
+    }
+
+    struct BodyFilterState {
+        filter: Box<dyn crate::filter::BodyFilter>,
+        /// Reused between calls: what the filter writes, copied to the
+        /// host's buffer.
+        scratch: Vec<u8>,
+    }
+
+    fn body_filter_call(
+        ctx: *mut c_void,
+        out: &mut RVec<u8>,
+        f: impl FnOnce(&mut dyn crate::filter::BodyFilter, &mut Vec<u8>) -> Result<(), String>,
+    ) -> RResult<(), RString> {
+        // SAFETY: `ctx` was made by `body_filter_into_raw` from a
+        // `Box<BodyFilterState>`; the host calls from one thread at a
+        // time and never after `drop`.
+        let s = unsafe { &mut *(ctx as *mut BodyFilterState) };
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            s.scratch.clear();
+            let r = f(&mut *s.filter, &mut s.scratch);
+            out.extend_from_slice(&s.scratch);
+            if s.scratch.capacity() > 1 << 20 {
+                s.scratch = Vec::new();
+            }
+            r
+        }));
+        match r {
+            Ok(Ok(())) => RResult::ROk(()),
+            Ok(Err(e)) => RResult::RErr(RString::from(e)),
+            Err(p) => RResult::RErr(RString::from(format!("panic: {}", panic_message(&p)))),
+        }
+    }
+
+    extern "C" fn body_filter_data(
+        ctx: *mut c_void,
+        input: RSlice<'_, u8>,
+        flush: bool,
+        out: &mut RVec<u8>,
+    ) -> RResult<(), RString> {
+        body_filter_call(ctx, out, |f, o| {
+            f.data(input.as_slice(), o)?;
+            if flush { f.flush(o) } else { Ok(()) }
+        })
+    }
+
+    extern "C" fn body_filter_finish(ctx: *mut c_void, out: &mut RVec<u8>) -> RResult<(), RString> {
+        body_filter_call(ctx, out, |f, o| f.finish(o))
+    }
+
+    extern "C" fn body_filter_drop(ctx: *mut c_void) {
+        // SAFETY: as in `body_filter_call`; drop is the last call.
+        let b = unsafe { Box::from_raw(ctx as *mut BodyFilterState) };
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(b)));
+    }
+
+    /// The filter table of a plugin whose shims are `create` and `schema`.
+    pub const fn filter_table(
+        create: extern "C" fn(RStr<'_>, &CreateCtxV1<'_>) -> RResult<Instance, OptionErrorV1>,
+        options_schema: extern "C" fn() -> RString,
+    ) -> crate::abi::FilterV1 {
+        crate::abi::FilterV1 {
+            create,
+            options_schema,
+            request: filter_request,
+            response: filter_response,
+            destroy: filter_destroy,
+        }
+    }
+
+    /// The filter declaration.
+    pub fn filter_decl(table: &'static crate::abi::FilterV1) -> crate::abi::FilterDeclV1 {
+        crate::abi::FilterDeclV1 {
+            layout: <crate::abi::FilterV1 as StableAbi>::LAYOUT,
+            table,
+        }
+    }
+
     extern "C" fn traits(i: Instance) -> TraitsV1 {
         let placement = match catch_unwind(AssertUnwindSafe(|| inst(i).placement())) {
             Ok(Placement::Inline) => PlacementV1::Inline,
@@ -1050,7 +1237,9 @@ pub mod __private {
 ///
 /// SDK 1.2: `access:` exports an access rule's constructor
 /// ([`access`](crate::access)), alone (`name`, `access`, optional
-/// `schema: || ...`) or after a handler's `new`.
+/// `schema: || ...`) or after a handler's `new`; `filter:` exports a
+/// response filter's ([`filter`](crate::filter)) the same ways (with
+/// `filter_schema:` after a handler's `new`).
 ///
 /// Without `roles:` the plugin may be named anywhere, as with SDK 1.0;
 /// a route whose plugin declines all of its first 100 requests is then
@@ -1090,6 +1279,57 @@ macro_rules! export_plugin {
             0u8,
             $crate::export_plugin!(@schema));
         $crate::export_plugin!(@access $access, $crate::export_plugin!(@aschema $($aschema)?));
+    };
+    // SDK 1.2: a filter plugin only.
+    (name: $name:expr, filter: $filter:expr $(, schema: $fschema:expr)? $(,)?) => {
+        $crate::export_plugin!(@export $name,
+            |_: &$crate::Options| -> ::core::result::Result<$crate::plugin::__private::Never, ::std::string::String> {
+                ::core::result::Result::Err($crate::plugin::__private::filter_only_message($name))
+            },
+            0u8,
+            $crate::export_plugin!(@schema));
+        $crate::export_plugin!(@filter $filter, $crate::export_plugin!(@aschema $($fschema)?));
+    };
+    // SDK 1.2: a handler that is a filter too.
+    (name: $name:expr, new: $new:expr
+        $(, roles: [$($role:ident),+ $(,)?])?
+        $(, schema: $schema:expr)?,
+        filter: $filter:expr $(, filter_schema: $fschema:expr)? $(,)?) => {
+        $crate::export_plugin!(@export $name, $new,
+            0u8 $($(| (1u8 << ($crate::Role::$role as u8)))+)?,
+            $crate::export_plugin!(@schema $($schema)?));
+        $crate::export_plugin!(@filter $filter, $crate::export_plugin!(@aschema $($fschema)?));
+    };
+    (@filter $filter:expr, $schema:expr) => {
+        #[doc(hidden)]
+        pub mod __tamada_filter {
+            use super::*;
+            use $crate::plugin::__private as p;
+
+            fn construct(o: &$crate::Options) -> ::core::result::Result<::std::boxed::Box<dyn $crate::filter::Filter>, ::std::string::String> {
+                p::boxed_filter(o, $filter)
+            }
+
+            extern "C" fn create(
+                options: p::abi_stable::std_types::RStr<'_>,
+                ctx: &$crate::abi::CreateCtxV1<'_>,
+            ) -> p::abi_stable::std_types::RResult<$crate::abi::Instance, $crate::abi::OptionErrorV1> {
+                p::create_filter(options, ctx, construct)
+            }
+
+            extern "C" fn options_schema() -> p::abi_stable::std_types::RString {
+                let f: fn() -> ::core::option::Option<::std::string::String> = $schema;
+                p::access_schema_shim(f)
+            }
+
+            static FILTER: $crate::abi::FilterV1 = p::filter_table(create, options_schema);
+
+            /// The SDK 1.2 filter table.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_filter_v1() -> $crate::abi::FilterDeclV1 {
+                p::filter_decl(&FILTER)
+            }
+        }
     };
     (@aschema) => { || -> ::core::option::Option<::std::string::String> { None } };
     (@aschema $schema:expr) => { $schema };

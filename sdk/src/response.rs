@@ -331,7 +331,9 @@ impl From<Segments> for Body {
     }
 }
 
-fn body_into_raw(b: Body) -> BodyV1 {
+/// A body in the FFI form (its descriptors handed over).
+#[doc(hidden)]
+pub fn body_into_raw(b: Body) -> BodyV1 {
     match b {
         Body::Empty => BodyV1::Empty,
         Body::Bytes(v) => BodyV1::Bytes(RVec::from(v)),

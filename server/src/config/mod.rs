@@ -48,7 +48,9 @@ impl std::error::Error for ConfError {}
 pub use tamada_sdk::units::{Secs, Size};
 
 pub use settings::Settings;
-pub use vhost::{AccessConf, HstsRaw, Listen, LoggerConf, RouteConf, Satisfy, VhostConf, VhostRaw};
+pub use vhost::{
+    AccessConf, FilterConf, HstsRaw, Listen, LoggerConf, RouteConf, Satisfy, VhostConf, VhostRaw,
+};
 use vhost::{at_key, check_vhost};
 
 /// Everything in conf.d.

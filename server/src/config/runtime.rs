@@ -23,7 +23,12 @@ pub struct Route {
     pub handler: Arc<PluginInstance>,
     /// `max_in_flight`, and the requests its handler serves now.
     pub in_flight: Option<(usize, Arc<std::sync::atomic::AtomicUsize>)>,
+    /// The route's own `filters:` (replacing the vhost's).
+    pub filters: Option<Filters>,
 }
+
+/// A list of response filters, in order.
+pub type Filters = Arc<[Arc<crate::plugins::filter::FilterInstance>]>;
 
 /// One access rule (`access:`), in file order.
 #[derive(Clone)]
@@ -85,6 +90,8 @@ pub struct Vhost {
     pub pool_loggers: bool,
     /// Access rules, in file order.
     pub access: Vec<AccessRule>,
+    /// Response filters (`filters:`), unless a route has its own.
+    pub filters: Filters,
 }
 
 impl Vhost {
@@ -105,6 +112,15 @@ impl Vhost {
             .find(|r| r.matches(path))
             .map(|r| r.max_body)
             .unwrap_or(self.max_body)
+    }
+    /// The response filters of a request for `path`: the first matching
+    /// route's own list, else the vhost's.
+    pub fn filters_for(&self, path: &str) -> &Filters {
+        self.routes
+            .iter()
+            .find(|r| r.matches(path))
+            .and_then(|r| r.filters.as_ref())
+            .unwrap_or(&self.filters)
     }
     /// Whether the body of a request for `path` is collected whole before
     /// its handler runs (the first route that matches says).
@@ -420,9 +436,11 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
         loggers: Vec::new(),
         pool_loggers: false,
         access: Vec::new(),
+        filters: Arc::new([]),
     };
     let mut errors = Vec::new();
     v.access = build_access(vc, registry, &v, &mut errors);
+    v.filters = build_filters(vc, registry, &v, &vc.filters, "", "filters", &mut errors);
     let mut routes = Vec::new();
     for (i, r) in vc.routes.iter().enumerate() {
         let Some(plugin) = registry.plugins.get(&r.handler) else {
@@ -438,8 +456,20 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
             continue;
         }
         let yaml = options_yaml(&r.options);
+        let filters = r.filters.as_ref().map(|f| {
+            build_filters(
+                vc,
+                registry,
+                &v,
+                f,
+                &r.path,
+                &format!("routes[{i}].filters"),
+                &mut errors,
+            )
+        });
         match PluginInstance::create(plugin, &yaml, RoleV1::Handler, v.raw(), &r.path) {
             Ok(inst) => routes.push(Route {
+                filters,
                 prefix: r.path.clone(),
                 max_body: r.max_body.map(|m| m.0).unwrap_or(vc.max_body),
                 buffering: r.request_buffering.unwrap_or(vc.request_buffering),
@@ -571,6 +601,65 @@ fn build_access(
         }
     }
     rules
+}
+
+/// A list of response filters (`at`: its place in the file,
+/// `filters` or `routes[2].filters`).
+fn build_filters(
+    vc: &VhostConf,
+    registry: &Registry,
+    v: &Vhost,
+    list: &[crate::config::FilterConf],
+    path: &str,
+    at: &str,
+    errors: &mut Vec<ConfError>,
+) -> Filters {
+    let mut out = Vec::new();
+    let here = |key: String, message: String| {
+        let (line, column) =
+            crate::config::yamlpos::locate(&vc.text, &crate::config::yamlpos::parse_path(&key))
+                .unwrap_or((0, 0));
+        ConfError {
+            file: vc.file.clone(),
+            line,
+            column,
+            message,
+        }
+    };
+    for (i, f) in list.iter().enumerate() {
+        let Some(plugin) = registry.plugins.get(&f.handler) else {
+            errors.push(here(
+                format!("{at}[{i}].handler"),
+                format!("{at}[{i}]: {}", registry.missing(&f.handler)),
+            ));
+            continue;
+        };
+        let yaml = options_yaml(&f.options);
+        match crate::plugins::filter::FilterInstance::create(plugin, &yaml, v.raw(), path) {
+            None => errors.push(here(
+                format!("{at}[{i}].handler"),
+                format!(
+                    "{at}[{i}]: plugin `{}` is not a filter plugin (it has no SDK 1.2 filter table)",
+                    f.handler
+                ),
+            )),
+            Some(Ok(inst)) => out.push(Arc::new(inst)),
+            Some(Err(e)) => {
+                let msg = format!(
+                    "{at}[{i}]: plugin `{}` refused its options: {e}",
+                    f.handler
+                );
+                errors.push(option_error(
+                    vc,
+                    &format!("{at}[{i}].options"),
+                    &e,
+                    msg,
+                    || here(format!("{at}[{i}]"), String::new()),
+                ));
+            }
+        }
+    }
+    out.into()
 }
 
 /// An option error at the conf.d file's own line: where the plugin said

@@ -26,6 +26,9 @@ pub struct RouteConf {
     /// Requests this route's handler may serve at once; past it, 503 with
     /// `Retry-After: 1` (one slow backend cannot take every pool thread).
     pub max_in_flight: Option<usize>,
+    /// Response filters for this route's answers, in order; they replace
+    /// the vhost's `filters:` (an empty list: none).
+    pub filters: Option<Vec<FilterConf>>,
     /// Handed to the plugin as they are (see each plugin's options).
     #[serde(default)]
     #[schemars(with = "serde_json::Value")]
@@ -60,6 +63,18 @@ pub enum Satisfy {
     #[default]
     All,
     Any,
+}
+
+/// One response filter (`compress`, `headers`, ...).
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConf {
+    /// The filter plugin (its declared name).
+    pub handler: String,
+    /// Handed to the plugin as they are (see each plugin's options).
+    #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
+    pub options: serde_yaml::Value,
 }
 
 /// One logger of a vhost.
@@ -109,6 +124,10 @@ pub struct VhostRaw {
     /// (redirects, rewrites, passwords, addresses, limits).
     #[serde(default)]
     access: Vec<AccessConf>,
+    /// Response filters applied, in order, to every answer of this vhost
+    /// (a route's own `filters:` replaces this list).
+    #[serde(default)]
+    filters: Vec<FilterConf>,
     /// Connections to this address start with a PROXY protocol (v1 or v2)
     /// header from a trusted proxy (every vhost on the socket must agree).
     #[serde(default)]
@@ -187,6 +206,7 @@ pub struct VhostConf {
     pub routes: Vec<RouteConf>,
     pub loggers: Vec<LoggerConf>,
     pub access: Vec<AccessConf>,
+    pub filters: Vec<FilterConf>,
     pub proxy_protocol: bool,
 }
 
@@ -248,6 +268,7 @@ pub(super) fn check_vhost(
         routes: Vec::new(),
         loggers: Vec::new(),
         access: Vec::new(),
+        filters: raw.filters.clone(),
         proxy_protocol: raw.proxy_protocol,
     };
     if v.name.is_empty() {
@@ -322,6 +343,7 @@ pub(super) fn check_vhost(
                     max_body: None,
                     request_buffering: None,
                     max_in_flight: None,
+                    filters: None,
                     options: serde_yaml::Value::Null,
                 });
             }
@@ -331,6 +353,7 @@ pub(super) fn check_vhost(
                 max_body: None,
                 request_buffering: None,
                 max_in_flight: None,
+                filters: None,
                 options: serde_yaml::Value::Null,
             });
             r

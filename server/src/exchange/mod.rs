@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod body;
+pub mod filter;
 pub mod health;
 pub mod https;
 pub mod logphase;
@@ -69,6 +70,14 @@ pub struct Exchange {
     pub timer: Option<std::os::fd::OwnedFd>,
     /// The `max_in_flight` count of the route whose handler has it.
     pub route_slot: Option<RouteSlot>,
+    /// The response filters chosen for the path (`filter.rs`), once
+    /// their request side ran.
+    pub filters: Option<crate::config::runtime::Filters>,
+    /// The request's header fields as the client sent them, when a
+    /// filter's request side changed them.
+    pub client_headers: Option<Vec<(String, Vec<u8>)>>,
+    /// The response side of the filters ran (it runs once).
+    pub filtered: bool,
 }
 
 /// A request counted against a route's `max_in_flight`, until dropped.
@@ -133,6 +142,9 @@ impl Exchange {
             pending_delay: None,
             timer: None,
             route_slot: None,
+            filters: None,
+            client_headers: None,
+            filtered: false,
         }
     }
     /// Serves `to` (a local path with an optional `?query`) instead, by
@@ -158,6 +170,7 @@ impl Exchange {
         self.redirected = Some((p, q));
         self.as_get |= as_get;
         self.route_slot = None;
+        self.filters = None;
         self.access_next = 0;
         self.next = 0;
         Ok(())

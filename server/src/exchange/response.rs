@@ -5,7 +5,7 @@
 //! (`proto/h1/head.rs` for HTTP/1.1). Nothing here touches a socket or
 //! calls a plugin but to close a stream.
 
-use crate::exchange::stream::{Puller, StreamPipe};
+use crate::exchange::stream::{Chain, Puller, Source, StreamPipe};
 use crate::http;
 use abi_stable::std_types::RVec;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -33,6 +33,8 @@ pub enum OwnedBody {
     },
     /// A stream not pulled yet.
     Raw(StreamV1),
+    /// A body that response filters transform, not pulled yet.
+    Filtered(Box<(Source, Chain)>),
     /// A stream being pulled on the pool; `None` when it is not sent (a
     /// HEAD request, a status without a body) and was closed.
     Stream(Option<Arc<StreamPipe>>),
@@ -46,10 +48,19 @@ pub fn own(resp: ResponseV1) -> Owned {
         headers,
         body,
     } = resp;
+    Owned {
+        status,
+        headers,
+        body: own_body(body),
+    }
+}
+
+/// Takes ownership of every descriptor of a plugin's body at once.
+pub fn own_body(body: BodyV1) -> OwnedBody {
     // SAFETY (for each from_raw_fd below): the ABI passes ownership of
     // these descriptors to the core (SDK: `into_raw_fd` on an open `File`);
     // each is wrapped exactly once.
-    let body = match body {
+    match body {
         BodyV1::Empty => OwnedBody::Empty,
         BodyV1::Bytes(b) => OwnedBody::Bytes(b),
         BodyV1::File { fd, offset, len } => OwnedBody::File {
@@ -68,11 +79,6 @@ pub fn own(resp: ResponseV1) -> Owned {
             segs: s.segments.into_vec(),
         },
         BodyV1::Stream(s) => OwnedBody::Raw(s),
-    };
-    Owned {
-        status,
-        headers,
-        body,
     }
 }
 
@@ -132,19 +138,33 @@ pub fn start_stream(
     start: impl FnOnce(Puller) -> Arc<StreamPipe>,
     close: impl FnOnce(StreamV1),
 ) {
-    let OwnedBody::Raw(_) = &o.body else { return };
-    let OwnedBody::Raw(s) = std::mem::replace(&mut o.body, OwnedBody::Stream(None)) else {
+    if !matches!(o.body, OwnedBody::Raw(_) | OwnedBody::Filtered(_)) {
         return;
-    };
+    }
+    let body = std::mem::replace(&mut o.body, OwnedBody::Stream(None));
     // Lengths that disagree are refused by `respond` (502): not read.
-    let Some(declared) = declared_len(&o.headers).ok().filter(|_| {
+    let sent = declared_len(&o.headers).ok().filter(|_| {
         !shape.head_only && !http::bodiless(o.status) && (200..=999).contains(&o.status)
-    }) else {
-        close(s);
-        return;
-    };
-    let chunked = declared.is_none() && shape.chunked;
-    o.body = OwnedBody::Stream(Some(start(Puller::new(s, declared, chunked))));
+    });
+    match (body, sent) {
+        (OwnedBody::Raw(s), None) => close(s),
+        (OwnedBody::Filtered(f), None) => {
+            let (src, _chain) = *f;
+            match src {
+                Source::Plugin(s) => close(s),
+                other => other.close(true),
+            }
+        }
+        (OwnedBody::Raw(s), Some(declared)) => {
+            let chunked = declared.is_none() && shape.chunked;
+            o.body = OwnedBody::Stream(Some(start(Puller::new(s, declared, chunked))));
+        }
+        (OwnedBody::Filtered(f), Some(_)) => {
+            let (src, chain) = *f;
+            o.body = OwnedBody::Stream(Some(start(Puller::filtered(src, chain, shape.chunked))));
+        }
+        _ => {}
+    }
 }
 
 /// A stream that will not be sent is closed on the pool (closing may
@@ -180,7 +200,17 @@ pub fn drop_owned(o: Owned) {
     if let OwnedBody::Stream(Some(p)) = &o.body {
         p.abandon();
     }
-    if let OwnedBody::Raw(s) = o.body {
-        crate::pool::global().submit(Box::new(move || close_stream(s)));
+    match o.body {
+        OwnedBody::Raw(s) => {
+            crate::pool::global().submit(Box::new(move || close_stream(s)));
+        }
+        OwnedBody::Filtered(f) => {
+            let (src, chain) = *f;
+            crate::pool::global().submit(Box::new(move || {
+                drop(chain);
+                src.close(true)
+            }));
+        }
+        _ => {}
     }
 }

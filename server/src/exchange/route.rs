@@ -112,6 +112,7 @@ pub fn dispatch(
                 access::Verdict::Delay(d) => return delay(x, d),
             }
         }
+        crate::exchange::filter::request_side(x);
         let Some(i) = (x.next..vhost.routes.len()).find(|&i| vhost.routes[i].matches(x.path()))
         else {
             return Step::Unanswered;

@@ -216,6 +216,20 @@ pub fn to_pool(mut x: Box<Exchange>, body: PoolBody, link: &Link<'_>) -> Need {
         drop(body);
         let mut pulled = None;
         let step = match finish(step) {
+            Done::Respond(o) if crate::exchange::filter::any(&x) => {
+                let _scope = crate::plugins::call::scope(&x.vhost, x.peer);
+                match crate::exchange::filter::response_side(&mut x, o, shape.head_only) {
+                    Ok(o) => Done::Respond(o),
+                    Err(why) => {
+                        host::record_here(log::Level::Error, "tamada", &why);
+                        x.error = Some(why);
+                        Done::Unanswered
+                    }
+                }
+            }
+            d => d,
+        };
+        let step = match step {
             Done::Respond(mut o) => {
                 response::start_stream(
                     &mut o,

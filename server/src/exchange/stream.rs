@@ -15,11 +15,14 @@
 use crate::config::runtime::Vhost;
 use crate::exchange::Wake;
 use crate::plugins::call;
+use crate::plugins::filter::Transform;
 use crate::pool::Pool;
+use abi_stable::std_types::RVec;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use tamada_sdk::abi::StreamV1;
+use tamada_sdk::abi::{SegmentV1, StreamV1};
 
 /// The buffer stops being filled at this size.
 pub const HIGH: usize = 256 * 1024;
@@ -28,25 +31,178 @@ const LOW: usize = HIGH / 2;
 /// One `read` asks for at most this much.
 const CHUNK: usize = 32 * 1024;
 
-/// The plugin's stream and its framing state, owned by whoever pulls.
+/// Where a pull reads a body from: a plugin's stream, or (for a body a
+/// filter transforms) the handler's bytes, file range or segments.
+pub enum Source {
+    Plugin(StreamV1),
+    Bytes {
+        data: RVec<u8>,
+        pos: usize,
+    },
+    File {
+        fd: OwnedFd,
+        off: u64,
+        end: u64,
+    },
+    Segments {
+        files: Vec<OwnedFd>,
+        segs: VecDeque<SegmentV1>,
+        /// Bytes of the front segment already read.
+        pos: u64,
+    },
+}
+
+impl Source {
+    /// Reads the next bytes into `buf`; 0 at the end. Blocks for a
+    /// plugin's stream or a file (the pool).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+        match self {
+            Source::Plugin(s) => {
+                call::stream_read(s, buf).map_err(|e| format!("body stream failed: {e}"))
+            }
+            Source::Bytes { data, pos } => {
+                let n = (data.len() - *pos).min(buf.len());
+                buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+                *pos += n;
+                Ok(n)
+            }
+            Source::File { fd, off, end } => {
+                let want = ((*end - *off) as usize).min(buf.len());
+                let n = pread_full(fd, &mut buf[..want], *off)?;
+                *off += n as u64;
+                Ok(n)
+            }
+            Source::Segments { files, segs, pos } => loop {
+                let Some(seg) = segs.front() else {
+                    return Ok(0);
+                };
+                let len = if seg.file < 0 {
+                    seg.bytes.len() as u64
+                } else {
+                    seg.len
+                };
+                if *pos >= len {
+                    segs.pop_front();
+                    *pos = 0;
+                    continue;
+                }
+                let want = ((len - *pos) as usize).min(buf.len());
+                let n = if seg.file < 0 {
+                    let from = *pos as usize;
+                    buf[..want].copy_from_slice(&seg.bytes[from..from + want]);
+                    want
+                } else {
+                    let fd = files
+                        .get(seg.file as usize)
+                        .ok_or("a segment names a file the response does not have")?;
+                    pread_full(fd, &mut buf[..want], seg.offset + *pos)?
+                };
+                *pos += n as u64;
+                return Ok(n);
+            },
+        }
+    }
+
+    /// Ends the source: a plugin's stream is closed (`client_gone`: not
+    /// read to its end), descriptors are closed.
+    pub fn close(self, client_gone: bool) {
+        if let Source::Plugin(s) = self {
+            call::stream_close(s, client_gone);
+        }
+    }
+
+    /// Whether a short read means the handler flushed (a live stream).
+    fn live(&self) -> bool {
+        matches!(self, Source::Plugin(_))
+    }
+}
+
+/// Reads up to `buf.len()` bytes at `off`; an error when the file ends
+/// first (it shrank after the handler measured it).
+fn pread_full(fd: &OwnedFd, buf: &mut [u8], off: u64) -> Result<usize, String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::mem::ManuallyDrop::new(
+        // SAFETY: a second owner of the same descriptor for the read only;
+        // ManuallyDrop keeps it from closing what `fd` still owns.
+        unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) },
+    );
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => return Err("the response's file is shorter than its length".into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read the response's file: {e}")),
+        }
+    }
+    Ok(done)
+}
+
+/// The response filters' transforms a body goes through, in order.
+#[derive(Default)]
+pub struct Chain(pub Vec<Transform>);
+
+impl Chain {
+    /// Passes `input` through every transform (`flush`: the handler
+    /// flushed here).
+    pub fn push(&mut self, input: &[u8], flush: bool) -> Result<RVec<u8>, String> {
+        let mut cur = RVec::from(input);
+        for t in &mut self.0 {
+            let mut out = RVec::with_capacity(cur.len() + 64);
+            t.data(&cur, flush, &mut out)?;
+            cur = out;
+        }
+        Ok(cur)
+    }
+
+    /// The body ended: what each transform still holds, through those
+    /// after it.
+    pub fn finish(&mut self) -> Result<RVec<u8>, String> {
+        let mut cur = RVec::new();
+        for t in &mut self.0 {
+            let mut out = RVec::with_capacity(cur.len() + 64);
+            if !cur.is_empty() {
+                t.data(&cur, false, &mut out)?;
+            }
+            t.finish(&mut out)?;
+            cur = out;
+        }
+        Ok(cur)
+    }
+}
+
+/// The body and its framing state, owned by whoever pulls.
 pub struct Puller {
-    stream: StreamV1,
+    source: Source,
     /// Bytes still expected when the handler declared a Content-Length.
     remaining: Option<u64>,
     chunked: bool,
+    /// Response filters' transforms (the length is then unknown).
+    chain: Option<Chain>,
 }
 
 impl Puller {
     pub fn new(stream: StreamV1, remaining: Option<u64>, chunked: bool) -> Self {
         Puller {
-            stream,
+            source: Source::Plugin(stream),
             remaining,
             chunked,
+            chain: None,
+        }
+    }
+
+    /// A body that goes through filters' transforms.
+    pub fn filtered(source: Source, chain: Chain, chunked: bool) -> Self {
+        Puller {
+            source,
+            remaining: None,
+            chunked,
+            chain: Some(chain),
         }
     }
 
     fn close(self, client_gone: bool) {
-        call::stream_close(self.stream, client_gone);
+        self.source.close(client_gone);
     }
 
     /// Reads and frames one piece; `Ok((bytes, eof))`.
@@ -57,15 +213,12 @@ impl Puller {
             None => CHUNK,
         };
         if want == 0 {
-            return Ok((Vec::new(), true));
+            return self.end();
         }
         // Room for the chunk-size line in front.
         const PRE: usize = 10;
         let mut buf = vec![0u8; PRE + want];
-        let n = match call::stream_read(&self.stream, &mut buf[PRE..]) {
-            Ok(n) => n.min(want),
-            Err(e) => return Err(format!("body stream failed: {e}")),
-        };
+        let n = self.source.read(&mut buf[PRE..])?.min(want);
         if n == 0 {
             if let Some(r) = self.remaining
                 && r > 0
@@ -74,17 +227,15 @@ impl Puller {
                     "body stream ended {r} bytes short of its Content-Length"
                 ));
             }
-            return Ok((
-                if self.chunked {
-                    b"0\r\n\r\n".to_vec()
-                } else {
-                    Vec::new()
-                },
-                true,
-            ));
+            return self.end();
         }
         if let Some(r) = self.remaining.as_mut() {
             *r -= n as u64;
+        }
+        if let Some(chain) = &mut self.chain {
+            let flush = self.source.live() && n < want;
+            let out = chain.push(&buf[PRE..PRE + n], flush)?;
+            return Ok((self.frame(&out, false), false));
         }
         if self.chunked {
             let size = format!("{n:x}\r\n");
@@ -99,6 +250,33 @@ impl Puller {
         }
         let eof = self.remaining == Some(0) && !self.chunked;
         Ok((buf, eof))
+    }
+
+    /// The body's end: what the transforms still hold, and the last
+    /// chunk.
+    fn end(&mut self) -> Result<(Vec<u8>, bool), String> {
+        let tail = match &mut self.chain {
+            Some(c) => c.finish()?,
+            None => RVec::new(),
+        };
+        Ok((self.frame(&tail, true), true))
+    }
+
+    /// Frames transformed bytes (`last`: the body ends after them).
+    fn frame(&self, data: &[u8], last: bool) -> Vec<u8> {
+        if !self.chunked {
+            return data.to_vec();
+        }
+        let mut v = Vec::with_capacity(data.len() + 16);
+        if !data.is_empty() {
+            v.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            v.extend_from_slice(data);
+            v.extend_from_slice(b"\r\n");
+        }
+        if last {
+            v.extend_from_slice(b"0\r\n\r\n");
+        }
+        v
     }
 }
 

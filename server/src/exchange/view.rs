@@ -10,8 +10,13 @@ use tamada_sdk::request::addr_to_raw;
 
 /// The headers as the ABI shows them.
 pub fn headers(head: &RequestHead) -> Vec<HeaderV1<'_>> {
-    head.headers
-        .iter()
+    headers_of(&head.headers)
+}
+
+/// Header fields kept apart (the client's, before a filter's edits) as
+/// the ABI shows them.
+pub fn headers_of(list: &[(String, Vec<u8>)]) -> Vec<HeaderV1<'_>> {
+    list.iter()
         .map(|(n, v)| HeaderV1 {
             name: RStr::from_str(n),
             value: RSlice::from_slice(v),

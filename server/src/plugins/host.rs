@@ -41,7 +41,8 @@ pub static HOST_EXT_V1: HostExtV1 = HostExtV1 {
         | ABILITY_RELAY
         | ABILITY_WAIT
         | tamada_sdk::abi::ABILITY_TLS
-        | tamada_sdk::abi::ABILITY_ACCESS,
+        | tamada_sdk::abi::ABILITY_ACCESS
+        | tamada_sdk::abi::ABILITY_FILTER,
     draining: host_draining,
     dry_run: host_dry_run,
     serves_as_root: host_serves_as_root,

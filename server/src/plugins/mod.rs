@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod call;
+pub mod filter;
 pub mod host;
 mod instance;
 pub mod watchdog;
@@ -52,6 +53,8 @@ pub struct Plugin {
     pub user_init: Option<extern "C" fn(&'static tamada_sdk::abi::HostAccessV1)>,
     /// The SDK 1.2 access table: the plugin may be named in `access:`.
     pub access: Option<&'static tamada_sdk::abi::AccessV1>,
+    /// The SDK 1.2 filter table: the plugin may be named in `filters:`.
+    pub filter: Option<&'static tamada_sdk::abi::FilterV1>,
 }
 
 impl Plugin {
@@ -420,6 +423,27 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         }
         Err(_) => None,
     };
+    // SAFETY: as for the lifecycle table.
+    let filter = match unsafe {
+        lib.get::<extern "C" fn() -> tamada_sdk::abi::FilterDeclV1>(
+            tamada_sdk::abi::FILTER_V1_SYMBOL,
+        )
+    } {
+        Ok(f) => {
+            let d = f();
+            if let Err(e) = check_layout_compatibility(
+                <tamada_sdk::abi::FilterV1 as StableAbi>::LAYOUT,
+                d.layout,
+            ) {
+                return Err(format!(
+                    "its SDK 1.2 filter table does not match this server's: {}; rebuild it against this server's tamada-sdk",
+                    summarise(&e)
+                ));
+            }
+            Some(d.table)
+        }
+        Err(_) => None,
+    };
     let plugin = Plugin {
         name: table.name.as_str().to_owned(),
         version: table.version.as_str().to_owned(),
@@ -431,6 +455,7 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         tls_init,
         user_init,
         access,
+        filter,
     };
     if plugin.name.is_empty() {
         return Err("the plugin declares an empty name".into());

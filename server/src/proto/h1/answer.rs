@@ -385,13 +385,41 @@ impl<T: Transport> Conn<T> {
         self.drive(cx)
     }
 
-    /// Frames an answer for HTTP/1.1 and queues it.
+    /// Frames an answer for HTTP/1.1 and queues it (after the response
+    /// filters, `exchange/filter.rs`).
     fn answer(&mut self, mut x: Box<Exchange>, a: Answer, reply: Reply, cx: &mut Cx<'_>) {
         let Reply {
             minor,
             head_only,
-            keep,
+            mut keep,
         } = reply;
+        match &a {
+            // The body is not read: the connection closes after it.
+            Answer::Status(413) => {
+                self.closing.linger = true;
+                keep = false;
+            }
+            Answer::Busy => keep &= !self.closing.after,
+            _ => {}
+        }
+        let a = if crate::exchange::filter::any(&x) {
+            let o = match a {
+                Answer::Plugin(o) => o,
+                Answer::Status(s) => crate::exchange::filter::core_page(s, &[]),
+                Answer::Busy => crate::exchange::filter::core_page(503, &[("Retry-After", b"1")]),
+            };
+            let _scope = crate::plugins::call::scope(&x.vhost, x.peer);
+            match crate::exchange::filter::response_side(&mut x, o, head_only) {
+                Ok(o) => Answer::Plugin(o),
+                Err(why) => {
+                    host::record_here(log::Level::Error, "tamada", &why);
+                    x.error = Some(why);
+                    Answer::Status(500)
+                }
+            }
+        } else {
+            a
+        };
         let hsts = crate::exchange::https::hsts(&x).map(str::to_owned);
         let hsts = hsts.filter(|_| match &a {
             // A handler's own field stands.
@@ -403,7 +431,7 @@ impl<T: Transport> Conn<T> {
         });
         let mut resp = match a {
             Answer::Plugin(mut o) => {
-                if let OwnedBody::Raw(_) = &o.body {
+                if let OwnedBody::Raw(_) | OwnedBody::Filtered(_) = &o.body {
                     // PERF: only a stream needs a wake-up and the pool.
                     let owner = cx.owner(self.id);
                     run::start_stream(&mut o, &x, &link(cx, &owner, reply));
@@ -418,19 +446,10 @@ impl<T: Transport> Conn<T> {
                     }
                 }
             }
-            Answer::Status(413) => {
-                // The body is not read: the connection closes after it.
-                self.closing.linger = true;
-                head::simple(413, minor, head_only, true)
-            }
             Answer::Status(status) => head::simple(status, minor, head_only, !keep),
-            Answer::Busy => head::simple_with(
-                503,
-                minor,
-                head_only,
-                !keep || self.closing.after,
-                &[("Retry-After", b"1")],
-            ),
+            Answer::Busy => {
+                head::simple_with(503, minor, head_only, !keep, &[("Retry-After", b"1")])
+            }
         };
         if let Some(v) = hsts {
             resp.add_header("Strict-Transport-Security", v.as_bytes());

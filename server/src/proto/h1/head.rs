@@ -372,7 +372,7 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
                 },
             )
         }
-        OwnedBody::Raw(_) => {
+        OwnedBody::Raw(_) | OwnedBody::Filtered(_) => {
             return Err(Refused {
                 status: 500,
                 why: "a stream was not started (internal error)".into(),

@@ -227,6 +227,7 @@ fn plugin() -> Arc<Plugin> {
             tls_init: None,
             user_init: None,
             access: None,
+            filter: None,
         })
     })
     .clone()
