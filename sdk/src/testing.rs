@@ -718,6 +718,121 @@ impl TestRequest {
     }
 }
 
+impl TestRequest {
+    /// SDK 1.2: a filter's request side on this request: the header
+    /// fields it sets or removes.
+    pub fn filter_request(&self, f: &dyn crate::filter::Filter) -> crate::filter::RequestEdit {
+        let mut edit = crate::filter::RequestEdit::default();
+        self.with(|req| f.request(req, &mut edit));
+        edit
+    }
+
+    /// SDK 1.2: a filter's response side on `res`, as the server runs it
+    /// for this request: the head as the filter left it, and the body as
+    /// it would go out (kept, transformed in 8 KiB pieces with a flush
+    /// after each piece of a stream, or replaced). A panic or a failed
+    /// transform is in [`TestFiltered::error`].
+    pub fn filter(&self, f: &dyn crate::filter::Filter, mut res: ResponseBuilder) -> TestFiltered {
+        use crate::abi::{FilterBodyV1, OwnedHeaderV1};
+        use crate::filter::Action;
+        use abi_stable::std_types::{RString, RVec};
+        use std::os::fd::AsRawFd;
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let body = res.take_body();
+        let declared = res
+            .get_header_str("content-length")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(-1);
+        let info = match &body {
+            Body::Empty => (0, 0, -1, 0),
+            Body::Bytes(b) => (1, b.len() as i64, -1, 0),
+            Body::File { file, offset, len } => (2, *len as i64, file.as_raw_fd(), *offset),
+            Body::Segments(s) => (3, s.len() as i64, -1, 0),
+            Body::Stream(_) => (4, declared, -1, 0),
+        };
+        let headers: RVec<OwnedHeaderV1> = res
+            .get_headers()
+            .iter()
+            .map(|(n, v)| OwnedHeaderV1 {
+                name: RString::from(n.as_str()),
+                value: RVec::from(v.as_slice()),
+            })
+            .collect();
+        let mut head = crate::filter::__private::head(
+            res.get_status(),
+            headers,
+            FilterBodyV1 {
+                kind: info.0,
+                len: info.1,
+                fd: info.2,
+                offset: info.3,
+            },
+            self.method.eq_ignore_ascii_case("HEAD"),
+        );
+        let action = self.with(|req| catch_unwind(AssertUnwindSafe(|| f.response(req, &mut head))));
+        let stream = matches!(body, Body::Stream(_));
+        let bytes = |b: Body| {
+            let mut r = ResponseBuilder::new();
+            r.body(b);
+            TestResponse {
+                outcome: Outcome::Done,
+                response: r,
+            }
+            .body_bytes()
+        };
+        let (body, error, transformed, replaced) = match action {
+            Err(p) => (
+                Vec::new(),
+                Some(format!("panic: {}", crate::outcome::panic_message(&p))),
+                false,
+                false,
+            ),
+            Ok(Action::Keep) => (bytes(body), None, false, false),
+            Ok(Action::Replace(b)) => (bytes(b), None, false, true),
+            Ok(Action::Transform(mut t)) => {
+                let input = bytes(body);
+                let mut out = Vec::new();
+                let r = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
+                    for piece in input.chunks(8192) {
+                        t.data(piece, &mut out)?;
+                        if stream {
+                            t.flush(&mut out)?;
+                        }
+                    }
+                    t.finish(&mut out)
+                }));
+                let error = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(p) => Some(format!("panic: {}", crate::outcome::panic_message(&p))),
+                };
+                (out, error, true, false)
+            }
+        };
+        TestFiltered {
+            head,
+            body,
+            transformed,
+            replaced,
+            error,
+        }
+    }
+}
+
+/// What [`TestRequest::filter`] gives.
+pub struct TestFiltered {
+    /// The head as the filter left it.
+    pub head: crate::filter::ResponseHead,
+    /// The body as it would be sent (empty after an error).
+    pub body: Vec<u8>,
+    /// The filter transformed the body.
+    pub transformed: bool,
+    /// The filter replaced the body.
+    pub replaced: bool,
+    /// The filter panicked or its transform failed.
+    pub error: Option<String>,
+}
+
 /// SDK 1.2 testing: the notes handlers attached with
 /// [`Request::note`] on this thread since the last call (each run of a
 /// [`TestRequest`] keeps them), in order; the list starts empty again.

@@ -130,29 +130,6 @@ fn body(src: Src, offset: u64, len: u64) -> Body {
 }
 
 /// Whether a content coding is acceptable (q > 0) per Accept-Encoding.
-fn accepts(ae: Option<&str>, coding: &str) -> bool {
-    let Some(ae) = ae else { return false };
-    let mut star = None;
-    for item in ae.split(',') {
-        let mut parts = item.split(';');
-        let name = parts.next().unwrap_or("").trim();
-        let q = parts
-            .find_map(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
-            })
-            .unwrap_or(1.0);
-        if name.eq_ignore_ascii_case(coding) {
-            return q > 0.0;
-        }
-        if name == "*" {
-            star = Some(q > 0.0);
-        }
-    }
-    star.unwrap_or(false)
-}
-
 impl Static {
     fn root<'a>(&'a self, req: &Request<'a>) -> &'a Path {
         self.root
@@ -279,23 +256,32 @@ impl Static {
                 vary: false,
             };
         }
-        let ae = req.header("accept-encoding");
+        // The client's weights, ties to the server's order (the one
+        // `compress` uses): the best sibling that exists wins.
+        let accept = tamada_coding::Accept::parse(req.header("accept-encoding"));
+        let wanted = accept.preference(&tamada_coding::Coding::ALL);
         let mut vary = false;
-        for (ext, coding) in [("br", "br"), ("gz", "gzip")] {
-            let sib = format!("{rel}.{ext}");
+        for coding in wanted.iter().copied().chain(
+            tamada_coding::Coding::ALL
+                .into_iter()
+                .filter(|c| !wanted.contains(c)),
+        ) {
+            let sib = format!("{rel}.{}", coding.extension());
             if let Ok((f, m)) = self.open(req, root, &sib)
                 && !m.is_dir
             {
                 vary = true;
-                if accepts(ae, coding) {
+                if wanted.contains(&coding) {
                     return Chosen {
                         src: f,
                         md: m,
                         type_name,
-                        encoding: Some(coding),
+                        encoding: Some(coding.token()),
                         vary: true,
                     };
                 }
+                // Not accepted: it only says the answer varies.
+                break;
             }
         }
         Chosen {
@@ -454,11 +440,42 @@ mod tests {
     }
 
     #[test]
-    fn accept_encoding() {
-        assert!(accepts(Some("gzip, br;q=0.5"), "br"));
-        assert!(!accepts(Some("gzip, br;q=0"), "br"));
-        assert!(accepts(Some("*"), "gzip"));
-        assert!(!accepts(None, "gzip"));
-        assert!(!accepts(Some("identity"), "gzip"));
+    fn precompressed_siblings_by_weight_then_server_order() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, body) in [
+            ("a.css", "plain"),
+            ("a.css.gz", "gz"),
+            ("a.css.br", "br"),
+            ("a.css.zst", "zst"),
+        ] {
+            std::fs::write(d.path().join(name), body).unwrap();
+        }
+        let root = d.path().to_str().unwrap().to_owned();
+        let h = new(&TestRequest::get("/").options("precompressed: true")).unwrap();
+        for (ae, body, coding) in [
+            (Some("gzip, br, zstd"), "zst", Some("zstd")),
+            (Some("gzip, br;q=0.9"), "gz", Some("gzip")),
+            (Some("br;q=0.5, gzip;q=0.4"), "br", Some("br")),
+            (Some("zstd;q=0, *"), "br", Some("br")),
+            (Some("identity"), "plain", None),
+            (None, "plain", None),
+        ] {
+            let mut req = TestRequest::get("/a.css").document_root(root.clone());
+            if let Some(ae) = ae {
+                req = req.header("accept-encoding", ae);
+            }
+            let mut out = req.run(&h);
+            assert_eq!(out.read_body(), body.as_bytes(), "{ae:?}");
+            assert_eq!(
+                out.response.get_header_str("content-encoding"),
+                coding,
+                "{ae:?}"
+            );
+            assert_eq!(
+                out.response.get_header_str("vary"),
+                Some("Accept-Encoding"),
+                "{ae:?}"
+            );
+        }
     }
 }
