@@ -8,6 +8,7 @@ mod balancer;
 mod cgi;
 mod core_http;
 mod fastcgi;
+mod filters;
 mod lifecycle;
 mod logging;
 mod metrics;

@@ -97,11 +97,27 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
     if let Some(c) = all.get(dir) {
         return Ok(c.clone());
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cache folder {}: {e}", dir.display()))?;
+    // Parents as any folder (0755: the service user must pass through
+    // them), the cache itself 0700 and the service user's: the server
+    // makes it as root and writes to it after dropping privileges.
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)
+            .map_err(|e| format!("cache folder {}: {e}", parent.display()))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cache folder {}: {e}", dir.display())),
+    }
+    let owner = tamada_sdk::host::service_user();
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
+            format!(
+                "cache folder {}: cannot give it to the service user: {e}",
+                dir.display()
+            )
+        })?;
+    }
     // Writable? (a read-only folder would fail every store, silently.)
     let probe = dir.join(format!(".probe-{}", std::process::id()));
     File::create(&probe).map_err(|e| format!("cache folder {}: {e}", dir.display()))?;
@@ -116,6 +132,9 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
         if name.starts_with(".tmp-") {
             let _ = fs::remove_file(e.path());
         } else if md.is_file() {
+            if let Some((uid, gid)) = owner {
+                let _ = std::os::unix::fs::chown(e.path(), Some(uid), Some(gid));
+            }
             found.push((md.mtime(), name, md.len()));
         }
     }

@@ -4,7 +4,7 @@
 //! YAML language server flag a misspelt key as it is typed. A file is
 //! either `server.yaml` or a vhost file (the one with `vhost:`).
 
-use crate::config::{LoggerConf, RouteConf, Settings, VhostRaw};
+use crate::config::{AccessConf, FilterConf, LoggerConf, RouteConf, Settings, VhostRaw};
 use crate::plugins::Registry;
 use serde_json::{Value, json};
 use tamada_sdk::abi::RoleV1;
@@ -16,29 +16,44 @@ pub fn build(registry: &Registry) -> Value {
     let vhost = generator.subschema_for::<VhostRaw>();
     generator.subschema_for::<RouteConf>();
     generator.subschema_for::<LoggerConf>();
+    generator.subschema_for::<AccessConf>();
+    generator.subschema_for::<FilterConf>();
     let mut defs: serde_json::Map<String, Value> =
         generator.take_definitions(true).into_iter().collect();
-    // Each route's and logger's `options` as its plugin describes them.
-    for (def, role) in [
-        ("RouteConf", RoleV1::Handler),
-        ("LoggerConf", RoleV1::Logger),
-    ] {
-        let fit: Vec<_> = registry
+    // Each route's, logger's, access rule's and filter's `options` as its
+    // plugin describes them.
+    let parse = |text: abi_stable::std_types::RString| serde_json::from_str(text.as_str()).ok();
+    for def in ["RouteConf", "LoggerConf", "AccessConf", "FilterConf"] {
+        let fit: Vec<(&str, Option<Value>)> = registry
             .plugins
             .values()
-            .filter(|p| p.refuses(role).is_none())
+            .filter_map(|p| {
+                let name = p.name.as_str();
+                match def {
+                    "RouteConf" => p
+                        .refuses(RoleV1::Handler)
+                        .is_none()
+                        .then(|| (name, p.options_schema(RoleV1::Handler))),
+                    "LoggerConf" => p
+                        .refuses(RoleV1::Logger)
+                        .is_none()
+                        .then(|| (name, p.options_schema(RoleV1::Logger))),
+                    "AccessConf" => p.access.map(|t| (name, parse((t.options_schema)()))),
+                    _ => p.filter.map(|t| (name, parse((t.options_schema)()))),
+                }
+            })
             .collect();
         let conds: Vec<Value> = fit
             .iter()
-            .filter_map(|p| {
-                let options = p.options_schema(role)?;
+            .filter_map(|(name, options)| {
+                let options = options.clone()?;
                 Some(json!({
-                    "if": { "properties": { "handler": { "const": p.name } }, "required": ["handler"] },
+                    "if": { "properties": { "handler": { "const": name } }, "required": ["handler"] },
                     "then": { "properties": { "options": options } }
                 }))
             })
             .collect();
-        let names: Vec<&str> = fit.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = fit.iter().map(|(n, _)| *n).collect();
         if let Some(Value::Object(d)) = defs.get_mut(def) {
             d.insert("allOf".into(), Value::Array(conds));
             // A handler is one of the plugins loaded that can be one.

@@ -387,6 +387,15 @@ impl StreamPipe {
                     }
                 }
                 Err(e) => {
+                    // The head has left: the connection is cut short; the
+                    // reason goes to the vhost's error log.
+                    self.in_context(|| {
+                        crate::plugins::host::record_here(
+                            log::Level::Error,
+                            "tamada",
+                            &format!("response cut short: {e}"),
+                        )
+                    });
                     g.error = Some(e);
                     g.pulling = false;
                     drop(g);

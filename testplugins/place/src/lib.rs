@@ -110,4 +110,79 @@ impl Handler for Place {
     }
 }
 
-tamada_sdk::export_plugin!(name: "place", new: |o: &Options| o.parse::<Place>());
+/// The filter side of `place` (SDK 1.2), for the filter phase's tests:
+/// `mark` adds `x-mark: <mark>` (and says what body it saw:
+/// `x-body: kind len`), `upper` upper-cases the body in 7-byte steps,
+/// `panic: head` panics on the response side, `panic: body` in the
+/// transform after `after` bytes, `request_header` sets `x-filtered: 1`
+/// on the request before the handler.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Mark {
+    #[serde(default)]
+    mark: String,
+    #[serde(default)]
+    upper: bool,
+    #[serde(default)]
+    panic: String,
+    #[serde(default)]
+    after: usize,
+    #[serde(default)]
+    request_header: bool,
+}
+
+struct Upper {
+    seen: usize,
+    panic_after: Option<usize>,
+}
+
+impl tamada_sdk::filter::BodyFilter for Upper {
+    fn data(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        self.seen += input.len();
+        if let Some(n) = self.panic_after
+            && self.seen > n
+        {
+            panic!("the body filter fell over after {n} bytes");
+        }
+        for piece in input.chunks(7) {
+            out.extend(piece.iter().map(u8::to_ascii_uppercase));
+        }
+        Ok(())
+    }
+}
+
+impl tamada_sdk::filter::Filter for Mark {
+    fn request(&self, _req: &Request, edit: &mut tamada_sdk::filter::RequestEdit) {
+        if self.request_header {
+            edit.set_header("x-filtered", "1");
+        }
+    }
+
+    fn response(
+        &self,
+        _req: &Request,
+        head: &mut tamada_sdk::filter::ResponseHead,
+    ) -> tamada_sdk::filter::Action {
+        if self.panic == "head" {
+            panic!("the filter fell over");
+        }
+        if !self.mark.is_empty() {
+            let kind = format!("{:?} {:?}", head.body_kind(), head.body_len());
+            head.append_header("x-mark", &self.mark);
+            head.set_header("x-body", kind);
+        }
+        if self.upper || self.panic == "body" {
+            return tamada_sdk::filter::Action::Transform(Box::new(Upper {
+                seen: 0,
+                panic_after: (self.panic == "body").then_some(self.after),
+            }));
+        }
+        tamada_sdk::filter::Action::Keep
+    }
+}
+
+tamada_sdk::export_plugin!(
+    name: "place",
+    new: |o: &Options| o.parse::<Place>(),
+    filter: |o: &Options| o.parse::<Mark>(),
+);

@@ -254,6 +254,7 @@ fn runtime() -> Runtime {
         loggers: Vec::new(),
         pool_loggers: false,
         access: Vec::new(),
+        filters: Arc::new([]),
     };
     for (prefix, yaml) in [("/pool/", "pool"), ("/", "inline")] {
         let inst = PluginInstance::create(&plugin(), yaml, RoleV1::Handler, v.raw(), prefix)
@@ -264,6 +265,7 @@ fn runtime() -> Runtime {
             buffering: true,
             handler: Arc::new(inst),
             in_flight: None,
+            filters: None,
         });
     }
     let mut group = Group {
