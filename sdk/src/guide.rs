@@ -17,6 +17,8 @@
 //!
 //! SDK 1.2 additions (unfrozen until they are released): [`access`](crate::access)
 //! (rules that run before routing: pass, answer, rewrite, name a user),
+//! [`filters`] (a chapter: writing a response filter with
+//! [`filter`](crate::filter)),
 //! [`Request::tls`](crate::Request::tls) and
 //! [`Request::user`](crate::Request::user) (in [`requests`]).
 
@@ -1064,6 +1066,173 @@ pub mod testing {
     //!
     //! [`Outcome`]: crate::Outcome
     //! [`Options`]: crate::Options
+}
+
+pub mod filters {
+    //! # Writing a response filter (SDK 1.2)
+    //!
+    //! A filter changes what other handlers answer: a header on every
+    //! response of a vhost, a body rewritten on its way out, a cached copy
+    //! served instead. Admins list filters in a vhost's or a route's
+    //! `filters:` (a route's list replaces the vhost's); each entry is an
+    //! instance of your [`Filter`](crate::filter::Filter) built from its
+    //! `options:`, exported with `export_plugin!(name: ..., filter: ...)`
+    //! (or after a handler's `new:`, with `filter_schema:` for its
+    //! options' schema).
+    //!
+    //! ## The two sides
+    //!
+    //! [`Filter::request`](crate::filter::Filter::request) runs before the
+    //! handler, on the event loop: it may set or remove request header
+    //! fields ([`RequestEdit`](crate::filter::RequestEdit)). Use it to keep
+    //! validators consistent: a filter that changes a representation must
+    //! recognise its own ETag in `If-None-Match` and give the handler the
+    //! one it knows.
+    //!
+    //! [`Filter::response`](crate::filter::Filter::response) runs once per
+    //! response, on the event loop or on the pool (wherever the handler's
+    //! answer is); it sees the request as the client sent it and the
+    //! [`ResponseHead`](crate::filter::ResponseHead): status, header
+    //! fields, the body's [kind](crate::filter::BodyKind) and length, the
+    //! [file](crate::filter::ResponseHead::body_file) of a file body, and
+    //! whether the body will be sent at all
+    //! ([`head_only`](crate::filter::ResponseHead::head_only): a HEAD
+    //! request must get the fields a GET would). It returns an
+    //! [`Action`](crate::filter::Action):
+    //!
+    //! - `Keep`: the head as edited, the body as it is. This is free: a
+    //!   file stays a `sendfile` body. Return it whenever you can.
+    //! - `Transform(Box<dyn BodyFilter>)`: the body passes through your
+    //!   [`BodyFilter`](crate::filter::BodyFilter), a piece at a time
+    //!   ([`data`](crate::filter::BodyFilter::data)), with a
+    //!   [`flush`](crate::filter::BodyFilter::flush) where a live stream's
+    //!   handler gave a piece and a [`finish`](crate::filter::BodyFilter::finish)
+    //!   at the end. The server drops `Content-Length`; a small body (64 KiB
+    //!   or less, in memory or a file) is transformed at once and keeps an
+    //!   exact length, a larger one or a stream is pulled through your
+    //!   transform on the pool in 32 KiB pieces. Hold back as little as
+    //!   you can: what you keep is memory per response.
+    //! - `Replace(Body)`: another body (a cached copy; any body form).
+    //!
+    //! Neither side may block on anything but its own work: no network,
+    //! no locks held for long. A panic is contained: before anything was
+    //! sent the response becomes a 500, after the head it ends the
+    //! connection; both are logged with your plugin's name.
+    //!
+    //! ## A complete filter, with its tests
+    //!
+    //! Adds `Server-Timing`-like `X-Words` with the word count of
+    //! `text/plain` answers, counting as the body streams past:
+    //!
+    //! ```
+    //! use serde::Deserialize;
+    //! use tamada_sdk::filter::{Action, BodyFilter, Filter, RequestEdit, ResponseHead};
+    //! use tamada_sdk::prelude::*;
+    //!
+    //! #[derive(Deserialize, Default)]
+    //! #[serde(deny_unknown_fields, default)]
+    //! struct Config {
+    //!     /// Refuse answers longer than this (bytes), as the filter's own rule.
+    //!     max: Option<u64>,
+    //! }
+    //!
+    //! struct WordCount {
+    //!     max: Option<u64>,
+    //! }
+    //!
+    //! /// Passes the bytes on unchanged and appends a count at the end.
+    //! struct Counting {
+    //!     words: u64,
+    //!     in_word: bool,
+    //! }
+    //!
+    //! impl BodyFilter for Counting {
+    //!     fn data(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    //!         for &b in input {
+    //!             let space = b.is_ascii_whitespace();
+    //!             if !space && !self.in_word {
+    //!                 self.words += 1;
+    //!             }
+    //!             self.in_word = !space;
+    //!         }
+    //!         out.extend_from_slice(input);
+    //!         Ok(())
+    //!     }
+    //!     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+    //!         out.extend_from_slice(format!("\n-- {} words\n", self.words).as_bytes());
+    //!         Ok(())
+    //!     }
+    //! }
+    //!
+    //! impl Filter for WordCount {
+    //!     fn request(&self, _req: &Request, edit: &mut RequestEdit) {
+    //!         // Word counts are appended: ranges of the original make no sense.
+    //!         edit.remove_header("range");
+    //!     }
+    //!     fn response(&self, _req: &Request, head: &mut ResponseHead) -> Action {
+    //!         let text = head.header_str("content-type").is_some_and(|t| t.starts_with("text/plain"));
+    //!         if head.status() != 200 || !text {
+    //!             return Action::Keep;
+    //!         }
+    //!         if let (Some(max), Some(len)) = (self.max, head.body_len()) && len > max {
+    //!             head.set_header("x-words", "not counted");
+    //!             return Action::Keep;
+    //!         }
+    //!         head.set_header("x-words", "appended");
+    //!         head.remove_header("etag"); // another representation
+    //!         Action::Transform(Box::new(Counting { words: 0, in_word: false }))
+    //!     }
+    //! }
+    //!
+    //! pub fn new(options: &Options) -> Result<WordCount, String> {
+    //!     let c: Config = options.parse()?;
+    //!     Ok(WordCount { max: c.max })
+    //! }
+    //!
+    //! tamada_sdk::export_plugin!(name: "wordcount", filter: new);
+    //!
+    //! # fn main() {
+    //! # #[cfg(feature = "testing")]
+    //! # {
+    //! // Tests (in `#[cfg(test)]`, with the `testing` feature):
+    //! use tamada_sdk::testing::TestRequest;
+    //!
+    //! let req = TestRequest::get("/notes.txt").header("range", "bytes=0-9");
+    //! let f = new(&req.options("max: 1000")).unwrap();
+    //! // The request side drops the range.
+    //! assert_eq!(req.filter_request(&f).edits(), &[("range".to_owned(), None)]);
+    //! // The response side counts and appends.
+    //! let mut res = ResponseBuilder::new();
+    //! res.header("content-type", "text/plain").header("etag", "\"1\"").body("one two  three");
+    //! let out = req.filter(&f, res);
+    //! assert!(out.transformed);
+    //! assert_eq!(out.body, b"one two  three\n-- 3 words\n");
+    //! assert_eq!(out.head.header_str("x-words"), Some("appended"));
+    //! assert_eq!(out.head.header("etag"), None);
+    //! // Other types, and long bodies, are kept as they are.
+    //! let mut res = ResponseBuilder::new();
+    //! res.header("content-type", "text/plain").body(vec![b'a'; 2000]);
+    //! let out = req.filter(&f, res);
+    //! assert!(!out.transformed);
+    //! assert_eq!(out.head.header_str("x-words"), Some("not counted"));
+    //! # }
+    //! # }
+    //! ```
+    //!
+    //! [`TestRequest::filter`](crate::testing::TestRequest::filter) runs a
+    //! response side as the server does (a stream's pieces each followed
+    //! by a flush) and gives the head and the body as it would go out, or
+    //! the panic; [`TestRequest::filter_request`](crate::testing::TestRequest::filter_request)
+    //! gives the request side's edits. The server's own `compress` and
+    //! `headers` plugins (in the tamada repository, `plugins/compress`,
+    //! `plugins/headers`) are filters written this way.
+    //!
+    //! ## On an older server
+    //!
+    //! A 1.1 server loads a filter plugin (it ignores the table it does not
+    //! know) and refuses a `filters:` entry naming it at `tamada -t`;
+    //! [`filter::available`](crate::filter::available) tells a plugin at
+    //! run time whether the server runs filters.
 }
 
 pub mod compatibility {

@@ -21,6 +21,7 @@
 //! | [`guide::logging`] | the `log` crate inside a plugin, and where records end up |
 //! | [`guide::threads`] | one instance per route, shared by every thread: `Send + Sync` |
 //! | [`guide::placement`] | SDK 1.1: running inline on the event loop, what inline code may do, `defer`, talking to a backend with `wait` |
+//! | [`guide::filters`] | SDK 1.2: response filters: editing heads, transforming bodies, caching |
 //! | [`guide::testing`] | unit tests without a server: [`testing`] (enable the `testing` feature in `[dev-dependencies]`) |
 //! | [`guide::compatibility`] | which server loads which plugin, the semver policy, installing safely |
 //!

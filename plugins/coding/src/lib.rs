@@ -1,7 +1,8 @@
 //! Content codings as tamada's `static` (precompressed files) and
 //! `compress` (on the fly) plugins choose them: one negotiation, so that
 //! a client gets the same choice from either (RFC 9110 section 12.5.3),
-//! and one way of naming a compressed representation's entity tag.
+//! and one way of naming a compressed representation's entity tag; and
+//! media type patterns as `compress` and `headers` match them.
 
 /// A content coding tamada produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -200,6 +201,30 @@ pub fn tags(list: &str) -> Vec<&str> {
     out
 }
 
+/// The media type of a `Content-Type` value, lower case, without
+/// parameters (`Text/HTML; charset=utf-8` gives `text/html`).
+pub fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a media type pattern (lower case; `*` matches any run:
+/// `text/*`, `application/*+json`) matches an [`essence`].
+pub fn type_matches(pattern: &str, essence: &str) -> bool {
+    fn glob(pat: &[u8], m: &[u8]) -> bool {
+        match pat.split_first() {
+            None => m.is_empty(),
+            Some((b'*', rest)) => (0..=m.len()).any(|i| glob(rest, &m[i..])),
+            Some((c, rest)) => m.first() == Some(c) && glob(rest, &m[1..]),
+        }
+    }
+    glob(pattern.as_bytes(), essence.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +252,16 @@ mod tests {
             Accept::parse(Some("x-gzip")).choose(&Coding::ALL),
             Some(Coding::Gzip)
         );
+    }
+
+    #[test]
+    fn media_type_patterns() {
+        assert_eq!(essence("Text/HTML; charset=utf-8"), "text/html");
+        assert!(type_matches("text/*", "text/css"));
+        assert!(type_matches("application/*+json", "application/ld+json"));
+        assert!(!type_matches("application/*+json", "application/json"));
+        assert!(type_matches("*", "x/y"));
+        assert!(!type_matches("text/*", "image/png"));
     }
 
     #[test]

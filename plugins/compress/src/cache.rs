@@ -61,12 +61,21 @@ struct Entry {
     size: u64,
     /// When it was last used (a counter, larger is later).
     used: u64,
+    /// The entry kept open once asked for (each answer gets a duplicate:
+    /// cheaper than finding the file by name again), for up to
+    /// [`OPEN_FILES`] entries.
+    file: Option<Arc<File>>,
 }
+
+/// Entries kept open per cache folder.
+const OPEN_FILES: usize = 1024;
 
 struct Index {
     entries: HashMap<String, Entry>,
     total: u64,
     clock: u64,
+    /// Entries with `file` set.
+    open: usize,
 }
 
 /// One cache folder.
@@ -143,12 +152,20 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
         entries: HashMap::new(),
         total: 0,
         clock: 0,
+        open: 0,
     };
     for (_, name, size) in found {
         index.clock += 1;
         index.total += size;
         let used = index.clock;
-        index.entries.insert(name, Entry { size, used });
+        index.entries.insert(
+            name,
+            Entry {
+                size,
+                used,
+                file: None,
+            },
+        );
     }
     let c = Arc::new(Cache {
         dir: dir.to_owned(),
@@ -166,16 +183,33 @@ impl Cache {
     /// The entry for `key`, opened, when the cache has it.
     pub fn get(&self, key: &Key) -> Option<(File, u64)> {
         let name = key.name();
-        {
+        let (len, kept) = {
             let mut g = lock(&self.index);
             g.clock += 1;
             let now = g.clock;
-            g.entries.get_mut(&name)?.used = now;
+            let e = g.entries.get_mut(&name)?;
+            e.used = now;
+            (e.size, e.file.clone())
+        };
+        // (an entry is never rewritten in place: its size is the index's)
+        if let Some(f) = kept
+            && let Ok(dup) = f.try_clone()
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some((dup, len));
         }
         match File::open(self.dir.join(&name)) {
             Ok(f) => {
-                let len = f.metadata().ok()?.len();
                 self.hits.fetch_add(1, Ordering::Relaxed);
+                let mut g = lock(&self.index);
+                if g.open < OPEN_FILES
+                    && let Ok(keep) = f.try_clone()
+                    && let Some(e) = g.entries.get_mut(&name)
+                    && e.file.is_none()
+                {
+                    e.file = Some(Arc::new(keep));
+                    g.open += 1;
+                }
                 Some((f, len))
             }
             Err(_) => {
@@ -183,6 +217,7 @@ impl Cache {
                 let mut g = lock(&self.index);
                 if let Some(e) = g.entries.remove(&name) {
                     g.total -= e.size;
+                    g.open -= e.file.is_some() as usize;
                 }
                 None
             }
@@ -235,6 +270,7 @@ impl Cache {
             }
             if let Some(e) = g.entries.remove(&name) {
                 g.total -= e.size;
+                g.open -= e.file.is_some() as usize;
                 let _ = fs::remove_file(self.dir.join(&name));
             }
         }
@@ -245,8 +281,14 @@ impl Cache {
             let mut g = lock(&self.index);
             g.clock += 1;
             let used = g.clock;
-            if let Some(old) = g.entries.insert(name, Entry { size, used }) {
+            let e = Entry {
+                size,
+                used,
+                file: None,
+            };
+            if let Some(old) = g.entries.insert(name, e) {
                 g.total -= old.size;
+                g.open -= old.file.is_some() as usize;
             }
             g.total += size;
         }

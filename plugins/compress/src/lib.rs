@@ -251,15 +251,6 @@ pub fn new(options: &Options) -> Result<Compress, String> {
     })
 }
 
-/// Whether MIME pattern `pat` (`*`: any run) matches `m`.
-fn glob(pat: &[u8], m: &[u8]) -> bool {
-    match pat.split_first() {
-        None => m.is_empty(),
-        Some((b'*', rest)) => (0..=m.len()).any(|i| glob(rest, &m[i..])),
-        Some((c, rest)) => m.first() == Some(c) && glob(rest, &m[1..]),
-    }
-}
-
 impl Compress {
     /// Whether a Content-Type is one this filter compresses.
     fn compressible(&self, content_type: Option<&str>) -> bool {
@@ -276,7 +267,9 @@ impl Compress {
             // A live event stream: only when named.
             return self.types.iter().any(|t| t == "text/event-stream");
         }
-        self.types.iter().any(|t| glob(t.as_bytes(), m.as_bytes()))
+        self.types
+            .iter()
+            .any(|t| tamada_coding::type_matches(t, &m))
     }
 
     fn accept(req: &Request) -> Accept {

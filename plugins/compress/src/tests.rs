@@ -307,12 +307,3 @@ fn the_cache_evicts_the_least_recently_used() {
         "least recently used"
     );
 }
-
-#[test]
-fn mime_patterns() {
-    assert!(glob(b"text/*", b"text/css"));
-    assert!(glob(b"application/*+json", b"application/ld+json"));
-    assert!(!glob(b"application/*+json", b"application/json"));
-    assert!(glob(b"*", b"x/y"));
-    assert!(!glob(b"text/*", b"image/png"));
-}

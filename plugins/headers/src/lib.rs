@@ -323,15 +323,6 @@ pub fn new(options: &Options) -> Result<Headers, String> {
     Ok(Headers { rules, cors })
 }
 
-/// Whether MIME pattern `pat` (`*`: any run) matches `m`.
-fn glob(pat: &[u8], m: &[u8]) -> bool {
-    match pat.split_first() {
-        None => m.is_empty(),
-        Some((b'*', rest)) => (0..=m.len()).any(|i| glob(rest, &m[i..])),
-        Some((c, rest)) => m.first() == Some(c) && glob(rest, &m[1..]),
-    }
-}
-
 impl Rule {
     fn applies(&self, head: &ResponseHead) -> bool {
         if let Some(s) = &self.status
@@ -340,15 +331,8 @@ impl Rule {
             return false;
         }
         if let Some(types) = &self.types {
-            let m = head
-                .header_str("content-type")
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if !types.iter().any(|t| glob(t.as_bytes(), m.as_bytes())) {
+            let m = tamada_coding::essence(head.header_str("content-type").unwrap_or(""));
+            if !types.iter().any(|t| tamada_coding::type_matches(t, &m)) {
                 return false;
             }
         }
