@@ -7,9 +7,9 @@
 /// A content coding tamada produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Coding {
-    Zstd,
-    Br,
-    Gzip,
+    Zstd = 0,
+    Br = 1,
+    Gzip = 2,
 }
 
 impl Coding {
@@ -50,11 +50,14 @@ impl Coding {
     }
 }
 
-/// An `Accept-Encoding` field, parsed.
-#[derive(Debug, Default, Clone)]
+/// An `Accept-Encoding` field, parsed: the weights of the codings tamada
+/// knows, of `*` and of `identity` (no allocation: it runs for every
+/// answer a filter may compress).
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Accept {
-    /// (token in lower case, q-value in thousandths)
-    entries: Vec<(String, u16)>,
+    /// Weights in thousandths, `None` when not named: zstd, br, gzip
+    /// (the order of [`Coding::ALL`]), `*`, `identity`.
+    q: [Option<u16>; 5],
     /// The field was present.
     present: bool,
 }
@@ -65,10 +68,13 @@ impl Accept {
         let Some(v) = value else {
             return Accept::default();
         };
-        let mut entries = Vec::new();
+        let mut a = Accept {
+            q: [None; 5],
+            present: true,
+        };
         for item in v.split(',') {
             let mut parts = item.split(';');
-            let token = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let token = parts.next().unwrap_or("").trim();
             if token.is_empty() {
                 continue;
             }
@@ -80,38 +86,33 @@ impl Accept {
                     q = parse_q(val.trim()).unwrap_or(0);
                 }
             }
-            let token = if token == "x-gzip" {
-                "gzip".to_owned()
+            let slot = if token == "*" {
+                3
+            } else if token.eq_ignore_ascii_case("identity") {
+                4
             } else {
-                token
+                match Coding::parse(token) {
+                    Some(c) => c as usize,
+                    None => continue,
+                }
             };
-            entries.push((token, q));
+            // Named twice: the higher weight.
+            a.q[slot] = Some(a.q[slot].map_or(q, |old| old.max(q)));
         }
-        Accept {
-            entries,
-            present: true,
-        }
-    }
-
-    fn q(&self, token: &str) -> Option<u16> {
-        self.entries
-            .iter()
-            .filter(|(t, _)| t == token)
-            .map(|(_, q)| *q)
-            .max()
+        a
     }
 
     /// The weight (0 to 1000) the client gives a coding: its own entry,
     /// else `*`'s, else 0. Without the field no coding is used (servers
     /// send identity then, as nginx and Apache do).
     pub fn weight(&self, c: Coding) -> u16 {
-        self.q(c.token()).or_else(|| self.q("*")).unwrap_or(0)
+        self.q[c as usize].or(self.q[3]).unwrap_or(0)
     }
 
     /// Whether the client refuses the uncompressed representation
     /// (`identity;q=0`, or `*;q=0` with no entry for identity).
     pub fn refuses_identity(&self) -> bool {
-        self.present && self.q("identity").or_else(|| self.q("*")) == Some(0)
+        self.present && self.q[4].or(self.q[3]) == Some(0)
     }
 
     /// The codings the client accepts among `order`, best first: by its
@@ -129,7 +130,14 @@ impl Accept {
 
     /// The best coding among `order`, if the client accepts one.
     pub fn choose(&self, order: &[Coding]) -> Option<Coding> {
-        self.preference(order).into_iter().next()
+        let mut best: Option<(Coding, u16)> = None;
+        for &c in order {
+            let q = self.weight(c);
+            if q > 0 && best.is_none_or(|(_, b)| q > b) {
+                best = Some((c, q));
+            }
+        }
+        best.map(|(c, _)| c)
     }
 }
 

@@ -43,8 +43,32 @@ impl Key {
         }
     }
 
+    /// The key an entry's file name stands for (entries found at start).
+    pub fn parse(name: &str) -> Option<Key> {
+        let (stem, ext) = name.rsplit_once('.')?;
+        let coding = tamada_coding::Coding::ALL
+            .into_iter()
+            .find(|c| c.extension() == ext)?;
+        let mut it = stem.split('-');
+        let mut hex = || u64::from_str_radix(it.next()?, 16).ok();
+        let (dev, ino, size) = (hex()?, hex()?, hex()?);
+        let mtime_ns = i128::from_str_radix(it.next()?, 16).ok()?;
+        let level = it.next()?.parse().ok()?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some(Key {
+            dev,
+            ino,
+            size,
+            mtime_ns,
+            coding,
+            level,
+        })
+    }
+
     /// The entry's file name.
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         format!(
             "{:x}-{:x}-{:x}-{:x}-{}.{}",
             self.dev,
@@ -71,7 +95,7 @@ struct Entry {
 const OPEN_FILES: usize = 1024;
 
 struct Index {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Key, Entry>,
     total: u64,
     clock: u64,
     /// Entries with `file` set.
@@ -138,28 +162,33 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
     {
         let name = e.file_name().to_string_lossy().into_owned();
         let Ok(md) = e.metadata() else { continue };
-        if name.starts_with(".tmp-") {
+        let Some(key) = Key::parse(&name) else {
+            if !name.starts_with(".tmp-") {
+                continue;
+            }
             let _ = fs::remove_file(e.path());
-        } else if md.is_file() {
+            continue;
+        };
+        if md.is_file() {
             if let Some((uid, gid)) = owner {
                 let _ = std::os::unix::fs::chown(e.path(), Some(uid), Some(gid));
             }
-            found.push((md.mtime(), name, md.len()));
+            found.push((md.mtime(), key, md.len()));
         }
     }
-    found.sort();
+    found.sort_by_key(|(t, _, _)| *t);
     let mut index = Index {
         entries: HashMap::new(),
         total: 0,
         clock: 0,
         open: 0,
     };
-    for (_, name, size) in found {
+    for (_, key, size) in found {
         index.clock += 1;
         index.total += size;
         let used = index.clock;
         index.entries.insert(
-            name,
+            key,
             Entry {
                 size,
                 used,
@@ -182,12 +211,11 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
 impl Cache {
     /// The entry for `key`, opened, when the cache has it.
     pub fn get(&self, key: &Key) -> Option<(File, u64)> {
-        let name = key.name();
         let (len, kept) = {
             let mut g = lock(&self.index);
             g.clock += 1;
             let now = g.clock;
-            let e = g.entries.get_mut(&name)?;
+            let e = g.entries.get_mut(key)?;
             e.used = now;
             (e.size, e.file.clone())
         };
@@ -198,13 +226,13 @@ impl Cache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Some((dup, len));
         }
-        match File::open(self.dir.join(&name)) {
+        match File::open(self.dir.join(key.name())) {
             Ok(f) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 let mut g = lock(&self.index);
                 if g.open < OPEN_FILES
                     && let Ok(keep) = f.try_clone()
-                    && let Some(e) = g.entries.get_mut(&name)
+                    && let Some(e) = g.entries.get_mut(key)
                     && e.file.is_none()
                 {
                     e.file = Some(Arc::new(keep));
@@ -215,7 +243,7 @@ impl Cache {
             Err(_) => {
                 // Removed behind our back: forget it.
                 let mut g = lock(&self.index);
-                if let Some(e) = g.entries.remove(&name) {
+                if let Some(e) = g.entries.remove(key) {
                     g.total -= e.size;
                     g.open -= e.file.is_some() as usize;
                 }
@@ -259,24 +287,24 @@ impl Cache {
         if g.total <= self.max_size {
             return;
         }
-        let mut by_age: Vec<(u64, String)> =
-            g.entries.iter().map(|(n, e)| (e.used, n.clone())).collect();
-        by_age.sort();
+        let mut by_age: Vec<(u64, Key)> =
+            g.entries.iter().map(|(k, e)| (e.used, k.clone())).collect();
+        by_age.sort_by_key(|(used, _)| *used);
         // Down to 90%, so that the next store does not evict again.
         let target = self.max_size / 10 * 9;
-        for (_, name) in by_age {
+        for (_, key) in by_age {
             if g.total <= target {
                 break;
             }
-            if let Some(e) = g.entries.remove(&name) {
+            if let Some(e) = g.entries.remove(&key) {
                 g.total -= e.size;
                 g.open -= e.file.is_some() as usize;
-                let _ = fs::remove_file(self.dir.join(&name));
+                let _ = fs::remove_file(self.dir.join(key.name()));
             }
         }
     }
 
-    fn insert(&self, name: String, size: u64) {
+    fn insert(&self, key: Key, size: u64) {
         {
             let mut g = lock(&self.index);
             g.clock += 1;
@@ -286,7 +314,7 @@ impl Cache {
                 used,
                 file: None,
             };
-            if let Some(old) = g.entries.insert(name, e) {
+            if let Some(old) = g.entries.insert(key, e) {
                 g.total -= old.size;
                 g.open -= old.file.is_some() as usize;
             }
@@ -327,7 +355,7 @@ impl Writer {
         let name = self.key.name();
         match fs::rename(&self.tmp, self.cache.dir.join(&name)) {
             Ok(()) => {
-                self.cache.insert(name.clone(), self.written);
+                self.cache.insert(self.key.clone(), self.written);
                 Some(name)
             }
             Err(e) => {

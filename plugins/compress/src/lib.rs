@@ -344,9 +344,10 @@ impl Filter for Compress {
         }
         if status != 200
             || head.header("content-encoding").is_some()
-            || head
-                .header_str("cache-control")
-                .is_some_and(|c| c.to_ascii_lowercase().contains("no-transform"))
+            || head.header("cache-control").is_some_and(|c| {
+                c.windows(12)
+                    .any(|w| w.eq_ignore_ascii_case(b"no-transform"))
+            })
             || head.body_kind() == BodyKind::Empty
         {
             return Action::Keep;

@@ -307,3 +307,15 @@ fn the_cache_evicts_the_least_recently_used() {
         "least recently used"
     );
 }
+
+#[test]
+fn entry_names_come_back_as_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = std::fs::metadata(dir.path()).unwrap();
+    for c in Coding::ALL {
+        let k = cache::Key::of(&md, c, 7);
+        assert_eq!(cache::Key::parse(&k.name()), Some(k));
+    }
+    assert_eq!(cache::Key::parse("x.gz"), None);
+    assert_eq!(cache::Key::parse(".tmp-1-2"), None);
+}
