@@ -861,7 +861,10 @@ pub mod placement {
     //! Where it cannot wait (on the pool, on an older server) the same code
     //! runs the work in place. Bound a route whose backend may get slow
     //! with `max_in_flight` in its conf.d route, so that it never has more
-    //! than that many requests, offloaded or not, in flight.
+    //! than that many requests, offloaded or not, in flight; or give a
+    //! route that must block on the pool threads of its own (`pool: 8`):
+    //! its handler calls and response streams run there, and the shared
+    //! pool stays free for every other route.
     //!
     //! ## The contract of inline code
     //!

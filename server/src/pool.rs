@@ -33,16 +33,38 @@ pub struct Pool {
     active: AtomicUsize,
     /// Request handler calls queued and not started yet (`pool_queue`).
     waiting: AtomicUsize,
+    /// Stopped: the threads leave once the queue is empty.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// A route's own pool (`pool: N`): its threads end, after the jobs
+/// already queued, when the route is dropped (its configuration was
+/// replaced and its last request is done).
+pub struct Owned(pub Arc<Pool>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _q = self.0.lock();
+        self.0.ready.notify_all();
+    }
 }
 
 impl Pool {
     /// Starts `n` threads named `pool-N`.
     pub fn start(n: usize) -> Arc<Pool> {
+        Self::start_named(n, "pool")
+    }
+
+    /// Starts `n` threads named `{name}-N`.
+    pub fn start_named(n: usize, name: &str) -> Arc<Pool> {
         let pool = Arc::new(Pool::default());
         for i in 0..n.max(1) {
             let p = pool.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("pool-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || p.work());
             if let Err(e) = spawned {
                 log::error!("cannot start pool thread {i}: {e}");
@@ -101,6 +123,9 @@ impl Pool {
                     if let Some(j) = q.pop_front() {
                         break j;
                     }
+                    if self.stopped.load(Ordering::Acquire) {
+                        return;
+                    }
                     q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
                 }
             };
@@ -122,6 +147,28 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owned_pool_runs_what_was_queued_then_its_threads_end() {
+        let pool = Pool::start_named(2, "t-owned");
+        let owner = Owned(pool.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..100u32 {
+            let tx = tx.clone();
+            pool.submit(Box::new(move || tx.send(i).unwrap()));
+        }
+        drop(owner);
+        assert_eq!((0..100).map(|_| rx.recv().unwrap()).count(), 100);
+        // Only the test's own reference is left once both threads ended.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&pool) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the threads did not end"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 
     #[test]
     fn every_job_runs_once() {

@@ -480,3 +480,99 @@ fn a_max_in_flight_of_zero_is_an_error_at_its_line() {
         "{err}"
     );
 }
+
+/// Threads of the server process whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|n| n.starts_with(prefix))
+        .count()
+}
+
+#[test]
+fn a_route_with_a_pool_of_its_own_takes_no_shared_thread_and_ends_it_on_reload() {
+    let s = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             routes:\n  - path: /slow/\n    handler: place\n    pool: 3\n    options: { sleep_ms: 600 }\n\
+             \x20 - path: /\n    handler: place\n",
+        )
+        .file("conf.d/server.yaml", "workers: 2\n")
+        .file("www/.keep", "")
+        .start();
+    let p = s.port();
+    let pid = s.child.id();
+    // (a new thread names itself once it runs)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while threads_named(pid, "route-pool") != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            threads_named(pid, "route-pool")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Six slow requests: the route's 3 threads serve them, 3 at a time.
+    let t0 = std::time::Instant::now();
+    let slow: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || get(p, "/slow/x", "a")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    // The shared pool (2 threads) is free for everyone else.
+    let t = std::time::Instant::now();
+    let r = get(p, "/other", "a");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("thread=pool-"), "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    for h in slow {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("thread=route-pool-"), "{}", r.text());
+    }
+    // Two rounds of three: the route's own threads, and only three.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1150),
+        "{:?}",
+        t0.elapsed()
+    );
+    // A reload makes the route anew: the old threads end.
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log
+            .wait_for("reloaded configuration", Duration::from_secs(10))
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = threads_named(pid, "route-pool");
+        if n == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} route threads after the reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(p, "/slow/y", "a").status, 200);
+}
+
+#[test]
+fn a_pool_of_zero_threads_is_an_error_at_its_line() {
+    let (code, _, err) = Fixture::new()
+        .file(
+            "conf.d/a.yaml",
+            "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+             routes:\n  - path: /x/\n    handler: place\n    pool: 0\n",
+        )
+        .file("www/.keep", "")
+        .check();
+    assert_ne!(code, 0);
+    assert!(err.contains("a.yaml:8:"), "{err}");
+    assert!(err.contains("routes[0].pool: 0 threads"), "{err}");
+}

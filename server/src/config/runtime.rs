@@ -25,6 +25,8 @@ pub struct Route {
     pub in_flight: Option<(usize, Arc<std::sync::atomic::AtomicUsize>)>,
     /// The route's own `filters:` (replacing the vhost's).
     pub filters: Option<Filters>,
+    /// The route's own threads (`pool: N`), instead of the shared pool.
+    pub pool: Option<Arc<crate::pool::Owned>>,
 }
 
 /// A list of response filters, in order.
@@ -112,6 +114,16 @@ impl Vhost {
             .find(|r| r.matches(path))
             .map(|r| r.max_body)
             .unwrap_or(self.max_body)
+    }
+    /// The pool a request for `path` runs on when it leaves the loop: the
+    /// first matching route's own (`pool: N`), else `None` (the shared
+    /// one).
+    pub fn pool_for(&self, path: &str) -> Option<&Arc<crate::pool::Pool>> {
+        self.routes
+            .iter()
+            .find(|r| r.matches(path))
+            .and_then(|r| r.pool.as_ref())
+            .map(|p| &p.0)
     }
     /// The response filters of a request for `path`: the first matching
     /// route's own list, else the vhost's.
@@ -470,6 +482,12 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
         match PluginInstance::create(plugin, &yaml, RoleV1::Handler, v.raw(), &r.path) {
             Ok(inst) => routes.push(Route {
                 filters,
+                pool: r.pool.map(|n| {
+                    Arc::new(crate::pool::Owned(crate::pool::Pool::start_named(
+                        n,
+                        "route-pool",
+                    )))
+                }),
                 prefix: r.path.clone(),
                 max_body: r.max_body.map(|m| m.0).unwrap_or(vc.max_body),
                 buffering: r.request_buffering.unwrap_or(vc.request_buffering),

@@ -26,6 +26,11 @@ pub struct RouteConf {
     /// Requests this route's handler may serve at once; past it, 503 with
     /// `Retry-After: 1` (one slow backend cannot take every pool thread).
     pub max_in_flight: Option<usize>,
+    /// Threads of this route's own (1 to 1024): its handler calls, when
+    /// they run off the event loop, and its response streams run there,
+    /// not on the shared pool (`workers`), so a slow backend cannot take
+    /// the threads other routes need.
+    pub pool: Option<usize>,
     /// Response filters for this route's answers, in order; they replace
     /// the vhost's `filters:` (an empty list: none).
     pub filters: Option<Vec<FilterConf>>,
@@ -343,6 +348,7 @@ pub(super) fn check_vhost(
                     max_body: None,
                     request_buffering: None,
                     max_in_flight: None,
+                    pool: None,
                     filters: None,
                     options: serde_yaml::Value::Null,
                 });
@@ -353,6 +359,7 @@ pub(super) fn check_vhost(
                 max_body: None,
                 request_buffering: None,
                 max_in_flight: None,
+                pool: None,
                 filters: None,
                 options: serde_yaml::Value::Null,
             });
@@ -371,6 +378,21 @@ pub(super) fn check_vhost(
                 nth,
                 format!("routes[{i}].max_in_flight: 0 would refuse every request"),
             ));
+        }
+        if let Some(n) = r.pool
+            && !(1..=1024).contains(&n)
+        {
+            let (line, column) = super::yamlpos::locate(
+                &v.text,
+                &super::yamlpos::parse_path(&format!("routes[{i}].pool")),
+            )
+            .unwrap_or((0, 0));
+            return Err(ConfError {
+                file: v.file.clone(),
+                line,
+                column,
+                message: format!("routes[{i}].pool: {n} threads: give 1 to 1024"),
+            });
         }
         if !r.path.starts_with('/') {
             return Err(v.route_error(

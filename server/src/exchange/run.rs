@@ -196,16 +196,24 @@ pub fn handled(h: Handled) -> Need {
 /// wait for a thread there (then a quick 503 beats a wait without bound).
 pub fn to_pool(mut x: Box<Exchange>, body: PoolBody, link: &Link<'_>) -> Need {
     let queue = link.settings.pool_queue;
-    if link.pool.requests_waiting() >= queue {
+    // The route's own threads (`pool: N`), else the shared pool: the
+    // route the request is at, or the first its path matches.
+    let route_pool = match x.route.and_then(|i| x.vhost.routes.get(i)) {
+        Some(r) if r.matches(x.path()) => r.pool.as_ref().map(|p| p.0.clone()),
+        _ => x.vhost.pool_for(x.path()).cloned(),
+    };
+    let pool = route_pool.as_ref().unwrap_or(link.pool);
+    if pool.requests_waiting() >= queue {
         let msg = format!("{queue} requests already wait for a pool thread (pool_queue): 503");
         host::record(&x.vhost, Some(x.peer), log::Level::Error, "tamada", &msg);
         x.error = Some(msg);
         return Need::Respond(x, Answer::Busy);
     }
     let (back, wake) = (link.owner.back(), link.owner.wake());
-    let pool = link.pool.clone();
+    let submit_to = pool.clone();
+    let pool = pool.clone();
     let shape = link.shape;
-    link.pool.submit_request(Box::new(move || {
+    submit_to.submit_request(Box::new(move || {
         pool.request_started();
         let mut x = x;
         let mut body = body;

@@ -266,6 +266,7 @@ fn runtime() -> Runtime {
             handler: Arc::new(inst),
             in_flight: None,
             filters: None,
+            pool: None,
         });
     }
     let mut group = Group {
