@@ -158,7 +158,9 @@ mod tests {
             pool.submit(Box::new(move || tx.send(i).unwrap()));
         }
         drop(owner);
-        assert_eq!((0..100).map(|_| rx.recv().unwrap()).count(), 100);
+        let mut got: Vec<u32> = (0..100).map(|_| rx.recv().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
         // Only the test's own reference is left once both threads ended.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while Arc::strong_count(&pool) > 1 {
