@@ -339,7 +339,9 @@ fn an_inline_handler_that_blocks_its_loop_is_reported_once_per_interval() {
         .file(
             "conf.d/a.yaml",
             "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\nlog: ../logs\n\
+             loggers: [{ handler: logging }, { handler: metrics }]\n\
              routes:\n  - path: /stuck/\n    handler: place\n    options: { placement: inline, block_ms: 300 }\n\
+             \x20 - path: /metrics\n    handler: metrics\n\
              \x20 - path: /\n    handler: place\n    options: { placement: inline }\n",
         )
         .file("www/.keep", "")
@@ -373,6 +375,13 @@ fn an_inline_handler_that_blocks_its_loop_is_reported_once_per_interval() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!((250..2000).contains(&ms), "{ms} ms: {text}");
+    // The metrics plugin counts every stall, reported or not.
+    let m = get(p, "/metrics", "a").text();
+    assert!(
+        m.lines()
+            .any(|l| l == "tamada_loop_stalls_total{vhost=\"a\"} 2"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -54,6 +54,7 @@ const FAMILIES: &[Family] = &[
     response_bytes_total,
     request_bytes_total,
     responses_incomplete_total,
+    loop_stalls_total,
     request_duration_seconds,
     build_info,
     process_start_time_seconds,
@@ -136,6 +137,16 @@ fn responses_incomplete_total(reg: &Registry, out: &mut String) {
         "tamada_responses_incomplete_total",
         "Responses that did not go out whole (the client left or a write failed).",
         |s| &s.incomplete,
+    );
+}
+
+fn loop_stalls_total(reg: &Registry, out: &mut String) {
+    vhost_counter(
+        reg,
+        out,
+        "tamada_loop_stalls_total",
+        "Plugin calls that held an event loop for 100 ms or more (every connection of that loop waited).",
+        |s| &s.loop_stalls,
     );
 }
 
@@ -268,6 +279,7 @@ mod tests {
             format!("tamada_response_bytes_total{{{v}}} 1234"),
             format!("tamada_request_bytes_total{{{v}}} 0"),
             format!("tamada_responses_incomplete_total{{{v}}} 0"),
+            format!("tamada_loop_stalls_total{{{v}}} 0"),
             "# TYPE tamada_request_duration_seconds histogram".to_owned(),
             format!(r#"tamada_request_duration_seconds_bucket{{{v},le="0.01"}} 1"#),
             format!(r#"tamada_request_duration_seconds_bucket{{{v},le="0.1"}} 2"#),

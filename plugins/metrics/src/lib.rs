@@ -185,6 +185,14 @@ impl Handler for Logger {
         let method = Method::from_token(entry.request().method());
         s.count_request(method, entry.status());
     }
+
+    /// The server's record of a plugin call that held its event loop
+    /// (its watchdog makes one for every such call, at trace level).
+    fn record(&self, rec: &Record) {
+        if rec.source() == "tamada" && rec.message().starts_with("loop stall: ") {
+            self.series.loop_stalls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Handler for Endpoint {
@@ -235,6 +243,12 @@ impl Handler for Metrics {
     fn log(&self, entry: &LogEntry) {
         if let Metrics::Logger(l) = self {
             l.log(entry);
+        }
+    }
+
+    fn record(&self, rec: &Record) {
+        if let Metrics::Logger(l) = self {
+            l.record(rec);
         }
     }
 }

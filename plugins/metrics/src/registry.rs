@@ -172,6 +172,9 @@ pub struct VhostSeries {
     /// Exchanges whose response did not go out whole (the client left, a
     /// write failed): a rising rate here means clients give up.
     pub incomplete: AtomicU64,
+    /// Plugin calls that held an event loop past the server's watchdog
+    /// threshold (100 ms), from the server's `loop stall: ` records.
+    pub loop_stalls: AtomicU64,
     /// The current histogram; see [`Registry::vhost`] for why it can be
     /// replaced. Loggers hold their own `Arc` to it, so the lock is taken
     /// only when an instance is built and when a scrape reads it.
@@ -185,6 +188,7 @@ impl VhostSeries {
             response_bytes: AtomicU64::new(0),
             request_bytes: AtomicU64::new(0),
             incomplete: AtomicU64::new(0),
+            loop_stalls: AtomicU64::new(0),
             duration: Mutex::new(Arc::new(Histogram::new(bounds))),
         }
     }

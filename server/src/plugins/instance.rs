@@ -12,8 +12,18 @@ use tamada_sdk::abi::{
     RoleV1, VhostV1, WAIT_READ, WAIT_WRITE,
 };
 
+/// The start of the trace record every stall makes (docs/plugins/metrics.md).
+pub const LOOP_STALL: &str = "loop stall: ";
+
 /// Reports a plugin call that held its event loop (`watchdog.rs`).
 pub(super) fn stalled(tag: &'static str, held: std::time::Duration) {
+    // Every stall, for loggers that count them (the metrics plugin's
+    // `tamada_loop_stalls_total`); the error log's levels drop it.
+    super::host::record_here(
+        log::Level::Trace,
+        "tamada",
+        &format!("{LOOP_STALL}plugin `{tag}`, {} ms", held.as_millis()),
+    );
     if !super::watchdog::may_report(tag) {
         return;
     }
