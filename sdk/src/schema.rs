@@ -38,6 +38,32 @@
 //! `schema:` takes a function of the [`Role`](crate::Role) (a plugin that is
 //! both a handler and a logger may take different options as each) that
 //! returns the schema text, or `None`.
+//!
+//! Defaults: with `#[serde(default)]` on the type and a `Default` impl,
+//! the schema shows each option's default; [`Size`](crate::units::Size)
+//! and [`Secs`](crate::units::Secs) are shown as conf.d writes them:
+//!
+//! ```
+//! use serde::Deserialize;
+//! use tamada_sdk::schema::schemars;
+//! use tamada_sdk::units::{Secs, Size};
+//!
+//! #[derive(Deserialize, serde::Serialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields, default)]
+//! struct Config {
+//!     buffer: Size,
+//!     timeout: Secs,
+//! }
+//! impl Default for Config {
+//!     fn default() -> Self {
+//!         Config { buffer: Size(64 << 10), timeout: Secs(std::time::Duration::from_secs(30)) }
+//!     }
+//! }
+//!
+//! let text = tamada_sdk::schema::of::<Config>().unwrap();
+//! assert!(text.contains(r#""default":"64KiB""#), "{text}");
+//! assert!(text.contains(r#""default":"30s""#), "{text}");
+//! ```
 
 pub use schemars;
 
@@ -73,10 +99,10 @@ impl schemars::JsonSchema for crate::units::Secs {
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A duration: 5 (seconds), 5s, 500ms, 2m, 1h",
+            "description": "A duration: 5 (seconds), 5s, 500ms, 2m, 1h, 365d",
             "anyOf": [
                 { "type": "number", "minimum": 0 },
-                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(ms|s|m|h)?\\s*$" }
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(ms|s|m|h|d)?\\s*$" }
             ]
         })
     }

@@ -184,9 +184,67 @@ impl<'de> Deserialize<'de> for Secs {
     }
 }
 
+/// Written back as conf.d would write it (`64KiB`, `1GiB`, or bytes):
+/// a schema shows an option's default this way.
+impl serde::Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.0;
+        for (unit, suffix) in [
+            (1u64 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ] {
+            if n >= unit && n % unit == 0 {
+                return s.serialize_str(&format!("{}{suffix}", n / unit));
+            }
+        }
+        s.serialize_u64(n)
+    }
+}
+
+/// Written back as conf.d would write it (`30s`, `250ms`, `2m`, `1h`,
+/// `7d`): a schema shows an option's default this way.
+impl serde::Serialize for Secs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ms = self.0.as_millis();
+        for (unit, suffix) in [
+            (86_400_000u128, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ] {
+            if ms >= unit && ms % unit == 0 {
+                return s.serialize_str(&format!("{}{suffix}", ms / unit));
+            }
+        }
+        s.serialize_str(&format!("{ms}ms"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_back_as_conf_d_writes_them() {
+        let size = |n| serde_yaml::to_string(&Size(n)).unwrap();
+        assert_eq!(size(64 << 10), "64KiB\n");
+        assert_eq!(size(3 << 30), "3GiB\n");
+        assert_eq!(size(1000), "1000\n");
+        assert_eq!(size(0), "0\n");
+        let secs = |d| serde_yaml::to_string(&Secs(d)).unwrap();
+        assert_eq!(secs(Duration::from_secs(30)), "30s\n");
+        assert_eq!(secs(Duration::from_millis(250)), "250ms\n");
+        assert_eq!(secs(Duration::from_secs(7 * 86_400)), "7d\n");
+        assert_eq!(secs(Duration::from_secs(90)), "90s\n");
+        assert_eq!(secs(Duration::ZERO), "0ms\n");
+        // And they read back.
+        let back: Size = serde_yaml::from_str("64KiB").unwrap();
+        assert_eq!(back, Size(64 << 10));
+        let back: Secs = serde_yaml::from_str("7d").unwrap();
+        assert_eq!(back.0, Duration::from_secs(7 * 86_400));
+    }
 
     #[test]
     fn sizes_and_durations() {
