@@ -195,7 +195,7 @@ impl serde::Serialize for Size {
             (1 << 20, "MiB"),
             (1 << 10, "KiB"),
         ] {
-            if n >= unit && n % unit == 0 {
+            if n >= unit && n.is_multiple_of(unit) {
                 return s.serialize_str(&format!("{}{suffix}", n / unit));
             }
         }
@@ -214,7 +214,7 @@ impl serde::Serialize for Secs {
             (60_000, "m"),
             (1000, "s"),
         ] {
-            if ms >= unit && ms % unit == 0 {
+            if ms >= unit && ms.is_multiple_of(unit) {
                 return s.serialize_str(&format!("{}{suffix}", ms / unit));
             }
         }
