@@ -960,3 +960,36 @@ unsafe impl Send for BodyFilterV1 {}
 /// [`HostExtV1::abilities`]: the server runs response filters
 /// ([`FilterV1`]).
 pub const ABILITY_FILTER: u64 = 1 << 9;
+
+// ---------------------------------------------------------------------
+// SDK 1.2, shared bytes (added by the issue "What a third-party plugin
+// author still trips on"; unfrozen until the issue "SDK 1.2 released").
+// A body of bytes the plugin shares with other responses (a cache's) goes
+// out as a 1.0 `BodyV1::Stream` whose `read` is the plugin's own shared
+// reader; a server that knows this table recognises that reader and sends
+// the bytes in place, with no copy and no pull on the pool. An older
+// server pulls the stream, and gets the same bytes.
+
+/// Symbol of the shared-bytes table every SDK 1.2 plugin exports:
+/// `extern "C" fn() -> SharedDeclV1`.
+pub const SHARED_V1_SYMBOL: &[u8] = b"tamada_plugin_shared_v1";
+
+/// What [`SHARED_V1_SYMBOL`] returns.
+#[repr(C)]
+pub struct SharedDeclV1 {
+    /// `<SharedV1 as StableAbi>::LAYOUT` as the plugin saw it.
+    pub layout: &'static TypeLayout,
+    /// The plugin's shared-bytes table.
+    pub table: &'static SharedV1,
+}
+
+/// How a server recognises and reads a plugin's shared-bytes stream.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct SharedV1 {
+    /// The `read` of every shared-bytes [`StreamV1`] this plugin makes.
+    pub read: extern "C" fn(ctx: *mut c_void, buf: RSliceMut<'_, u8>) -> RResult<usize, RString>,
+    /// The bytes of such a stream's `ctx`: valid, unchanged, until the
+    /// stream's `close`.
+    pub bytes: extern "C" fn(ctx: *mut c_void) -> RSlice<'static, u8>,
+}

@@ -372,6 +372,14 @@ pub mod responses {
     //! **Bytes** are simplest: anything that is `Into<Body>` (`String`,
     //! `&str`, `Vec<u8>`, `&[u8]`, [`Segments`](crate::Segments)).
     //!
+    //! **Shared bytes** (SDK 1.2): a plugin that answers from a store it
+    //! keeps (a cache, a key-value store) gives an `Arc<[u8]>`
+    //! ([`Body::shared`](crate::Body::shared), or `.body(arc.clone())`;
+    //! [`Body::shared_range`](crate::Body::shared_range) for a range):
+    //! the server sends the bytes where they are, with no copy per
+    //! response, and drops its reference when the response is done. An
+    //! older server reads them as a stream: the same bytes, pulled.
+    //!
     //! **Files** give the core an open [`std::fs::File`]: its descriptor's
     //! ownership passes to the core, which sends `len` bytes from `offset`
     //! with `sendfile` and closes it when the response is done or the

@@ -570,6 +570,14 @@ pub mod __private {
         let _ = crate::user::HOST_ACCESS.set(host);
     }
 
+    /// The shared-bytes table every SDK 1.2 plugin exports.
+    pub fn shared_decl() -> crate::abi::SharedDeclV1 {
+        crate::abi::SharedDeclV1 {
+            layout: <crate::abi::SharedV1 as StableAbi>::LAYOUT,
+            table: &crate::response::SHARED_V1,
+        }
+    }
+
     /// The user table every SDK 1.2 plugin exports.
     pub fn user_decl() -> crate::abi::UserDeclV1 {
         crate::abi::UserDeclV1 {
@@ -1248,7 +1256,9 @@ pub mod __private {
 /// Use it once per crate, at the crate root or in any module. It generates
 /// the exported symbols (`tamada_plugin_header`, `tamada_plugin_v1`,
 /// `tamada_plugin_lifecycle_v1`, `tamada_plugin_ext_v1`,
-/// `tamada_plugin_tls_v1`; see
+/// `tamada_plugin_tls_v1`, `tamada_plugin_user_v1`,
+/// `tamada_plugin_shared_v1`, and `tamada_plugin_access_v1` or
+/// `tamada_plugin_filter_v1` with `access:` or `filter:`; see
 /// [`guide::compatibility`](crate::guide::compatibility)); the plugin's
 /// own code stays free of `unsafe` and `extern "C"`.
 #[macro_export]
@@ -1451,6 +1461,12 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tamada_plugin_user_v1() -> $crate::abi::UserDeclV1 {
                 p::user_decl()
+            }
+
+            /// The SDK 1.2 shared-bytes table (bodies sent without a copy).
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_shared_v1() -> $crate::abi::SharedDeclV1 {
+                p::shared_decl()
             }
         }
     };

@@ -42,6 +42,92 @@ pub trait BodyStream: Send + 'static {
     fn close(&mut self, client_gone: bool) {
         let _ = client_gone;
     }
+    #[doc(hidden)]
+    /// The SDK's own shared bytes ([`Body::shared`]); `None` for every
+    /// other stream.
+    fn shared(&mut self) -> Option<SharedBytes> {
+        None
+    }
+}
+
+/// SDK 1.2: bytes a plugin shares with other responses (a cache's
+/// entry), as a body: [`Body::shared`]. A 1.2 server sends them where
+/// they are, with no copy (a `Vec` body is copied once into the
+/// response); an older one reads them as a stream.
+#[derive(Clone)]
+pub struct SharedBytes {
+    bytes: std::sync::Arc<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl SharedBytes {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+}
+
+impl BodyStream for SharedBytes {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.end - self.start).min(buf.len());
+        buf[..n].copy_from_slice(&self.bytes[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+    fn shared(&mut self) -> Option<SharedBytes> {
+        Some(self.clone())
+    }
+}
+
+impl Body {
+    /// SDK 1.2: a body of bytes shared with other responses (a cache's),
+    /// sent without copying them: `Body::shared(entry.clone())`, or
+    /// `res.body(entry.clone())` for an `Arc<[u8]>`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tamada_sdk::prelude::*;
+    ///
+    /// struct Store(Arc<[u8]>);
+    /// impl Handler for Store {
+    ///     fn handle(&self, _: &Request, res: &mut ResponseBuilder) -> Outcome {
+    ///         res.header("content-type", "application/json").body(self.0.clone());
+    ///         Outcome::Done
+    ///     }
+    /// }
+    /// # #[cfg(feature = "testing")]
+    /// # {
+    /// let out = tamada_sdk::testing::TestRequest::get("/")
+    ///     .run(&Store(Arc::from(&b"{\"a\":1}"[..])));
+    /// assert_eq!(out.body_bytes(), b"{\"a\":1}");
+    /// # }
+    /// ```
+    pub fn shared(bytes: std::sync::Arc<[u8]>) -> Body {
+        let end = bytes.len();
+        Body::shared_range(bytes, 0..end)
+    }
+
+    /// SDK 1.2: [`shared`](Self::shared) for a range of the bytes (a
+    /// `Range` request). Panics when the range is out of bounds.
+    pub fn shared_range(bytes: std::sync::Arc<[u8]>, range: std::ops::Range<usize>) -> Body {
+        assert!(
+            range.start <= range.end && range.end <= bytes.len(),
+            "Body::shared_range: {range:?} is outside the {} bytes",
+            bytes.len()
+        );
+        Body::Stream(Box::new(SharedBytes {
+            bytes,
+            start: range.start,
+            end: range.end,
+        }))
+    }
+}
+
+impl From<std::sync::Arc<[u8]>> for Body {
+    fn from(b: std::sync::Arc<[u8]>) -> Body {
+        Body::shared(b)
+    }
 }
 
 impl<R: io::Read + Send + 'static> BodyStream for ReadStream<R> {
@@ -369,7 +455,10 @@ pub fn body_into_raw(b: Body) -> BodyV1 {
 
 /// Turns a boxed stream into the FFI form.
 #[doc(hidden)]
-pub fn stream_into_raw(s: Box<dyn BodyStream>) -> StreamV1 {
+pub fn stream_into_raw(mut s: Box<dyn BodyStream>) -> StreamV1 {
+    if let Some(shared) = s.shared() {
+        return shared_into_raw(shared);
+    }
     let ctx = Box::into_raw(Box::new(s)) as *mut c_void;
     StreamV1 {
         ctx,
@@ -399,3 +488,46 @@ extern "C" fn stream_close(ctx: *mut c_void, client_gone: bool) {
     let _ = catch_unwind(AssertUnwindSafe(|| s.close(client_gone)));
     let _ = catch_unwind(AssertUnwindSafe(move || drop(s)));
 }
+
+fn shared_into_raw(b: SharedBytes) -> StreamV1 {
+    StreamV1 {
+        ctx: Box::into_raw(Box::new(b)) as *mut c_void,
+        read: shared_read,
+        close: shared_close,
+    }
+}
+
+extern "C" fn shared_read(ctx: *mut c_void, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+    // SAFETY: ctx was made by `shared_into_raw` from a `Box<SharedBytes>`;
+    // the core calls read/close from one thread at a time, never after
+    // close.
+    let s = unsafe { &mut *(ctx as *mut SharedBytes) };
+    match s.read(buf.as_mut_slice()) {
+        Ok(n) => RResult::ROk(n),
+        Err(e) => RResult::RErr(RString::from(e.to_string())),
+    }
+}
+
+extern "C" fn shared_bytes(ctx: *mut c_void) -> abi_stable::std_types::RSlice<'static, u8> {
+    // SAFETY: as in `shared_read`. The slice borrows the `Arc` the box
+    // holds, which lives until `close` (the ABI's contract: the host uses
+    // the slice only before it closes the stream), hence `'static` here.
+    let s = unsafe { &*(ctx as *const SharedBytes) };
+    let slice: &'static [u8] =
+        // SAFETY: see above; the bytes are immutable behind the `Arc`.
+        unsafe { std::slice::from_raw_parts(s.as_slice().as_ptr(), s.end - s.start) };
+    abi_stable::std_types::RSlice::from_slice(slice)
+}
+
+extern "C" fn shared_close(ctx: *mut c_void, _client_gone: bool) {
+    // SAFETY: as in `shared_read`; close is the last call and takes the box back.
+    let b = unsafe { Box::from_raw(ctx as *mut SharedBytes) };
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(b)));
+}
+
+/// The shared-bytes table (SDK 1.2) every plugin exports.
+#[doc(hidden)]
+pub static SHARED_V1: crate::abi::SharedV1 = crate::abi::SharedV1 {
+    read: shared_read,
+    bytes: shared_bytes,
+};

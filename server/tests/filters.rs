@@ -653,3 +653,28 @@ fn a_bad_header_value_is_a_check_error_at_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn shared_bytes_go_out_whole_and_through_filters() {
+    let s = start(site(
+        "",
+        "  - path: /shared/\n    handler: place\n    options: { placement: inline, shared_kib: 100 }\n\
+         \x20 - path: /small-shared/\n    handler: place\n    options: { placement: inline, shared_kib: 1 }\n\
+         \x20 - path: /upper-shared/\n    handler: place\n    options: { placement: inline, shared_kib: 100 }\n    filters: [{ handler: place, options: { upper: true, mark: up } }]\n",
+    ));
+    let p = s.port();
+    let want = b"0123456789abcdef".repeat(64 * 100);
+    let mut c = Client::connect(p);
+    for _ in 0..3 {
+        let r = c.request("GET /shared/x HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(r.header("content-length"), Some("102400"));
+        assert!(r.body == want);
+        let r = c.request("GET /small-shared/x HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(r.body == b"0123456789abcdef".repeat(64), "{}", r.body.len());
+    }
+    let r = c.request("HEAD /shared/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.header("content-length"), Some("102400"));
+    let r = c.request("GET /upper-shared/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.header("x-body"), Some("Bytes Some(102400)"));
+    assert!(r.body == want.to_ascii_uppercase());
+}

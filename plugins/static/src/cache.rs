@@ -66,7 +66,8 @@ pub enum Src {
 /// A small file kept in memory, with the headers made for it the first
 /// time it was served (PERF: no ETag, date or type formatting per request).
 pub struct MemFile {
-    pub bytes: Box<[u8]>,
+    /// Shared with the responses that send it (SDK 1.2: no copy).
+    pub bytes: std::sync::Arc<[u8]>,
     pub prepared: OnceCell<Rc<Prepared>>,
 }
 
@@ -116,7 +117,7 @@ thread_local! {
 
 fn empty() -> Rc<MemFile> {
     Rc::new(MemFile {
-        bytes: Box::new([]),
+        bytes: std::sync::Arc::new([]),
         prepared: OnceCell::new(),
     })
 }
@@ -234,7 +235,7 @@ fn read_all(f: &File, size: u64) -> Option<Rc<MemFile>> {
     f.take(size + 1).read_to_end(&mut buf).ok()?;
     (buf.len() as u64 == size).then(|| {
         Rc::new(MemFile {
-            bytes: buf.into_boxed_slice(),
+            bytes: buf.into(),
             prepared: OnceCell::new(),
         })
     })

@@ -125,7 +125,10 @@ struct Chosen {
 fn body(src: Src, offset: u64, len: u64) -> Body {
     match src {
         Src::Fd(file) => Body::File { file, offset, len },
-        Src::Mem(m) => Body::Bytes(m.bytes[offset as usize..(offset + len) as usize].to_vec()),
+        // PERF: the cached bytes themselves, not a copy per response.
+        Src::Mem(m) => {
+            Body::shared_range(m.bytes.clone(), offset as usize..(offset + len) as usize)
+        }
     }
 }
 

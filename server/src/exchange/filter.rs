@@ -180,6 +180,7 @@ fn describe(body: &OwnedBody, headers: &[OwnedHeaderV1]) -> FilterBodyV1 {
     let (kind, len, fd, offset) = match body {
         OwnedBody::Empty => (0, 0, -1, 0),
         OwnedBody::Bytes(b) => (1, b.len() as i64, -1, 0),
+        OwnedBody::Shared(b) => (1, b.as_slice().len() as i64, -1, 0),
         OwnedBody::File { fd, offset, len } => (2, *len as i64, fd.as_raw_fd(), *offset),
         OwnedBody::Segments { segs, .. } => (3, segments_len(segs) as i64, -1, 0),
         OwnedBody::Raw(_) | OwnedBody::Filtered(_) | OwnedBody::Stream(_) => {
@@ -233,6 +234,7 @@ fn transform(body: OwnedBody, mut chain: Chain) -> Result<OwnedBody, String> {
             pos: 0,
         },
         OwnedBody::Bytes(data) => Source::Bytes { data, pos: 0 },
+        OwnedBody::Shared(body) => Source::Shared { body, pos: 0 },
         OwnedBody::File { fd, offset, len } => Source::File {
             fd,
             off: offset,
@@ -254,6 +256,7 @@ fn transform(body: OwnedBody, mut chain: Chain) -> Result<OwnedBody, String> {
     };
     let small = match &source {
         Source::Bytes { data, .. } => data.len() as u64 <= INLINE_TRANSFORM,
+        Source::Shared { body, .. } => body.as_slice().len() as u64 <= INLINE_TRANSFORM,
         Source::File { off, end, .. } => end - off <= INLINE_TRANSFORM,
         Source::Segments { segs, .. } => {
             segments_len(segs.as_slices().0) + segments_len(segs.as_slices().1) <= INLINE_TRANSFORM

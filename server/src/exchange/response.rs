@@ -31,6 +31,8 @@ pub enum OwnedBody {
         files: Vec<OwnedFd>,
         segs: Vec<SegmentV1>,
     },
+    /// A plugin's shared bytes (SDK 1.2), sent where they are.
+    Shared(SharedBody),
     /// A stream not pulled yet.
     Raw(StreamV1),
     /// A body that response filters transform, not pulled yet.
@@ -78,7 +80,41 @@ pub fn own_body(body: BodyV1) -> OwnedBody {
                 .collect(),
             segs: s.segments.into_vec(),
         },
-        BodyV1::Stream(s) => OwnedBody::Raw(s),
+        BodyV1::Stream(s) => match crate::plugins::shared::bytes(&s) {
+            Some(bytes) => OwnedBody::Shared(SharedBody {
+                ptr: bytes.as_ptr(),
+                len: bytes.len(),
+                stream: s,
+            }),
+            None => OwnedBody::Raw(s),
+        },
+    }
+}
+
+/// A plugin's shared bytes (`plugins/shared.rs`): the bytes its stream
+/// holds, borrowed until the stream is closed, which dropping this does.
+pub struct SharedBody {
+    stream: StreamV1,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the bytes are immutable and owned by the stream's state, which
+// is `Send` (the SDK makes it from an `Arc<[u8]>`); one owner at a time.
+unsafe impl Send for SharedBody {}
+
+impl SharedBody {
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` and `len` are the slice the plugin's table gave
+        // for this stream, valid until its close (in `drop`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for SharedBody {
+    fn drop(&mut self) {
+        // Closing drops an `Arc`: no blocking, any thread.
+        (self.stream.close)(self.stream.ctx, false);
     }
 }
 

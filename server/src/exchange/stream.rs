@@ -35,6 +35,10 @@ const CHUNK: usize = 32 * 1024;
 /// filter transforms) the handler's bytes, file range or segments.
 pub enum Source {
     Plugin(StreamV1),
+    Shared {
+        body: crate::exchange::response::SharedBody,
+        pos: usize,
+    },
     Bytes {
         data: RVec<u8>,
         pos: usize,
@@ -61,6 +65,13 @@ impl Source {
                 call::stream_read(s, buf).map_err(|e| format!("body stream failed: {e}"))
             }
             Source::Bytes { data, pos } => {
+                let n = (data.len() - *pos).min(buf.len());
+                buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+                *pos += n;
+                Ok(n)
+            }
+            Source::Shared { body, pos } => {
+                let data = body.as_slice();
                 let n = (data.len() - *pos).min(buf.len());
                 buf[..n].copy_from_slice(&data[*pos..*pos + n]);
                 *pos += n;

@@ -18,6 +18,7 @@ pub mod call;
 pub mod filter;
 pub mod host;
 mod instance;
+pub mod shared;
 pub mod watchdog;
 
 pub use instance::{
@@ -444,6 +445,23 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         }
         Err(_) => None,
     };
+    // SAFETY: as for the lifecycle table.
+    if let Ok(f) = unsafe {
+        lib.get::<extern "C" fn() -> tamada_sdk::abi::SharedDeclV1>(
+            tamada_sdk::abi::SHARED_V1_SYMBOL,
+        )
+    } {
+        let d = f();
+        if let Err(e) =
+            check_layout_compatibility(<tamada_sdk::abi::SharedV1 as StableAbi>::LAYOUT, d.layout)
+        {
+            return Err(format!(
+                "its SDK 1.2 shared-bytes table does not match this server's: {}; rebuild it against this server's tamada-sdk",
+                summarise(&e)
+            ));
+        }
+        shared::register(d.table);
+    }
     let plugin = Plugin {
         name: table.name.as_str().to_owned(),
         version: table.version.as_str().to_owned(),

@@ -31,10 +31,17 @@ static TABLE: PluginV1 = PluginV1 {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn tamada_plugin_header() -> PluginHeader {
-    PluginHeader { magic: MAGIC, sdk_major: SDK_MAJOR, sdk_minor: SDK_MINOR }
+    PluginHeader {
+        magic: MAGIC,
+        sdk_major: SDK_MAJOR,
+        sdk_minor: SDK_MINOR,
+    }
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn tamada_plugin_v1() -> Decl {
-    Decl { layout: <PluginV1 as StableAbi>::LAYOUT, table: &TABLE }
+    Decl {
+        layout: <PluginV1 as StableAbi>::LAYOUT,
+        table: &TABLE,
+    }
 }

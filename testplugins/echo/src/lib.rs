@@ -103,7 +103,10 @@ impl Handler for Echo {
         out.push_str(&format!("query={}\n", req.query().unwrap_or("-")));
         out.push_str(&format!("host={}\n", req.host()));
         out.push_str(&format!("vhost={}\n", req.vhost().name()));
-        out.push_str(&format!("config-file={}\n", req.vhost().config_file().display()));
+        out.push_str(&format!(
+            "config-file={}\n",
+            req.vhost().config_file().display()
+        ));
         out.push_str(&format!("route={}\n", req.route()));
         out.push_str(&format!("rest={}\n", req.rest()));
         out.push_str(&format!("version=1.{}\n", req.version().1));
@@ -125,11 +128,17 @@ impl Handler for Echo {
                 out.push_str(&format!("client-verify={}\n", c.verify));
             }
         }
-        out.push_str(&format!("x-multi={}\n", req.header_joined("x-multi").unwrap_or_default()));
+        out.push_str(&format!(
+            "x-multi={}\n",
+            req.header_joined("x-multi").unwrap_or_default()
+        ));
         match body_result {
             Ok(_) => {
                 out.push_str(&format!("body-len={}\n", body.len()));
-                out.push_str(&format!("body-sum={}\n", body.iter().map(|&b| b as u64).sum::<u64>()));
+                out.push_str(&format!(
+                    "body-sum={}\n",
+                    body.iter().map(|&b| b as u64).sum::<u64>()
+                ));
                 if body.len() <= 256 {
                     out.push_str(&format!("body={}\n", String::from_utf8_lossy(&body)));
                 }
@@ -167,7 +176,11 @@ struct Rule {
 impl tamada_sdk::access::Access for Rule {
     fn check(&self, req: &Request, res: &mut ResponseBuilder) -> tamada_sdk::access::Verdict {
         use tamada_sdk::access::Verdict;
-        if self.when.as_deref().is_some_and(|w| !req.path().contains(w)) {
+        if self
+            .when
+            .as_deref()
+            .is_some_and(|w| !req.path().contains(w))
+        {
             return Verdict::Pass;
         }
         if self.defer && req.is_inline() {
@@ -175,10 +188,16 @@ impl tamada_sdk::access::Access for Rule {
             return Verdict::Pass;
         }
         match self.verdict.as_str() {
-            "user" => Verdict::User { name: self.arg.clone(), auth_type: "Test".into() },
+            "user" => Verdict::User {
+                name: self.arg.clone(),
+                auth_type: "Test".into(),
+            },
             "answer" => {
                 res.status(self.arg.parse().unwrap_or(403))
-                    .header("x-rule", &format!("{} inline={}", self.arg, req.is_inline()))
+                    .header(
+                        "x-rule",
+                        &format!("{} inline={}", self.arg, req.is_inline()),
+                    )
                     .body(format!("refused by rule {}\n", self.arg));
                 Verdict::Answer
             }

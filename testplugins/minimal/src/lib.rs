@@ -38,10 +38,17 @@ static TABLE: PluginV1 = PluginV1 {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn tamada_plugin_header() -> PluginHeader {
-    PluginHeader { magic: MAGIC, sdk_major: SDK_MAJOR, sdk_minor: SDK_MINOR + 7 }
+    PluginHeader {
+        magic: MAGIC,
+        sdk_major: SDK_MAJOR,
+        sdk_minor: SDK_MINOR + 7,
+    }
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn tamada_plugin_v1() -> PluginDeclV1 {
-    PluginDeclV1 { layout: <PluginV1 as StableAbi>::LAYOUT, table: &TABLE }
+    PluginDeclV1 {
+        layout: <PluginV1 as StableAbi>::LAYOUT,
+        table: &TABLE,
+    }
 }

@@ -34,6 +34,12 @@ struct Place {
     /// Sleep this long in work handed to `Request::offload` (SDK 1.2).
     #[serde(default)]
     offload_ms: u64,
+    /// Answer this many KiB of shared bytes (SDK 1.2 `Body::shared`):
+    /// `0123456789abcdef` repeated.
+    #[serde(default)]
+    shared_kib: usize,
+    #[serde(skip)]
+    shared: std::sync::OnceLock<std::sync::Arc<[u8]>>,
 }
 
 /// The OS thread's name (a cdylib's own `std` does not know the server's
@@ -59,10 +65,22 @@ impl Handler for Place {
         if self.defer && req.is_inline() {
             return req.defer();
         }
+        if self.shared_kib > 0 {
+            let n = self.shared_kib;
+            let bytes = self
+                .shared
+                .get_or_init(|| b"0123456789abcdef".repeat(64 * n).into())
+                .clone();
+            res.status(200)
+                .header("content-type", "text/plain")
+                .body(bytes);
+            return Outcome::Done;
+        }
         if self.offload_ms > 0 {
             match req.offloaded::<String>() {
                 Some(Ok(t)) => {
-                    res.status(200).body(format!("offloaded to {t}, answered on {}\n", thread_name()));
+                    res.status(200)
+                        .body(format!("offloaded to {t}, answered on {}\n", thread_name()));
                     return Outcome::Done;
                 }
                 Some(Err(_)) => {
@@ -94,18 +112,20 @@ impl Handler for Place {
             tamada_sdk::host::has(tamada_sdk::host::Ability::Notes),
             tamada_sdk::host::draining(),
         );
-        res.status(200).header("content-type", "text/plain").body(format!(
-            "tag={} thread={} inline={} body={} path={}{} {host}\n",
-            self.tag,
-            thread_name(),
-            req.is_inline(),
-            String::from_utf8_lossy(&body),
-            req.path(),
-            match read {
-                Ok(_) => String::new(),
-                Err(e) => format!(" error={e}"),
-            }
-        ));
+        res.status(200)
+            .header("content-type", "text/plain")
+            .body(format!(
+                "tag={} thread={} inline={} body={} path={}{} {host}\n",
+                self.tag,
+                thread_name(),
+                req.is_inline(),
+                String::from_utf8_lossy(&body),
+                req.path(),
+                match read {
+                    Ok(_) => String::new(),
+                    Err(e) => format!(" error={e}"),
+                }
+            ));
         Outcome::Done
     }
 }

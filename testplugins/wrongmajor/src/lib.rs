@@ -3,5 +3,9 @@ use tamada_sdk::abi::{MAGIC, PluginHeader};
 
 #[unsafe(no_mangle)]
 pub extern "C" fn tamada_plugin_header() -> PluginHeader {
-    PluginHeader { magic: MAGIC, sdk_major: 9, sdk_minor: 3 }
+    PluginHeader {
+        magic: MAGIC,
+        sdk_major: 9,
+        sdk_minor: 3,
+    }
 }

@@ -22,6 +22,8 @@ pub const INLINE_BODY: usize = 16 * 1024;
 pub enum OutBody {
     None,
     Bytes(RVec<u8>),
+    /// A plugin's shared bytes, written where they are.
+    Shared(crate::exchange::response::SharedBody),
     File {
         fd: OwnedFd,
         off: u64,
@@ -309,11 +311,16 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
     // is a bad gateway (as nginx answers an upstream's), never framed.
     let declared = declared_len(&headers).map_err(|why| Refused { status: 502, why })?;
     let mut h = start_head(status, minor);
-    if let OwnedBody::Bytes(b) = &body
-        && b.len() <= INLINE_BODY
+    let small = match &body {
+        OwnedBody::Bytes(b) => Some(b.len()),
+        OwnedBody::Shared(b) => Some(b.as_slice().len()),
+        _ => None,
+    };
+    if let Some(n) = small
+        && n <= INLINE_BODY
     {
         // Room for the headers and the body behind them: no realloc.
-        h.reserve(b.len() + 64 * headers.len() + 64);
+        h.reserve(n + 64 * headers.len() + 64);
     }
     let mut dropped = Vec::new();
     for hd in headers.iter() {
@@ -345,6 +352,7 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
     let (len, out): (Option<u64>, OutBody) = match body {
         OwnedBody::Empty => (Some(0), OutBody::None),
         OwnedBody::Bytes(b) => (Some(b.len() as u64), OutBody::Bytes(b)),
+        OwnedBody::Shared(b) => (Some(b.as_slice().len() as u64), OutBody::Shared(b)),
         OwnedBody::File { fd, offset, len } => (
             Some(len),
             OutBody::File {
@@ -404,6 +412,10 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
     let body = match body {
         OutBody::Bytes(b) if b.len() <= INLINE_BODY => {
             h.extend_from_slice(&b);
+            OutBody::None
+        }
+        OutBody::Shared(b) if b.as_slice().len() <= INLINE_BODY => {
+            h.extend_from_slice(b.as_slice());
             OutBody::None
         }
         b => b,

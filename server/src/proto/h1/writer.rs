@@ -239,6 +239,18 @@ impl Large {
     fn write_some(&mut self, io: &mut impl Transport, left: u64) -> io::Result<Step> {
         let r = match &mut self.body {
             OutBody::None => return Ok(Step::Finished),
+            OutBody::Shared(shared) => {
+                let data = shared.as_slice();
+                let at = (self.seg_pos as usize).min(data.len());
+                if at == data.len() {
+                    return Ok(Step::Finished);
+                }
+                let r = io.write(&data[at..], false)?;
+                if let Io::Ready(n) = r {
+                    self.seg_pos += n as u64;
+                }
+                r
+            }
             OutBody::Bytes(data) => {
                 let at = (self.seg_pos as usize).min(data.len());
                 if at == data.len() {
