@@ -83,6 +83,9 @@ fn the_template_builds_loads_and_serves() {
   - path: /loud/
     handler: hello
     options: { greeting: hi, uppercase: true }
+  - path: /slow/
+    handler: hello
+    options: { greeting: later, backend_ms: 300 }
 ",
     );
     let plugins = plugin_folder(dir.path());
@@ -152,6 +155,19 @@ fn the_template_builds_loads_and_serves() {
     // A second instance of the plugin, with its own options.
     let r = get(port, "/loud/x", "hello.test");
     assert_eq!((r.status, r.text().as_str()), (200, "HI /loud/x\n"));
+
+    // The blocking-work pattern: slow answers offloaded, the loop free.
+    let slow = std::thread::spawn(move || get(port, "/slow/a", "hello.test"));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let t = std::time::Instant::now();
+    assert_eq!(get(port, "/loud/y", "hello.test").text(), "HI /loud/y\n");
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    let r = slow.join().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "later /slow/a\n"));
 
     let r = Client::connect(port)
         .request("POST /x HTTP/1.1\r\nHost: hello.test\r\nContent-Length: 0\r\n\r\n");

@@ -6,7 +6,9 @@
 //! - `greeting`: the first word of the answer (default `hello`);
 //! - `uppercase`: write the greeting in capitals (default `false`);
 //! - `skip`: a path prefix (`/private` or `/private/`) whose requests this
-//!   handler declines, so the next route answers them.
+//!   handler declines, so the next route answers them;
+//! - `backend_ms`: stand in for a slow backend taking this long (default
+//!   0): the pattern for blocking work, [`Request::offload`].
 //!
 //! The SDK guide (`cargo doc -p tamada-sdk --all-features --open` in the tamada
 //! repository) explains every line.
@@ -22,6 +24,7 @@ struct Config {
     greeting: String,
     uppercase: bool,
     skip: Option<String>,
+    backend_ms: u64,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             greeting: "hello".into(),
             uppercase: false,
             skip: None,
+            backend_ms: 0,
         }
     }
 }
@@ -41,6 +45,8 @@ pub struct Hello {
     greeting: String,
     /// Requests under this prefix are declined.
     skip: Option<String>,
+    /// How long the stand-in backend takes.
+    backend: Option<std::time::Duration>,
 }
 
 impl Hello {
@@ -59,6 +65,12 @@ impl Hello {
 }
 
 impl Handler for Hello {
+    /// It answers from memory: it runs on the event loop, with no thread
+    /// hand-off. Anything slow is offloaded (below), never done here.
+    fn placement(&self) -> Placement {
+        Placement::Inline
+    }
+
     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
         if self.skips(req.path()) {
             // Not ours: the next route with this prefix, then shorter
@@ -69,10 +81,30 @@ impl Handler for Hello {
             res.status(405).header("allow", "GET, HEAD");
             return Outcome::Done;
         }
+        let greeting = match self.backend {
+            None => self.greeting.clone(),
+            // Blocking work: offloaded to a thread of the SDK's; the
+            // request waits on its loop holding no server thread, and
+            // `handle` is called again with the result.
+            Some(delay) => match req.offloaded::<String>() {
+                Some(Ok(answer)) => answer,
+                Some(Err(_timed_out)) => {
+                    res.status(504).body("the backend did not answer in time\n");
+                    return Outcome::Done;
+                }
+                None => {
+                    let greeting = self.greeting.clone();
+                    return req.offload(std::time::Duration::from_secs(5), move || {
+                        std::thread::sleep(delay); // the slow backend
+                        greeting
+                    });
+                }
+            },
+        };
         // The core sends no body for HEAD; the headers are the same.
         res.status(200)
             .header("content-type", "text/plain; charset=utf-8")
-            .body(format!("{} {}\n", self.greeting, req.path()));
+            .body(format!("{greeting} {}\n", req.path()));
         Outcome::Done
     }
 }
@@ -102,6 +134,7 @@ pub fn new(options: &Options) -> Result<Hello, String> {
     Ok(Hello {
         greeting,
         skip: c.skip,
+        backend: (c.backend_ms > 0).then(|| std::time::Duration::from_millis(c.backend_ms)),
     })
 }
 
@@ -151,6 +184,13 @@ mod tests {
         for p in ["/privateer", "/", "/public/private"] {
             assert_eq!(run(opts, TestRequest::get(p)).outcome, Outcome::Done, "{p}");
         }
+    }
+
+    #[test]
+    fn a_slow_backend_is_offloaded_and_the_answer_comes_back() {
+        let out = run("{ backend_ms: 20 }", TestRequest::get("/slow"));
+        assert_eq!(out.outcome, Outcome::Done);
+        assert_eq!(out.body_bytes(), b"hello /slow\n");
     }
 
     #[test]

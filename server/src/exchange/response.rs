@@ -7,6 +7,7 @@
 
 use crate::exchange::stream::{Chain, Puller, Source, StreamPipe};
 use crate::http;
+pub use crate::plugins::shared::SharedBody;
 use abi_stable::std_types::RVec;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -80,41 +81,10 @@ pub fn own_body(body: BodyV1) -> OwnedBody {
                 .collect(),
             segs: s.segments.into_vec(),
         },
-        BodyV1::Stream(s) => match crate::plugins::shared::bytes(&s) {
-            Some(bytes) => OwnedBody::Shared(SharedBody {
-                ptr: bytes.as_ptr(),
-                len: bytes.len(),
-                stream: s,
-            }),
-            None => OwnedBody::Raw(s),
+        BodyV1::Stream(s) => match SharedBody::of(s) {
+            Ok(b) => OwnedBody::Shared(b),
+            Err(s) => OwnedBody::Raw(s),
         },
-    }
-}
-
-/// A plugin's shared bytes (`plugins/shared.rs`): the bytes its stream
-/// holds, borrowed until the stream is closed, which dropping this does.
-pub struct SharedBody {
-    stream: StreamV1,
-    ptr: *const u8,
-    len: usize,
-}
-
-// SAFETY: the bytes are immutable and owned by the stream's state, which
-// is `Send` (the SDK makes it from an `Arc<[u8]>`); one owner at a time.
-unsafe impl Send for SharedBody {}
-
-impl SharedBody {
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` and `len` are the slice the plugin's table gave
-        // for this stream, valid until its close (in `drop`).
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl Drop for SharedBody {
-    fn drop(&mut self) {
-        // Closing drops an `Arc`: no blocking, any thread.
-        (self.stream.close)(self.stream.ctx, false);
     }
 }
 

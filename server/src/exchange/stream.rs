@@ -36,7 +36,7 @@ const CHUNK: usize = 32 * 1024;
 pub enum Source {
     Plugin(StreamV1),
     Shared {
-        body: crate::exchange::response::SharedBody,
+        body: crate::plugins::shared::SharedBody,
         pos: usize,
     },
     Bytes {

@@ -40,3 +40,43 @@ pub fn bytes(s: &StreamV1) -> Option<&'static [u8]> {
     }
     None
 }
+
+/// A plugin's shared bytes: the bytes its stream
+/// holds, borrowed until the stream is closed, which dropping this does.
+pub struct SharedBody {
+    stream: StreamV1,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the bytes are immutable and owned by the stream's state, which
+// is `Send` (the SDK makes it from an `Arc<[u8]>`); one owner at a time.
+unsafe impl Send for SharedBody {}
+
+impl SharedBody {
+    /// The stream's bytes when it is a shared-bytes stream; else the
+    /// stream back.
+    pub fn of(stream: StreamV1) -> Result<SharedBody, StreamV1> {
+        match bytes(&stream) {
+            Some(b) => Ok(SharedBody {
+                ptr: b.as_ptr(),
+                len: b.len(),
+                stream,
+            }),
+            None => Err(stream),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` and `len` are the slice the plugin's table gave
+        // for this stream, valid until its close (in `drop`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for SharedBody {
+    fn drop(&mut self) {
+        // Closing drops an `Arc`: no blocking, any thread.
+        (self.stream.close)(self.stream.ctx, false);
+    }
+}
