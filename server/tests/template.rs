@@ -86,6 +86,10 @@ fn the_template_builds_loads_and_serves() {
   - path: /slow/
     handler: hello
     options: { greeting: later, backend_ms: 300 }
+  - path: /filtered/
+    handler: placeholder
+    options: { body: \"quiet\\n\", content_type: text/plain }
+    filters: [{ handler: hello, options: { greeting: hey, shout: true } }]
 ",
     );
     let plugins = plugin_folder(dir.path());
@@ -155,6 +159,11 @@ fn the_template_builds_loads_and_serves() {
     // A second instance of the plugin, with its own options.
     let r = get(port, "/loud/x", "hello.test");
     assert_eq!((r.status, r.text().as_str()), (200, "HI /loud/x\n"));
+
+    // The template's filter: another handler's answer, greeted and shouted.
+    let r = get(port, "/filtered/x", "hello.test");
+    assert_eq!(r.header("x-greeting"), Some("hey"));
+    assert_eq!(r.text(), "QUIET\n");
 
     // The blocking-work pattern: slow answers offloaded, the loop free.
     let slow = std::thread::spawn(move || get(port, "/slow/a", "hello.test"));

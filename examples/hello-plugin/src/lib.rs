@@ -10,6 +10,10 @@
 //! - `backend_ms`: stand in for a slow backend taking this long (default
 //!   0): the pattern for blocking work, [`Request::offload`].
 //!
+//! It is also a response filter (`filters: [{ handler: hello }]`):
+//! [`Greeter`] adds `X-Greeting` to every answer of the vhost or route, and
+//! upper-cases `text/plain` bodies with `shout: true`.
+//!
 //! The SDK guide (`cargo doc -p tamada-sdk --all-features --open` in the tamada
 //! repository) explains every line.
 
@@ -138,8 +142,67 @@ pub fn new(options: &Options) -> Result<Hello, String> {
     })
 }
 
-// The name routes use in `handler:`, and the constructor.
-tamada_sdk::export_plugin!(name: "hello", new: new);
+/// `hello` is also a response filter (SDK 1.2), named in a vhost's or a
+/// route's `filters:`: it adds `X-Greeting: <greeting>` to every answer,
+/// whichever handler made it, and with `shout: true` upper-cases
+/// `text/plain` bodies on their way out.
+pub struct Greeter {
+    greeting: String,
+    shout: bool,
+}
+
+/// The filter's `options:`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FilterConfig {
+    greeting: Option<String>,
+    shout: bool,
+}
+
+/// Upper-cases a body as it streams past (no buffering).
+struct Shout;
+
+impl tamada_sdk::filter::BodyFilter for Shout {
+    fn data(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend(input.iter().map(u8::to_ascii_uppercase));
+        Ok(())
+    }
+}
+
+impl tamada_sdk::filter::Filter for Greeter {
+    fn response(
+        &self,
+        _req: &Request,
+        head: &mut tamada_sdk::filter::ResponseHead,
+    ) -> tamada_sdk::filter::Action {
+        use tamada_sdk::filter::Action;
+        head.set_header("x-greeting", &self.greeting);
+        let text = head
+            .header_str("content-type")
+            .is_some_and(|t| t.starts_with("text/plain"));
+        if self.shout && text && head.status() == 200 {
+            // A different representation: the handler's ETag no longer
+            // names it.
+            head.remove_header("etag");
+            return Action::Transform(Box::new(Shout));
+        }
+        // Anything else goes out as the handler made it (a file stays a
+        // file, sent with sendfile).
+        Action::Keep
+    }
+}
+
+/// Builds the filter for one `filters:` entry from its options.
+pub fn new_filter(options: &Options) -> Result<Greeter, String> {
+    let c: FilterConfig = options.parse()?;
+    Ok(Greeter {
+        greeting: c.greeting.unwrap_or_else(|| "hello".into()),
+        shout: c.shout,
+    })
+}
+
+// The name routes and `filters:` use in `handler:`, and the constructors.
+tamada_sdk::export_plugin!(name: "hello", new: new, filter: new_filter);
 
 #[cfg(test)]
 mod tests {
@@ -191,6 +254,27 @@ mod tests {
         let out = run("{ backend_ms: 20 }", TestRequest::get("/slow"));
         assert_eq!(out.outcome, Outcome::Done);
         assert_eq!(out.body_bytes(), b"hello /slow\n");
+    }
+
+    #[test]
+    fn the_filter_greets_every_answer_and_shouts_text() {
+        let req = TestRequest::get("/page");
+        let f = new_filter(&req.options("{ greeting: hey, shout: true }")).unwrap();
+        let mut res = ResponseBuilder::new();
+        res.header("content-type", "text/plain")
+            .header("etag", "\"1\"")
+            .body("quiet words");
+        let out = req.filter(&f, res);
+        assert_eq!(out.head.header_str("x-greeting"), Some("hey"));
+        assert_eq!(out.body, b"QUIET WORDS");
+        assert_eq!(out.head.header("etag"), None);
+        // Other types are kept as they are.
+        let mut res = ResponseBuilder::new();
+        res.header("content-type", "image/png").body("png");
+        let out = req.filter(&f, res);
+        assert!(!out.transformed);
+        assert_eq!(out.body, b"png");
+        assert_eq!(out.head.header_str("x-greeting"), Some("hey"));
     }
 
     #[test]
