@@ -103,7 +103,12 @@ pub enum Action {
     /// Passed through this transform on its way out.
     Transform(Box<dyn BodyFilter>),
     /// This body is sent instead (a cached copy); the handler's is closed
-    /// unsent. Its length is the new `Content-Length`.
+    /// unsent, and so are the transforms earlier filters asked for (the
+    /// replacement is what this filter passes on). Its length is the new
+    /// `Content-Length`. The head as this filter leaves it must describe
+    /// the replacement: fields an earlier filter set for its own
+    /// transform (a `Content-Encoding`) are this filter's to keep or
+    /// remove.
     Replace(Body),
 }
 

@@ -428,7 +428,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     // The last log phases and stream closes run on the pool: let them end
     // before the plugins are flushed and shut down.
     let t = shared.runtime.load().settings.shutdown_timeout.0;
-    clean &= pool.quiesce(std::time::Instant::now() + t.min(std::time::Duration::from_secs(5)));
+    let deadline = std::time::Instant::now() + t.min(std::time::Duration::from_secs(5));
+    clean &= pool.quiesce(deadline);
+    clean &= pool::quiesce_routes(deadline);
     if clean {
         log::info!("all requests finished; stopping");
     }

@@ -38,9 +38,46 @@ pub struct Pool {
 }
 
 /// A route's own pool (`pool: N`): its threads end, after the jobs
-/// already queued, when the route is dropped (its configuration was
-/// replaced and its last request is done).
+/// already queued, when no configuration has the route any more (and its
+/// last request is done).
 pub struct Owned(pub Arc<Pool>);
+
+/// The live route pools by (vhost, route prefix, threads): a reload that
+/// keeps a route keeps its pool (a configuration still held by a
+/// long-lived relay must not make N more threads at every SIGHUP), and
+/// shutdown waits for each.
+type RouteKey = (String, String, usize);
+static ROUTE_POOLS: std::sync::Mutex<Vec<(RouteKey, std::sync::Weak<Owned>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The pool of `threads` threads for route `prefix` of `vhost`: the one
+/// a running configuration already has for it, else a new one.
+pub fn route_pool(vhost: &str, prefix: &str, threads: usize) -> Arc<Owned> {
+    let key = (vhost.to_owned(), prefix.to_owned(), threads);
+    let mut all = ROUTE_POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(p) = all
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return p;
+    }
+    let p = Arc::new(Owned(Pool::start_named(threads, "route-pool")));
+    all.push((key, Arc::downgrade(&p)));
+    p
+}
+
+/// At shutdown: [`Pool::quiesce`] for every live route pool too.
+pub fn quiesce_routes(deadline: std::time::Instant) -> bool {
+    let pools: Vec<Arc<Owned>> = ROUTE_POOLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|(_, w)| w.upgrade())
+        .collect();
+    pools.iter().all(|p| p.0.quiesce(deadline))
+}
 
 impl Drop for Owned {
     fn drop(&mut self) {

@@ -163,10 +163,17 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
         let name = e.file_name().to_string_lossy().into_owned();
         let Ok(md) = e.metadata() else { continue };
         let Some(key) = Key::parse(&name) else {
-            if !name.starts_with(".tmp-") {
-                continue;
+            // A temporary file left by a crash (an hour old: a running
+            // server's, during a binary upgrade or beside `-t`, is
+            // younger), unless this is only a check.
+            let stale = md
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+            if name.starts_with(".tmp-") && stale && !tamada_sdk::host::dry_run() {
+                let _ = fs::remove_file(e.path());
             }
-            let _ = fs::remove_file(e.path());
             continue;
         };
         if md.is_file() {
@@ -203,7 +210,9 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
         stored: AtomicU64::new(0),
         hits: AtomicU64::new(0),
     });
-    c.evict();
+    if !tamada_sdk::host::dry_run() {
+        c.evict();
+    }
     all.insert(dir.to_owned(), c.clone());
     Ok(c)
 }
@@ -292,6 +301,7 @@ impl Cache {
         by_age.sort_by_key(|(used, _)| *used);
         // Down to 90%, so that the next store does not evict again.
         let target = self.max_size / 10 * 9;
+        let mut gone = Vec::new();
         for (_, key) in by_age {
             if g.total <= target {
                 break;
@@ -299,8 +309,14 @@ impl Cache {
             if let Some(e) = g.entries.remove(&key) {
                 g.total -= e.size;
                 g.open -= e.file.is_some() as usize;
-                let _ = fs::remove_file(self.dir.join(key.name()));
+                gone.push(key);
             }
+        }
+        drop(g);
+        // Unlinked with the index free: answers go on meanwhile (one being
+        // sent from an entry keeps its open descriptor).
+        for key in gone {
+            let _ = fs::remove_file(self.dir.join(key.name()));
         }
     }
 
@@ -351,7 +367,12 @@ impl Writer {
 
     /// The body is whole: the entry is put in place. Returns its name.
     pub fn commit(mut self) -> Option<String> {
-        self.file.take()?;
+        // On disk before it has its name: after a crash an entry is whole
+        // or absent, never a truncated body served as the real one.
+        if let Err(e) = self.file.take()?.sync_all() {
+            log::warn!("cannot write to the cache: {}: {e}", self.tmp.display());
+            return None;
+        }
         let name = self.key.name();
         match fs::rename(&self.tmp, self.cache.dir.join(&name)) {
             Ok(()) => {

@@ -301,19 +301,22 @@ impl Filter for Compress {
         let Some(coding) = Self::accept(req).choose(&self.order) else {
             return;
         };
-        // The compressed tag in If-None-Match becomes the file's, so that
-        // the handler's comparison matches it (the 304 gets it back).
-        if let Some(inm) = req.header("if-none-match") {
-            let list = tamada_coding::tags(inm);
-            if list
-                .iter()
-                .any(|t| tamada_coding::untag(t, coding).is_some())
-            {
-                let v: Vec<String> = list
+        // The compressed tag in If-None-Match (and If-Match) becomes the
+        // file's, so that the handler's comparison matches it (the 304
+        // gets it back).
+        for field in ["if-none-match", "if-match"] {
+            if let Some(value) = req.header(field) {
+                let list = tamada_coding::tags(value);
+                if list
                     .iter()
-                    .map(|t| tamada_coding::untag(t, coding).unwrap_or_else(|| t.to_string()))
-                    .collect();
-                edit.set_header("if-none-match", v.join(", "));
+                    .any(|t| tamada_coding::untag(t, coding).is_some())
+                {
+                    let v: Vec<String> = list
+                        .iter()
+                        .map(|t| tamada_coding::untag(t, coding).unwrap_or_else(|| t.to_string()))
+                        .collect();
+                    edit.set_header(field, v.join(", "));
+                }
             }
         }
         // A range of a compressed representation cannot be served: the

@@ -181,6 +181,14 @@ fn conditional_requests_see_the_files_tag() {
     let out = req.filter(&f, r);
     assert_eq!(out.head.header_str("etag"), Some("\"5f-1a-gzip\""));
     assert_eq!(out.head.header_str("vary"), Some("Accept-Encoding"));
+    // If-Match too (a PUT with the tag it got).
+    let req_m = TestRequest::get("/")
+        .header("accept-encoding", "gzip")
+        .header("if-match", "\"5f-1a-gzip\"");
+    assert_eq!(
+        req_m.filter_request(&f).edits(),
+        &[("if-match".to_owned(), Some(b"\"5f-1a\"".to_vec()))]
+    );
     // A tag of another coding than the one chosen is not touched.
     let req = TestRequest::get("/")
         .header("accept-encoding", "br")

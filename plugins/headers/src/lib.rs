@@ -239,6 +239,9 @@ pub struct Headers {
 fn rule(r: RuleConf, at: &str) -> Result<Rule, String> {
     let expires = match r.expires {
         None => Expiry::Off,
+        // Past ten years a date means nothing more (nginx's `max`), and
+        // it keeps the date printable.
+        Some(Expires::For(s)) if s.0 > Duration::from_secs(315_360_000) => Expiry::Max,
         Some(Expires::For(s)) => Expiry::For(s.0),
         Some(Expires::Word(w)) => match w.as_str() {
             "off" => Expiry::Off,

@@ -482,12 +482,9 @@ fn build_vhost(vc: &VhostConf, registry: &Registry) -> Result<Vhost, Vec<ConfErr
         match PluginInstance::create(plugin, &yaml, RoleV1::Handler, v.raw(), &r.path) {
             Ok(inst) => routes.push(Route {
                 filters,
-                pool: r.pool.map(|n| {
-                    Arc::new(crate::pool::Owned(crate::pool::Pool::start_named(
-                        n,
-                        "route-pool",
-                    )))
-                }),
+                pool: r
+                    .pool
+                    .map(|n| crate::pool::route_pool(&vc.name, &r.path, n)),
                 prefix: r.path.clone(),
                 max_body: r.max_body.map(|m| m.0).unwrap_or(vc.max_body),
                 buffering: r.request_buffering.unwrap_or(vc.request_buffering),

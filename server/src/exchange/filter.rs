@@ -129,11 +129,10 @@ pub fn response_side(x: &mut Exchange, o: Owned, head_only: bool) -> Result<Owne
             match r {
                 FilterResultV1::Keep => {}
                 FilterResultV1::Transform(t) => {
-                    let t = Transform::new(t, f.tag);
+                    // (kept even for a HEAD or a bodiless status: a later
+                    // filter may change the status; decided below)
+                    chain.0.push(Transform::new(t, f.tag));
                     transformed = true;
-                    if !silent {
-                        chain.0.push(t);
-                    }
                 }
                 FilterResultV1::Replace(b) => {
                     let old = std::mem::replace(&mut body, own_body(b));
@@ -160,9 +159,10 @@ pub fn response_side(x: &mut Exchange, o: Owned, head_only: bool) -> Result<Owne
     }
     let body = if !transformed {
         body
-    } else if chain.0.is_empty() {
-        // A HEAD or a bodiless status: its fields say what a GET's would
-        // (no length: chunked), nothing is sent.
+    } else if head_only || http::bodiless(status) {
+        // A HEAD or a bodiless status (as the last filter left it): its
+        // fields say what a GET's would (no length: chunked), nothing is
+        // sent.
         discard(body);
         OwnedBody::Stream(None)
     } else {

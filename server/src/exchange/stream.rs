@@ -398,8 +398,15 @@ impl StreamPipe {
                     }
                 }
                 Err(e) => {
+                    g.error = Some(e.clone());
+                    g.pulling = false;
+                    drop(g);
+                    if wake {
+                        (self.wake)();
+                    }
                     // The head has left: the connection is cut short; the
-                    // reason goes to the vhost's error log.
+                    // reason goes to the vhost's error log (no lock held:
+                    // a logger may block).
                     self.in_context(|| {
                         crate::plugins::host::record_here(
                             log::Level::Error,
@@ -407,12 +414,6 @@ impl StreamPipe {
                             &format!("response cut short: {e}"),
                         )
                     });
-                    g.error = Some(e);
-                    g.pulling = false;
-                    drop(g);
-                    if wake {
-                        (self.wake)();
-                    }
                     self.in_context(|| p.close(true));
                     return;
                 }

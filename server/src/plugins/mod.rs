@@ -446,7 +446,7 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         Err(_) => None,
     };
     // SAFETY: as for the lifecycle table.
-    if let Ok(f) = unsafe {
+    let shared_table = if let Ok(f) = unsafe {
         lib.get::<extern "C" fn() -> tamada_sdk::abi::SharedDeclV1>(
             tamada_sdk::abi::SHARED_V1_SYMBOL,
         )
@@ -460,8 +460,10 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
                 summarise(&e)
             ));
         }
-        shared::register(d.table);
-    }
+        Some(d.table)
+    } else {
+        None
+    };
     let plugin = Plugin {
         name: table.name.as_str().to_owned(),
         version: table.version.as_str().to_owned(),
@@ -480,6 +482,11 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
     }
     // Never unloaded (docs/ARCHITECTURE.md): the table and code stay mapped for good.
     std::mem::forget(lib);
+    // Only now: a table registered before a refusal above would outlive
+    // its library.
+    if let Some(t) = shared_table {
+        shared::register(t);
+    }
     Ok(plugin)
 }
 

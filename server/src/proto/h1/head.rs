@@ -392,7 +392,14 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
                 // end of the connection.
                 close = true;
             }
-            (declared, pipe.map_or(OutBody::None, OutBody::Stream))
+            match pipe {
+                Some(p) => (declared, OutBody::Stream(p)),
+                // Not sent: a HEAD (framed as its GET) or a bodiless
+                // status; anything else would promise chunks that never
+                // come, so it is an empty body.
+                None if !head_only => (Some(0), OutBody::None),
+                None => (declared, OutBody::None),
+            }
         }
     };
     if http::bodiless(status) {
