@@ -27,7 +27,7 @@ use std::ffi::c_void;
 /// The SDK major version. A plugin built for another major is refused.
 pub const SDK_MAJOR: u16 = 1;
 /// The SDK minor version. Minor versions only add tables.
-pub const SDK_MINOR: u16 = 1;
+pub const SDK_MINOR: u16 = 2;
 /// `b"TMDA"`: marks a tamada plugin header.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TMDA");
 
@@ -626,8 +626,8 @@ pub struct RelayV1 {
 }
 
 // ---------------------------------------------------------------------
-// SDK 1.2, the TLS view (added by the HTTPS issue; unfrozen until the
-// issue "SDK 1.2 released"). 1.0 and 1.1 tables are untouched.
+// SDK 1.2, the TLS view (added by the HTTPS issue; frozen since SDK 1.2:
+// the `frozen-v1_2` fixture guards it). 1.0 and 1.1 tables are untouched.
 
 /// Symbol of the optional TLS table: `extern "C" fn() -> TlsDeclV1`. A
 /// plugin without it (every 1.0 and 1.1 plugin) sees no TLS details;
@@ -702,7 +702,7 @@ pub const ABILITY_TLS: u64 = 1 << 7;
 
 // ---------------------------------------------------------------------
 // SDK 1.2, the access phase (added by the issue "What admins write in
-// nginx's server blocks"; unfrozen until the issue "SDK 1.2 released").
+// nginx's server blocks"; frozen since SDK 1.2 (the `frozen-v1_2` fixture guards it)).
 // 1.0 and 1.1 tables are untouched.
 
 /// Symbol of the optional access table: `extern "C" fn() -> AccessDeclV1`.
@@ -831,7 +831,7 @@ pub const ABILITY_ACCESS: u64 = 1 << 8;
 
 // ---------------------------------------------------------------------
 // SDK 1.2, response filters (added by the issue "Response filters";
-// unfrozen until the issue "SDK 1.2 released"). 1.0 and 1.1 tables are
+// frozen since SDK 1.2 (the `frozen-v1_2` fixture guards it)). 1.0 and 1.1 tables are
 // untouched.
 
 /// Symbol of the optional filter table: `extern "C" fn() -> FilterDeclV1`.
@@ -901,11 +901,22 @@ pub struct FilterHeadV1 {
     pub head_only: bool,
 }
 
+/// [`FilterBodyV1::kind`]: no body.
+pub const FILTER_BODY_EMPTY: u8 = 0;
+/// [`FilterBodyV1::kind`]: bytes in memory (shared bytes too).
+pub const FILTER_BODY_BYTES: u8 = 1;
+/// [`FilterBodyV1::kind`]: a range of a file (`fd`, `offset`, `len`).
+pub const FILTER_BODY_FILE: u8 = 2;
+/// [`FilterBodyV1::kind`]: bytes and file ranges.
+pub const FILTER_BODY_SEGMENTS: u8 = 3;
+/// [`FilterBodyV1::kind`]: a stream (a transform's output included).
+pub const FILTER_BODY_STREAM: u8 = 4;
+
 /// The form of a response body, as a filter sees it.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct FilterBodyV1 {
-    /// 0 none, 1 bytes, 2 a file range, 3 segments, 4 a stream.
+    /// One of the `FILTER_BODY_*` constants.
     pub kind: u8,
     /// Its length; -1 when unknown (a stream without Content-Length).
     pub len: i64,
@@ -963,7 +974,7 @@ pub const ABILITY_FILTER: u64 = 1 << 9;
 
 // ---------------------------------------------------------------------
 // SDK 1.2, shared bytes (added by the issue "What a third-party plugin
-// author still trips on"; unfrozen until the issue "SDK 1.2 released").
+// author still trips on"; frozen since SDK 1.2 (the `frozen-v1_2` fixture guards it)).
 // A body of bytes the plugin shares with other responses (a cache's) goes
 // out as a 1.0 `BodyV1::Stream` whose `read` is the plugin's own shared
 // reader; a server that knows this table recognises that reader and sends

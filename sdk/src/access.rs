@@ -1,4 +1,4 @@
-//! SDK 1.2 (unfrozen until "SDK 1.2 released"): access rules, the phase
+//! SDK 1.2 (frozen: the `frozen-v1_2` fixture guards it): access rules, the phase
 //! that runs before routing.
 //!
 //! A vhost lists rules, each a path prefix and an access plugin:

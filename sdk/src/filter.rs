@@ -1,4 +1,4 @@
-//! SDK 1.2 (unfrozen until "SDK 1.2 released"): response filters, the
+//! SDK 1.2 (frozen: the `frozen-v1_2` fixture guards it): response filters, the
 //! phase that runs after a handler.
 //!
 //! A vhost, or a route, lists filters; each is a plugin and its options:

@@ -15,7 +15,7 @@
 //! 9. [`compatibility`]: which server loads which plugin; the semver
 //!    policy of this crate; installing a plugin safely.
 //!
-//! SDK 1.2 additions (unfrozen until they are released): [`access`](crate::access)
+//! SDK 1.2 additions (released and frozen like 1.0 and 1.1): [`access`](crate::access)
 //! (rules that run before routing: pass, answer, rewrite, name a user),
 //! [`filters`] (a chapter: writing a response filter with
 //! [`filter`](crate::filter)),
@@ -1314,10 +1314,19 @@ pub mod compatibility {
     //! |---|---|---|
     //! | 1.0 | `tamada_plugin_v1`, `tamada_plugin_lifecycle_v1` | handlers, loggers, the lifecycle hooks |
     //! | 1.1 | `tamada_plugin_ext_v1` (with the host's `HostExtV1`) | placement (inline or pool), `defer`, `wait` on the event loop, relays after a 101, request notes, declared roles, option errors at their line, the host's version, abilities and drain state |
+    //! | 1.2 | `tamada_plugin_tls_v1` (`HostTlsV1`), `tamada_plugin_access_v1` (`AccessV1`), `tamada_plugin_user_v1` (`HostAccessV1`), `tamada_plugin_filter_v1` (`FilterV1`), `tamada_plugin_shared_v1` (`SharedV1`) | the TLS view of a request ([`Request::tls`](crate::Request::tls)); access rules that pass, answer, rewrite, name a user or wait on a timer ([`access`](crate::access)) and the user they name ([`Request::user`](crate::Request::user)); response filters ([`filter`](crate::filter), the [`filters`] chapter); shared bytes sent without a copy ([`Body::shared`](crate::Body::shared)); and, with no table of its own, blocking work offloaded while the request waits on its loop ([`offload`](crate::offload), over the 1.1 wait) |
+    //!
+    //! Each 1.2 ability is also visible at run time: `tls::available()`,
+    //! `access::available()`, `filter::available()` say whether the server
+    //! gives it (the 1.1 [`Ability`](crate::host::Ability) enum is
+    //! exhaustive and frozen, so it gains no variants); on a 1.1 server a
+    //! 1.2 plugin loads and serves as a 1.1 plugin, its 1.2 tables ignored,
+    //! and `Request::offload` runs the work in place.
     //!
     //! The tamada repository keeps a plugin built from a frozen copy of
-    //! each minor's tables (`testplugins/frozen-v1_0`, `frozen-v1_1`); its
-    //! tests load and run them against every new server.
+    //! each minor's tables (`testplugins/frozen-v1_0`, `frozen-v1_1`,
+    //! `frozen-v1_2`); its tests load and run them against every new
+    //! server.
     //!
     //! ## Installing and replacing a plugin
     //!

@@ -146,7 +146,7 @@
 //!
 //! ```sh
 //! tamada -t -c conf.d          # loads the plugins, runs every constructor; exit 0 or 1
-//! tamada --plugins             # hello  0.1.0  SDK 1.1  /srv/tamada/plugins/libhello_plugin.so
+//! tamada --plugins             # hello  0.1.0  SDK 1.2  /srv/tamada/plugins/libhello_plugin.so
 //! kill -HUP "$(pidof tamada)"  # load new plugins, re-read conf.d; no connection is dropped
 //! curl http://127.0.0.1:8080/hello/world    # hi /hello/world
 //! ```

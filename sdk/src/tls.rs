@@ -1,15 +1,35 @@
-//! SDK 1.2 (unfrozen until "SDK 1.2 released"): what a request's TLS
+//! SDK 1.2 (frozen: the `frozen-v1_2` fixture guards it): what a request's TLS
 //! connection negotiated, for handlers and loggers.
 //!
 //! ```
 //! use tamada_sdk::prelude::*;
 //!
-//! fn who(req: &Request) -> String {
-//!     match req.tls().and_then(|t| t.client_cert) {
-//!         Some(c) => format!("certificate {}", c.subject),
-//!         None => "anonymous".into(),
+//! /// Names the client by its certificate (mutual TLS).
+//! struct Who;
+//! impl Handler for Who {
+//!     fn handle(&self, req: &Request, res: &mut ResponseBuilder) -> Outcome {
+//!         let who = match req.tls().and_then(|t| t.client_cert) {
+//!             Some(c) => format!("certificate {}", c.subject),
+//!             None => "anonymous".into(),
+//!         };
+//!         res.body(who);
+//!         Outcome::Done
 //!     }
 //! }
+//! # #[cfg(feature = "testing")]
+//! # {
+//! use tamada_sdk::testing::TestRequest;
+//! use tamada_sdk::tls::{ClientCert, TlsInfo, with_test_tls};
+//!
+//! assert_eq!(TestRequest::get("/").run(&Who).body_bytes(), b"anonymous");
+//! let info = TlsInfo {
+//!     version: "TLSv1.3".into(),
+//!     client_cert: Some(ClientCert { subject: "CN=alice".into(), ..Default::default() }),
+//!     ..Default::default()
+//! };
+//! let out = with_test_tls(info, || TestRequest::get("/").run(&Who));
+//! assert_eq!(out.body_bytes(), b"certificate CN=alice");
+//! # }
 //! ```
 //!
 //! [`Request::tls`](crate::Request::tls) is `None` for a plain-HTTP

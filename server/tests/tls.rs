@@ -1333,3 +1333,84 @@ fn uploads_and_pipelined_requests_over_tls() {
     }
     assert!(out[at..].contains("path=/last"), "{out}");
 }
+
+#[test]
+fn the_frozen_sdk_1_2_fixture_keeps_every_1_2_ability() {
+    // testplugins/frozen-v1_2: written against the vendored 1.2 tables by
+    // hand; loaded beside the 1.0 and 1.1 fixtures (Plugins::Standard).
+    let pki = Pki::new();
+    let s = with_certs(&pki, &["f12.test"])
+        .file(
+            "conf.d/f12.yaml",
+            "vhost: f12.test\nip: 127.0.0.1\nport: {port0}\ntls_port: {port1}\n\
+             tls: { cert: ../tls/f12.test.pem, key: ../tls/f12.test.key }\n\
+             document_root: ../www\n\
+             access: [{ path: /, handler: frozen12 }]\n\
+             filters: [{ handler: frozen12 }]\n\
+             routes:\n  - path: /\n    handler: frozen12\n",
+        )
+        .start();
+    let (plain, tls) = (s.ports[0], s.ports[1]);
+    // The TLS view (over HTTPS), through the filter (upper-cased).
+    let r = curl(&s, "f12.test", tls, "/tls", &[]);
+    assert_eq!(r.status, 200, "{}{}", r.out, r.err);
+    assert!(
+        r.body().starts_with("FROZEN 1.2 TLS: TLSV1.3 TLS_"),
+        "{}",
+        r.body()
+    );
+    assert!(r.body().contains("SNI=F12.TEST"), "{}", r.body());
+    assert_eq!(r.header("x-frozen12").as_deref(), Some("filtered"));
+    // Over plain HTTP the view says so.
+    let r = get(plain, "/tls", "f12.test");
+    assert_eq!(r.text(), "FROZEN 1.2 TLS: NO TLS\n");
+    // The access phase: answer, rewrite, a user, a timer.
+    let r = get(plain, "/deny", "f12.test");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (403, "frozen 1.2 access: denied\n")
+    );
+    assert_eq!(
+        r.header("x-frozen12"),
+        Some("filtered"),
+        "filters see access answers"
+    );
+    let r = get(plain, "/old", "f12.test");
+    let sdk = format!("SDK 1.{}", tamada_sdk::abi::SDK_MINOR);
+    assert_eq!(
+        r.text(),
+        format!("FROZEN 1.2 PLUGIN: /NEW SERVER {sdk} REQUEST-EDITED TRUE\n")
+    );
+    assert_eq!(
+        get(plain, "/user", "f12.test").text(),
+        "FROZEN 1.2 USER: ADA (FIXTURE)\n"
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(get(plain, "/slow", "f12.test").status, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(140),
+        "{:?}",
+        t.elapsed()
+    );
+    // Blocking work offloaded while the request waits on its loop.
+    assert_eq!(
+        get(plain, "/offload", "f12.test").text(),
+        "FROZEN 1.2 OFFLOAD: DONE AFTER THE WAIT\n"
+    );
+    // Shared bytes, recognised: sent whole with their length.
+    let r = get(plain, "/shared", "f12.test");
+    assert_eq!(r.header("content-length"), Some("24"), "{}", r.head);
+    assert_eq!(r.body, b"frozen 1.2 shared bytes\n");
+    // Listed as a 1.2 plugin.
+    let (code, out, _) = run_tamada(&[
+        "--plugins",
+        "--plugin-dir",
+        s.dir.path().join("plugins").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("frozen12\t1.2.0\tSDK 1.2\t")),
+        "{out}"
+    );
+}
