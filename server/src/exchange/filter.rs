@@ -42,29 +42,31 @@ pub fn request_side(x: &mut Exchange) {
         return;
     }
     let list = x.vhost.filters_for(x.path()).clone();
-    if !list.is_empty() {
-        let edits: Vec<_> = {
-            let headers = view::headers(&x.head);
-            let empty = body::empty_reader();
-            let req = view::request(x, &headers, &empty);
-            list.iter().flat_map(|f| f.request(&req)).collect()
-        };
-        if !edits.is_empty() && x.client_headers.is_none() {
-            x.client_headers = Some(x.head.headers.clone());
+    if list.is_empty() {
+        x.filters = Some(list);
+        return;
+    }
+    let edits: Vec<_> = {
+        let headers = view::headers(&x.head);
+        let empty = body::empty_reader();
+        let req = view::request(x, &headers, &empty);
+        list.iter().flat_map(|f| f.request(&req)).collect()
+    };
+    if !edits.is_empty() && x.client_headers.is_none() {
+        x.client_headers = Some(x.head.headers.clone());
+    }
+    for e in edits {
+        let name = e.name.as_str();
+        if !http::valid_header(name, e.value.as_ref().map_or(&[][..], |v| v.as_slice())) {
+            continue;
         }
-        for e in edits {
-            let name = e.name.as_str();
-            if !http::valid_header(name, e.value.as_ref().map_or(&[][..], |v| v.as_slice())) {
-                continue;
-            }
+        x.head
+            .headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        if let Some(v) = e.value.into_option() {
             x.head
                 .headers
-                .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            if let Some(v) = e.value.into_option() {
-                x.head
-                    .headers
-                    .push((name.to_ascii_lowercase(), v.into_vec()));
-            }
+                .push((name.to_ascii_lowercase(), v.into_vec()));
         }
     }
     x.filters = Some(list);
@@ -72,7 +74,12 @@ pub fn request_side(x: &mut Exchange) {
 
 /// Whether an answer of this exchange goes through filters.
 pub fn any(x: &Exchange) -> bool {
-    !x.filtered && !filters(x).is_empty()
+    // PERF: no clone of the list (asked for every answer).
+    !x.filtered
+        && !match &x.filters {
+            Some(f) => f.is_empty(),
+            None => x.vhost.filters_for(x.path()).is_empty(),
+        }
 }
 
 /// The response side: each filter in turn edits the head and keeps,
