@@ -16,6 +16,10 @@ reaped CGI children included), read from /proc before and after each run:
 far steadier than requests/s on a noisy machine. Load: wrk -t1 and
 h2load --h1 -t1, bounded by --seconds per run.
 
+`--compress` runs the compression scenarios instead (bench/compress.py:
+100 KiB HTML and JSON with gzip beside nginx and Caddy, zstd beside Caddy,
+the compressed-file cache beside nginx's gzip_static).
+
 The ceiling is bench/ceiling.c: one thread, epoll, a fixed 1 KiB answer, no
 files, no logs. "tamada 1 loop" is tamada with `loops: 1` (per-core
 efficiency against single-process lighttpd); "tamada no-op" answers a fixed
@@ -332,7 +336,16 @@ def main():
     ap.add_argument("--only", help="comma-separated scenario numbers (1-8)")
     ap.add_argument("--no-idle", action="store_true", help="skip the 10,000 idle connections")
     ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--compress", action="store_true",
+                    help="run only the compression scenarios (bench/compress.py): gzip and zstd "
+                         "on the fly beside nginx and Caddy, the compressed-file cache beside gzip_static")
     a = ap.parse_args()
+    if a.compress:
+        import compress
+        sys.argv = [sys.argv[0], "--rounds", str(a.rounds), "--seconds", str(a.seconds)] + (
+            ["--no-install"] if a.no_install else [])
+        compress.main()
+        return
     if not a.no_install:
         install()
     scenarios = SCENARIOS
