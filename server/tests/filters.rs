@@ -678,3 +678,29 @@ fn shared_bytes_go_out_whole_and_through_filters() {
     assert_eq!(r.header("x-body"), Some("Bytes Some(102400)"));
     assert!(r.body == want.to_ascii_uppercase());
 }
+
+#[test]
+fn pipelined_requests_through_transforms_keep_their_order_and_framing() {
+    let s = compress_site("");
+    let p = s.port();
+    let mut c = Client::connect(p);
+    // Three at once: a large transformed file (pulled on the pool), a
+    // small one (transformed at once), a stream from CGI, then a plain
+    // answer; each framed right, in order.
+    c.send(
+        b"GET /big.html HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n\
+          GET /small.html HTTP/1.1\r\nHost: a\r\nAccept-Encoding: br\r\n\r\n\
+          GET /cgi-bin/stream.sh HTTP/1.1\r\nHost: a\r\nAccept-Encoding: zstd\r\n\r\n\
+          GET /tiny.txt HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n",
+    );
+    let r = c.read_response(false);
+    assert!(decode("gzip", &r.body) == page(300_000).as_bytes());
+    let r = c.read_response(false);
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert!(decode("br", &r.body) == page(2000).as_bytes());
+    let r = c.read_response(false);
+    assert!(decode("zstd", &r.body) == cgi_text());
+    let r = c.read_response(false);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.body, b"tiny\n");
+}
