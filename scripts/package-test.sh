@@ -71,6 +71,9 @@ for _ in $(seq 50); do
 done
 page=$(curl -s "http://127.0.0.1:$port/")
 grep -q "Welcome to tamada" <<<"$page" || { echo "package: no welcome page: $page" >&2; exit 1; }
+# The packaged site compresses (the compress plugin is in the package).
+curl -s -D - -o /dev/null -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/" | grep -qi '^content-encoding: gzip' \
+  || { echo "package: the welcome page is not compressed" >&2; exit 1; }
 grep -q "serving as user \`tamada\`" /tmp/tamada-package.log || { cat /tmp/tamada-package.log >&2; exit 1; }
 for t in /proc/$pid/task/*; do
   uid=$(awk '/^Uid:/ {print $2}' "$t/status")
