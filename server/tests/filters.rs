@@ -704,3 +704,37 @@ fn pipelined_requests_through_transforms_keep_their_order_and_framing() {
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.body, b"tiny\n");
 }
+
+#[test]
+fn loggers_see_the_request_as_the_client_sent_it() {
+    // The filter removes User-Agent before the handler (a CGI script sees
+    // none); the combined access log still has the client's.
+    let s = start(site(
+        "  - { handler: place, options: { drop_request_header: user-agent } }\n",
+        "",
+    ));
+    let env = s.dir.path().join("cgi/ua.sh");
+    std::fs::write(
+        &env,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nua=%s\\n' \"$HTTP_USER_AGENT\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = req(s.port(), "/cgi-bin/ua.sh", "User-Agent: probe/7.1\r\n");
+    assert_eq!(r.text(), "ua=\n");
+    let log = s.dir.path().join("logs/access.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("ua.sh") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = text
+        .lines()
+        .find(|l| l.contains("/cgi-bin/ua.sh"))
+        .unwrap_or_default();
+    assert!(line.ends_with("\"probe/7.1\""), "{text}");
+}

@@ -40,7 +40,8 @@ pub fn run(x: Box<Exchange>, o: Outcome) {
 fn call(x: &Exchange, o: &Outcome, which: impl Fn(bool) -> bool) {
     let err = o.error.as_deref().or(x.error.as_deref()).unwrap_or("");
     let empty = empty_reader();
-    let headers = view::headers(&x.head);
+    // The client's own fields: a log says what the client sent.
+    let headers = view::client_headers(x);
     let req = view::request(x, &headers, &empty);
     let entry = LogEntryV1 {
         request: &req,

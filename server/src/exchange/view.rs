@@ -24,6 +24,15 @@ pub fn headers_of(list: &[(String, Vec<u8>)]) -> Vec<HeaderV1<'_>> {
         .collect()
 }
 
+/// The request's header fields as the client sent them (before any
+/// filter's request side edited them), for loggers and filters.
+pub fn client_headers(x: &Exchange) -> Vec<HeaderV1<'_>> {
+    match &x.client_headers {
+        Some(h) => headers_of(h),
+        None => headers(&x.head),
+    }
+}
+
 /// The request view for the route the exchange is at (`x.route`).
 pub fn request<'a>(
     x: &'a Exchange,

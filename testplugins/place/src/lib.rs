@@ -149,6 +149,9 @@ struct Mark {
     after: usize,
     #[serde(default)]
     request_header: bool,
+    /// Remove this request header field before the handler.
+    #[serde(default)]
+    drop_request_header: String,
 }
 
 struct Upper {
@@ -175,6 +178,9 @@ impl tamada_sdk::filter::Filter for Mark {
     fn request(&self, _req: &Request, edit: &mut tamada_sdk::filter::RequestEdit) {
         if self.request_header {
             edit.set_header("x-filtered", "1");
+        }
+        if !self.drop_request_header.is_empty() {
+            edit.remove_header(&self.drop_request_header);
         }
     }
 
