@@ -738,3 +738,39 @@ fn loggers_see_the_request_as_the_client_sent_it() {
         .unwrap_or_default();
     assert!(line.ends_with("\"probe/7.1\""), "{text}");
 }
+
+#[test]
+fn a_check_makes_no_cache_folder_and_a_start_does() {
+    let fixture = || {
+        Fixture::new()
+            .file(
+                "conf.d/a.yaml",
+                "vhost: a\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n\
+                 filters: [{ handler: compress, options: { cache: { dir: ../cache } } }]\n",
+            )
+            .file("www/.keep", "")
+    };
+    let (dir, conf, plugins, _ports) = fixture().write();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamada"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .arg("--plugin-dir")
+        .arg(&plugins)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("cache").exists(),
+        "tamada -t made the cache folder"
+    );
+    let s = fixture().start();
+    assert!(
+        s.dir.path().join("cache").is_dir(),
+        "the start made no cache folder"
+    );
+}

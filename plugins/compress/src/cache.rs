@@ -130,6 +130,26 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
     if let Some(c) = all.get(dir) {
         return Ok(c.clone());
     }
+    if tamada_sdk::host::dry_run() {
+        // `tamada -t` creates no files: a folder that is there must be a
+        // folder; one that is not is made at start (and an error there
+        // names it).
+        if dir.exists() && !dir.is_dir() {
+            return Err(format!("cache folder {}: not a folder", dir.display()));
+        }
+        return Ok(Arc::new(Cache {
+            dir: dir.to_owned(),
+            max_size,
+            index: Mutex::new(Index {
+                entries: HashMap::new(),
+                total: 0,
+                clock: 0,
+                open: 0,
+            }),
+            stored: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }));
+    }
     // Parents as any folder (0755: the service user must pass through
     // them), the cache itself 0700 and the service user's: the server
     // makes it as root and writes to it after dropping privileges.
@@ -171,7 +191,7 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > std::time::Duration::from_secs(3600));
-            if name.starts_with(".tmp-") && stale && !tamada_sdk::host::dry_run() {
+            if name.starts_with(".tmp-") && stale {
                 let _ = fs::remove_file(e.path());
             }
             continue;
@@ -210,9 +230,7 @@ pub fn open(dir: &Path, max_size: u64) -> Result<Arc<Cache>, String> {
         stored: AtomicU64::new(0),
         hits: AtomicU64::new(0),
     });
-    if !tamada_sdk::host::dry_run() {
-        c.evict();
-    }
+    c.evict();
     all.insert(dir.to_owned(), c.clone());
     Ok(c)
 }
