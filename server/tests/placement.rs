@@ -490,6 +490,20 @@ fn a_max_in_flight_of_zero_is_an_error_at_its_line() {
     );
 }
 
+/// Waits (up to 5 s) until the server has `n` threads named `prefix*` (a
+/// new thread names itself once it runs; an ended one takes a moment).
+fn wait_threads(pid: u32, prefix: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while threads_named(pid, prefix) != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} threads named {prefix}, not {n}",
+            threads_named(pid, prefix)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Threads of the server process whose name starts with `prefix`.
 fn threads_named(pid: u32, prefix: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -513,16 +527,7 @@ fn a_route_with_a_pool_of_its_own_takes_no_shared_thread_and_ends_it_on_reload()
         .start();
     let p = s.port();
     let pid = s.child.id();
-    // (a new thread names itself once it runs)
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while threads_named(pid, "route-pool") != 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            threads_named(pid, "route-pool")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_threads(pid, "route-pool", 3);
     // Six slow requests: the route's 3 threads serve them, 3 at a time.
     let t0 = std::time::Instant::now();
     let slow: Vec<_> = (0..6)
@@ -550,24 +555,19 @@ fn a_route_with_a_pool_of_its_own_takes_no_shared_thread_and_ends_it_on_reload()
         "{:?}",
         t0.elapsed()
     );
-    // A reload makes the route anew: the old threads end.
+    // A reload while a request of the old configuration is in flight
+    // (it keeps that configuration alive): the route keeps its pool, no
+    // second one is started.
+    let held = std::thread::spawn(move || get(p, "/slow/held", "a"));
+    std::thread::sleep(Duration::from_millis(100));
     s.signal(libc::SIGHUP);
     assert!(
         s.log
             .wait_for("reloaded configuration", Duration::from_secs(10))
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let n = threads_named(pid, "route-pool");
-        if n == 3 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} route threads after the reload"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(threads_named(pid, "route-pool"), 3);
+    assert_eq!(held.join().unwrap().status, 200);
+    wait_threads(pid, "route-pool", 3);
     assert_eq!(get(p, "/slow/y", "a").status, 200);
 }
 

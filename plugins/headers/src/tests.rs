@@ -57,6 +57,17 @@ fn rules_by_type_and_expires() {
     assert_eq!(out.head.header_str("cache-control"), Some("no-cache"));
     let out = TestRequest::get("/").filter(&f, answer(200, "application/json"));
     assert_eq!(out.head.header_str("cache-control"), Some("private"));
+    // Past ten years is `max` (the date stays printable).
+    let f = filter("expires: 3000000d");
+    let out = TestRequest::get("/").filter(&f, answer(200, "text/css"));
+    assert_eq!(
+        out.head.header_str("cache-control"),
+        Some("max-age=315360000")
+    );
+    assert_eq!(
+        out.head.header_str("expires"),
+        Some("Thu, 31 Dec 2037 23:55:55 GMT")
+    );
 }
 
 #[test]

@@ -157,13 +157,16 @@ impl Chain {
     /// Passes `input` through every transform (`flush`: the handler
     /// flushed here).
     pub fn push(&mut self, input: &[u8], flush: bool) -> Result<RVec<u8>, String> {
-        let mut cur = RVec::from(input);
+        // PERF: the first transform reads the input where it is; only
+        // outputs are buffers of their own.
+        let mut cur: Option<RVec<u8>> = None;
         for t in &mut self.0 {
-            let mut out = RVec::with_capacity(cur.len() + 64);
-            t.data(&cur, flush, &mut out)?;
-            cur = out;
+            let from: &[u8] = cur.as_deref().unwrap_or(input);
+            let mut out = RVec::with_capacity(from.len() + 64);
+            t.data(from, flush, &mut out)?;
+            cur = Some(out);
         }
-        Ok(cur)
+        Ok(cur.unwrap_or_else(|| RVec::from(input)))
     }
 
     /// The body ended: what each transform still holds, through those

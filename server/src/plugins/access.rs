@@ -5,11 +5,8 @@
 use super::Plugin;
 use super::call;
 use super::instance::OptionError;
-use abi_stable::std_types::RStr;
 use std::sync::Arc;
-use tamada_sdk::abi::{
-    AccessCallV1, AccessResultV1, AccessV1, CreateCtxV1, Instance, RequestV1, RoleV1, VhostV1,
-};
+use tamada_sdk::abi::{AccessCallV1, AccessResultV1, AccessV1, Instance, RequestV1, VhostV1};
 
 /// A live access rule's instance.
 pub struct AccessInstance {
@@ -32,17 +29,7 @@ impl AccessInstance {
         path: &str,
     ) -> Option<Result<AccessInstance, OptionError>> {
         let table = plugin.access?;
-        let ctx = CreateCtxV1 {
-            role: RoleV1::Handler,
-            vhost,
-            route: RStr::from_str(path),
-        };
-        let made = (table.create)(RStr::from_str(options_yaml), &ctx)
-            .into_result()
-            .map_err(|e| OptionError {
-                path: Some(e.path.into_string()).filter(|p| !p.is_empty()),
-                message: e.message.into_string(),
-            });
+        let made = super::instance::create_with(table.create, options_yaml, vhost, path);
         Some(made.map(|inst| AccessInstance {
             plugin: plugin.clone(),
             table,
@@ -55,15 +42,9 @@ impl AccessInstance {
     /// Checks a request (`inline`: on an event loop; `delayed`: after the
     /// delay this check asked for).
     pub fn check(&self, req: &RequestV1<'_>, inline: bool, delayed: bool) -> AccessResultV1 {
-        let (r, stall) = super::watchdog::around(|| {
-            call::named(self.tag, || {
-                (self.table.check)(self.inst, req, &AccessCallV1 { inline, delayed })
-            })
-        });
-        if let Some(held) = stall {
-            super::instance::stalled(self.tag, held);
-        }
-        r
+        super::instance::watched(self.tag, || {
+            (self.table.check)(self.inst, req, &AccessCallV1 { inline, delayed })
+        })
     }
 }
 
@@ -79,11 +60,6 @@ impl Drop for AccessInstance {
     /// block).
     fn drop(&mut self) {
         let (destroy, inst) = (self.table.destroy, self.inst);
-        let end = move || destroy(inst);
-        if call::on_loop() {
-            crate::pool::global().submit(Box::new(end));
-        } else {
-            end();
-        }
+        super::instance::off_loop(move || destroy(inst));
     }
 }

@@ -7,11 +7,11 @@
 use super::Plugin;
 use super::call;
 use super::instance::OptionError;
-use abi_stable::std_types::{RStr, RVec};
+use abi_stable::std_types::RVec;
 use std::sync::Arc;
 use tamada_sdk::abi::{
-    BodyFilterV1, CreateCtxV1, FilterHeadV1, FilterResultV1, FilterV1, HeaderEditV1, Instance,
-    RequestV1, RoleV1, VhostV1,
+    BodyFilterV1, FilterHeadV1, FilterResultV1, FilterV1, HeaderEditV1, Instance, RequestV1,
+    VhostV1,
 };
 
 /// A live filter's instance.
@@ -33,17 +33,7 @@ impl FilterInstance {
         path: &str,
     ) -> Option<Result<FilterInstance, OptionError>> {
         let table = plugin.filter?;
-        let ctx = CreateCtxV1 {
-            role: RoleV1::Handler,
-            vhost,
-            route: RStr::from_str(path),
-        };
-        let made = (table.create)(RStr::from_str(options_yaml), &ctx)
-            .into_result()
-            .map_err(|e| OptionError {
-                path: Some(e.path.into_string()).filter(|p| !p.is_empty()),
-                message: e.message.into_string(),
-            });
+        let made = super::instance::create_with(table.create, options_yaml, vhost, path);
         Some(made.map(|inst| FilterInstance {
             plugin: plugin.clone(),
             table,
@@ -65,11 +55,7 @@ impl FilterInstance {
     }
 
     fn watched<R>(&self, f: impl FnOnce() -> R) -> R {
-        let (r, stall) = super::watchdog::around(|| call::named(self.tag, f));
-        if let Some(held) = stall {
-            super::instance::stalled(self.tag, held);
-        }
-        r
+        super::instance::watched(self.tag, f)
     }
 }
 
@@ -78,12 +64,7 @@ impl Drop for FilterInstance {
     /// block).
     fn drop(&mut self) {
         let (destroy, inst) = (self.table.destroy, self.inst);
-        let end = move || destroy(inst);
-        if call::on_loop() {
-            crate::pool::global().submit(Box::new(end));
-        } else {
-            end();
-        }
+        super::instance::off_loop(move || destroy(inst));
     }
 }
 

@@ -15,6 +15,54 @@ use tamada_sdk::abi::{
 /// The start of the trace record every stall makes (docs/plugins/metrics.md).
 pub const LOOP_STALL: &str = "loop stall: ";
 
+/// Calls into plugin `tag` under the watchdog (a call that held its
+/// event loop is reported) with its records tagged.
+pub(super) fn watched<R>(tag: &'static str, f: impl FnOnce() -> R) -> R {
+    let (r, stall) = super::watchdog::around(|| call::named(tag, f));
+    if let Some(held) = stall {
+        stalled(tag, held);
+    }
+    r
+}
+
+/// Builds an instance with an SDK 1.2 table's `create` (access rules,
+/// filters): the context's role is `Handler`, its route `path`; an error
+/// keeps where in the options it lies.
+pub(super) fn create_with(
+    create: extern "C" fn(
+        RStr<'_>,
+        &CreateCtxV1<'_>,
+    ) -> abi_stable::std_types::RResult<
+        Instance,
+        tamada_sdk::abi::OptionErrorV1,
+    >,
+    options_yaml: &str,
+    vhost: VhostV1<'_>,
+    path: &str,
+) -> Result<Instance, OptionError> {
+    let ctx = CreateCtxV1 {
+        role: RoleV1::Handler,
+        vhost,
+        route: RStr::from_str(path),
+    };
+    create(RStr::from_str(options_yaml), &ctx)
+        .into_result()
+        .map_err(|e| OptionError {
+            path: Some(e.path.into_string()).filter(|p| !p.is_empty()),
+            message: e.message.into_string(),
+        })
+}
+
+/// Runs a plugin's destroy (which may block) off the event loops: on
+/// the pool when called on a loop, else at once.
+pub(super) fn off_loop(end: impl FnOnce() + Send + 'static) {
+    if call::on_loop() {
+        crate::pool::global().submit(Box::new(end));
+    } else {
+        end();
+    }
+}
+
 /// Reports a plugin call that held its event loop (`watchdog.rs`).
 pub(super) fn stalled(tag: &'static str, held: std::time::Duration) {
     // Every stall, for loggers that count them (the metrics plugin's
@@ -217,13 +265,7 @@ impl PluginInstance {
     /// Content phase; `inline` when called on an event loop (only for an
     /// instance that declared it).
     pub fn handle(&self, req: &RequestV1<'_>, inline: bool, resume: Option<Resume>) -> Handled {
-        let (r, stall) = super::watchdog::around(|| {
-            call::named(self.tag, || self.handle_now(req, inline, resume))
-        });
-        if let Some(held) = stall {
-            stalled(self.tag, held);
-        }
-        r
+        watched(self.tag, || self.handle_now(req, inline, resume))
     }
 
     fn handle_now(&self, req: &RequestV1<'_>, inline: bool, resume: Option<Resume>) -> Handled {
@@ -340,10 +382,6 @@ impl Drop for PluginInstance {
             }
             (plugin.table.destroy)(inst);
         };
-        if call::on_loop() {
-            crate::pool::global().submit(Box::new(end));
-        } else {
-            end();
-        }
+        off_loop(end);
     }
 }
