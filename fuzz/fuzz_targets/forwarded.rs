@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         method: "GET".into(),
         target: "/".into(),
         version_minor: 1,
+        http2: false,
         headers: Vec::new(),
         path: "/".into(),
         query: None,

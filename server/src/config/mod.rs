@@ -247,6 +247,7 @@ pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
     }
     check_duplicates(&vhosts, &mut errors);
     check_proxy_protocol(&vhosts, &settings, &server_yaml, &mut errors);
+    check_protocols(&vhosts, &mut errors);
     if errors.is_empty() {
         Ok(Config {
             dir: dir.to_owned(),
@@ -305,6 +306,40 @@ fn check_proxy_protocol(
                 server_yaml.display()
             ),
         ));
+    }
+}
+
+/// The vhosts of one listening socket agree on its protocols: ALPN is
+/// chosen (`http2`) and the h2c preface is taken (`h2c`) before the Host
+/// is known.
+fn check_protocols(vhosts: &[VhostConf], errors: &mut Vec<ConfError>) {
+    let binds = bind_addresses(vhosts);
+    let mut first: BTreeMap<(SocketAddr, bool), &VhostConf> = BTreeMap::new();
+    for (v, l) in vhosts
+        .iter()
+        .flat_map(|v| v.listens.iter().map(move |l| (v, l)))
+    {
+        let bind = binds[&l.addr];
+        let Some(f) = first.get(&(bind, l.tls)) else {
+            first.insert((bind, l.tls), v);
+            continue;
+        };
+        let (key, a, b) = if l.tls {
+            ("http2", f.http2, v.http2)
+        } else {
+            ("h2c", f.h2c, v.h2c)
+        };
+        if a != b {
+            errors.push(v.error_at(
+                key,
+                0,
+                format!(
+                    "{key}: {b} here, but {} says {a} for the same listening socket ({bind}): \
+                     every vhost on it must agree",
+                    f.file.display()
+                ),
+            ));
+        }
     }
 }
 

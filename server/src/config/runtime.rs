@@ -200,6 +200,8 @@ pub struct Site {
     pub groups: BTreeMap<IpAddr, Group>,
     /// Connections start with a PROXY protocol header (`realip.rs`).
     pub proxy_protocol: bool,
+    /// A plain socket that takes HTTP/2 with prior knowledge (h2c).
+    pub h2c: bool,
     /// An HTTPS socket: its vhosts' TLS, chosen by SNI.
     pub tls: Option<Arc<crate::config::tls::SiteTls>>,
 }
@@ -368,6 +370,7 @@ impl Runtime {
                     &vc.name,
                     t,
                     config.settings.ticket_key_file.as_deref(),
+                    vc.http2,
                 ) {
                     Ok(vt) => Some(Arc::new(vt)),
                     Err(e) => {
@@ -382,6 +385,7 @@ impl Runtime {
                 let site = sites.entry(bind).or_default();
                 // config.rs has checked that the vhosts agree.
                 site.proxy_protocol |= vc.proxy_protocol;
+                site.h2c |= vc.h2c && !l.tls;
                 let group = site.groups.entry(l.addr.ip()).or_default();
                 let idx = group.vhosts.len();
                 for n in std::iter::once(&vc.name).chain(&vc.aliases) {

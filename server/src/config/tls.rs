@@ -227,7 +227,12 @@ pub struct VhostTls {
 
 /// Builds a vhost's configuration; errors name the file. `tickets` is
 /// server.yaml's `ticket_key_file`, the vhost's own taking precedence.
-pub fn build(name: &str, t: &TlsConf, tickets: Option<&Path>) -> Result<VhostTls, String> {
+pub fn build(
+    name: &str,
+    t: &TlsConf,
+    tickets: Option<&Path>,
+    http2: bool,
+) -> Result<VhostTls, String> {
     let shared = shared()?;
     let mut keys = t
         .pairs
@@ -272,7 +277,12 @@ pub fn build(name: &str, t: &TlsConf, tickets: Option<&Path>) -> Result<VhostTls
         }
     };
     let mut cfg = builder.with_cert_resolver(Arc::new(Pairs(keys)));
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first when offered: a client that speaks it chooses it.
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     // The server's cipher preference, not the client's.
     cfg.ignore_client_order = true;
     // PERF: one TLS 1.3 ticket per full handshake (rustls sends two by

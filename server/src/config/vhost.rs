@@ -137,6 +137,19 @@ pub struct VhostRaw {
     /// header from a trusted proxy (every vhost on the socket must agree).
     #[serde(default)]
     proxy_protocol: bool,
+    /// Offer HTTP/2 (ALPN `h2`) on the vhost's TLS port (default true;
+    /// every vhost on the socket must agree).
+    #[serde(default = "yes")]
+    http2: bool,
+    /// Take HTTP/2 with prior knowledge (h2c) on the plain port, for a
+    /// balancer in front (default false; every vhost on the socket must
+    /// agree).
+    #[serde(default)]
+    h2c: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `hsts:` as written.
@@ -213,6 +226,8 @@ pub struct VhostConf {
     pub access: Vec<AccessConf>,
     pub filters: Vec<FilterConf>,
     pub proxy_protocol: bool,
+    pub http2: bool,
+    pub h2c: bool,
 }
 
 impl VhostConf {
@@ -275,6 +290,8 @@ pub(super) fn check_vhost(
         access: Vec::new(),
         filters: raw.filters.clone(),
         proxy_protocol: raw.proxy_protocol,
+        http2: raw.http2,
+        h2c: raw.h2c,
     };
     if v.name.is_empty() {
         return Err(v.error_at("vhost", 0, "vhost: must not be empty".into()));

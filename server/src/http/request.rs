@@ -24,6 +24,9 @@ pub struct RequestHead {
     pub method: String,
     pub target: String,
     pub version_minor: u8,
+    /// The request came over HTTP/2 (`version_minor` is then 1: the
+    /// semantics are HTTP/1.1's).
+    pub http2: bool,
     pub headers: Vec<(String, Vec<u8>)>,
     /// Normalised path.
     pub path: String,
@@ -396,6 +399,7 @@ fn build(
         return Err(HttpError::new(400, "fragment in request target"));
     }
     Ok(RequestHead {
+        http2: false,
         method,
         target,
         version_minor,

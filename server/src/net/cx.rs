@@ -48,6 +48,10 @@ pub enum Msg {
 pub enum ConnMsg {
     /// A pool handler answered.
     Handled(Box<Handled>),
+    /// A pool handler answered for stream `stream` (its slot in the
+    /// connection, and the number telling it from a later stream there)
+    /// of an HTTP/2 connection.
+    StreamHandled(usize, u64, Box<Handled>),
     /// Something it waits for is ready: a body pipe has room or its
     /// reader wants `100 Continue`, a stream pipe has bytes (or ended).
     Wake,
@@ -280,6 +284,15 @@ impl<'a> Cx<'a> {
             id,
         }
     }
+    /// Stream `stream` (numbered `sid`) of connection `id` of this loop,
+    /// for an HTTP/2 exchange.
+    pub fn stream_owner(&self, id: u64, stream: usize, sid: u64) -> StreamOwner<'_> {
+        StreamOwner {
+            conn: self.owner(id),
+            stream,
+            sid,
+        }
+    }
     /// A [`Wake`] for connection `id` of this loop (a pipe's).
     pub fn waker(&self, id: u64) -> Wake {
         let n = self.notify(id);
@@ -312,5 +325,24 @@ impl crate::exchange::run::Owner for ConnOwner<'_> {
     }
     fn wake(&self) -> Wake {
         self.notify().wake()
+    }
+}
+
+/// One stream of an HTTP/2 connection, as its exchange sees it: a pool
+/// answer names the stream; a wake-up drives the whole connection.
+pub struct StreamOwner<'a> {
+    conn: ConnOwner<'a>,
+    stream: usize,
+    sid: u64,
+}
+
+impl crate::exchange::run::Owner for StreamOwner<'_> {
+    fn back(&self) -> crate::exchange::run::Back {
+        let n = self.conn.notify();
+        let (stream, sid) = (self.stream, self.sid);
+        Box::new(move |h| n.send(ConnMsg::StreamHandled(stream, sid, Box::new(h))))
+    }
+    fn wake(&self) -> Wake {
+        self.conn.notify().wake()
     }
 }

@@ -36,6 +36,7 @@ use crate::net::cx::{
 };
 use crate::net::watch::Watched;
 use crate::pool::Pool;
+use crate::proto::AnyConn;
 use crate::proto::h1::{Conn, Next};
 use crate::transport::Stream;
 use crate::transport::tls::{Prefix, TlsStream};
@@ -50,6 +51,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+/// An HTTP/2 stream of a connection: its slot, and its number there.
+type StreamKey = (usize, u64);
+
 const SWEEP: Duration = Duration::from_millis(250);
 /// When a drain starts (SIGTERM, or a binary upgrade handing over), idle
 /// keep-alive connections stay open this long: a request already on its
@@ -60,7 +64,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 pub struct EventLoop {
     poll: Poll,
     listeners: Slab<(SocketAddr, TcpListener)>,
-    conns: Slab<Box<Conn<Stream>>>,
+    conns: Slab<Box<AnyConn>>,
     rt: Arc<Runtime>,
     rx: Receiver<Msg>,
     handle: LoopHandle,
@@ -161,9 +165,8 @@ impl EventLoop {
                         };
                         if let Some((key, fd)) = owner
                             && let Some(c) = self.conns.get_mut(key)
-                            && c.parked_fd() == Some(fd)
+                            && c.wait_ready(fd)
                         {
-                            c.wait_ready();
                             self.drive(key, None);
                         }
                     }
@@ -181,7 +184,7 @@ impl EventLoop {
                     Token(t) => {
                         let key = t - CONN_BASE;
                         if let Some(c) = self.conns.get_mut(key) {
-                            c.sock.event(
+                            c.event(
                                 ev.is_readable(),
                                 ev.is_writable() || ev.is_write_closed() || ev.is_error(),
                                 ev.is_read_closed() || ev.is_error(),
@@ -192,7 +195,7 @@ impl EventLoop {
                 }
             }
             for (key, id) in std::mem::take(&mut self.again) {
-                if self.conns.get(key).is_some_and(|c| c.id == id) {
+                if self.conns.get(key).is_some_and(|c| c.id() == id) {
                     self.drive(key, None);
                 }
             }
@@ -222,7 +225,7 @@ impl EventLoop {
     }
 
     /// Drives one connection, with a message for it if any.
-    fn drive(&mut self, key: usize, handled: Option<Box<Handled>>) {
+    fn drive(&mut self, key: usize, handled: Option<(Box<Handled>, Option<StreamKey>)>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -230,19 +233,19 @@ impl EventLoop {
         cx.registry = Some(self.poll.registry());
         cx.watched = Some(&self.watched);
         let next = match handled {
-            Some(h) => conn.on_handled(*h, &mut cx),
+            Some((h, stream)) => conn.on_handled(*h, stream, &mut cx),
             None => conn.drive(&mut cx),
         };
         match next {
             Next::Wait => {}
-            Next::Again => self.again.push_back((key, conn.id)),
-            Next::Close => self.remove(key),
+            Next::Again => self.again.push_back((key, conn.id())),
+            Next::Close | Next::Http2 => self.remove(key),
         }
     }
 
     fn remove(&mut self, key: usize) {
         if let Some(c) = self.conns.try_remove(key) {
-            if let Some(fd) = c.parked_fd() {
+            for fd in c.parked_fds() {
                 // Before the handler's state (which may close it or pool
                 // it) goes: no event may come for it here any more.
                 let _ = self
@@ -262,10 +265,15 @@ impl EventLoop {
         while let Ok(m) = self.rx.try_recv() {
             match m {
                 Msg::Conn { key, id, ev } => {
-                    let live = self.conns.get(key).is_some_and(|c| c.id == id);
+                    let live = self.conns.get(key).is_some_and(|c| c.id() == id);
                     match ev {
-                        ConnMsg::Handled(h) if live => self.drive(key, Some(h)),
-                        ConnMsg::Handled(h) => crate::exchange::drop_handled(*h),
+                        ConnMsg::Handled(h) if live => self.drive(key, Some((h, None))),
+                        ConnMsg::StreamHandled(k, sid, h) if live => {
+                            self.drive(key, Some((h, Some((k, sid)))))
+                        }
+                        ConnMsg::Handled(h) | ConnMsg::StreamHandled(_, _, h) => {
+                            crate::exchange::drop_handled(*h)
+                        }
                         _ if live => self.drive(key, None),
                         _ => {}
                     }
@@ -408,14 +416,9 @@ impl EventLoop {
             ))),
             None => Stream::Plain(sock),
         };
-        e.insert(Box::new(Conn::new(
-            io,
-            self.next_id,
-            bind,
-            local,
-            peer,
-            proxy,
-        )));
+        let mut conn = Conn::new(io, self.next_id, bind, local, peer, proxy);
+        conn.h2c = site.is_some_and(|s| s.h2c);
+        e.insert(Box::new(AnyConn::H1(conn)));
         // The request often came with the connection: read it now.
         self.drive(key, None);
     }
@@ -429,7 +432,7 @@ impl EventLoop {
         let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
             .map(|(k, _)| k)
             .collect();
         for key in expired {
@@ -440,8 +443,8 @@ impl EventLoop {
             cx.registry = Some(self.poll.registry());
             cx.watched = Some(&self.watched);
             match conn.timed_out(&mut cx) {
-                Next::Close => self.remove(key),
-                Next::Again => self.again.push_back((key, conn.id)),
+                Next::Close | Next::Http2 => self.remove(key),
+                Next::Again => self.again.push_back((key, conn.id())),
                 Next::Wait => {}
             }
         }

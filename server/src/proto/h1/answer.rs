@@ -59,6 +59,7 @@ impl<T: Transport> Conn<T> {
             method: method.to_owned(),
             target: target.chars().take(2048).collect(),
             version_minor: if version == "HTTP/1.0" { 0 } else { 1 },
+            http2: false,
             headers: Vec::new(),
             path: "/".to_owned(),
             query: None,

@@ -131,6 +131,10 @@ pub enum Next {
     /// Had its turn with work left: drive it again after the others.
     Again,
     Close,
+    /// The client speaks HTTP/2 (ALPN `h2`, or the h2c preface on a
+    /// socket that allows it): the loop makes it an HTTP/2 connection
+    /// ([`Conn::into_h2`]).
+    Http2,
 }
 
 /// What one step of the state's own work came to.
@@ -165,9 +169,59 @@ pub struct Conn<T> {
     /// When the writer last moved bytes (send timeout).
     last_write: Instant,
     pub deadline: Option<Instant>,
+    /// The h2c preface switches to HTTP/2 here (`h2c: true`).
+    pub h2c: bool,
+}
+
+/// What [`Conn::into_h2`] hands over.
+pub struct H2Parts<T> {
+    pub sock: Sock<T>,
+    /// Bytes read and not parsed (the preface, maybe frames).
+    pub read: Vec<u8>,
+    pub id: u64,
+    pub bind: SocketAddr,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub proxy_ssl: bool,
 }
 
 impl<T: Transport> Conn<T> {
+    /// The connection's socket and what it read, for HTTP/2.
+    pub fn into_h2(self) -> H2Parts<T> {
+        H2Parts {
+            read: self.buf.data().to_vec(),
+            sock: self.sock,
+            id: self.id,
+            bind: self.bind,
+            local: self.local,
+            peer: self.peer,
+            proxy_ssl: self.proxy_ssl,
+        }
+    }
+
+    /// Whether the client speaks HTTP/2 before its first request: `None`
+    /// while too little of the preface is here to tell.
+    fn speaks_h2(&self) -> Option<bool> {
+        if self.served > 0 || !self.out.is_idle() {
+            return Some(false);
+        }
+        if let Some(t) = self.sock.io.tls() {
+            return Some(t.alpn.as_deref() == Some("h2"));
+        }
+        if !self.h2c {
+            return Some(false);
+        }
+        let d = self.buf.data();
+        let preface = crate::proto::h2::PREFACE;
+        if d.len() >= preface.len() {
+            Some(d.starts_with(preface))
+        } else if preface.starts_with(d) {
+            None
+        } else {
+            Some(false)
+        }
+    }
+
     /// A connection; `proxy` when a PROXY protocol header comes first.
     pub fn new(
         io: T,
@@ -194,6 +248,7 @@ impl<T: Transport> Conn<T> {
             idle_since: now,
             last_write: now,
             deadline: None,
+            h2c: false,
         }
     }
 
@@ -393,6 +448,13 @@ impl<T: Transport> Conn<T> {
         }
         if *answered >= TURN {
             return Flow::Done(self.flush(cx).unwrap_or(Next::Again));
+        }
+        if !self.buf.is_empty() && matches!(self.state, State::Head) {
+            match self.speaks_h2() {
+                Some(true) => return Flow::Done(Next::Http2),
+                None => return Flow::Idle,
+                Some(false) => {}
+            }
         }
         match parse(self.buf.data(), &limits(cx)) {
             Ok(Some(head)) => {

@@ -1,0 +1,470 @@
+//! HTTP/2 on one connection (RFC 9113): hyperium's `h2` crate, driven
+//! from the event loop over in-memory I/O (`wire.rs`), with each stream
+//! running the same request exchange HTTP/1.1 runs (`exchange/run.rs`).
+//!
+//! ```text
+//!   socket --read--> Wire.inb --h2--> streams (accept) --+
+//!                                                        | per stream:
+//!   Collect (DATA frames, spooled) -> run (loop) | Parked | Pool (capped)
+//!                                                        v
+//!   Send: h2 SendStream, DATA as the windows allow, from bytes, a file
+//!   (pread), segments or a pool-pulled stream; log phase at the end
+//!   socket <--write-- Wire.out <--h2 frames--------------+
+//! ```
+//!
+//! `drive` repeats read, poll the connection (new streams), step every
+//! stream, poll again (frames encoded), write, until nothing moves. `h2`
+//! never spawns and needs no timer; every timeout is the connection's own
+//! (`timed_out`). Design notes: `docs/design/http2.md`.
+
+mod head;
+mod stream;
+pub mod wire;
+
+use crate::http::Limits;
+use crate::net::cx::Cx;
+use crate::proto::h1::Next;
+use crate::proto::h1::sock::Sock;
+use crate::transport::{Io, Transport};
+use bytes::Bytes;
+use h2::Reason;
+use h2::server::{Connection, Handshake};
+use slab::Slab;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use stream::{Phase, St};
+use wire::{Flag, Wire};
+
+/// The client preface (RFC 9113 section 3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Streams one connection may have open (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub const MAX_STREAMS: u32 = 128;
+/// Passes of `drive` before the loop serves the others.
+const PASSES: u32 = 16;
+/// Client bytes buffered for `h2` before reading waits.
+const IN_MAX: usize = 64 * 1024;
+/// Streams a client may reset before their response is complete, less
+/// one per completed response, before the connection is closed with
+/// `ENHANCE_YOUR_CALM` (rapid reset, CVE-2023-44487).
+const RESET_BUDGET: u32 = 200;
+
+enum ConnState {
+    Handshake(Pin<Box<Handshake<Wire, Bytes>>>),
+    Open(Box<Connection<Wire, Bytes>>),
+    /// The connection is over (GOAWAY sent or received, or an error).
+    Gone,
+}
+
+pub struct H2Conn<T> {
+    pub sock: Sock<T>,
+    pub id: u64,
+    pub bind: SocketAddr,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    proxy_ssl: bool,
+    wire: Wire,
+    flag: Arc<Flag>,
+    conn: ConnState,
+    streams: Slab<St>,
+    /// Numbers the streams (tells a stream from a later one in its slot).
+    next_sid: u64,
+    /// Pool jobs of this connection not answered yet.
+    on_pool: usize,
+    /// Early client resets, less completed responses.
+    resets: u32,
+    /// A graceful shutdown (GOAWAY) was started.
+    shutting: bool,
+    started: Instant,
+    idle_since: Instant,
+    last_write: Instant,
+    pub deadline: Option<Instant>,
+}
+
+/// `h2`'s settings: tamada's limits.
+fn builder(cx: &Cx<'_>) -> h2::server::Builder {
+    let s = cx.settings();
+    let mut b = h2::server::Builder::new();
+    b.max_concurrent_streams(MAX_STREAMS)
+        // Uploads: a window large enough for fast links (the body is
+        // spooled as it comes, so the window is not what bounds memory).
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_header_list_size(s.max_header_size.0.min(u32::MAX as u64) as u32)
+        .max_send_buffer_size(256 * 1024)
+        .max_local_error_reset_streams(Some(256))
+        .max_pending_accept_reset_streams(50);
+    b
+}
+
+impl<T: Transport> H2Conn<T> {
+    /// An HTTP/2 connection over `sock`, whose first bytes (the preface,
+    /// maybe more) the HTTP/1.1 state already read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sock: Sock<T>,
+        read: &[u8],
+        id: u64,
+        bind: SocketAddr,
+        local: SocketAddr,
+        peer: SocketAddr,
+        proxy_ssl: bool,
+        cx: &Cx<'_>,
+    ) -> Self {
+        let wire = Wire::default();
+        wire.lock().inb.extend_from_slice(read);
+        let hs = builder(cx).handshake::<Wire, Bytes>(wire.clone());
+        let now = crate::clock::now();
+        H2Conn {
+            sock,
+            id,
+            bind,
+            local,
+            peer,
+            proxy_ssl,
+            wire,
+            flag: Arc::new(Flag::default()),
+            conn: ConnState::Handshake(Box::pin(hs)),
+            streams: Slab::new(),
+            next_sid: 0,
+            on_pool: 0,
+            resets: 0,
+            shutting: false,
+            started: now,
+            idle_since: now,
+            last_write: now,
+            deadline: None,
+        }
+    }
+
+    /// No stream is open and nothing waits to be sent.
+    pub fn is_idle(&self) -> bool {
+        self.streams.is_empty() && self.sent_all()
+    }
+
+    /// Streams are being answered, or bytes wait to be sent.
+    pub fn is_busy(&self) -> bool {
+        !self.is_idle()
+    }
+
+    fn sent_all(&self) -> bool {
+        self.wire.lock().unsent().is_empty() && !self.sock.io.pending()
+    }
+
+    /// The descriptors waiting handlers of this connection watch.
+    pub fn parked_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.streams
+            .iter()
+            .filter_map(|(_, s)| match &s.phase {
+                Phase::Parked(p, _) => Some(p.wait.fd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A waiting handler's descriptor is ready.
+    pub fn wait_ready(&mut self, fd: std::os::fd::RawFd) -> bool {
+        let mut found = false;
+        for (_, s) in self.streams.iter_mut() {
+            if let Phase::Parked(p, ready) = &mut s.phase
+                && p.wait.fd == fd
+            {
+                *ready = true;
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Runs the connection until it must wait.
+    pub fn drive(&mut self, cx: &mut Cx<'_>) -> Next {
+        let next = self.step(cx);
+        self.deadline = self.compute_deadline(cx);
+        next
+    }
+
+    fn step(&mut self, cx: &mut Cx<'_>) -> Next {
+        let waker = wire::waker(&self.flag);
+        let mut tcx = Context::from_waker(&waker);
+        if cx.draining && !self.shutting {
+            self.shutting = true;
+            if let ConnState::Open(c) = &mut self.conn {
+                // GOAWAY: streams in flight finish, new ones go elsewhere.
+                c.graceful_shutdown();
+            }
+        }
+        for _ in 0..PASSES {
+            let mut moved = match self.read_in() {
+                Ok(m) => m,
+                Err(why) => return self.close(cx, why),
+            };
+            moved |= self.poll_conn(cx, &mut tcx);
+            moved |= self.step_streams(cx, &mut tcx);
+            moved |= self.poll_conn(cx, &mut tcx);
+            match self.write_out() {
+                Ok(m) => moved |= m,
+                Err(why) => return self.close(cx, &why),
+            }
+            moved |= self.flag.take();
+            if matches!(self.conn, ConnState::Gone) && self.sent_all() {
+                return self.close(cx, "the HTTP/2 connection ended");
+            }
+            if self.sock.read_eof && self.streams.is_empty() && self.sent_all() {
+                return self.close(cx, "the client closed the connection");
+            }
+            if !moved {
+                if self.streams.is_empty() && self.idle_since < self.started {
+                    self.idle_since = crate::clock::now();
+                }
+                return Next::Wait;
+            }
+        }
+        Next::Again
+    }
+
+    /// Reads what the client sent into the wire (bounded per pass).
+    fn read_in(&mut self) -> Result<bool, &'static str> {
+        let mut moved = false;
+        let mut scratch = [0u8; 16 * 1024];
+        while self.sock.readable && !self.sock.read_eof {
+            if self.wire.lock().inb.len() >= IN_MAX {
+                // `h2` takes it first; the next pass reads on.
+                return Ok(true);
+            }
+            match self.sock.io.read(&mut scratch) {
+                Ok(Io::Ready(0)) | Err(_) => {
+                    self.sock.read_eof = true;
+                    self.sock.readable = false;
+                    self.wire.lock().eof = true;
+                    return Ok(true);
+                }
+                Ok(Io::Ready(n)) => {
+                    self.wire.lock().inb.extend_from_slice(&scratch[..n]);
+                    moved = true;
+                    if n < scratch.len() && !self.sock.peer_closed {
+                        self.sock.readable = false;
+                    }
+                }
+                Ok(Io::Blocked) => self.sock.readable = false,
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Writes the frames `h2` queued.
+    fn write_out(&mut self) -> Result<bool, String> {
+        let mut moved = false;
+        loop {
+            let mut w = self.wire.lock();
+            let unsent = w.unsent();
+            if unsent.is_empty() {
+                break;
+            }
+            match self.sock.io.write(unsent, false) {
+                Ok(Io::Ready(n)) => {
+                    w.sent(n);
+                    moved = true;
+                    self.last_write = crate::clock::now();
+                }
+                Ok(Io::Blocked) => {
+                    self.sock.writable = false;
+                    break;
+                }
+                Err(e) => return Err(format!("write failed: {e}")),
+            }
+        }
+        if self.sock.io.pending() {
+            self.sock
+                .io
+                .flush()
+                .map_err(|e| format!("write failed: {e}"))?;
+        }
+        Ok(moved)
+    }
+
+    /// Polls the connection: the handshake, new streams, frames to encode.
+    fn poll_conn(&mut self, cx: &mut Cx<'_>, tcx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        if let ConnState::Handshake(hs) = &mut self.conn {
+            match hs.as_mut().poll(tcx) {
+                Poll::Ready(Ok(c)) => {
+                    self.conn = ConnState::Open(Box::new(c));
+                    if cx.draining {
+                        self.shutting = false;
+                    }
+                    moved = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    log::debug!("HTTP/2 handshake with {} failed: {e}", self.peer);
+                    self.conn = ConnState::Gone;
+                    return true;
+                }
+                Poll::Pending => return false,
+            }
+        }
+        let mut new = Vec::new();
+        if let ConnState::Open(c) = &mut self.conn {
+            loop {
+                match c.poll_accept(tcx) {
+                    Poll::Ready(Some(Ok((req, respond)))) => new.push((req, respond)),
+                    Poll::Ready(Some(Err(e))) => {
+                        if e.is_go_away() || e.is_io() {
+                            log::debug!("HTTP/2 connection from {}: {e}", self.peer);
+                        } else {
+                            log::info!("HTTP/2 connection from {}: {e}", self.peer);
+                        }
+                        self.conn = ConnState::Gone;
+                        moved = true;
+                        break;
+                    }
+                    Poll::Ready(None) => {
+                        self.conn = ConnState::Gone;
+                        moved = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        for (req, respond) in new {
+            moved = true;
+            self.open_stream(req, respond, cx);
+        }
+        if matches!(self.conn, ConnState::Gone) && !self.streams.is_empty() {
+            self.abandon_all(cx, "the HTTP/2 connection ended");
+        }
+        moved
+    }
+
+    /// Ends the connection at once with `reason` (GOAWAY).
+    fn calm_down(&mut self, reason: Reason, why: &str) {
+        log::warn!("closing the HTTP/2 connection from {}: {why}", self.peer);
+        if let ConnState::Open(c) = &mut self.conn {
+            c.abrupt_shutdown(reason);
+        }
+    }
+
+    /// A client reset a stream before its response ended.
+    fn early_reset(&mut self) {
+        self.resets += 1;
+        if self.resets > RESET_BUDGET {
+            self.calm_down(
+                Reason::ENHANCE_YOUR_CALM,
+                "too many streams reset before their response (rapid reset)",
+            );
+        }
+    }
+
+    /// The pool's answer for a stream.
+    pub fn on_stream_handled(
+        &mut self,
+        key: usize,
+        sid: u64,
+        h: crate::exchange::Handled,
+        cx: &mut Cx<'_>,
+    ) -> Next {
+        self.on_pool = self.on_pool.saturating_sub(1);
+        match self.streams.get_mut(key) {
+            Some(s) if s.sid == sid && matches!(s.phase, Phase::Pool) => {
+                let need = crate::exchange::run::handled(h);
+                self.apply(key, need, cx);
+            }
+            _ => crate::exchange::drop_handled(h),
+        }
+        self.drive(cx)
+    }
+
+    /// Closes: every stream is given up and logged.
+    pub fn close(&mut self, cx: &mut Cx<'_>, why: &str) -> Next {
+        log::debug!("closing HTTP/2 connection from {}: {why}", self.peer);
+        self.abandon_all(cx, why);
+        Next::Close
+    }
+
+    fn abandon_all(&mut self, cx: &mut Cx<'_>, why: &str) {
+        let keys: Vec<usize> = self.streams.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.give_up(k, cx, why);
+        }
+    }
+
+    /// The sweep's look at the connection's timers.
+    pub fn timed_out(&mut self, cx: &mut Cx<'_>) -> Next {
+        let now = crate::clock::now();
+        let s = cx.settings().clone();
+        if matches!(self.conn, ConnState::Handshake(_)) && now >= self.started + s.header_timeout.0
+        {
+            return self.close(cx, "no HTTP/2 preface in time");
+        }
+        let sending = self.streams.iter().any(|(_, s)| s.sending()) || !self.sent_all();
+        if sending && now >= self.last_write + s.send_timeout.0 {
+            return self.close(cx, "send timeout");
+        }
+        let body_timeout = s.body_timeout.0;
+        let mut expired = Vec::new();
+        for (k, st) in self.streams.iter_mut() {
+            match &mut st.phase {
+                Phase::Parked(p, ready) if now >= p.until => *ready = true,
+                Phase::Collect(c) if now >= c.last + body_timeout => expired.push(k),
+                _ => {}
+            }
+        }
+        for k in expired {
+            self.collect_timed_out(k, cx);
+        }
+        if self.streams.is_empty()
+            && self.sent_all()
+            && now >= self.idle_since + s.idle_timeout.0
+            && let ConnState::Open(c) = &mut self.conn
+        {
+            // GOAWAY(NO_ERROR): nothing is in flight.
+            c.abrupt_shutdown(Reason::NO_ERROR);
+        }
+        self.drive(cx)
+    }
+
+    fn compute_deadline(&self, cx: &Cx<'_>) -> Option<Instant> {
+        let s = cx.settings();
+        let mut d: Option<Instant> = None;
+        let mut at = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+        if matches!(self.conn, ConnState::Handshake(_)) {
+            at(self.started + s.header_timeout.0);
+        }
+        if self.streams.is_empty() {
+            if self.sent_all() {
+                at(self.idle_since + s.idle_timeout.0);
+            }
+        } else {
+            for (_, st) in self.streams.iter() {
+                match &st.phase {
+                    Phase::Parked(p, _) => at(p.until),
+                    Phase::Collect(c) => at(c.last + s.body_timeout.0),
+                    _ => {}
+                }
+            }
+        }
+        if !self.sent_all() || self.streams.iter().any(|(_, s)| s.sending()) {
+            at(self.last_write + s.send_timeout.0);
+        }
+        d
+    }
+}
+
+/// The limits of a request head (the same as HTTP/1.1's).
+fn limits(cx: &Cx<'_>) -> Limits {
+    let s = cx.settings();
+    Limits {
+        max_request_line: s.max_request_line.0 as usize,
+        max_header_size: s.max_header_size.0 as usize,
+        max_headers: s.max_headers,
+    }
+}
+
+/// The pool jobs one connection may have at once: its streams beyond that
+/// wait, so one client's 128 streams cannot hold every pool thread.
+fn pool_cap(cx: &Cx<'_>) -> usize {
+    (cx.settings().workers / 4).max(2)
+}

@@ -1,0 +1,189 @@
+//! The bytes between the `h2` crate and the socket: an in-memory
+//! `AsyncRead + AsyncWrite` that the connection fills from its transport
+//! and drains into it, and the waker `h2` is polled with.
+//!
+//! `h2` is poll-based and never spawns: every call that could make
+//! progress is made by the connection's own `drive` on its loop, which
+//! polls everything again after each read and each write. So a `Pending`
+//! from here needs no waker registration: the next drive retries.
+
+use bytes::BytesMut;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes `h2` may queue for the socket before its writes wait: a cap that
+/// keeps memory flat under SETTINGS and PING floods (`h2` stops reading
+/// frames while it cannot write), and large enough for a fast download.
+pub const OUT_CAP: usize = 256 * 1024;
+
+#[derive(Default)]
+pub struct Bufs {
+    /// Read from the socket, not yet taken by `h2`.
+    pub inb: BytesMut,
+    /// The client has closed its side.
+    pub eof: bool,
+    /// Frames `h2` wrote, not yet sent.
+    pub out: Vec<u8>,
+    /// Where the unsent part of `out` starts.
+    pub out_pos: usize,
+    /// `h2` shut its side down.
+    pub shut: bool,
+}
+
+impl Bufs {
+    pub fn unsent(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+    pub fn sent(&mut self, n: usize) {
+        self.out_pos += n;
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+    }
+}
+
+/// The in-memory I/O `h2` owns; the connection shares its buffers.
+#[derive(Clone, Default)]
+pub struct Wire(pub Arc<Mutex<Bufs>>);
+
+impl Wire {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Bufs> {
+        // Poisoning means a panic while holding it; the buffers stay
+        // consistent (plain byte vectors).
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl AsyncRead for Wire {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut b = self.lock();
+        if b.inb.is_empty() {
+            return if b.eof {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            };
+        }
+        let n = b.inb.len().min(buf.remaining());
+        let chunk = b.inb.split_to(n);
+        buf.put_slice(&chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Wire {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut b = self.lock();
+        if b.shut {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let room = OUT_CAP.saturating_sub(b.out.len() - b.out_pos);
+        if room == 0 {
+            return Poll::Pending;
+        }
+        let n = room.min(data.len());
+        b.out.extend_from_slice(&data[..n]);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut b = self.lock();
+        if b.shut {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut room = OUT_CAP.saturating_sub(b.out.len() - b.out_pos);
+        if room == 0 {
+            return Poll::Pending;
+        }
+        let mut n = 0;
+        for s in bufs {
+            let k = room.min(s.len());
+            b.out.extend_from_slice(&s[..k]);
+            n += k;
+            room -= k;
+            if room == 0 {
+                break;
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.lock().shut = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The waker `h2` is polled with: it only notes that something asked to
+/// be polled again (every wake happens on the loop, inside a call the
+/// connection made, so the connection looks at the flag before it waits).
+#[derive(Default)]
+pub struct Flag(AtomicBool);
+
+impl Flag {
+    /// Whether a wake came since the last call, clearing it.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A waker for `flag`.
+pub fn waker(flag: &Arc<Flag>) -> Waker {
+    Waker::from(flag.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWrite;
+
+    #[test]
+    fn writes_wait_when_the_queue_is_full_and_resume_when_sent() {
+        let w = Wire::default();
+        let flag = Arc::new(Flag::default());
+        let wk = waker(&flag);
+        let mut cx = Context::from_waker(&wk);
+        let mut p = w.clone();
+        let big = vec![7u8; OUT_CAP + 10];
+        match Pin::new(&mut p).poll_write(&mut cx, &big) {
+            Poll::Ready(Ok(n)) => assert_eq!(n, OUT_CAP),
+            _ => panic!("first write"),
+        }
+        assert!(Pin::new(&mut p).poll_write(&mut cx, b"x").is_pending());
+        w.lock().sent(OUT_CAP);
+        assert!(matches!(
+            Pin::new(&mut p).poll_write(&mut cx, b"x"),
+            Poll::Ready(Ok(1))
+        ));
+    }
+}
