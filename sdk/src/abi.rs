@@ -27,7 +27,7 @@ use std::ffi::c_void;
 /// The SDK major version. A plugin built for another major is refused.
 pub const SDK_MAJOR: u16 = 1;
 /// The SDK minor version. Minor versions only add tables.
-pub const SDK_MINOR: u16 = 2;
+pub const SDK_MINOR: u16 = 3;
 /// `b"TMDA"`: marks a tamada plugin header.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TMDA");
 
@@ -1003,4 +1003,32 @@ pub struct SharedV1 {
     /// The bytes of such a stream's `ctx`: valid, unchanged, until the
     /// stream's `close`.
     pub bytes: extern "C" fn(ctx: *mut c_void) -> RSlice<'static, u8>,
+}
+
+// ---------------------------------------------------------------------
+// SDK 1.3, the protocol view (added with HTTP/2). 1.0 to 1.2 tables are
+// untouched: a request that came over HTTP/2 has `version_minor` 1 in
+// [`RequestV1`] (its semantics are HTTP/1.1's), so a plugin built before
+// 1.3 sees `HTTP/1.1`; one with this table learns the real version.
+
+/// Symbol of the optional protocol table: `extern "C" fn() -> ProtoDeclV1`.
+pub const PROTO_V1_SYMBOL: &[u8] = b"tamada_plugin_proto_v1";
+
+/// What [`PROTO_V1_SYMBOL`] returns.
+#[repr(C)]
+pub struct ProtoDeclV1 {
+    /// `<HostProtoV1 as StableAbi>::LAYOUT` as the plugin saw it.
+    pub layout: &'static TypeLayout,
+    /// Called once after loading: the host's protocol services.
+    pub init: extern "C" fn(host: &'static HostProtoV1),
+}
+
+/// The host's protocol services.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HostProtoV1 {
+    /// The HTTP version of the request the calling thread is handling
+    /// (content phase) or logging (log phase), as `major << 8 | minor`:
+    /// `0x0200` for HTTP/2, `0x0101` for HTTP/1.1; 0 when there is none.
+    pub version: extern "C" fn() -> u16,
 }

@@ -566,6 +566,19 @@ pub mod __private {
         }
     }
 
+    extern "C" fn init_proto(host: &'static crate::abi::HostProtoV1) {
+        let _ = crate::request::HOST_PROTO.set(host);
+    }
+
+    /// The protocol declaration (SDK 1.3): the host tells the HTTP
+    /// version of a request.
+    pub fn proto_decl() -> crate::abi::ProtoDeclV1 {
+        crate::abi::ProtoDeclV1 {
+            layout: <crate::abi::HostProtoV1 as StableAbi>::LAYOUT,
+            init: init_proto,
+        }
+    }
+
     extern "C" fn init_user(host: &'static crate::abi::HostAccessV1) {
         let _ = crate::user::HOST_ACCESS.set(host);
     }
@@ -1467,6 +1480,12 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tamada_plugin_shared_v1() -> $crate::abi::SharedDeclV1 {
                 p::shared_decl()
+            }
+
+            /// The SDK 1.3 protocol view (the HTTP version of a request).
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tamada_plugin_proto_v1() -> $crate::abi::ProtoDeclV1 {
+                p::proto_decl()
             }
         }
     };

@@ -2,6 +2,10 @@
 //! request, with the body as a streaming reader. See
 //! [`guide::requests`](crate::guide::requests).
 
+/// The host's protocol view (SDK 1.3), once the server gave it.
+pub(crate) static HOST_PROTO: std::sync::OnceLock<&'static crate::abi::HostProtoV1> =
+    std::sync::OnceLock::new();
+
 use crate::abi::{AddrV1, HeaderV1, RequestV1, VhostV1};
 use crate::outcome::Outcome;
 use abi_stable::std_types::RSliceMut;
@@ -326,9 +330,13 @@ impl<'a> Request<'a> {
     pub fn query(&self) -> Option<&'a str> {
         self.raw.query.as_ref().map(|q| q.as_str()).into_option()
     }
-    /// `(1, 0)` or `(1, 1)`.
+    /// `(1, 0)`, `(1, 1)` or `(2, 0)`. A server older than SDK 1.3 says
+    /// `(1, 1)` for an HTTP/2 request (whose semantics are HTTP/1.1's).
     pub fn version(&self) -> (u8, u8) {
-        (1, self.raw.version_minor)
+        match HOST_PROTO.get().map(|h| (h.version)()) {
+            Some(v) if v >> 8 == 2 => (2, (v & 0xff) as u8),
+            _ => (1, self.raw.version_minor),
+        }
     }
     /// `http` or `https`.
     pub fn scheme(&self) -> &'a str {

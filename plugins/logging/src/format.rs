@@ -177,10 +177,11 @@ impl Stamp {
     }
 }
 
-/// `HTTP/1.0` or `HTTP/1.1`.
+/// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
 fn protocol(req: &Request) -> &'static str {
     match req.version() {
         (1, 0) => "HTTP/1.0",
+        (2, _) => "HTTP/2.0",
         _ => "HTTP/1.1",
     }
 }

@@ -67,7 +67,7 @@ pub fn run(x: &mut Exchange, inline: bool) -> Verdict {
         let req = view::request(x, &headers, &reader);
         let tls = view::tls(x);
         let delayed = x.access_woke;
-        let (r, notes) = host::with_views(tls.as_ref(), x.user.as_ref(), || {
+        let (r, notes) = host::with_views(tls.as_ref(), x.user.as_ref(), view::version(x), || {
             host::collect_notes(|| rule.rule.check(&req, inline, delayed))
         });
         x.notes.extend(notes);

@@ -56,7 +56,7 @@ fn call(x: &Exchange, o: &Outcome, which: impl Fn(bool) -> bool) {
     };
     let _scope = crate::plugins::call::scope(&x.vhost, x.peer);
     let tls = view::tls(x);
-    host::with_views(tls.as_ref(), x.user.as_ref(), || {
+    host::with_views(tls.as_ref(), x.user.as_ref(), view::version(x), || {
         host::with_notes(&x.notes, || {
             for l in x.vhost.loggers.iter().filter(|l| which(l.inline)) {
                 l.log(&entry);

@@ -171,7 +171,7 @@ pub fn dispatch(
         let handler = &route.handler;
         let resumed = resume.take();
         let tls = view::tls(x);
-        let (r, notes) = host::with_views(tls.as_ref(), x.user.as_ref(), || {
+        let (r, notes) = host::with_views(tls.as_ref(), x.user.as_ref(), view::version(x), || {
             crate::plugins::watchdog::in_route(&route.prefix, || {
                 host::collect_notes(|| handler.handle(&req, inline, resumed))
             })

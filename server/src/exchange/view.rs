@@ -66,6 +66,16 @@ pub fn request<'a>(
     }
 }
 
+/// The HTTP version of an exchange for the SDK 1.3 protocol view:
+/// `major << 8 | minor`.
+pub fn version(x: &Exchange) -> u16 {
+    if x.head.http2 {
+        0x0200
+    } else {
+        0x0100 | x.head.version_minor as u16
+    }
+}
+
 /// The TLS view of an exchange (SDK 1.2), when it came over TLS.
 pub fn tls(x: &Exchange) -> Option<TlsInfoV1<'_>> {
     let t = x.tls.as_deref()?;

@@ -197,22 +197,41 @@ thread_local! {
     static USER_IN: Cell<*const AuthUser> = const { Cell::new(std::ptr::null()) };
 }
 
-/// Runs a handler or the loggers with the exchange's TLS view and user
-/// visible to them.
+/// Runs a handler or the loggers with the exchange's TLS view, user and
+/// HTTP version (`major << 8 | minor`) visible to them.
 pub fn with_views<R>(
     tls: Option<&tamada_sdk::abi::TlsInfoV1<'_>>,
     user: Option<&AuthUser>,
+    version: u16,
     f: impl FnOnce() -> R,
 ) -> R {
-    struct Reset(*const AuthUser);
+    struct Reset(*const AuthUser, u16);
     impl Drop for Reset {
         fn drop(&mut self) {
             USER_IN.with(|n| n.set(self.0));
+            VERSION_IN.with(|n| n.set(self.1));
         }
     }
     let p = user.map_or(std::ptr::null(), |u| u as *const AuthUser);
-    let _reset = Reset(USER_IN.with(|n| n.replace(p)));
+    let _reset = Reset(
+        USER_IN.with(|n| n.replace(p)),
+        VERSION_IN.with(|n| n.replace(version)),
+    );
     with_tls(tls, f)
+}
+
+/// The SDK 1.3 protocol view every plugin with the protocol table gets.
+pub static HOST_PROTO_V1: tamada_sdk::abi::HostProtoV1 = tamada_sdk::abi::HostProtoV1 {
+    version: host_version,
+};
+
+thread_local! {
+    /// The HTTP version of the exchange this thread handles or logs.
+    static VERSION_IN: Cell<u16> = const { Cell::new(0) };
+}
+
+extern "C" fn host_version() -> u16 {
+    VERSION_IN.with(|n| n.get())
 }
 
 extern "C" fn host_user(visit: tamada_sdk::abi::UserVisitV1, ctx: *mut std::ffi::c_void) -> bool {

@@ -52,6 +52,8 @@ pub struct Plugin {
     pub tls_init: Option<extern "C" fn(&'static tamada_sdk::abi::HostTlsV1)>,
     /// The SDK 1.2 user view's `init`, when the plugin has it.
     pub user_init: Option<extern "C" fn(&'static tamada_sdk::abi::HostAccessV1)>,
+    /// The SDK 1.3 protocol table's init, when the plugin has one.
+    pub proto_init: Option<extern "C" fn(&'static tamada_sdk::abi::HostProtoV1)>,
     /// The SDK 1.2 access table: the plugin may be named in `access:`.
     pub access: Option<&'static tamada_sdk::abi::AccessV1>,
     /// The SDK 1.2 filter table: the plugin may be named in `filters:`.
@@ -167,6 +169,9 @@ impl Registry {
                         }
                         if let Some(init) = p.user_init {
                             init(&crate::plugins::host::HOST_ACCESS_V1);
+                        }
+                        if let Some(init) = p.proto_init {
+                            init(&crate::plugins::host::HOST_PROTO_V1);
                         }
                         log::info!(
                             "{} plugin `{}` {} (SDK {}.{}) from {}",
@@ -404,6 +409,25 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         Err(_) => None,
     };
     // SAFETY: as for the lifecycle table.
+    let proto_init = match unsafe {
+        lib.get::<extern "C" fn() -> tamada_sdk::abi::ProtoDeclV1>(tamada_sdk::abi::PROTO_V1_SYMBOL)
+    } {
+        Ok(f) => {
+            let d = f();
+            if let Err(e) = check_layout_compatibility(
+                <tamada_sdk::abi::HostProtoV1 as StableAbi>::LAYOUT,
+                d.layout,
+            ) {
+                return Err(format!(
+                    "its SDK 1.3 protocol table does not match this server's: {}; rebuild it against this server's tamada-sdk",
+                    summarise(&e)
+                ));
+            }
+            Some(d.init)
+        }
+        Err(_) => None,
+    };
+    // SAFETY: as for the lifecycle table.
     let access = match unsafe {
         lib.get::<extern "C" fn() -> tamada_sdk::abi::AccessDeclV1>(
             tamada_sdk::abi::ACCESS_V1_SYMBOL,
@@ -474,6 +498,7 @@ fn load_file(file: &Path, verbose: bool) -> Result<Plugin, String> {
         ext,
         tls_init,
         user_init,
+        proto_init,
         access,
         filter,
     };
