@@ -9,6 +9,7 @@ mod cgi;
 mod core_http;
 mod fastcgi;
 mod filters;
+mod http2;
 mod lifecycle;
 mod logging;
 mod metrics;

@@ -226,6 +226,7 @@ fn plugin() -> Arc<Plugin> {
             ext: Some(&EXT),
             tls_init: None,
             user_init: None,
+            proto_init: None,
             access: None,
             filter: None,
         })
