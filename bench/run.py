@@ -16,6 +16,8 @@ reaped CGI children included), read from /proc before and after each run:
 far steadier than requests/s on a noisy machine. Load: wrk -t1 and
 h2load --h1 -t1, bounded by --seconds per run.
 
+`--h2` runs the HTTP/2 scenarios instead (bench/h2.py: h2load over TLS
+beside nginx and h2o).
 `--compress` runs the compression scenarios instead (bench/compress.py:
 100 KiB HTML and JSON with gzip beside nginx and Caddy, zstd beside Caddy,
 the compressed-file cache beside nginx's gzip_static).
@@ -339,7 +341,15 @@ def main():
     ap.add_argument("--compress", action="store_true",
                     help="run only the compression scenarios (bench/compress.py): gzip and zstd "
                          "on the fly beside nginx and Caddy, the compressed-file cache beside gzip_static")
+    ap.add_argument("--h2", action="store_true",
+                    help="run only the HTTP/2 scenarios (bench/h2.py): h2load over TLS beside nginx and h2o")
     a = ap.parse_args()
+    if a.h2:
+        import h2
+        sys.argv = [sys.argv[0], "--rounds", str(a.rounds), "--seconds", str(a.seconds)] + (
+            ["--no-install"] if a.no_install else [])
+        h2.main()
+        return
     if a.compress:
         import compress
         sys.argv = [sys.argv[0], "--rounds", str(a.rounds), "--seconds", str(a.seconds)] + (

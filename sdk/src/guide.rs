@@ -1315,6 +1315,7 @@ pub mod compatibility {
     //! | 1.0 | `tamada_plugin_v1`, `tamada_plugin_lifecycle_v1` | handlers, loggers, the lifecycle hooks |
     //! | 1.1 | `tamada_plugin_ext_v1` (with the host's `HostExtV1`) | placement (inline or pool), `defer`, `wait` on the event loop, relays after a 101, request notes, declared roles, option errors at their line, the host's version, abilities and drain state |
     //! | 1.2 | `tamada_plugin_tls_v1` (`HostTlsV1`), `tamada_plugin_access_v1` (`AccessV1`), `tamada_plugin_user_v1` (`HostAccessV1`), `tamada_plugin_filter_v1` (`FilterV1`), `tamada_plugin_shared_v1` (`SharedV1`) | the TLS view of a request ([`Request::tls`](crate::Request::tls)); access rules that pass, answer, rewrite, name a user or wait on a timer ([`access`](crate::access)) and the user they name ([`Request::user`](crate::Request::user)); response filters ([`filter`](crate::filter), the [`filters`](crate::guide::filters) chapter); shared bytes sent without a copy ([`Body::shared`](crate::Body::shared)); and, with no table of its own, blocking work offloaded while the request waits on its loop ([`offload`](crate::offload), over the 1.1 wait) |
+    //! | 1.3 | `tamada_plugin_proto_v1` (`HostProtoV1`) | the HTTP version of a request: [`Request::version`](crate::Request::version) says `(2, 0)` for HTTP/2 (a plugin built before 1.3 sees `(1, 1)`) |
     //!
     //! Each 1.2 ability is also visible at run time: `tls::available()`,
     //! `access::available()`, `filter::available()` say whether the server

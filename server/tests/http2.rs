@@ -788,24 +788,60 @@ fn streams_beyond_the_limit_are_refused() {
     assert!(f.sid > 2 * 127, "stream {} refused under the limit", f.sid);
 }
 
-#[test]
-fn sighup_and_a_binary_upgrade_under_h2load_fail_no_request() {
-    let s = start(site(""));
-    let url = format!("https://127.0.0.1:{}/index.html", s.ports[1]);
-    let load = std::thread::spawn(move || {
-        Command::new("h2load")
-            .args(["-n", "30000", "-c", "4", "-m", "10", "-t", "1"])
+/// h2load over TLS for `n` requests on 4 connections, 10 streams each.
+fn h2load(port: u16, n: u32) -> std::thread::JoinHandle<String> {
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    std::thread::spawn(move || {
+        let out = Command::new("h2load")
+            .args(["-n", &n.to_string(), "-c", "4", "-m", "10", "-t", "1"])
             .arg(url)
             .output()
-            .expect("run h2load (apt-get install nghttp2-client)")
-    });
+            .expect("run h2load (apt-get install nghttp2-client)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+}
+
+#[test]
+fn sighup_and_a_binary_upgrade_under_h2load_fail_no_request() {
+    let mut s = start(site("").file(
+        "conf.d/server.yaml",
+        "send_timeout: 2s\nworkers: 8\npid_file: ../tamada.pid\n",
+    ));
+    let load = h2load(s.ports[1], 30_000);
     std::thread::sleep(Duration::from_millis(300));
     s.signal(libc::SIGHUP);
-    let out = load.join().expect("h2load");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = load.join().expect("h2load");
     assert!(
         text.contains("30000 succeeded, 0 failed, 0 errored"),
         "h2load under SIGHUP:\n{text}"
     );
-    assert!(text.contains("h2"), "{text}");
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    // A binary upgrade: the old process sends GOAWAY, finishes its
+    // streams and exits; h2load carries on with the new one.
+    let load = h2load(s.ports[1], 30_000);
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGUSR2);
+    assert!(
+        s.log
+            .wait_for("binary upgrade: this process (", Duration::from_secs(30)),
+        "{}",
+        s.log.text()
+    );
+    let pid: i32 = std::fs::read_to_string(s.dir.path().join("tamada.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    let exited = s.wait_exit(Duration::from_secs(20));
+    let text = load.join().expect("h2load");
+    if pid > 0 && pid != s.child.id() as i32 {
+        // SAFETY: kill(2) on the pid the upgraded server wrote.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    assert_eq!(exited, Some(0), "{}", s.log.text());
+    assert!(
+        text.contains("30000 succeeded, 0 failed, 0 errored"),
+        "h2load under SIGUSR2:\n{text}"
+    );
 }

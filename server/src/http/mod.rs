@@ -10,6 +10,9 @@ use std::cell::RefCell;
 use std::time::UNIX_EPOCH;
 
 /// The server's `Server:` header.
+/// The HTTP/2 client connection preface (RFC 9113 section 3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 pub const SERVER: &str = concat!("tamada/", env!("CARGO_PKG_VERSION"));
 
 /// Limits on a request head.

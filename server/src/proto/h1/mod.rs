@@ -212,7 +212,7 @@ impl<T: Transport> Conn<T> {
             return Some(false);
         }
         let d = self.buf.data();
-        let preface = crate::proto::h2::PREFACE;
+        let preface = crate::http::H2_PREFACE;
         if d.len() >= preface.len() {
             Some(d.starts_with(preface))
         } else if preface.starts_with(d) {

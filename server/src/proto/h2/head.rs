@@ -206,11 +206,7 @@ pub fn respond(
         http_crate::header::SERVER,
         http_crate::HeaderValue::from_static(http::SERVER),
     );
-    let mut date = Vec::with_capacity(32);
-    http::date_now(&mut date);
-    if let Ok(v) = http_crate::HeaderValue::from_bytes(&date) {
-        map.insert(http_crate::header::DATE, v);
-    }
+    map.insert(http_crate::header::DATE, date());
     let (len, src): (Option<u64>, Src) = match body {
         OwnedBody::Empty => (Some(0), Src::None),
         OwnedBody::Bytes(b) => (Some(b.len() as u64), Src::Bytes(Bytes::from(b.into_vec()))),
@@ -271,6 +267,31 @@ pub fn respond(
         src
     };
     Ok((r, src, len))
+}
+
+/// The `date` value, made once per second per thread (PERF: formatting
+/// and checking it was a tenth of a small response's cost).
+fn date() -> http_crate::HeaderValue {
+    use std::cell::RefCell;
+    thread_local! {
+        static DATE: RefCell<(u64, http_crate::HeaderValue)> =
+            const { RefCell::new((u64::MAX, http_crate::HeaderValue::from_static(""))) };
+    }
+    let secs = crate::clock::wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let mut v = Vec::with_capacity(32);
+            http::date_now(&mut v);
+            if let Ok(h) = http_crate::HeaderValue::from_bytes(&v) {
+                *d = (secs, h);
+            }
+        }
+        d.1.clone()
+    })
 }
 
 /// The response to `OPTIONS *` (as HTTP/1.1 answers it).

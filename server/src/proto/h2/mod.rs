@@ -39,8 +39,6 @@ use std::time::Instant;
 use stream::{Phase, St};
 use wire::{Flag, Wire};
 
-/// The client preface (RFC 9113 section 3.4).
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Streams one connection may have open (`SETTINGS_MAX_CONCURRENT_STREAMS`).
 pub const MAX_STREAMS: u32 = 128;
 /// Passes of `drive` before the loop serves the others.
