@@ -733,6 +733,56 @@ fn settings_ping_window_update_and_empty_data_floods_leave_the_server_serving() 
     still_serves(&s);
 }
 
+/// The server's CPU time so far (utime + stime), in seconds.
+fn cpu_secs(s: &TestServer) -> f64 {
+    let st = std::fs::read_to_string(format!("/proc/{}/stat", s.child.id())).unwrap_or_default();
+    let after = st.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[test]
+fn sigterm_sends_goaway_to_an_idle_connection_and_finishes_a_stream_in_flight() {
+    let mut s = start(site(""));
+    let mut idle = Raw::connect(s.ports[0], &[]);
+    idle.send(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &block("GET", "/index.html", &[]),
+    ));
+    idle.until(|f| f.sid == 1 && f.ty == DATA)
+        .expect("an answer");
+    let mut busy = Raw::connect(s.ports[0], &[]);
+    busy.send(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &block("GET", "/slow/x", &[]),
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal(libc::SIGTERM);
+    let f = idle
+        .until(|f| f.ty == GOAWAY)
+        .expect("a GOAWAY on the idle connection");
+    assert_eq!(goaway_code(&f), 0, "NO_ERROR: {f:?}");
+    // The slow stream still gets its whole answer.
+    let f = busy
+        .until(|f| f.sid == 1 && f.ty == HEADERS)
+        .expect("the slow answer");
+    assert_eq!(f.payload[0], 0x88, ":status 200");
+    let f = busy.until(|f| f.sid == 1 && f.ty == DATA && f.flags & END_STREAM != 0);
+    assert!(f.is_some(), "the slow answer ended");
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        s.log.text()
+    );
+}
+
 fn rss_kib(s: &TestServer) -> u64 {
     let st = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap_or_default();
     st.lines()
@@ -753,9 +803,13 @@ fn a_client_that_keeps_its_window_shut_is_closed_at_send_timeout() {
         &block("GET", "/big.txt", &[]),
     ));
     let t0 = Instant::now();
+    let cpu0 = cpu_secs(&s);
     let f = c.until(|f| f.ty == GOAWAY || f.ty == DATA);
     assert!(f.as_ref().is_none_or(|f| f.ty == GOAWAY), "{f:?}");
     let waited = t0.elapsed();
+    // Waiting for a window costs nothing (no busy loop).
+    let spent = cpu_secs(&s) - cpu0;
+    assert!(spent < 0.3, "the server spent {spent} s of CPU waiting");
     assert!(
         waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
         "closed after {waited:?} (send_timeout is 2s)"

@@ -313,6 +313,16 @@ impl EventLoop {
         for (_, mut l) in self.listeners.drain() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        // HTTP/2 connections with no stream open hear of it now (GOAWAY).
+        let h2: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_h2())
+            .map(|(k, _)| k)
+            .collect();
+        for k in h2 {
+            self.drive(k, None);
+        }
     }
 
     /// After the drain's grace, idle connections are closed.

@@ -110,6 +110,9 @@ impl AnyConn {
             AnyConn::Switching => false,
         }
     }
+    pub fn is_h2(&self) -> bool {
+        matches!(self, AnyConn::H2(_))
+    }
     pub fn is_relay(&self) -> bool {
         matches!(self, AnyConn::H1(c) if c.is_relay())
     }

@@ -49,6 +49,10 @@ const IN_MAX: usize = 64 * 1024;
 /// one per completed response, before the connection is closed with
 /// `ENHANCE_YOUR_CALM` (rapid reset, CVE-2023-44487).
 const RESET_BUDGET: u32 = 200;
+/// A draining connection counts as idle (and gets its GOAWAY) once no
+/// stream has been open for this long: between two requests of a busy
+/// client there is often a moment with none.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(250);
 
 enum ConnState {
     Handshake(Pin<Box<Handshake<Wire, Bytes>>>),
@@ -76,6 +80,8 @@ pub struct H2Conn<T> {
     resets: u32,
     /// A graceful shutdown (GOAWAY) was started.
     shutting: bool,
+    /// The loop drains (seen on the last drive).
+    draining: bool,
     started: Instant,
     idle_since: Instant,
     last_write: Instant,
@@ -131,6 +137,7 @@ impl<T: Transport> H2Conn<T> {
             on_pool: 0,
             resets: 0,
             shutting: false,
+            draining: false,
             started: now,
             idle_since: now,
             last_write: now,
@@ -138,9 +145,11 @@ impl<T: Transport> H2Conn<T> {
         }
     }
 
-    /// No stream is open and nothing waits to be sent.
+    /// No stream is open, nothing waits to be sent, and, once a drain has
+    /// begun, the GOAWAY has gone out (a busy client between two requests
+    /// is not cut off).
     pub fn is_idle(&self) -> bool {
-        self.streams.is_empty() && self.sent_all()
+        self.streams.is_empty() && self.sent_all() && (self.shutting || !self.draining)
     }
 
     /// Streams are being answered, or bytes wait to be sent.
@@ -187,7 +196,8 @@ impl<T: Transport> H2Conn<T> {
     fn step(&mut self, cx: &mut Cx<'_>) -> Next {
         let waker = wire::waker(&self.flag);
         let mut tcx = Context::from_waker(&waker);
-        if cx.draining && !self.shutting {
+        self.draining = cx.draining;
+        if cx.draining && !self.shutting && self.goaway_due(cx) {
             self.shutting = true;
             if let ConnState::Open(c) = &mut self.conn {
                 // GOAWAY: streams in flight finish, new ones go elsewhere.
@@ -214,13 +224,22 @@ impl<T: Transport> H2Conn<T> {
                 return self.close(cx, "the client closed the connection");
             }
             if !moved {
-                if self.streams.is_empty() && self.idle_since < self.started {
-                    self.idle_since = crate::clock::now();
-                }
                 return Next::Wait;
             }
         }
         Next::Again
+    }
+
+    /// When a drain (SIGTERM, a binary upgrade) sends GOAWAY: at once to
+    /// a connection with no stream open; one busy with streams is served
+    /// on for up to half of `shutdown_timeout`, as an HTTP/1.1 request in
+    /// flight is answered, since a client need not reconnect after a
+    /// GOAWAY (h2load does not) and its next requests would fail. New
+    /// connections go to the new process meanwhile.
+    fn goaway_due(&self, cx: &Cx<'_>) -> bool {
+        let now = crate::clock::now();
+        (self.streams.is_empty() && now >= self.idle_since + DRAIN_QUIET)
+            || now >= cx.drain_started + cx.settings().shutdown_timeout.0 / 2
     }
 
     /// Reads what the client sent into the wire (bounded per pass).
@@ -229,8 +248,9 @@ impl<T: Transport> H2Conn<T> {
         let mut scratch = [0u8; 16 * 1024];
         while self.sock.readable && !self.sock.read_eof {
             if self.wire.lock().inb.len() >= IN_MAX {
-                // `h2` takes it first; the next pass reads on.
-                return Ok(true);
+                // `h2` takes it first (it stops taking while its answers
+                // cannot be written: the client is then not read either).
+                return Ok(moved);
             }
             match self.sock.io.read(&mut scratch) {
                 Ok(Io::Ready(0)) | Err(_) => {
@@ -256,6 +276,9 @@ impl<T: Transport> H2Conn<T> {
     fn write_out(&mut self) -> Result<bool, String> {
         let mut moved = false;
         loop {
+            if !self.sock.writable {
+                break;
+            }
             let mut w = self.wire.lock();
             let unsent = w.unsent();
             if unsent.is_empty() {
@@ -446,6 +469,12 @@ impl<T: Transport> H2Conn<T> {
         }
         if !self.sent_all() || self.streams.iter().any(|(_, s)| s.sending()) {
             at(self.last_write + s.send_timeout.0);
+        }
+        if cx.draining && !self.shutting {
+            at(cx.drain_started + s.shutdown_timeout.0 / 2);
+            if self.streams.is_empty() {
+                at(self.idle_since + DRAIN_QUIET);
+            }
         }
         d
     }
