@@ -22,11 +22,14 @@ need=(
   "haproxy:haproxy"
   "gunicorn:gunicorn"
   "nginx:nginx-light"
+  "nghttp:nghttp2-client"
+  "h2load:nghttp2-client"
+  "chromium:chromium"
 )
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*}; pkg=${pair#*:}
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  command -v "$cmd" >/dev/null 2>&1 || [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done
 # Python modules: the conf.d schema is checked as an editor would.
 python3 -c 'import jsonschema' 2>/dev/null || missing+=("python3-jsonschema")

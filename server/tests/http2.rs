@@ -899,3 +899,90 @@ fn sighup_and_a_binary_upgrade_under_h2load_fail_no_request() {
         "h2load under SIGUSR2:\n{text}"
     );
 }
+
+/// The base64 SHA-256 of a certificate's public key (what Chromium's
+/// `--ignore-certificate-errors-spki-list` takes).
+fn spki_hash(cert_pem: &std::path::Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | base64",
+            cert_pem.display()
+        ))
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_browser_loads_a_page_of_100_assets_over_http2() {
+    // A 1x1 GIF, 100 times under different names, and a page naming them.
+    const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+    let mut page = String::from("<!DOCTYPE html><html><head><title>h2</title></head><body>\n");
+    for i in 0..100 {
+        page.push_str(&format!("<img src=\"/img/{i}.gif\" alt=\"\">\n"));
+    }
+    page.push_str("</body></html>\n");
+    let s = start(site("").file("www/page.html", &page));
+    for i in 0..100 {
+        std::fs::create_dir_all(s.dir.path().join("www/img")).expect("mkdir");
+        std::fs::write(s.dir.path().join(format!("www/img/{i}.gif")), GIF).expect("write");
+    }
+    // The leaf certificate alone (the file holds leaf then CA).
+    let chain = std::fs::read_to_string(s.dir.path().join("tls/a.pem")).expect("cert");
+    let leaf = chain
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .next()
+        .expect("leaf");
+    let leaf_path = s.dir.path().join("tls/leaf.pem");
+    std::fs::write(&leaf_path, leaf).expect("write");
+    let spki = spki_hash(&leaf_path);
+    let profile = s.dir.path().join("chromium");
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect("chromium (apt-get install chromium)");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+        .arg("--host-resolver-rules=MAP a.test 127.0.0.1")
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("https://a.test:{}/page.html", s.ports[1]))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("img/99.gif"),
+        "chromium did not load the page: {dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = access_log(&s, 101);
+    let page_lines: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("\"GET /page.html "))
+        .collect();
+    assert_eq!(page_lines.len(), 1, "{page_lines:?}");
+    assert!(page_lines[0].contains("HTTP/2.0\" 200"), "{page_lines:?}");
+    for i in 0..100 {
+        let want = format!("\"GET /img/{i}.gif HTTP/2.0\" 200");
+        assert!(
+            log.iter().any(|l| l.contains(&want)),
+            "no HTTP/2.0 line for /img/{i}.gif in {} lines",
+            log.len()
+        );
+    }
+    let other: Vec<&String> = log.iter().filter(|l| !l.contains("HTTP/2.0")).collect();
+    assert!(other.is_empty(), "requests not over HTTP/2: {other:?}");
+}
