@@ -17,7 +17,7 @@
 //! never spawns and needs no timer; every timeout is the connection's own
 //! (`timed_out`). Design notes: `docs/design/http2.md`.
 
-mod head;
+pub mod head;
 mod stream;
 pub mod wire;
 
