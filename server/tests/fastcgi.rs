@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// php-fpm with a pool listening on `listen`, killed when dropped.
-struct Fpm {
+pub struct Fpm {
     child: Child,
     conf: std::path::PathBuf,
 }
@@ -24,7 +24,7 @@ fn fpm_binary() -> String {
 }
 
 impl Fpm {
-    fn start(dir: &std::path::Path, listen: &str) -> Fpm {
+    pub fn start(dir: &std::path::Path, listen: &str) -> Fpm {
         std::fs::create_dir_all(dir.join("sessions")).unwrap();
         let conf = dir.join("fpm.conf");
         std::fs::write(

@@ -986,3 +986,70 @@ fn a_browser_loads_a_page_of_100_assets_over_http2() {
     let other: Vec<&String> = log.iter().filter(|l| !l.contains("HTTP/2.0")).collect();
     assert!(other.is_empty(), "requests not over HTTP/2: {other:?}");
 }
+
+#[test]
+fn the_proxy_fastcgi_and_a_plugin_serve_over_h2_unchanged() {
+    let fpm_port = free_port();
+    let s = start(
+        site("")
+        .ports(3)
+        .file(
+            "conf.d/b.yaml",
+            "vhost: b.test\nip: 127.0.0.1\nport: {port2}\ndocument_root: ../www\nroutes:\n  - path: /\n    handler: echo\n    options: { tag: upstream }\n",
+        )
+        .file("www/form.php", "<?php\necho $_SERVER['SERVER_PROTOCOL'], ' a=', $_POST['a'] ?? '-', \"\\n\";\n"),
+    );
+    // The routes of a.test come from site(); the proxy and php ones are
+    // added by a reload (php-fpm's port is known now).
+    let a = std::fs::read_to_string(s.conf().join("a.yaml")).expect("a.yaml");
+    let a = a.replace(
+        "routes:\n",
+        &format!(
+            "routes:\n  - path: /up/\n    handler: proxy\n    options: {{ upstreams: [\"127.0.0.1:{}\"] }}\n\
+             \x20 - path: /php/\n    handler: fastcgi\n    options: {{ address: \"127.0.0.1:{fpm_port}\" }}\n",
+            s.ports[2]
+        ),
+    );
+    std::fs::write(s.conf().join("a.yaml"), a).expect("write");
+    std::fs::create_dir_all(s.dir.path().join("www/php")).expect("mkdir");
+    std::fs::rename(
+        s.dir.path().join("www/form.php"),
+        s.dir.path().join("www/php/form.php"),
+    )
+    .expect("move");
+    let _fpm = crate::fastcgi::Fpm::start(s.dir.path(), &format!("127.0.0.1:{fpm_port}"));
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log
+            .wait_for("reloaded configuration", Duration::from_secs(10)),
+        "{}",
+        s.log.text()
+    );
+    for tls in [true, false] {
+        // The proxy speaks HTTP/1.1 upstream; the plugin behind it says so.
+        let (v, st, _, body) = curl(&s, tls, "/up/x?q=1", &[]);
+        assert_eq!((v.as_str(), st), ("2", 200));
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("tag=upstream\n"), "{body}");
+        assert!(body.contains("version=1.1\n"), "{body}");
+        assert!(body.contains("target=/up/x?q=1\n"), "{body}");
+        // A plugin on the HTTP/2 side sees (2, 0).
+        let (_, st, _, body) = curl(&s, tls, "/echo/y", &[]);
+        assert_eq!(st, 200);
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("version=2.0\n"), "{body}");
+        assert!(
+            body.contains("host=a.test\n") || body.contains("host=127.0.0.1\n"),
+            "{body}"
+        );
+        // PHP through php-fpm: a form POST.
+        let (_, st, _, body) = curl(&s, tls, "/php/form.php", &["-d", "a=42"]);
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(String::from_utf8_lossy(&body), "HTTP/2.0 a=42\n");
+    }
+    let log = access_log(&s, 6);
+    assert!(
+        log.iter().filter(|l| l.contains("HTTP/2.0\" 200")).count() >= 6,
+        "{log:?}"
+    );
+}

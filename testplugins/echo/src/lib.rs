@@ -109,7 +109,8 @@ impl Handler for Echo {
         ));
         out.push_str(&format!("route={}\n", req.route()));
         out.push_str(&format!("rest={}\n", req.rest()));
-        out.push_str(&format!("version=1.{}\n", req.version().1));
+        let (major, minor) = req.version();
+        out.push_str(&format!("version={major}.{minor}\n"));
         out.push_str(&format!("peer={}\n", req.peer_addr()));
         out.push_str(&format!("local={}\n", req.local_addr()));
         out.push_str(&format!("redirects={}\n", req.redirects()));
