@@ -498,6 +498,8 @@ fn malformed_requests_are_reset_with_protocol_error() {
         ("te other than trailers", vec![("te", "gzip")]),
         ("uppercase name", vec![("X-Big", "1")]),
         ("host and :authority disagree", vec![("host", "other.test")]),
+        ("a value with leading space", vec![("x-a", " b")]),
+        ("a value with a trailing tab", vec![("x-a", "b\t")]),
     ];
     for (what, fields) in cases {
         let mut c = Raw::connect(s.ports[0], &[]);

@@ -29,6 +29,9 @@ pub fn request(
     let uri = req.uri();
     let method = req.method().as_str();
     let authority = uri.authority().map(|a| a.as_str());
+    if method == "CONNECT" && authority.is_none() {
+        return Err(Err(Malformed("CONNECT without :authority")));
+    }
     let target = match uri.path_and_query() {
         Some(p) => p.as_str(),
         None if method == "CONNECT" => authority.unwrap_or(""),
@@ -46,6 +49,12 @@ pub fn request(
     for (name, value) in req.headers() {
         let n = name.as_str();
         let v = value.as_bytes();
+        // Section 8.2.1: no whitespace at either end of a value.
+        if v.first().is_some_and(|b| matches!(b, b' ' | b'\t'))
+            || v.last().is_some_and(|b| matches!(b, b' ' | b'\t'))
+        {
+            return Err(Err(Malformed("a field value starts or ends with whitespace")));
+        }
         match n {
             // RFC 9113 section 8.2.3: split crumbs are one field again.
             "cookie" => {
