@@ -16,8 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let wire = Wire::default();
     {
         let mut b = wire.lock();
-        b.inb.extend_from_slice(tamada::http::H2_PREFACE);
-        b.inb.extend_from_slice(data);
+        b.push_in(tamada::http::H2_PREFACE);
+        b.push_in(data);
         b.eof = true;
     }
     let flag = Arc::new(Flag::default());

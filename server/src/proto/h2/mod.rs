@@ -72,6 +72,8 @@ pub struct H2Conn<T> {
     flag: Arc<Flag>,
     conn: ConnState,
     streams: Slab<St>,
+    /// The keys of `streams`, gathered per step (kept: no allocation).
+    keys: Vec<usize>,
     /// Numbers the streams (tells a stream from a later one in its slot).
     next_sid: u64,
     /// Pool jobs of this connection not answered yet.
@@ -119,7 +121,7 @@ impl<T: Transport> H2Conn<T> {
         cx: &Cx<'_>,
     ) -> Self {
         let wire = Wire::default();
-        wire.lock().inb.extend_from_slice(read);
+        wire.lock().push_in(read);
         let hs = builder(cx).handshake::<Wire, Bytes>(wire.clone());
         let now = crate::clock::now();
         H2Conn {
@@ -133,6 +135,7 @@ impl<T: Transport> H2Conn<T> {
             flag: Arc::new(Flag::default()),
             conn: ConnState::Handshake(Box::pin(hs)),
             streams: Slab::new(),
+            keys: Vec::new(),
             next_sid: 0,
             on_pool: 0,
             resets: 0,
@@ -204,19 +207,29 @@ impl<T: Transport> H2Conn<T> {
                 c.graceful_shutdown();
             }
         }
+        // PERF: `h2` is polled when something can have changed for it:
+        // input, a wake, room made in the wire, or (after the streams'
+        // step) frames they queued.
+        let mut poll = true;
         for _ in 0..PASSES {
             let mut moved = match self.read_in() {
                 Ok(m) => m,
                 Err(why) => return self.close(cx, why),
             };
-            moved |= self.poll_conn(cx, &mut tcx);
-            moved |= self.step_streams(cx, &mut tcx);
-            moved |= self.poll_conn(cx, &mut tcx);
-            match self.write_out() {
-                Ok(m) => moved |= m,
-                Err(why) => return self.close(cx, &why),
+            if poll || moved || self.flag.take() {
+                moved |= self.poll_conn(cx, &mut tcx);
             }
-            moved |= self.flag.take();
+            if self.step_streams(cx, &mut tcx) || self.flag.take() {
+                moved = true;
+                self.poll_conn(cx, &mut tcx);
+            }
+            let wrote = match self.write_out() {
+                Ok(m) => m,
+                Err(why) => return self.close(cx, &why),
+            };
+            let woke = self.flag.take();
+            moved |= wrote || woke;
+            poll = wrote || woke;
             if matches!(self.conn, ConnState::Gone) && self.sent_all() {
                 return self.close(cx, "the HTTP/2 connection ended");
             }
@@ -247,7 +260,7 @@ impl<T: Transport> H2Conn<T> {
         let mut moved = false;
         let mut scratch = [0u8; 16 * 1024];
         while self.sock.readable && !self.sock.read_eof {
-            if self.wire.lock().inb.len() >= IN_MAX {
+            if self.wire.lock().unread() >= IN_MAX {
                 // `h2` takes it first (it stops taking while its answers
                 // cannot be written: the client is then not read either).
                 return Ok(moved);
@@ -260,7 +273,7 @@ impl<T: Transport> H2Conn<T> {
                     return Ok(true);
                 }
                 Ok(Io::Ready(n)) => {
-                    self.wire.lock().inb.extend_from_slice(&scratch[..n]);
+                    self.wire.lock().push_in(&scratch[..n]);
                     moved = true;
                     if n < scratch.len() && !self.sock.peer_closed {
                         self.sock.readable = false;

@@ -7,7 +7,6 @@
 //! polls everything again after each read and each write. So a `Pending`
 //! from here needs no waker registration: the next drive retries.
 
-use bytes::BytesMut;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +21,9 @@ pub const OUT_CAP: usize = 256 * 1024;
 
 #[derive(Default)]
 pub struct Bufs {
-    /// Read from the socket, not yet taken by `h2`.
-    pub inb: BytesMut,
+    /// Read from the socket; `h2` has taken it up to `in_pos`.
+    pub inb: Vec<u8>,
+    pub in_pos: usize,
     /// The client has closed its side.
     pub eof: bool,
     /// Frames `h2` wrote, not yet sent.
@@ -35,6 +35,18 @@ pub struct Bufs {
 }
 
 impl Bufs {
+    /// Client bytes not yet taken by `h2`.
+    pub fn unread(&self) -> usize {
+        self.inb.len() - self.in_pos
+    }
+    /// Appends client bytes.
+    pub fn push_in(&mut self, data: &[u8]) {
+        if self.in_pos == self.inb.len() {
+            self.inb.clear();
+            self.in_pos = 0;
+        }
+        self.inb.extend_from_slice(data);
+    }
     pub fn unsent(&self) -> &[u8] {
         &self.out[self.out_pos..]
     }
@@ -66,16 +78,21 @@ impl AsyncRead for Wire {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut b = self.lock();
-        if b.inb.is_empty() {
+        if b.unread() == 0 {
             return if b.eof {
                 Poll::Ready(Ok(()))
             } else {
                 Poll::Pending
             };
         }
-        let n = b.inb.len().min(buf.remaining());
-        let chunk = b.inb.split_to(n);
-        buf.put_slice(&chunk);
+        let n = b.unread().min(buf.remaining());
+        let at = b.in_pos;
+        buf.put_slice(&b.inb[at..at + n]);
+        b.in_pos += n;
+        if b.in_pos == b.inb.len() {
+            b.inb.clear();
+            b.in_pos = 0;
+        }
         Poll::Ready(Ok(()))
     }
 }
