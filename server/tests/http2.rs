@@ -542,6 +542,29 @@ fn malformed_requests_are_reset_with_protocol_error() {
 }
 
 #[test]
+fn the_more_urgent_stream_gets_the_connection_window_first() {
+    let s = start(site(""));
+    // Streams may take 1 MiB each, the connection only its first 64 KiB
+    // (never raised): whichever stream gets it first shows the order.
+    let mut c = Raw::connect(s.ports[0], &[(4, 1 << 20)]);
+    let mut out = frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &block("GET", "/big.txt", &[("priority", "u=6")]),
+    );
+    out.extend(frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        3,
+        &block("GET", "/big.txt", &[("priority", "u=0")]),
+    ));
+    c.send(&out);
+    let f = c.until(|f| f.ty == DATA).expect("data");
+    assert_eq!(f.sid, 3, "the u=0 stream is served first");
+}
+
+#[test]
 fn rapid_reset_ends_the_connection_with_enhance_your_calm() {
     let s = start(site(""));
     let mut c = Raw::connect(s.ports[0], &[]);

@@ -33,6 +33,9 @@ pub(super) struct St {
     pub recv: Option<RecvStream>,
     pub head_only: bool,
     pub phase: Phase,
+    /// RFC 9218 urgency (0 most urgent, 7 least; 3 by default): streams
+    /// are stepped, and so given the connection's window, in this order.
+    pub urgency: u8,
 }
 
 impl St {
@@ -149,8 +152,15 @@ impl<T: Transport> H2Conn<T> {
                 return;
             }
         };
+        let urgency = req
+            .headers()
+            .get("priority")
+            .map_or(DEFAULT_URGENCY, |v| urgency(v.as_bytes()));
         let (_, recv) = req.into_parts();
         let key = self.insert(respond, recv, head.is_head());
+        if let Some(st) = self.streams.get_mut(key) {
+            st.urgency = urgency;
+        }
         self.start(key, head, cx);
     }
 
@@ -162,6 +172,7 @@ impl<T: Transport> H2Conn<T> {
             recv: Some(recv),
             head_only,
             phase: Phase::Done,
+            urgency: DEFAULT_URGENCY,
         })
     }
 
@@ -523,6 +534,15 @@ impl<T: Transport> H2Conn<T> {
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
         keys.extend(self.streams.iter().map(|(k, _)| k));
+        // The most urgent first; the same urgency in order of arrival.
+        if self
+            .streams
+            .iter()
+            .any(|(_, s)| s.urgency != DEFAULT_URGENCY)
+        {
+            let streams = &self.streams;
+            keys.sort_by_key(|&k| (streams[k].urgency, streams[k].sid));
+        }
         let mut moved = false;
         for &k in &keys {
             moved |= self.step_stream(k, cx, tcx);
@@ -759,6 +779,22 @@ impl<T: Transport> H2Conn<T> {
     }
 }
 
+/// RFC 9218's default urgency.
+const DEFAULT_URGENCY: u8 = 3;
+
+/// The urgency of a `priority` field (RFC 9218 section 4: a dictionary
+/// whose `u` is 0 to 7); anything else is the default.
+fn urgency(v: &[u8]) -> u8 {
+    let Ok(v) = std::str::from_utf8(v) else {
+        return DEFAULT_URGENCY;
+    };
+    v.split(',')
+        .filter_map(|m| m.trim().strip_prefix("u="))
+        .filter_map(|n| n.parse::<u8>().ok())
+        .find(|&n| n <= 7)
+        .unwrap_or(DEFAULT_URGENCY)
+}
+
 /// What an exchange may use of its stream and loop.
 fn link<'a>(
     cx: &'a Cx<'_>,
@@ -902,5 +938,17 @@ fn next_piece(src: &mut Src) -> Piece {
             }
             PipePiece::Failed(e) => Piece::Failed(e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urgency_is_read_from_the_priority_field() {
+        assert_eq!(super::urgency(b"u=0"), 0);
+        assert_eq!(super::urgency(b"i, u=5"), 5);
+        assert_eq!(super::urgency(b"u=9"), 3);
+        assert_eq!(super::urgency(b"i"), 3);
+        assert_eq!(super::urgency(b"u=x"), 3);
     }
 }
