@@ -121,6 +121,22 @@ fn static_files_over_h2_and_h2c_with_ranges_conditionals_and_the_log() {
         assert_eq!(st, 206);
         assert_eq!(body, b"0000001\n");
         assert_eq!(header(&head, "content-range"), Some("bytes 8-15/1600000"));
+        // Two ranges: a multipart body of segments (bytes and file ranges).
+        let (_, st, head, body) = curl(&s, tls, "/big.txt", &["-r", "0-7,800000-800007"]);
+        assert_eq!(st, 206);
+        assert!(
+            header(&head, "content-type").is_some_and(|t| t.starts_with("multipart/byteranges")),
+            "{head}"
+        );
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("0000000\n") && body.contains("0100000\n"),
+            "{body}"
+        );
+        assert_eq!(
+            header(&head, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
         // A body larger than every window: sent as the client allows.
         let (_, st, _, body) = curl(&s, tls, "/big.txt", &[]);
         assert_eq!(st, 200);
@@ -149,11 +165,11 @@ fn static_files_over_h2_and_h2c_with_ranges_conditionals_and_the_log() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 200");
-    let log = access_log(&s, 13);
-    assert!(log.len() >= 13, "{log:?}");
-    assert!(log[12].contains(" HTTP/1.1\" 200"), "{log:?}");
+    let log = access_log(&s, 15);
+    assert!(log.len() >= 15, "{log:?}");
+    assert!(log[14].contains(" HTTP/1.1\" 200"), "{log:?}");
     assert!(
-        log[..12].iter().all(|l| l.contains(" HTTP/2.0\" ")),
+        log[..14].iter().all(|l| l.contains(" HTTP/2.0\" ")),
         "every request is logged as HTTP/2.0: {log:?}"
     );
     assert!(
