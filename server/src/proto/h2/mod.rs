@@ -402,8 +402,28 @@ impl<T: Transport> H2Conn<T> {
     ) -> Next {
         self.on_pool = self.on_pool.saturating_sub(1);
         match self.streams.get_mut(key) {
-            Some(s) if s.sid == sid && matches!(s.phase, Phase::Pool) => {
-                let need = crate::exchange::run::handled(h);
+            Some(s) if s.sid == sid && matches!(s.phase, Phase::Pool(_)) => {
+                let exceeded = matches!(&s.phase, Phase::Pool(Some(f)) if f.exceeded);
+                let limit = match &s.phase {
+                    Phase::Pool(Some(f)) => f.pipe.limit(),
+                    _ => 0,
+                };
+                let need = if exceeded {
+                    // A body past `max_body` (of unannounced length):
+                    // 413 whatever the handler made of its failed read.
+                    let crate::exchange::Handled { mut exchange, step } = h;
+                    if let crate::exchange::Done::Respond(o) = step {
+                        crate::exchange::response::drop_owned(o);
+                    }
+                    crate::exchange::run::too_large(&mut exchange, limit + 1, limit);
+                    exchange.error = Some("request body over the limit".into());
+                    crate::exchange::run::Need::Respond(
+                        exchange,
+                        crate::exchange::run::Answer::Status(413),
+                    )
+                } else {
+                    crate::exchange::run::handled(h)
+                };
                 self.apply(key, need, cx);
             }
             _ => crate::exchange::drop_handled(h),

@@ -6,7 +6,7 @@
 
 use super::head::{self, Malformed, Src};
 use super::{H2Conn, limits, pool_cap};
-use crate::exchange::body::{MemBody, Spool, SpoolError};
+use crate::exchange::body::{BodyPipe, MemBody, Spool, SpoolError};
 use crate::exchange::response::{Owned, OwnedBody, Shape};
 use crate::exchange::run::{self, Answer, Link, Need, Parked, PoolBody};
 use crate::exchange::stream::Piece as PipePiece;
@@ -19,6 +19,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -52,8 +53,9 @@ pub(super) enum Phase {
     Ready(Box<Exchange>, MemBody),
     /// An inline handler waits for a descriptor (`true`: it is ready).
     Parked(Box<Parked>, bool),
-    /// A handler runs on the pool.
-    Pool,
+    /// A handler runs on the pool (reading the body as it comes, when
+    /// its route streams it: `request_buffering: false`).
+    Pool(Option<Box<Feeding>>),
     /// The response is going out.
     Send(Box<Sending>),
     /// Nothing left (a transient state).
@@ -67,6 +69,14 @@ pub(super) struct Collecting {
     pub limit: u64,
     /// When body bytes last came (`body_timeout` counts from here).
     pub last: Instant,
+}
+
+/// A body fed to a pool handler as its DATA frames come.
+pub(super) struct Feeding {
+    pub pipe: Arc<BodyPipe>,
+    pub got: u64,
+    /// More came than the route's `max_body` (the answer is a 413).
+    pub exceeded: bool,
 }
 
 pub(super) struct Sending {
@@ -237,6 +247,12 @@ impl<T: Transport> H2Conn<T> {
                 self.answer(key, x, Answer::Status(413), cx);
             }
             Framing::None => self.run_ready(key, x, MemBody::new(Vec::new(), 0), cx),
+            // The route streams its body (`request_buffering: false`) and
+            // the connection has room on the pool: the handler reads the
+            // DATA frames as they come.
+            _ if !x.vhost.buffering_for(x.path()) && self.on_pool < pool_cap(cx) => {
+                self.run_streaming(key, x, framing, limit, cx)
+            }
             _ => {
                 if let Some(st) = self.streams.get_mut(key) {
                     st.phase = Phase::Collect(Box::new(Collecting {
@@ -247,6 +263,111 @@ impl<T: Transport> H2Conn<T> {
                         last: crate::clock::now(),
                     }));
                 }
+            }
+        }
+    }
+
+    /// Hands an exchange to the pool with a pipe its body is fed into.
+    fn run_streaming(
+        &mut self,
+        key: usize,
+        x: Box<Exchange>,
+        framing: Framing,
+        limit: u64,
+        cx: &mut Cx<'_>,
+    ) {
+        let Some(st) = self.streams.get(key) else {
+            return log_given_up(x, 499, "the stream was reset");
+        };
+        let (sid, head_only) = (st.sid, st.head_only);
+        let content_length = match framing {
+            Framing::Length(n) => n as i64,
+            _ => -1,
+        };
+        let pipe = Arc::new(BodyPipe::new(
+            cx.waker(self.id),
+            cx.settings().body_timeout.0,
+            false,
+            content_length,
+        ));
+        pipe.set_limit(limit);
+        let need = {
+            let owner = cx.stream_owner(self.id, key, sid);
+            run::to_pool(
+                x,
+                PoolBody::Pipe(pipe.clone()),
+                &link(cx, &owner, head_only),
+            )
+        };
+        match need {
+            Need::Pool => {
+                self.on_pool += 1;
+                if let Some(st) = self.streams.get_mut(key) {
+                    st.phase = Phase::Pool(Some(Box::new(Feeding {
+                        pipe,
+                        got: 0,
+                        exceeded: false,
+                    })));
+                }
+            }
+            // Not taken (the pool's queue is full): a 503; the body is
+            // left unread (the stream is reset after the answer).
+            need => self.apply(key, need, cx),
+        }
+    }
+
+    /// Feeds a pool handler's pipe from the stream's DATA frames, as far
+    /// as the pipe has room; the window is given back as it takes them,
+    /// so a handler that reads slowly slows the client down.
+    fn feed(&mut self, key: usize, tcx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        loop {
+            let Some(st) = self.streams.get_mut(key) else {
+                return moved;
+            };
+            let (Phase::Pool(Some(f)), Some(recv)) = (&mut st.phase, st.recv.as_mut()) else {
+                return moved;
+            };
+            if f.exceeded || f.pipe.feed().room == 0 {
+                // The pipe wakes the connection when the reader made room.
+                return moved;
+            }
+            match recv.poll_data(tcx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    moved = true;
+                    let n = data.len();
+                    f.got += n as u64;
+                    if f.got > f.pipe.limit() {
+                        f.exceeded = true;
+                        // The handler's read fails; its answer becomes a
+                        // 413 (`on_stream_handled`); nothing more is read.
+                        f.pipe.fail(format!(
+                            "the request body is over the limit of {} bytes",
+                            f.pipe.limit()
+                        ));
+                        return true;
+                    }
+                    f.pipe.push(data.to_vec(), false);
+                    let _ = recv.flow_control().release_capacity(n);
+                }
+                Poll::Ready(None) => {
+                    f.pipe.push(Vec::new(), true);
+                    if let Phase::Pool(feed) = &mut st.phase {
+                        *feed = None;
+                    }
+                    return true;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    f.pipe.fail(format!("the request body failed: {e}"));
+                    if let Phase::Pool(feed) = &mut st.phase {
+                        *feed = None;
+                    }
+                    if e.is_reset() {
+                        self.early_reset();
+                    }
+                    return true;
+                }
+                Poll::Pending => return moved,
             }
         }
     }
@@ -289,7 +410,7 @@ impl<T: Transport> H2Conn<T> {
             Need::Pool => {
                 self.on_pool += 1;
                 if let Some(st) = self.streams.get_mut(key) {
-                    st.phase = Phase::Pool;
+                    st.phase = Phase::Pool(None);
                 }
             }
             Need::Wait(p) => {
@@ -507,7 +628,12 @@ impl<T: Transport> H2Conn<T> {
                 );
             }
             // The pool's late answer is dropped when it comes.
-            Phase::Pool | Phase::Done => {}
+            Phase::Pool(feed) => {
+                if let Some(f) = feed {
+                    f.pipe.fail(format!("the request body failed: {why}"));
+                }
+            }
+            Phase::Done => {}
         }
         if self.streams.is_empty() {
             self.idle_since = crate::clock::now();
@@ -583,7 +709,8 @@ impl<T: Transport> H2Conn<T> {
                 true
             }
             Phase::Send(_) => self.send_more(key, cx, tcx),
-            Phase::Ready(..) | Phase::Pool | Phase::Done => self.check_reset(key, cx, tcx),
+            Phase::Pool(Some(_)) => self.feed(key, tcx),
+            Phase::Ready(..) | Phase::Pool(None) | Phase::Done => self.check_reset(key, cx, tcx),
         }
     }
 
