@@ -41,7 +41,7 @@ impl AnyConn {
     pub fn event(&mut self, readable: bool, writable: bool, closed: bool) {
         match self {
             AnyConn::H1(c) => c.sock.event(readable, writable, closed),
-            AnyConn::H2(c) => c.sock.event(readable, writable, closed),
+            AnyConn::H2(c) => c.event(readable, writable, closed),
             AnyConn::Switching => {}
         }
     }

@@ -61,6 +61,12 @@ pub trait Transport {
     fn tls(&self) -> Option<&std::sync::Arc<tls::TlsInfo>> {
         None
     }
+    /// Takes `data` into the transport's own send buffer, without a
+    /// syscall (TLS: sealed into records, sent by [`flush`](Self::flush)):
+    /// how much it took (0 when full), or `None` when it has no buffer.
+    fn buffer(&mut self, _data: &[u8]) -> io::Result<Option<usize>> {
+        Ok(None)
+    }
 }
 
 /// A client connection's transport: plain TCP, or TLS over it.
@@ -126,6 +132,12 @@ impl Transport for Stream {
         match self {
             Stream::Plain(_) => None,
             Stream::Tls(t) => t.tls(),
+        }
+    }
+    fn buffer(&mut self, data: &[u8]) -> io::Result<Option<usize>> {
+        match self {
+            Stream::Plain(_) => Ok(None),
+            Stream::Tls(t) => t.buffer(data),
         }
     }
 }

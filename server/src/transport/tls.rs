@@ -482,6 +482,21 @@ impl Transport for TlsStream {
     fn tls(&self) -> Option<&Arc<TlsInfo>> {
         self.info.as_ref().filter(|i| !i.version.is_empty())
     }
+
+    fn buffer(&mut self, data: &[u8]) -> io::Result<Option<usize>> {
+        let State::Open(c) = &mut self.state else {
+            return Ok(None);
+        };
+        if !self.held.is_empty() {
+            let n = c.writer().write(&self.held)?;
+            self.held.drain(..n);
+            if !self.held.is_empty() {
+                return Ok(Some(0));
+            }
+        }
+        // rustls takes what its send buffer limit allows (0 when full).
+        Ok(Some(c.writer().write(data)?))
+    }
 }
 
 /// The answer to plain HTTP on a TLS port (nginx's, with a 400 status).

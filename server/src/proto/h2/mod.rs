@@ -54,23 +54,23 @@ const RESET_BUDGET: u32 = 200;
 /// client there is often a moment with none.
 const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(250);
 
-enum ConnState {
-    Handshake(Pin<Box<Handshake<Wire, Bytes>>>),
-    Open(Box<Connection<Wire, Bytes>>),
+enum ConnState<T> {
+    Handshake(Pin<Box<Handshake<Wire<T>, Bytes>>>),
+    Open(Box<Connection<Wire<T>, Bytes>>),
     /// The connection is over (GOAWAY sent or received, or an error).
     Gone,
 }
 
 pub struct H2Conn<T> {
-    pub sock: Sock<T>,
     pub id: u64,
     pub bind: SocketAddr,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     proxy_ssl: bool,
-    wire: Wire,
+    /// The client's socket and the bytes to and from `h2`.
+    wire: Wire<T>,
     flag: Arc<Flag>,
-    conn: ConnState,
+    conn: ConnState<T>,
     streams: Slab<St>,
     /// The keys of `streams`, gathered per step (kept: no allocation).
     keys: Vec<usize>,
@@ -107,6 +107,11 @@ fn builder(cx: &Cx<'_>) -> h2::server::Builder {
 }
 
 impl<T: Transport> H2Conn<T> {
+    /// Readiness of the client's socket.
+    pub fn event(&mut self, readable: bool, writable: bool, closed: bool) {
+        self.wire.lock().sock.event(readable, writable, closed);
+    }
+
     /// An HTTP/2 connection over `sock`, whose first bytes (the preface,
     /// maybe more) the HTTP/1.1 state already read.
     #[allow(clippy::too_many_arguments)]
@@ -120,12 +125,11 @@ impl<T: Transport> H2Conn<T> {
         proxy_ssl: bool,
         cx: &Cx<'_>,
     ) -> Self {
-        let wire = Wire::default();
+        let wire = Wire::new(sock);
         wire.lock().push_in(read);
-        let hs = builder(cx).handshake::<Wire, Bytes>(wire.clone());
+        let hs = builder(cx).handshake::<Wire<T>, Bytes>(wire.clone());
         let now = crate::clock::now();
         H2Conn {
-            sock,
             id,
             bind,
             local,
@@ -161,7 +165,8 @@ impl<T: Transport> H2Conn<T> {
     }
 
     fn sent_all(&self) -> bool {
-        self.wire.lock().unsent().is_empty() && !self.sock.io.pending()
+        let w = self.wire.lock();
+        w.unsent().is_empty() && !w.sock.io.pending()
     }
 
     /// The descriptors waiting handlers of this connection watch.
@@ -233,7 +238,7 @@ impl<T: Transport> H2Conn<T> {
             if matches!(self.conn, ConnState::Gone) && self.sent_all() {
                 return self.close(cx, "the HTTP/2 connection ended");
             }
-            if self.sock.read_eof && self.streams.is_empty() && self.sent_all() {
+            if self.wire.lock().sock.read_eof && self.streams.is_empty() && self.sent_all() {
                 return self.close(cx, "the client closed the connection");
             }
             if !moved {
@@ -259,27 +264,28 @@ impl<T: Transport> H2Conn<T> {
     fn read_in(&mut self) -> Result<bool, &'static str> {
         let mut moved = false;
         let mut scratch = [0u8; 16 * 1024];
-        while self.sock.readable && !self.sock.read_eof {
-            if self.wire.lock().unread() >= IN_MAX {
+        let mut w = self.wire.lock();
+        while w.sock.readable && !w.sock.read_eof {
+            if w.unread() >= IN_MAX {
                 // `h2` takes it first (it stops taking while its answers
                 // cannot be written: the client is then not read either).
                 return Ok(moved);
             }
-            match self.sock.io.read(&mut scratch) {
+            match w.sock.io.read(&mut scratch) {
                 Ok(Io::Ready(0)) | Err(_) => {
-                    self.sock.read_eof = true;
-                    self.sock.readable = false;
-                    self.wire.lock().eof = true;
+                    w.sock.read_eof = true;
+                    w.sock.readable = false;
+                    w.eof = true;
                     return Ok(true);
                 }
                 Ok(Io::Ready(n)) => {
-                    self.wire.lock().push_in(&scratch[..n]);
+                    w.push_in(&scratch[..n]);
                     moved = true;
-                    if n < scratch.len() && !self.sock.peer_closed {
-                        self.sock.readable = false;
+                    if n < scratch.len() && !w.sock.peer_closed {
+                        w.sock.readable = false;
                     }
                 }
-                Ok(Io::Blocked) => self.sock.readable = false,
+                Ok(Io::Blocked) => w.sock.readable = false,
             }
         }
         Ok(moved)
@@ -288,33 +294,51 @@ impl<T: Transport> H2Conn<T> {
     /// Writes the frames `h2` queued.
     fn write_out(&mut self) -> Result<bool, String> {
         let mut moved = false;
+        let mut w = self.wire.lock();
+        let w = &mut *w;
+        // Records already sealed into the transport go first.
+        if w.sock.writable && w.sock.io.pending() {
+            match w.sock.io.flush() {
+                Ok(done) => {
+                    moved = true;
+                    self.last_write = crate::clock::now();
+                    if !done {
+                        w.sock.writable = false;
+                    }
+                }
+                Err(e) => return Err(format!("write failed: {e}")),
+            }
+        }
         loop {
-            if !self.sock.writable {
+            if !w.sock.writable {
                 break;
             }
-            let mut w = self.wire.lock();
-            let unsent = w.unsent();
+            let unsent = &w.out[w.out_pos..];
             if unsent.is_empty() {
                 break;
             }
-            match self.sock.io.write(unsent, false) {
+            match w.sock.io.write(unsent, false) {
                 Ok(Io::Ready(n)) => {
                     w.sent(n);
                     moved = true;
                     self.last_write = crate::clock::now();
                 }
                 Ok(Io::Blocked) => {
-                    self.sock.writable = false;
+                    w.sock.writable = false;
                     break;
                 }
                 Err(e) => return Err(format!("write failed: {e}")),
             }
         }
-        if self.sock.io.pending() {
-            self.sock
+        if w.sock.writable && w.sock.io.pending() {
+            let done = w
+                .sock
                 .io
                 .flush()
                 .map_err(|e| format!("write failed: {e}"))?;
+            if !done {
+                w.sock.writable = false;
+            }
         }
         Ok(moved)
     }

@@ -213,7 +213,7 @@ impl<T: Transport> H2Conn<T> {
         let peer =
             crate::exchange::realip::client(&cx.settings().trusted_proxies, self.peer, &head);
         let mut x = Box::new(Exchange::new(head, vhost, self.local, peer, started));
-        x.tls = self.sock.io.tls().cloned();
+        x.tls = self.wire.lock().sock.io.tls().cloned();
         x.https = x.tls.is_some()
             || self.proxy_ssl
             || crate::exchange::realip::forwarded_https(
