@@ -377,6 +377,49 @@ fn a_streaming_route_reads_its_body_as_it_comes_and_refuses_one_too_large() {
 }
 
 #[test]
+fn a_body_trickled_below_body_min_rate_gets_408() {
+    let s = start(site("").file(
+        "conf.d/server.yaml",
+        "send_timeout: 2s\nworkers: 8\nbody_timeout: 1s\nbody_min_rate: 100000\n",
+    ));
+    let mut c = Raw::connect(s.ports[0], &[]);
+    c.until(|f| f.ty == SETTINGS && f.flags & 1 == 0)
+        .expect("settings");
+    let fields = [("content-length", "100000")];
+    c.send(&frame(
+        HEADERS,
+        END_HEADERS,
+        1,
+        &block("POST", "/cgi-bin/env.sh", &fields),
+    ));
+    // A byte every 200 ms: never a stall of body_timeout, far below the
+    // rate.
+    c.s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let t0 = Instant::now();
+    let mut answered = None;
+    while t0.elapsed() < Duration::from_secs(6) && answered.is_none() {
+        c.send(&frame(DATA, 0, 1, b"x"));
+        answered = c.until(|f| f.sid == 1 && (f.ty == HEADERS || f.ty == RST_STREAM));
+    }
+    let f = answered.expect("an answer before 6 s");
+    assert_eq!(f.ty, HEADERS, "{f:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    let end = Instant::now() + Duration::from_secs(5);
+    while !access_log(&s, 1)
+        .iter()
+        .any(|l| l.contains("\"POST /cgi-bin/env.sh HTTP/2.0\" 408"))
+    {
+        assert!(Instant::now() < end, "no 408 in the access log");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn a_slow_pool_stream_does_not_hold_up_the_others_on_its_connection() {
     let s = start(site(""));
     let base = format!("http://127.0.0.1:{}", s.ports[0]);

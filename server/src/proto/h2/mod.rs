@@ -498,12 +498,11 @@ impl<T: Transport> H2Conn<T> {
         if sending && now >= self.last_write + s.send_timeout.0 {
             return self.close(cx, "send timeout");
         }
-        let body_timeout = s.body_timeout.0;
         let mut expired = Vec::new();
         for (k, st) in self.streams.iter_mut() {
             match &mut st.phase {
                 Phase::Parked(p, ready) if now >= p.until => *ready = true,
-                Phase::Collect(c) if now >= c.last + body_timeout => expired.push(k),
+                Phase::Collect(c) if now >= c.deadline(&s) => expired.push(k),
                 _ => {}
             }
         }
@@ -536,7 +535,7 @@ impl<T: Transport> H2Conn<T> {
             for (_, st) in self.streams.iter() {
                 match &st.phase {
                     Phase::Parked(p, _) => at(p.until),
-                    Phase::Collect(c) => at(c.last + s.body_timeout.0),
+                    Phase::Collect(c) => at(c.deadline(s)),
                     _ => {}
                 }
             }

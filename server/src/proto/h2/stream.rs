@@ -69,6 +69,24 @@ pub(super) struct Collecting {
     pub limit: u64,
     /// When body bytes last came (`body_timeout` counts from here).
     pub last: Instant,
+    /// When the stream began (`body_min_rate` counts from here).
+    pub started: Instant,
+}
+
+impl Collecting {
+    /// When the collection is up: a stall of `body_timeout`, or (past the
+    /// first `body_timeout`) an average below `body_min_rate`, as
+    /// HTTP/1.1 collects a body (`proto/h1/collect.rs`).
+    pub fn deadline(&self, s: &crate::config::Settings) -> Instant {
+        let stall = self.last + s.body_timeout.0;
+        match s.body_min_rate.0 {
+            0 => stall,
+            rate => {
+                let extra = std::time::Duration::from_secs_f64(self.got as f64 / rate as f64);
+                stall.min(self.started + s.body_timeout.0 + extra)
+            }
+        }
+    }
 }
 
 /// A body fed to a pool handler as its DATA frames come.
@@ -261,6 +279,7 @@ impl<T: Transport> H2Conn<T> {
                         got: 0,
                         limit,
                         last: crate::clock::now(),
+                        started: crate::clock::now(),
                     }));
                 }
             }
