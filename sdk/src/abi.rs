@@ -1006,8 +1006,8 @@ pub struct SharedV1 {
 }
 
 // ---------------------------------------------------------------------
-// SDK 1.3, the protocol view (added with HTTP/2). 1.0 to 1.2 tables are
-// untouched: a request that came over HTTP/2 has `version_minor` 1 in
+// SDK 1.3, the protocol view (added with HTTP/2; frozen since SDK 1.3:
+// the `frozen-v1_3` fixture guards it). 1.0 to 1.2 tables are untouched: a request that came over HTTP/2 has `version_minor` 1 in
 // [`RequestV1`] (its semantics are HTTP/1.1's), so a plugin built before
 // 1.3 sees `HTTP/1.1`; one with this table learns the real version.
 

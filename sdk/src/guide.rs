@@ -1326,8 +1326,8 @@ pub mod compatibility {
     //!
     //! The tamada repository keeps a plugin built from a frozen copy of
     //! each minor's tables (`testplugins/frozen-v1_0`, `frozen-v1_1`,
-    //! `frozen-v1_2`); its tests load and run them against every new
-    //! server.
+    //! `frozen-v1_2`, `frozen-v1_3`); its tests load and run them against
+    //! every new server.
     //!
     //! ## Installing and replacing a plugin
     //!

@@ -44,14 +44,15 @@ pub fn test_plugin_dir() -> PathBuf {
         let root = workspace_root();
         let target = root.join("target").join("testplugins");
         // Each a workspace of its own: the test plugins; the frozen SDK
-        // 1.0, 1.1 and 1.2 compatibility fixtures (their vendored crates are
+        // 1.0, 1.1, 1.2 and 1.3 compatibility fixtures (their vendored crates are
         // also called `tamada-sdk`); a plugin built with panic = "abort"
         // (the profile is the point), exporting its tables by hand.
-        let builds: [(&str, &[&str]); 5] = [
+        let builds: [(&str, &[&str]); 6] = [
             (".", &[]),
             ("frozen-v1_0", &[]),
             ("frozen-v1_1", &[]),
             ("frozen-v1_2", &[]),
+            ("frozen-v1_3", &[]),
             ("abort", &["-p", "test-abort-raw"]),
         ];
         for (dir, extra) in builds {
@@ -100,6 +101,7 @@ pub fn plugin_dir(which: Plugins, into: &Path) -> PathBuf {
         "libtest_frozen_v1_0.so",
         "libtest_frozen_v1_1.so",
         "libtest_frozen_v1_2.so",
+        "libtest_frozen_v1_3.so",
     ];
     if which == Plugins::WithBroken {
         names.extend([

@@ -24,6 +24,7 @@ fn site(extra: &str) -> Fixture {
          \x20 - path: /small/\n    handler: cgi\n    request_buffering: false\n    max_body: 100KiB\n    options: {{ run_as_root: true }}\n\
          \x20 - path: /slow/\n    handler: place\n    options: {{ sleep_ms: 1500, tag: sleeper }}\n\
          \x20 - path: /echo/\n    handler: echo\n\
+         \x20 - path: /frozen13/\n    handler: frozen13\n\
          \x20 - path: /\n    handler: static\n"
     );
     let big: String = (0..200_000).map(|i| format!("{:07}\n", i)).collect();
@@ -177,6 +178,31 @@ fn static_files_over_h2_and_h2c_with_ranges_conditionals_and_the_log() {
     assert!(
         log.iter()
             .any(|l| l.contains("\"GET /big.txt HTTP/2.0\" 200 1600000"))
+    );
+}
+
+#[test]
+fn the_frozen_sdk_1_3_fixture_learns_the_http_version_by_its_protocol_table() {
+    // testplugins/frozen-v1_3: written against the vendored 1.3 tables;
+    // every later server of major 1 must keep answering it like this.
+    let s = start(site(""));
+    for tls in [true, false] {
+        let (_, st, _, body) = curl(&s, tls, "/frozen13/x", &[]);
+        assert_eq!(st, 200);
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "frozen 1.3: HTTP/2.0 (1.0 field: 1.1)\n"
+        );
+    }
+    let r = get(s.ports[0], "/frozen13/x", "a.test");
+    assert_eq!(r.text(), "frozen 1.3: HTTP/1.1 (1.0 field: 1.1)\n");
+    let r = raw(
+        s.ports[0],
+        b"GET /frozen13/x HTTP/1.0\r\nHost: a.test\r\n\r\n",
+    );
+    assert!(
+        r.ends_with("frozen 1.3: HTTP/1.0 (1.0 field: 1.0)\n"),
+        "{r}"
     );
 }
 
