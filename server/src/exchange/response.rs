@@ -43,6 +43,19 @@ pub enum OwnedBody {
     Stream(Option<Arc<StreamPipe>>),
 }
 
+/// The bytes a segments body sends.
+pub fn segments_len(segs: &[SegmentV1]) -> u64 {
+    segs.iter()
+        .map(|s| {
+            if s.file < 0 {
+                s.bytes.len() as u64
+            } else {
+                s.len
+            }
+        })
+        .sum()
+}
+
 /// Takes ownership of every descriptor in a plugin's response at once, so
 /// that any early return closes them.
 pub fn own(resp: ResponseV1) -> Owned {

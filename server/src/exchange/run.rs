@@ -176,6 +176,26 @@ fn done(mut x: Box<Exchange>, d: Done) -> Need {
     }
 }
 
+/// Runs the access rules before any of the body is read (a refused upload
+/// is refused at once; a rule that must block runs later, from the
+/// routing, with the body whole; a delay is waited for when the request
+/// runs). `Some`: the answer instead of the request, for any protocol.
+pub fn access_before_body(x: &mut Exchange) -> Option<Answer> {
+    use crate::exchange::access::{self, Verdict};
+    if !access::pending(x) {
+        return None;
+    }
+    match access::run(x, true) {
+        Verdict::Route | Verdict::ToPool => None,
+        Verdict::Delay(d) => {
+            x.pending_delay = Some(d);
+            None
+        }
+        Verdict::Answer(r) => Some(Answer::Plugin(response::own(r))),
+        Verdict::Failed => Some(Answer::Status(500)),
+    }
+}
+
 /// Logs a body over a route's `max_body` (the caller answers 413).
 pub fn too_large(x: &mut Exchange, n: u64, limit: u64) {
     host::record(

@@ -131,27 +131,12 @@ impl<T: Transport> Conn<T> {
             let keep = reply.keep && !unread;
             return self.answer(x, Answer::Plugin(o), Reply { keep, ..reply }, cx);
         }
-        // Access rules run now, before any of the body is read: a refused
-        // upload is refused at once (a rule that must block runs later,
-        // from the routing, with the body whole).
-        if crate::exchange::access::pending(&x) {
-            use crate::exchange::access::{self, Verdict};
-            let refused = match access::run(&mut x, true) {
-                Verdict::Route | Verdict::ToPool => None,
-                // Waited for when the request runs (the body first).
-                Verdict::Delay(d) => {
-                    x.pending_delay = Some(d);
-                    None
-                }
-                Verdict::Answer(r) => Some(Answer::Plugin(crate::exchange::response::own(r))),
-                Verdict::Failed => Some(Answer::Status(500)),
-            };
-            if let Some(a) = refused {
-                let unread = !matches!(framing, Framing::None | Framing::Length(0));
-                self.closing.linger |= unread;
-                let keep = reply.keep && !unread;
-                return self.answer(x, a, Reply { keep, ..reply }, cx);
-            }
+        // Access rules run now, before any of the body is read.
+        if let Some(a) = run::access_before_body(&mut x) {
+            let unread = !matches!(framing, Framing::None | Framing::Length(0));
+            self.closing.linger |= unread;
+            let keep = reply.keep && !unread;
+            return self.answer(x, a, Reply { keep, ..reply }, cx);
         }
         // (a rewrite may have moved the request to another route)
         let limit = x.vhost.max_body_for(x.path());

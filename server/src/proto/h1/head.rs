@@ -384,16 +384,7 @@ pub fn respond(o: Owned, minor: u8, head_only: bool, keep: bool) -> Result<Respo
             },
         ),
         OwnedBody::Segments { files, segs } => {
-            let total = segs
-                .iter()
-                .map(|s| {
-                    if s.file < 0 {
-                        s.bytes.len() as u64
-                    } else {
-                        s.len
-                    }
-                })
-                .sum();
+            let total = crate::exchange::response::segments_len(&segs);
             (
                 Some(total),
                 OutBody::Segments {

@@ -569,7 +569,8 @@ fn log_given_up(x: Box<Exchange>, status: u16, why: &str) {
     );
 }
 
-fn limits(cx: &Cx<'_>) -> Limits {
+/// The limits of a request head (HTTP/2 uses them too).
+pub(crate) fn limits(cx: &Cx<'_>) -> Limits {
     let s = cx.settings();
     Limits {
         max_request_line: s.max_request_line.0 as usize,

@@ -232,16 +232,7 @@ pub fn respond(
             },
         ),
         OwnedBody::Segments { files, segs } => {
-            let total = segs
-                .iter()
-                .map(|s| {
-                    if s.file < 0 {
-                        s.bytes.len() as u64
-                    } else {
-                        s.len
-                    }
-                })
-                .sum();
+            let total = crate::exchange::response::segments_len(&segs);
             (
                 Some(total),
                 Src::Segments {

@@ -21,7 +21,6 @@ pub mod head;
 mod stream;
 pub mod wire;
 
-use crate::http::Limits;
 use crate::net::cx::Cx;
 use crate::proto::h1::Next;
 use crate::proto::h1::sock::Sock;
@@ -553,15 +552,7 @@ impl<T: Transport> H2Conn<T> {
     }
 }
 
-/// The limits of a request head (the same as HTTP/1.1's).
-fn limits(cx: &Cx<'_>) -> Limits {
-    let s = cx.settings();
-    Limits {
-        max_request_line: s.max_request_line.0 as usize,
-        max_header_size: s.max_header_size.0 as usize,
-        max_headers: s.max_headers,
-    }
-}
+pub(crate) use crate::proto::h1::limits;
 
 /// The pool jobs one connection may have at once: its streams beyond that
 /// wait, so one client's 128 streams cannot hold every pool thread.

@@ -242,21 +242,8 @@ impl<T: Transport> H2Conn<T> {
         if let Some(o) = crate::exchange::https::gate(&x) {
             return self.answer(key, x, Answer::Plugin(o), cx);
         }
-        // Access rules run before any of the body is read.
-        if crate::exchange::access::pending(&x) {
-            use crate::exchange::access::{self, Verdict};
-            let refused = match access::run(&mut x, true) {
-                Verdict::Route | Verdict::ToPool => None,
-                Verdict::Delay(d) => {
-                    x.pending_delay = Some(d);
-                    None
-                }
-                Verdict::Answer(r) => Some(Answer::Plugin(crate::exchange::response::own(r))),
-                Verdict::Failed => Some(Answer::Status(500)),
-            };
-            if let Some(a) = refused {
-                return self.answer(key, x, a, cx);
-            }
+        if let Some(a) = run::access_before_body(&mut x) {
+            return self.answer(key, x, a, cx);
         }
         let limit = x.vhost.max_body_for(x.path());
         match framing {
