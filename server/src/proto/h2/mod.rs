@@ -48,6 +48,8 @@ const IN_MAX: usize = 64 * 1024;
 /// one per completed response, before the connection is closed with
 /// `ENHANCE_YOUR_CALM` (rapid reset, CVE-2023-44487).
 const RESET_BUDGET: u32 = 200;
+/// How long the lingering close after the last frame reads and drops.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// A draining connection counts as idle (and gets its GOAWAY) once no
 /// stream has been open for this long: between two requests of a busy
 /// client there is often a moment with none.
@@ -83,6 +85,8 @@ pub struct H2Conn<T> {
     resets: u32,
     /// A graceful shutdown (GOAWAY) was started.
     shutting: bool,
+    /// The lingering close's end, once the connection is over.
+    linger_until: Option<Instant>,
     /// The loop drains (seen on the last drive).
     draining: bool,
     started: Instant,
@@ -146,6 +150,7 @@ impl<T: Transport> H2Conn<T> {
             on_pool: 0,
             resets: 0,
             shutting: false,
+            linger_until: None,
             draining: false,
             started: now,
             idle_since: now,
@@ -238,7 +243,7 @@ impl<T: Transport> H2Conn<T> {
             moved |= wrote || woke;
             poll = wrote || woke;
             if matches!(self.conn, ConnState::Gone) && self.sent_all() {
-                return self.close(cx, "the HTTP/2 connection ended");
+                return self.linger(cx);
             }
             if self.wire.lock().sock.read_eof && self.streams.is_empty() && self.sent_all() {
                 return self.close(cx, "the client closed the connection");
@@ -248,6 +253,34 @@ impl<T: Transport> H2Conn<T> {
             }
         }
         Next::Again
+    }
+
+    /// The connection is over and its last frames (a GOAWAY) are out: our
+    /// side is shut, and what the client still sends is read and dropped
+    /// for a while, so that closing with unread input does not reset the
+    /// connection before the client has read the GOAWAY.
+    fn linger(&mut self, cx: &mut Cx<'_>) -> Next {
+        let now = crate::clock::now();
+        let until = *self.linger_until.get_or_insert_with(|| {
+            self.wire.lock().sock.io.shutdown_write();
+            now + LINGER
+        });
+        let mut w = self.wire.lock();
+        let mut scratch = [0u8; 4096];
+        loop {
+            if now >= until || w.sock.read_eof {
+                drop(w);
+                return self.close(cx, "the HTTP/2 connection ended");
+            }
+            if !w.sock.readable {
+                return Next::Wait;
+            }
+            match w.sock.io.read(&mut scratch) {
+                Ok(Io::Ready(0)) | Err(_) => w.sock.read_eof = true,
+                Ok(Io::Ready(_)) => {}
+                Ok(Io::Blocked) => w.sock.readable = false,
+            }
+        }
     }
 
     /// When a drain (SIGTERM, a binary upgrade) sends GOAWAY: at once to
@@ -523,6 +556,9 @@ impl<T: Transport> H2Conn<T> {
         let s = cx.settings();
         let mut d: Option<Instant> = None;
         let mut at = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+        if let Some(t) = self.linger_until {
+            at(t);
+        }
         if matches!(self.conn, ConnState::Handshake(_)) {
             at(self.started + s.header_timeout.0);
         }
