@@ -737,6 +737,41 @@ fn the_more_urgent_stream_gets_the_connection_window_first() {
 }
 
 #[test]
+fn frames_of_a_wrong_length_are_frame_size_errors() {
+    let s = start(site(""));
+    let cases: [(&str, Vec<u8>, u32); 4] = [
+        ("PING of 7 bytes", frame(PING, 0, 0, &[0; 7]), 6),
+        (
+            "SETTINGS ack with a payload",
+            frame(SETTINGS, 1, 0, &[0; 6]),
+            6,
+        ),
+        (
+            "WINDOW_UPDATE of 3 bytes",
+            frame(WINDOW_UPDATE, 0, 0, &[0, 0, 1]),
+            6,
+        ),
+        // SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1.
+        (
+            "a window too large",
+            frame(SETTINGS, 0, 0, &[0, 4, 0x80, 0, 0, 0]),
+            3,
+        ),
+    ];
+    for (what, bad, code) in cases {
+        let mut c = Raw::connect(s.ports[0], &[]);
+        c.until(|f| f.ty == SETTINGS && f.flags & 1 == 0)
+            .expect("settings");
+        c.send(&bad);
+        let f = c
+            .until(|f| f.ty == GOAWAY)
+            .unwrap_or_else(|| panic!("{what}: no GOAWAY"));
+        assert_eq!(goaway_code(&f), code, "{what}");
+    }
+    still_serves(&s);
+}
+
+#[test]
 fn rapid_reset_ends_the_connection_with_enhance_your_calm() {
     let s = start(site(""));
     let mut c = Raw::connect(s.ports[0], &[]);
