@@ -275,6 +275,9 @@ impl<T: Transport> H2Conn<T> {
                 return self.close(cx, "the client closed the connection");
             }
             if !moved {
+                if self.streams.is_empty() {
+                    self.shrink();
+                }
                 return Next::Wait;
             }
         }
@@ -306,6 +309,20 @@ impl<T: Transport> H2Conn<T> {
                 Ok(Io::Ready(_)) => {}
                 Ok(Io::Blocked) => w.sock.readable = false,
             }
+        }
+    }
+
+    /// An idle connection keeps no buffer it grew while busy (a download
+    /// leaves `out` at up to 256 KiB; browsers keep connections open).
+    fn shrink(&mut self) {
+        let mut w = self.wire.lock();
+        if w.unsent().is_empty() && w.out.capacity() > 64 * 1024 {
+            w.out = Vec::new();
+            w.out_pos = 0;
+        }
+        if w.unread() == 0 && w.inb.capacity() > 64 * 1024 {
+            w.inb = Vec::new();
+            w.in_pos = 0;
         }
     }
 
