@@ -1,4 +1,4 @@
-//! `tamada`: an HTTP/1.1 server whose request handlers are plugins. The
+//! `tamada`: an HTTP/1.1 and HTTP/2 server whose request handlers are plugins. The
 //! binary is start-up: flags, logging, conf.d, plugins, listeners, the
 //! pool and the loops; the core itself is the library (`lib.rs`).
 
@@ -31,7 +31,7 @@ for the server-wide settings; see the README.";
 
 // The flags, `--help` and the man page (`--man`) come from this one
 // definition.
-/// An HTTP/1.1 server whose request handlers are plugins.
+/// An HTTP/1.1 and HTTP/2 server whose request handlers are plugins.
 ///
 /// tamada loads every plugin (`lib*.so`) in its plugin folder, reads conf.d
 /// (one file per virtual host, and server.yaml), binds its listeners and
