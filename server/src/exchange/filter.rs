@@ -189,7 +189,12 @@ fn describe(body: &OwnedBody, headers: &[OwnedHeaderV1]) -> FilterBodyV1 {
         OwnedBody::Bytes(b) => (1, b.len() as i64, -1, 0),
         OwnedBody::Shared(b) => (1, b.as_slice().len() as i64, -1, 0),
         OwnedBody::File { fd, offset, len } => (2, *len as i64, fd.as_raw_fd(), *offset),
-        OwnedBody::Segments { segs, .. } => (3, segments_len(segs) as i64, -1, 0),
+        OwnedBody::Segments { segs, .. } => (
+            3,
+            crate::exchange::response::segments_len(segs) as i64,
+            -1,
+            0,
+        ),
         OwnedBody::Raw(_) | OwnedBody::Filtered(_) | OwnedBody::Stream(_) => {
             let n = crate::exchange::response::declared_len(headers)
                 .ok()
@@ -204,18 +209,6 @@ fn describe(body: &OwnedBody, headers: &[OwnedHeaderV1]) -> FilterBodyV1 {
         fd,
         offset,
     }
-}
-
-fn segments_len(segs: &[tamada_sdk::abi::SegmentV1]) -> u64 {
-    segs.iter()
-        .map(|s| {
-            if s.file < 0 {
-                s.bytes.len() as u64
-            } else {
-                s.len
-            }
-        })
-        .sum()
 }
 
 fn drop_length(headers: &mut RVec<OwnedHeaderV1>) {
@@ -266,7 +259,9 @@ fn transform(body: OwnedBody, mut chain: Chain) -> Result<OwnedBody, String> {
         Source::Shared { body, .. } => body.as_slice().len() as u64 <= INLINE_TRANSFORM,
         Source::File { off, end, .. } => end - off <= INLINE_TRANSFORM,
         Source::Segments { segs, .. } => {
-            segments_len(segs.as_slices().0) + segments_len(segs.as_slices().1) <= INLINE_TRANSFORM
+            crate::exchange::response::segments_len(segs.as_slices().0)
+                + crate::exchange::response::segments_len(segs.as_slices().1)
+                <= INLINE_TRANSFORM
         }
         Source::Plugin(_) => false,
     };

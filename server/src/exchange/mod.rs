@@ -106,7 +106,35 @@ impl Drop for Exchange {
     }
 }
 
+/// What an exchange learns from the connection that carries it.
+pub struct Carrier<'a> {
+    pub local: SocketAddr,
+    /// The socket's peer (a trusted proxy's client may stand for it).
+    pub peer: SocketAddr,
+    pub tls: Option<Arc<crate::transport::tls::TlsInfo>>,
+    /// A PROXY protocol v2 header said the client came over TLS.
+    pub proxy_ssl: bool,
+    pub trusted: &'a [crate::exchange::realip::Cidr],
+}
+
 impl Exchange {
+    /// The exchange of a request that arrived on `c`, whatever the
+    /// protocol: the client's address and scheme as a trusted proxy
+    /// reports them, the connection's TLS view.
+    pub fn arriving(
+        head: RequestHead,
+        vhost: Arc<Vhost>,
+        c: Carrier<'_>,
+        started: Instant,
+    ) -> Box<Exchange> {
+        let peer = realip::client(c.trusted, c.peer, &head);
+        let mut x = Box::new(Exchange::new(head, vhost, c.local, peer, started));
+        x.https =
+            c.tls.is_some() || c.proxy_ssl || realip::forwarded_https(c.trusted, c.peer, &x.head);
+        x.tls = c.tls;
+        x
+    }
+
     pub fn new(
         head: RequestHead,
         vhost: Arc<Vhost>,

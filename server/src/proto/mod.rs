@@ -59,16 +59,7 @@ impl AnyConn {
         };
         let p = c.into_h2();
         log::trace!("{}: HTTP/2", p.peer);
-        let mut h2 = H2Conn::new(
-            p.sock,
-            &p.read,
-            p.id,
-            p.bind,
-            p.local,
-            p.peer,
-            p.proxy_ssl,
-            cx,
-        );
+        let mut h2 = H2Conn::new(p, cx);
         let next = h2.drive(cx);
         *self = AnyConn::H2(h2);
         next

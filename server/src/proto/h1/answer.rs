@@ -113,17 +113,14 @@ impl<T: Transport> Conn<T> {
             return;
         }
         let (expect, framing) = (head.expect_continue, head.framing);
-        let peer =
-            crate::exchange::realip::client(&cx.settings().trusted_proxies, self.peer, &head);
-        let mut x = Box::new(Exchange::new(head, vhost, self.local, peer, started));
-        x.tls = self.sock.io.tls().cloned();
-        x.https = x.tls.is_some()
-            || self.proxy_ssl
-            || crate::exchange::realip::forwarded_https(
-                &cx.settings().trusted_proxies,
-                self.peer,
-                &x.head,
-            );
+        let carrier = crate::exchange::Carrier {
+            local: self.local,
+            peer: self.peer,
+            tls: self.sock.io.tls().cloned(),
+            proxy_ssl: self.proxy_ssl,
+            trusted: &cx.settings().trusted_proxies,
+        };
+        let mut x = Exchange::arriving(head, vhost, carrier, started);
         if let Some(o) = crate::exchange::https::gate(&x) {
             // A body is not read: the connection closes after the answer.
             let unread = !matches!(framing, Framing::None | Framing::Length(0));

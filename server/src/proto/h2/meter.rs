@@ -26,8 +26,6 @@ pub struct Meter {
     skip: usize,
     /// The SETTINGS payload being gathered (its values are checked).
     settings: Option<Vec<u8>>,
-    /// The highest stream the client opened.
-    pub last_stream: u32,
 }
 
 impl Default for Meter {
@@ -38,7 +36,6 @@ impl Default for Meter {
             head_len: 0,
             skip: 0,
             settings: None,
-            last_stream: 0,
         }
     }
 }
@@ -89,7 +86,6 @@ impl Meter {
             let h = self.head;
             let len = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
             let (ty, flags) = (h[3], h[4]);
-            let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
             let wrong = match ty {
                 SETTINGS => (flags & 1 != 0 && len != 0) || !len.is_multiple_of(6),
                 0x6 => len != 8,       // PING
@@ -99,9 +95,6 @@ impl Meter {
             };
             if wrong {
                 return Err((FRAME_SIZE_ERROR, head_at));
-            }
-            if ty == 0x1 && stream % 2 == 1 {
-                self.last_stream = self.last_stream.max(stream);
             }
             self.skip = len;
             if ty == SETTINGS && len > 0 && len <= SETTINGS_MAX {
@@ -156,7 +149,6 @@ mod tests {
             let mut m = Meter::default();
             assert_eq!(m.scan(&good[..cut]), Ok(()));
             assert_eq!(m.scan(&good[cut..]), Ok(()), "split at {cut}");
-            assert_eq!(m.last_stream, 1);
         }
         let bad: [(Vec<u8>, u32); 5] = [
             (frame(0x6, 0, &[0; 7]), FRAME_SIZE_ERROR),

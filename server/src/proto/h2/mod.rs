@@ -23,8 +23,8 @@ mod stream;
 pub mod wire;
 
 use crate::net::cx::Cx;
+use crate::proto::h1::H2Parts;
 use crate::proto::h1::Next;
-use crate::proto::h1::sock::Sock;
 use crate::transport::{Io, Transport};
 use bytes::Bytes;
 use h2::Reason;
@@ -125,19 +125,20 @@ impl<T: Transport> H2Conn<T> {
         self.wire.lock().sock.event(readable, writable, closed);
     }
 
-    /// An HTTP/2 connection over `sock`, whose first bytes (the preface,
-    /// maybe more) the HTTP/1.1 state already read.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        sock: Sock<T>,
-        read: &[u8],
-        id: u64,
-        bind: SocketAddr,
-        local: SocketAddr,
-        peer: SocketAddr,
-        proxy_ssl: bool,
-        cx: &Cx<'_>,
-    ) -> Self {
+    /// An HTTP/2 connection taking over an HTTP/1.1 one that found the
+    /// client speaks HTTP/2 (its socket and the bytes it read: the
+    /// preface, maybe more).
+    pub fn new(parts: H2Parts<T>, cx: &Cx<'_>) -> Self {
+        let H2Parts {
+            sock,
+            read,
+            id,
+            bind,
+            local,
+            peer,
+            proxy_ssl,
+        } = parts;
+        let read = &read[..];
         let wire = Wire::new(sock);
         let mut meter = meter::Meter::default();
         let refusal = match meter.scan(read) {

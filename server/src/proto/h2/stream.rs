@@ -228,17 +228,14 @@ impl<T: Transport> H2Conn<T> {
             return self.bare(key, head::options_star());
         }
         let framing = head.framing;
-        let peer =
-            crate::exchange::realip::client(&cx.settings().trusted_proxies, self.peer, &head);
-        let mut x = Box::new(Exchange::new(head, vhost, self.local, peer, started));
-        x.tls = self.wire.lock().sock.io.tls().cloned();
-        x.https = x.tls.is_some()
-            || self.proxy_ssl
-            || crate::exchange::realip::forwarded_https(
-                &cx.settings().trusted_proxies,
-                self.peer,
-                &x.head,
-            );
+        let carrier = crate::exchange::Carrier {
+            local: self.local,
+            peer: self.peer,
+            tls: self.wire.lock().sock.io.tls().cloned(),
+            proxy_ssl: self.proxy_ssl,
+            trusted: &cx.settings().trusted_proxies,
+        };
+        let mut x = Exchange::arriving(head, vhost, carrier, started);
         if let Some(o) = crate::exchange::https::gate(&x) {
             return self.answer(key, x, Answer::Plugin(o), cx);
         }
@@ -613,26 +610,7 @@ impl<T: Transport> H2Conn<T> {
                 drop(wait);
                 log_given_up(x, 499, why);
             }
-            Phase::Send(s) => {
-                let Sending {
-                    x,
-                    src,
-                    status,
-                    sent,
-                    ..
-                } = *s;
-                drop_src(src);
-                logphase::run(
-                    x,
-                    logphase::Outcome {
-                        status,
-                        body_sent: sent,
-                        total_sent: sent,
-                        completed: false,
-                        error: Some(why.to_owned()),
-                    },
-                );
-            }
+            Phase::Send(s) => self.end_send(key, *s, Some(why.to_owned())),
             // The pool's late answer is dropped when it comes.
             Phase::Pool(feed) => {
                 if let Some(f) = feed {
@@ -899,16 +877,21 @@ impl<T: Transport> H2Conn<T> {
         let Phase::Send(s) = std::mem::replace(&mut st.phase, Phase::Done) else {
             return true;
         };
+        self.end_send(key, *s, error);
+        true
+    }
+
+    /// A response that is over, sent whole or not (`error`).
+    fn end_send(&mut self, key: usize, s: Sending, error: Option<String>) {
         let Sending {
             x,
             src,
             status,
             sent,
             ..
-        } = *s;
+        } = s;
         drop_src(src);
         self.finish(key, x, status, sent, error);
-        true
     }
 }
 
