@@ -10,6 +10,7 @@
 //! `framing` and `writer` send the answers, `logphase` logs them.
 //! Signals are turned into messages to the loops by `control`.
 
+pub mod acme;
 pub mod clock;
 pub mod config;
 pub mod exchange;

@@ -76,6 +76,11 @@ struct Args {
     /// options of the plugins loaded), for editors, then exit.
     #[arg(long = "schema")]
     schema: bool,
+    /// List the certificates managed by ACME (`tls: { acme: true }`):
+    /// names, issuer, expiry, next renewal, last renewal and last error,
+    /// read from acme.state_dir; then exit.
+    #[arg(long = "certs")]
+    certs: bool,
     /// Print the man page (roff) and exit.
     #[arg(long = "man", hide = true)]
     man: bool,
@@ -204,6 +209,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             anyhow::bail!("configuration error:\n{}", text.join("\n"));
         }
     };
+    if args.certs {
+        print!(
+            "{}",
+            tamada::acme::report(&config.settings.acme, &config.vhosts)
+        );
+        return Ok(());
+    }
     let mut settings = config.settings.clone();
     if let Some(w) = args.workers {
         settings.workers = w.max(1);
@@ -263,6 +275,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         .zip(groups.as_deref())
         .map(|(a, g)| (a.uid, g));
     config::tls::warn_all(&config.vhosts, serve_as);
+    let acme_wants = tamada::acme::manager::Want::all(&config.vhosts);
+    if !acme_wants.is_empty() {
+        let acme = &config.settings.acme;
+        config::acme::check_writable(&acme.state_dir, serve_as).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: acme.state_dir: {e}",
+                conf_dir.join("server.yaml").display()
+            )
+        })?;
+    }
     rt.log_defaults(None);
     let rt_defaults = rt.defaults();
     let vhosts = config.vhosts.len();
@@ -297,6 +319,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Every listening socket, kept for a binary upgrade to hand over.
     let handover = listen::handover(&listeners);
     let mut dealt = listen::deal(listeners, loops).into_iter();
+    // ACME's folder exists before the drop, and belongs to the serving
+    // user (who writes in it).
+    if !acme_wants.is_empty() {
+        tamada::acme::prepare_state_dir(
+            &config.settings.acme,
+            account.as_ref().map(|a| (a.uid, a.gid)),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", conf_dir.join("server.yaml").display()))?;
+    }
     // Listeners bound, plugins loaded, log files open: now become the
     // service user, before any request is read.
     if let Some(a) = &account {
@@ -384,6 +415,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         let rt = Runtime::build(&c, registry.clone()).map_err(joined)?;
         // As the serving user now: who may read the keys is what matters.
         config::tls::warn_all(&c.vhosts, None);
+        // New names get their certificates ordered.
+        tamada::acme::manager::update(
+            &c.settings.acme,
+            tamada::acme::manager::Want::all(&c.vhosts),
+        );
         current = registry;
         Ok(rt)
     });
@@ -401,6 +437,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .name("control".into())
         .spawn(move || control.run())?;
     start_flusher(shared.clone());
+    // The loops run (they answer the challenges): certificates next, on
+    // the ACME thread, as the serving user.
+    tamada::acme::manager::update(&config.settings.acme, acme_wants);
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     log::info!(
         "tamada ready: listening on {} ({vhosts} vhosts, {loops} loops, {workers} pool threads)",

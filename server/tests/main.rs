@@ -4,6 +4,7 @@
 mod harness;
 
 mod access;
+mod acme;
 mod balancer;
 mod cgi;
 mod core_http;

@@ -4,6 +4,7 @@
 //! into routes with plugin instances. Every error names the file, and the
 //! line and column where it can be found.
 
+pub mod acme;
 pub mod runtime;
 pub mod schema;
 mod settings;
@@ -218,6 +219,16 @@ pub fn load(dir: &Path) -> Result<Config, Vec<ConfError>> {
             "spool_dir",
             format!("spool_dir: {} is not a folder", p.display()),
         ));
+    }
+    if let Some(p) = &settings.acme.ca_root
+        && p.is_relative()
+    {
+        settings.acme.ca_root = Some(dir.join(p));
+    }
+    if vhosts.iter().any(|v: &VhostConf| v.acme())
+        && let Err((key, m)) = settings.acme.check()
+    {
+        errors.push(at_key(&dir.join("server.yaml"), key, m));
     }
     if settings.pool_queue == 0 {
         errors.push(at_key(

@@ -371,6 +371,10 @@ impl Runtime {
                     t,
                     config.settings.ticket_key_file.as_deref(),
                     vc.http2,
+                    t.acme.then(|| {
+                        crate::acme::resolver(&config.settings.acme, &vc.name)
+                            as Arc<dyn rustls::server::ResolvesServerCert>
+                    }),
                 ) {
                     Ok(vt) => Some(Arc::new(vt)),
                     Err(e) => {

@@ -76,6 +76,9 @@ pub struct Settings {
     /// (nginx's `ssl_session_ticket_key`). Without it each process makes
     /// its own random keys. Keys rotate every 12 hours either way.
     pub ticket_key_file: Option<PathBuf>,
+    /// Automatic HTTPS: the ACME CA and the folder its certificates are
+    /// kept in, for vhosts with `tls: { acme: true }`.
+    pub acme: super::acme::AcmeConf,
 }
 
 impl Settings {
@@ -117,6 +120,7 @@ impl Default for Settings {
             body_min_rate: Size(500),
             pool_queue: 1024,
             ticket_key_file: None,
+            acme: super::acme::AcmeConf::default(),
         }
     }
 }

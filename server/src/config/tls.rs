@@ -43,6 +43,11 @@ pub struct TlsRaw {
     /// Session ticket keys from this file (see server.yaml's
     /// `ticket_key_file`), for this vhost.
     pub ticket_key_file: Option<PathBuf>,
+    /// Certificates for the vhost's name and aliases from the ACME CA
+    /// of server.yaml's `acme:` block, obtained and renewed by the
+    /// server (instead of `cert` and `key`).
+    #[serde(default)]
+    pub acme: bool,
 }
 
 /// A certificate chain and its key.
@@ -70,6 +75,8 @@ pub struct TlsConf {
     pub client_ca: Option<PathBuf>,
     pub client_required: bool,
     pub ticket_key_file: Option<PathBuf>,
+    /// Certificates come from the ACME CA (`pairs` is empty).
+    pub acme: bool,
 }
 
 impl TlsRaw {
@@ -87,8 +94,19 @@ impl TlsRaw {
         for p in self.certs.unwrap_or_default() {
             pairs.push((abs(p.cert), abs(p.key)));
         }
-        if pairs.is_empty() {
-            return Err(("tls", "tls: give `cert` and `key` (or `certs`)".into()));
+        if self.acme && !pairs.is_empty() {
+            return Err((
+                "acme",
+                "tls: `acme: true` and `cert`/`key` (or `certs`) exclude each other: \
+                 certificates from the CA, or your own files"
+                    .into(),
+            ));
+        }
+        if pairs.is_empty() && !self.acme {
+            return Err((
+                "tls",
+                "tls: give `cert` and `key` (or `certs`), or `acme: true`".into(),
+            ));
         }
         let tls13_only = match self.min_version.as_deref() {
             None | Some("1.2") => false,
@@ -114,6 +132,7 @@ impl TlsRaw {
             client_ca: self.client_ca.map(abs),
             client_required: self.client_auth != Some(ClientAuth::Optional),
             ticket_key_file: self.ticket_key_file.map(abs),
+            acme: self.acme,
         })
     }
 }
@@ -232,6 +251,7 @@ pub fn build(
     t: &TlsConf,
     tickets: Option<&Path>,
     http2: bool,
+    acme: Option<Arc<dyn ResolvesServerCert>>,
 ) -> Result<VhostTls, String> {
     let shared = shared()?;
     let mut keys = t
@@ -276,7 +296,11 @@ pub fn build(
             )
         }
     };
-    let mut cfg = builder.with_cert_resolver(Arc::new(Pairs(keys)));
+    let resolver: Arc<dyn ResolvesServerCert> = match acme {
+        Some(r) => r,
+        None => Arc::new(Pairs(keys)),
+    };
+    let mut cfg = builder.with_cert_resolver(resolver);
     // HTTP/2 first when offered: a client that speaks it chooses it.
     cfg.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -458,6 +482,17 @@ fn key_access(key: &Path, serve_as: Option<(u32, &[u32])>) -> Option<String> {
 pub fn warn_all(vhosts: &[crate::config::VhostConf], serve_as: Option<(u32, &[u32])>) {
     for v in vhosts {
         let Some(t) = &v.tls else { continue };
+        if t.acme {
+            let plain80 = v.listens.iter().any(|l| !l.tls && l.addr.port() == 80);
+            if !plain80 && v.tls_port != Some(443) {
+                log::warn!(
+                    "{}: tls.acme: the vhost listens on neither port 80 nor 443, the only \
+                     ports a public CA validates on (RFC 8555 8.3, RFC 8737 3)",
+                    v.file.display()
+                );
+            }
+            continue;
+        }
         let names: Vec<&str> = std::iter::once(&v.name)
             .chain(&v.aliases)
             .map(String::as_str)

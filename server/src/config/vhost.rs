@@ -231,6 +231,19 @@ pub struct VhostConf {
 }
 
 impl VhostConf {
+    /// Its certificates come from the ACME CA.
+    pub fn acme(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.acme)
+    }
+
+    /// Its name and aliases.
+    pub fn names(&self) -> Vec<String> {
+        std::iter::once(&self.name)
+            .chain(&self.aliases)
+            .cloned()
+            .collect()
+    }
+
     /// An error at `key:` of the `i`-th route: keys of the same name in
     /// `access:` or `loggers:` above `routes:` are skipped.
     pub fn route_error(&self, key: &str, i: usize, message: String) -> ConfError {
@@ -313,6 +326,16 @@ pub(super) fn check_vhost(
                 ));
             }
             v.tls = Some(t.check(base).map_err(|(key, m)| v.error_at(key, 0, m))?);
+            if v.acme() {
+                if let Err(m) = super::acme::check_name(&v.name) {
+                    return Err(v.error_at("vhost", 0, format!("vhost: {m} (tls.acme)")));
+                }
+                for a in &v.aliases {
+                    if let Err(m) = super::acme::check_name(a) {
+                        return Err(v.error_at("aliases", 0, format!("aliases: {m} (tls.acme)")));
+                    }
+                }
+            }
             v.tls_port = Some(port);
             v.listens.push(Listen {
                 addr: SocketAddr::new(raw.ip, port),

@@ -12,8 +12,10 @@ use tamada_sdk::abi::OwnedHeaderV1;
 
 /// ACME's HTTP-01 challenges are answered on plain HTTP, redirect or not
 /// (a CA follows redirects, but an HTTPS-only vhost may not have its
-/// certificate yet).
-pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+/// certificate yet). Those of tamada's own ACME client are answered
+/// before this (`acme/store.rs`); another client's webroot files are
+/// served by the routes.
+pub use crate::acme::store::ACME_CHALLENGE;
 
 /// The answer a request gets before any route, if it gets one.
 pub fn gate(x: &Exchange) -> Option<Owned> {

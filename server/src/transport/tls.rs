@@ -53,6 +53,21 @@ enum State {
     Done,
 }
 
+/// `Some` when a ClientHello is ACME's TLS-ALPN-01 validation (its only
+/// ALPN protocol is `acme-tls/1`, with a server name): the challenge's
+/// configuration if one is pending for the name.
+fn acme_challenge(
+    a: &rustls::server::Accepted,
+    sni: Option<&str>,
+) -> Option<Option<Arc<rustls::ServerConfig>>> {
+    let mut alpn = a.client_hello().alpn()?;
+    let only = alpn.next()? == crate::acme::store::ACME_TLS_ALPN && alpn.next().is_none();
+    if !only {
+        return None;
+    }
+    Some(sni.and_then(crate::acme::store::tls_alpn))
+}
+
 /// The largest head held back to share a record with the body (a
 /// record carries 16 KiB).
 const HOLD_MAX: usize = 8 * 1024;
@@ -142,6 +157,43 @@ impl TlsStream {
                 .client_hello()
                 .server_name()
                 .map(|s| s.to_ascii_lowercase());
+            // ACME's TLS-ALPN-01 (RFC 8737): a hello offering only
+            // `acme-tls/1` for a name with a pending challenge gets the
+            // challenge certificate, whatever the vhost's own state. With
+            // none pending, `no_application_protocol`.
+            if let Some(cfg) = acme_challenge(&accepted, sni.as_deref()) {
+                let Some(cfg) = cfg else {
+                    let _ = self
+                        .sock
+                        .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x78]);
+                    self.state = State::Done;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "TLS: acme-tls/1 for {} with no challenge pending",
+                            sni.as_deref().unwrap_or("(no name)")
+                        ),
+                    ));
+                };
+                return match accepted.into_connection(cfg) {
+                    Ok(conn) => {
+                        self.info = Some(Arc::new(TlsInfo {
+                            sni,
+                            ..TlsInfo::default()
+                        }));
+                        self.state = State::Open(Box::new(conn));
+                        Ok(Io::Blocked)
+                    }
+                    Err((e, mut alert)) => {
+                        let _ = alert.write_all(&mut self.sock);
+                        self.state = State::Done;
+                        Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("TLS: {e}"),
+                        ))
+                    }
+                };
+            }
             let Some(v) = self.site.select(sni.as_deref()) else {
                 // `reject_unknown_sni`: an `unrecognized_name` alert, as
                 // nginx's `ssl_reject_handshake`.

@@ -99,6 +99,15 @@ impl<T: Transport> Conn<T> {
             self.queue(r, None);
             return;
         }
+        // ACME's HTTP-01 challenges, ahead of every route, redirect and
+        // access rule (answered from memory).
+        if let Some(ka) = crate::acme::store::http01(&head.method, &head.path) {
+            let close = !reply.keep || head.framing != Framing::None;
+            self.closing.linger |= close;
+            let r = head::plain_text(200, reply.minor, reply.head_only, close, &[], ka.as_bytes());
+            self.queue(r, None);
+            return;
+        }
         let Some(vhost) = cx.rt.vhost_for(self.bind, self.local, &head.host).cloned() else {
             self.closing.linger = true;
             self.queue(head::simple(404, reply.minor, reply.head_only, true), None);

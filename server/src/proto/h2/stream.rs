@@ -221,6 +221,18 @@ impl<T: Transport> H2Conn<T> {
             o.body = OwnedBody::Bytes(a.body.to_vec().into());
             return self.bare(key, o);
         }
+        // ACME's HTTP-01 challenges (as on HTTP/1.1).
+        if let Some(ka) = crate::acme::store::http01(&head.method, &head.path) {
+            let mut o = crate::exchange::filter::core_page(200, &[]);
+            o.headers
+                .retain(|h| !h.name.as_str().eq_ignore_ascii_case("content-type"));
+            o.headers.push(tamada_sdk::abi::OwnedHeaderV1 {
+                name: "Content-Type".into(),
+                value: b"text/plain".to_vec().into(),
+            });
+            o.body = OwnedBody::Bytes(ka.as_bytes().to_vec().into());
+            return self.bare(key, o);
+        }
         let Some(vhost) = cx.rt.vhost_for(self.bind, self.local, &head.host).cloned() else {
             return self.bare(key, crate::exchange::filter::core_page(404, &[]));
         };

@@ -1,0 +1,1117 @@
+//! The ACME thread: obtains and renews the certificates of vhosts with
+//! `tls: { acme: true }`, alone or as one server of a fleet sharing
+//! `state_dir`.
+//!
+//! It runs as the serving user, never on an event loop, and wakes once a
+//! second ([`TICK`]) to:
+//! 1. read the challenges other servers of a fleet published in
+//!    `state_dir/<ca>/challenges/` into the loops' in-memory store (a CA
+//!    may validate against any server behind the balancer);
+//! 2. load a `current.pem` that changed on disk (a certificate another
+//!    server obtained, or this one's);
+//! 3. order what is due: a vhost without a certificate (or whose
+//!    certificate lacks one of its names), or past its renewal time.
+//!
+//! An order takes the vhost's lock in `state_dir` first (a file made
+//! with `O_EXCL`, refreshed at each step, taken over once older than
+//! [`LEASE`] from a server that crashed). A server that finds the lock
+//! held orders nothing and picks up the result from the file.
+//!
+//! Renewal: inside the window the CA's renewal information suggests
+//! (RFC 9773), at a random time in it; otherwise at two thirds of the
+//! lifetime. Failures wait from [`BACKOFF_MIN`], doubling up to
+//! `retry_max`, with jitter.
+
+use super::client::{Ureq, block_on};
+use super::store::{self, CertInfo, Pending, Slot};
+use crate::config::acme::{AcmeConf, ChallengeKind, KeyType};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+/// How often the thread looks at `state_dir` (fleet challenges, picked
+/// up certificates) and at what is due.
+pub const TICK: Duration = Duration::from_secs(1);
+/// A lock not refreshed for this long belongs to a server that died.
+pub const LEASE: Duration = Duration::from_secs(120);
+/// The first wait after a failure.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// How long a challenge is published before the CA is told to validate
+/// it, so that every server of a fleet has read it ([`TICK`] and a half).
+const PUBLISH_WAIT: Duration = Duration::from_millis(1500);
+/// The longest an order may take to be validated or issued.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A vhost whose certificates come from the CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub vhost: String,
+    /// Its name and aliases.
+    pub names: Vec<String>,
+    /// It has a plain port (HTTP-01 can be answered).
+    pub http01: bool,
+    /// It has an HTTPS port (TLS-ALPN-01 can be answered).
+    pub tls_alpn: bool,
+}
+
+impl Want {
+    /// The wanted certificates of a configuration.
+    pub fn all(vhosts: &[crate::config::VhostConf]) -> Vec<Want> {
+        vhosts
+            .iter()
+            .filter(|v| v.acme())
+            .map(|v| Want {
+                vhost: v.name.clone(),
+                names: v.names(),
+                http01: v.listens.iter().any(|l| !l.tls),
+                tls_alpn: v.listens.iter().any(|l| l.tls),
+            })
+            .collect()
+    }
+}
+
+enum Msg {
+    Update(AcmeConf, Vec<Want>),
+}
+
+fn sender() -> &'static Mutex<Option<Sender<Msg>>> {
+    static TX: OnceLock<Mutex<Option<Sender<Msg>>>> = OnceLock::new();
+    TX.get_or_init(Default::default)
+}
+
+/// Tells the ACME thread what is wanted now (at start, and after each
+/// reload), starting it the first time something is.
+pub fn update(conf: &AcmeConf, wants: Vec<Want>) {
+    let mut g = sender().lock().unwrap_or_else(|p| p.into_inner());
+    if g.is_none() {
+        if wants.is_empty() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m = Manager::new(conf.clone());
+        if let Err(e) = std::thread::Builder::new()
+            .name("acme".into())
+            .spawn(move || m.run(rx))
+        {
+            log::error!("ACME: cannot start its thread: {e}");
+            return;
+        }
+        *g = Some(tx);
+    }
+    if let Some(tx) = g.as_ref() {
+        let _ = tx.send(Msg::Update(conf.clone(), wants));
+    }
+}
+
+/// One managed vhost.
+struct Managed {
+    want: Want,
+    slot: Arc<Slot>,
+    /// Its folder: `current.pem`, `meta.json`.
+    dir: PathBuf,
+    /// `current.pem` as last loaded (modified time, length, inode).
+    seen: Option<(SystemTime, u64, u64)>,
+    info: Option<CertInfo>,
+    renew_at: Option<SystemTime>,
+    /// The CA's suggested window (RFC 9773), when it gave one.
+    window: Option<(SystemTime, SystemTime)>,
+    /// When to ask for renewal information again.
+    ari_next: SystemTime,
+    /// No attempt before this (back-off after failures).
+    next_try: SystemTime,
+    failures: u32,
+    last_error: Option<String>,
+    last_ok: Option<SystemTime>,
+    last_attempt: Option<SystemTime>,
+    /// A challenge type whose validation failed last: the next order
+    /// tries another one first.
+    avoid: Option<ChallengeKind>,
+}
+
+struct Manager {
+    conf: AcmeConf,
+    ca_dir: PathBuf,
+    account: Option<Account>,
+    /// Whether the CA offers renewal information (unknown until asked).
+    ari: Option<bool>,
+    vhosts: BTreeMap<String, Managed>,
+    /// The challenges this server published (answered from memory).
+    own: Vec<Pending>,
+    /// The last set the loops were given.
+    answered: Vec<Pending>,
+    /// Who this server is, in lock files.
+    me: String,
+}
+
+/// Why an attempt failed, for the log and `tamada --certs`.
+type Fail = String;
+
+impl Manager {
+    fn new(conf: AcmeConf) -> Manager {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "host".into());
+        Manager {
+            ca_dir: conf.ca_dir(),
+            conf,
+            account: None,
+            ari: None,
+            vhosts: BTreeMap::new(),
+            own: Vec::new(),
+            answered: Vec::new(),
+            me: format!("{host} pid {}", std::process::id()),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(Msg::Update(conf, wants)) => self.update(conf, wants),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Every message waiting is applied before any work.
+            while let Ok(Msg::Update(conf, wants)) = rx.try_recv() {
+                self.update(conf, wants);
+            }
+            self.sync_challenges();
+            let names: Vec<String> = self.vhosts.keys().cloned().collect();
+            for v in &names {
+                self.pickup(v);
+            }
+            for v in &names {
+                self.check_ari(v);
+                if self.due(v) {
+                    self.attempt(v);
+                }
+            }
+        }
+    }
+
+    fn update(&mut self, conf: AcmeConf, wants: Vec<Want>) {
+        if conf != self.conf {
+            log::info!("ACME: the acme: block changed: CA {}", conf.directory);
+            self.ca_dir = conf.ca_dir();
+            self.conf = conf;
+            self.account = None;
+            self.ari = None;
+            for m in self.vhosts.values_mut() {
+                m.seen = None;
+            }
+        }
+        let now = SystemTime::now();
+        let mut next = BTreeMap::new();
+        for w in wants {
+            let dir = store::cert_dir(&self.ca_dir, &w.vhost);
+            let m = match self.vhosts.remove(&w.vhost) {
+                Some(mut m) => {
+                    m.want = w;
+                    m.dir = dir;
+                    // A reload retries at once what failed (the admin
+                    // may just have opened the firewall).
+                    if m.failures > 0 {
+                        m.next_try = now;
+                    }
+                    m
+                }
+                None => Managed {
+                    slot: store::slot(&w.vhost),
+                    want: w,
+                    dir,
+                    seen: None,
+                    info: None,
+                    renew_at: None,
+                    window: None,
+                    ari_next: now,
+                    next_try: now,
+                    failures: 0,
+                    last_error: None,
+                    last_ok: None,
+                    last_attempt: None,
+                    avoid: None,
+                },
+            };
+            next.insert(m.want.vhost.clone(), m);
+        }
+        self.vhosts = next;
+    }
+
+    /// Loads a `current.pem` that changed since it was last read.
+    fn pickup(&mut self, vhost: &str) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(m) = self.vhosts.get_mut(vhost) else {
+            return;
+        };
+        let f = m.dir.join(store::CURRENT);
+        let Ok(meta) = std::fs::metadata(&f) else {
+            return;
+        };
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+            meta.ino(),
+        );
+        if m.seen == Some(stamp) {
+            return;
+        }
+        m.seen = Some(stamp);
+        match store::read_pem(&f) {
+            Ok((key, info)) => {
+                let old = m.info.as_ref().map(|i| i.serial.clone());
+                if old.as_deref() == Some(info.serial.as_str()) {
+                    return;
+                }
+                if info.not_after.is_some_and(|t| t <= SystemTime::now()) {
+                    log::warn!("ACME: {}: the stored certificate has expired", f.display());
+                    return;
+                }
+                log::info!(
+                    "ACME: vhost {} serves certificate {} for {} from {}, valid until {}",
+                    vhost,
+                    info.serial,
+                    info.names.join(", "),
+                    info.issuer,
+                    fmt_time(info.not_after),
+                );
+                m.slot.store(Arc::new(key), info.clone());
+                m.renew_at = Some(default_renewal(&info));
+                m.window = None;
+                m.ari_next = SystemTime::now();
+                m.info = Some(info);
+                m.failures = 0;
+                m.next_try = SystemTime::now();
+                m.slot.set_error(None);
+                if let Ok(meta) = read_meta(&m.dir) {
+                    m.last_ok = meta.last_ok.map(from_unix);
+                }
+            }
+            Err(e) => log::warn!("ACME: vhost {vhost}: {e}"),
+        }
+    }
+
+    /// Whether the vhost needs an order now.
+    fn due(&self, vhost: &str) -> bool {
+        let Some(m) = self.vhosts.get(vhost) else {
+            return false;
+        };
+        let now = SystemTime::now();
+        if now < m.next_try {
+            return false;
+        }
+        match &m.info {
+            None => true,
+            Some(i) => {
+                m.want.names.iter().any(|n| !i.names.contains(n))
+                    || m.renew_at.is_some_and(|t| t <= now)
+            }
+        }
+    }
+
+    /// Asks the CA for renewal information when it is time to.
+    fn check_ari(&mut self, vhost: &str) {
+        if self.ari == Some(false) {
+            return;
+        }
+        let now = SystemTime::now();
+        let Some(m) = self.vhosts.get(vhost) else {
+            return;
+        };
+        let Some((aki, serial)) = m.info.as_ref().and_then(|i| i.ari_id.clone()) else {
+            return;
+        };
+        if m.ari_next > now {
+            return;
+        }
+        let account = match self.account() {
+            Ok(a) => a,
+            Err(e) => {
+                log::debug!("ACME: renewal information for {vhost}: {e}");
+                if let Some(m) = self.vhosts.get_mut(vhost) {
+                    m.ari_next = now + Duration::from_secs(3600);
+                }
+                return;
+            }
+        };
+        let id = CertificateIdentifier::new(aki.as_slice().into(), serial.as_slice().into());
+        let r = block_on(account.renewal_info(&id));
+        let Some(m) = self.vhosts.get_mut(vhost) else {
+            return;
+        };
+        match r {
+            Ok((info, retry)) => {
+                self.ari = Some(true);
+                let w = &info.suggested_window;
+                let window = (to_system(w.start), to_system(w.end));
+                if m.window != Some(window) {
+                    m.window = Some(window);
+                    m.renew_at = Some(pick_in_window(window, now));
+                    log::info!(
+                        "ACME: vhost {vhost}: the CA suggests renewing between {} and {}: at {}",
+                        fmt_time(Some(window.0)),
+                        fmt_time(Some(window.1)),
+                        fmt_time(m.renew_at),
+                    );
+                }
+                m.ari_next =
+                    now + retry.clamp(Duration::from_secs(60), Duration::from_secs(86_400));
+            }
+            Err(instant_acme::Error::Unsupported(_)) => {
+                self.ari = Some(false);
+            }
+            Err(e) => {
+                log::warn!(
+                    "ACME: vhost {vhost}: renewal information from {}: {}",
+                    self.conf.directory,
+                    describe(&e)
+                );
+                m.ari_next = now + Duration::from_secs(3600);
+            }
+        }
+        if let Some(m) = self.vhosts.get(vhost) {
+            let _ = write_meta(m);
+        }
+    }
+
+    /// Orders a certificate for the vhost, under its lock.
+    fn attempt(&mut self, vhost: &str) {
+        let lock = match Lock::take(&self.ca_dir.join("locks"), vhost, &self.me) {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                // Another server orders it: its result is picked up.
+                if let Some(m) = self.vhosts.get_mut(vhost) {
+                    m.next_try = SystemTime::now() + TICK * 2;
+                }
+                log::debug!("ACME: vhost {vhost}: another server holds the lock");
+                return;
+            }
+            Err(e) => {
+                self.failed(vhost, format!("state_dir: {e}"), None);
+                return;
+            }
+        };
+        // Another server may have just finished.
+        self.pickup(vhost);
+        if !self.due(vhost) {
+            lock.release();
+            return;
+        }
+        let started = SystemTime::now();
+        if let Some(m) = self.vhosts.get_mut(vhost) {
+            m.last_attempt = Some(started);
+            log::info!(
+                "ACME: ordering a certificate for {} (vhost {vhost}) from {}",
+                m.want.names.join(", "),
+                self.conf.directory
+            );
+        }
+        let mut result = Err(String::new());
+        let mut failed_kind = None;
+        // badNonce is retried at once (RFC 8555 section 6.5): instant-acme
+        // retries a request three times; a whole attempt three more.
+        for _ in 0..3 {
+            result = self.order(vhost, &lock, &mut failed_kind);
+            match &result {
+                Err(e) if e.contains("badNonce") => continue,
+                _ => break,
+            }
+        }
+        self.withdraw();
+        match result {
+            Ok(pem) => {
+                let Some(m) = self.vhosts.get_mut(vhost) else {
+                    lock.release();
+                    return;
+                };
+                match store::write_atomic(&m.dir.join(store::CURRENT), pem.as_bytes()) {
+                    Ok(()) => {
+                        m.last_ok = Some(SystemTime::now());
+                        m.last_error = None;
+                        m.failures = 0;
+                        m.avoid = None;
+                        m.seen = None;
+                        let took = started.elapsed().unwrap_or_default();
+                        log::info!(
+                            "ACME: vhost {vhost}: certificate obtained in {:.1}s",
+                            took.as_secs_f64()
+                        );
+                        self.pickup(vhost);
+                        if let Some(m) = self.vhosts.get(vhost)
+                            && let Err(e) = write_meta(m)
+                        {
+                            log::warn!("ACME: vhost {vhost}: meta.json: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let f = m.dir.join(store::CURRENT);
+                        self.failed(
+                            vhost,
+                            format!("{}: cannot write the new certificate: {e}", f.display()),
+                            None,
+                        );
+                    }
+                }
+            }
+            Err(e) => self.failed(vhost, e, failed_kind),
+        }
+        lock.release();
+    }
+
+    /// Records a failure: the log line, the back-off, `meta.json`.
+    fn failed(&mut self, vhost: &str, e: Fail, kind: Option<ChallengeKind>) {
+        let retry_max = self.conf.retry_max.0;
+        let directory = self.conf.directory.clone();
+        let Some(m) = self.vhosts.get_mut(vhost) else {
+            return;
+        };
+        m.failures += 1;
+        m.avoid = kind.or(m.avoid);
+        let now = SystemTime::now();
+        let mut wait = BACKOFF_MIN
+            .saturating_mul(1u32 << m.failures.saturating_sub(1).min(20))
+            .min(retry_max);
+        // A certificate about to expire is retried more often.
+        if let Some(left) = m
+            .info
+            .as_ref()
+            .and_then(|i| i.not_after)
+            .and_then(|t| t.duration_since(now).ok())
+        {
+            wait = wait.min((left / 4).max(BACKOFF_MIN));
+        }
+        let wait = jitter(wait);
+        m.next_try = now + wait;
+        m.last_attempt = Some(now);
+        m.last_error = Some(e.clone());
+        m.slot.set_error(Some(e.clone()));
+        log::error!(
+            "ACME: vhost {vhost} ({}): no certificate from {directory}: {e}; attempt {} failed, next in {}s",
+            m.want.names.join(", "),
+            m.failures,
+            wait.as_secs()
+        );
+        if let Err(e) = write_meta(m) {
+            log::warn!("ACME: vhost {vhost}: meta.json: {e}");
+        }
+    }
+
+    /// The account, loaded from `account.json` or created (once, under
+    /// the account lock).
+    fn account(&mut self) -> Result<Account, Fail> {
+        if let Some(a) = &self.account {
+            return Ok(a.clone());
+        }
+        let file = self.ca_dir.join("account.json");
+        let http = || -> Result<Box<dyn instant_acme::HttpClient>, Fail> {
+            Ok(Box::new(Ureq::new(self.conf.ca_root.as_deref())?))
+        };
+        let deadline = SystemTime::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read(&file) {
+                let creds: AccountCredentials = serde_json::from_slice(&text)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                let a = block_on(Account::builder_with_http(http()?).from_credentials(creds))
+                    .map_err(|e| {
+                        format!("the directory {}: {}", self.conf.directory, describe(&e))
+                    })?;
+                self.account = Some(a.clone());
+                return Ok(a);
+            }
+            match Lock::take(&self.ca_dir.join("locks"), "account", &self.me) {
+                Ok(Some(lock)) => {
+                    let r = self.create_account(http()?, &file);
+                    lock.release();
+                    return r;
+                }
+                Ok(None) if SystemTime::now() < deadline => std::thread::sleep(TICK),
+                Ok(None) => return Err("another server is creating the account".into()),
+                Err(e) => return Err(format!("state_dir: {e}")),
+            }
+        }
+    }
+
+    fn create_account(
+        &mut self,
+        http: Box<dyn instant_acme::HttpClient>,
+        file: &Path,
+    ) -> Result<Account, Fail> {
+        if file.exists() {
+            // Made by another server while this one waited.
+            return self.account();
+        }
+        let mail = self.conf.email.as_ref().map(|e| format!("mailto:{e}"));
+        let contact: Vec<&str> = mail.iter().map(String::as_str).collect();
+        let eab = self.conf.eab.as_ref().map(|e| {
+            let key = crate::config::acme::eab_key(&e.hmac).unwrap_or_default();
+            ExternalAccountKey::new(e.kid.clone(), &key)
+        });
+        let (a, creds) = block_on(Account::builder_with_http(http).create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            self.conf.directory.clone(),
+            eab.as_ref(),
+        ))
+        .map_err(|e| {
+            format!(
+                "creating the account at {}: {}",
+                self.conf.directory,
+                describe(&e)
+            )
+        })?;
+        let text = serde_json::to_vec_pretty(&creds).map_err(|e| e.to_string())?;
+        store::write_atomic(file, &text).map_err(|e| format!("{}: {e}", file.display()))?;
+        log::info!(
+            "ACME: account {} created at {}",
+            a.id(),
+            self.conf.directory
+        );
+        self.account = Some(a.clone());
+        Ok(a)
+    }
+
+    /// One order, from new-order to the chain. `Ok` is `current.pem`:
+    /// the new key, then the chain.
+    fn order(
+        &mut self,
+        vhost: &str,
+        lock: &Lock,
+        failed_kind: &mut Option<ChallengeKind>,
+    ) -> Result<String, Fail> {
+        let account = self.account()?;
+        let m = self.vhosts.get(vhost).ok_or("the vhost is gone")?;
+        let names = m.want.names.clone();
+        let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+        let mut new = NewOrder::new(&ids);
+        let replaced = m
+            .info
+            .as_ref()
+            .filter(|i| i.not_after.is_some_and(|t| t > SystemTime::now()))
+            .and_then(|i| i.ari_id.clone());
+        if self.ari == Some(true)
+            && let Some((aki, serial)) = &replaced
+        {
+            new = new.replaces(CertificateIdentifier::new(
+                aki.as_slice().into(),
+                serial.as_slice().into(),
+            ));
+        }
+        let kinds = self.kinds(m);
+        if kinds.is_empty() {
+            return Err(
+                "no challenge type is possible: the vhost has no plain port for http-01 and no \
+                 HTTPS port for tls-alpn-01 (see acme.challenges)"
+                    .into(),
+            );
+        }
+        let mut order = block_on(account.new_order(&new))
+            .map_err(|e| format!("new order: {}", describe(&e)))?;
+        lock.refresh();
+        // Publish every challenge first, then tell the CA.
+        let mut chosen: Vec<(String, ChallengeType)> = Vec::new();
+        {
+            let mut authzs = order.authorizations();
+            while let Some(a) = block_on(authzs.next()) {
+                let mut a = a.map_err(|e| format!("authorization: {}", describe(&e)))?;
+                let name = a.identifier().to_string();
+                match a.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    s => return Err(format!("the authorization for {name} is {s:?}")),
+                }
+                let offered: Vec<ChallengeType> =
+                    a.challenges.iter().map(|c| c.r#type.clone()).collect();
+                let Some(kind) = kinds
+                    .iter()
+                    .copied()
+                    .find(|k| offered.contains(&challenge_type(*k)))
+                else {
+                    return Err(format!(
+                        "the CA offers {name} only {offered:?}, none of which tamada can answer here"
+                    ));
+                };
+                let ty = challenge_type(kind);
+                let ch = a.challenge(ty.clone()).ok_or("challenge vanished")?;
+                let p = Pending {
+                    kind: kind_name(kind).into(),
+                    name: name.clone(),
+                    token: ch.token.clone(),
+                    key_authorization: ch.key_authorization().as_str().to_owned(),
+                };
+                self.publish(p)?;
+                chosen.push((name, ty));
+            }
+        }
+        if !chosen.is_empty() {
+            std::thread::sleep(PUBLISH_WAIT);
+            let mut authzs = order.authorizations();
+            while let Some(a) = block_on(authzs.next()) {
+                let mut a = a.map_err(|e| format!("authorization: {}", describe(&e)))?;
+                let name = a.identifier().to_string();
+                let Some((_, ty)) = chosen.iter().find(|(n, _)| *n == name) else {
+                    continue;
+                };
+                let mut ch = a.challenge(ty.clone()).ok_or("challenge vanished")?;
+                block_on(ch.set_ready())
+                    .map_err(|e| format!("{name}: starting the challenge: {}", describe(&e)))?;
+            }
+        }
+        // Wait for validation.
+        let deadline = SystemTime::now() + ORDER_TIMEOUT;
+        let mut delay = Duration::from_millis(500);
+        loop {
+            lock.refresh();
+            let st = block_on(order.refresh()).map_err(|e| format!("order: {}", describe(&e)))?;
+            match st.status {
+                OrderStatus::Ready | OrderStatus::Valid | OrderStatus::Processing => break,
+                OrderStatus::Invalid => {
+                    let mut why = Vec::new();
+                    if let Some(e) = &st.error {
+                        why.push(problem(e));
+                    }
+                    let mut authzs = order.authorizations();
+                    while let Some(Ok(mut a)) = block_on(authzs.next()) {
+                        let name = a.identifier().to_string();
+                        if let Ok(s) = block_on(a.refresh()) {
+                            for c in &s.challenges {
+                                if let Some(e) = &c.error {
+                                    why.push(format!("{name}: {:?}: {}", c.r#type, problem(e)));
+                                    *failed_kind = kind_of(&c.r#type);
+                                }
+                            }
+                        }
+                    }
+                    return Err(format!("the CA refused the order: {}", why.join("; ")));
+                }
+                OrderStatus::Pending => {}
+            }
+            if SystemTime::now() > deadline {
+                return Err("the CA did not validate the challenges in 3 minutes".into());
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        // Finalize with a fresh key.
+        let key = new_key(self.conf.key_type)?;
+        let mut params = rcgen::CertificateParams::new(names.clone()).map_err(|e| e.to_string())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| format!("CSR: {e}"))?;
+        if order.state().status == OrderStatus::Ready {
+            block_on(order.finalize_csr(csr.der()))
+                .map_err(|e| format!("finalize: {}", describe(&e)))?;
+        }
+        let mut delay = Duration::from_millis(500);
+        let chain = loop {
+            lock.refresh();
+            match block_on(order.certificate()) {
+                Ok(Some(c)) => break c,
+                Ok(None) => {}
+                Err(e) => return Err(format!("certificate: {}", describe(&e))),
+            }
+            if SystemTime::now() > deadline {
+                return Err("the CA did not issue the certificate in 3 minutes".into());
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        };
+        let mut pem = key.serialize_pem();
+        pem.push_str(&chain);
+        // Check it before it replaces anything.
+        let tmp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        std::fs::write(tmp.path(), &pem).map_err(|e| e.to_string())?;
+        store::read_pem(tmp.path()).map_err(|e| format!("the CA's certificate: {e}"))?;
+        Ok(pem)
+    }
+
+    /// The challenge types to try for a vhost, in order.
+    fn kinds(&self, m: &Managed) -> Vec<ChallengeKind> {
+        let mut v: Vec<ChallengeKind> = self
+            .conf
+            .challenges
+            .iter()
+            .copied()
+            .filter(|k| match k {
+                ChallengeKind::Http01 => m.want.http01,
+                ChallengeKind::TlsAlpn01 => m.want.tls_alpn,
+            })
+            .collect();
+        if let Some(a) = m.avoid
+            && v.len() > 1
+            && let Some(i) = v.iter().position(|k| *k == a)
+        {
+            let k = v.remove(i);
+            v.push(k);
+        }
+        v
+    }
+
+    /// Answers a challenge from now on, here and (through `state_dir`)
+    /// on every server of a fleet.
+    fn publish(&mut self, p: Pending) -> Result<(), Fail> {
+        let f = self
+            .ca_dir
+            .join("challenges")
+            .join(format!("{}.json", safe_token(&p.token)));
+        let text = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
+        store::write_atomic(&f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
+        self.own.push(p);
+        self.sync_challenges();
+        Ok(())
+    }
+
+    /// Stops answering this server's challenges.
+    fn withdraw(&mut self) {
+        for p in std::mem::take(&mut self.own) {
+            let f = self
+                .ca_dir
+                .join("challenges")
+                .join(format!("{}.json", safe_token(&p.token)));
+            let _ = std::fs::remove_file(f);
+        }
+        self.sync_challenges();
+    }
+
+    /// The loops answer this server's challenges and those other
+    /// servers published in `state_dir` (not older than 10 minutes).
+    fn sync_challenges(&mut self) {
+        let mut all = self.own.clone();
+        if let Ok(rd) = std::fs::read_dir(self.ca_dir.join("challenges")) {
+            let now = SystemTime::now();
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_none_or(|x| x != "json") {
+                    continue;
+                }
+                let fresh = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
+                    now.duration_since(t).unwrap_or_default() < Duration::from_secs(600)
+                });
+                if !fresh {
+                    continue;
+                }
+                if let Ok(text) = std::fs::read(&p)
+                    && let Ok(c) = serde_json::from_slice::<Pending>(&text)
+                    && !all.contains(&c)
+                {
+                    all.push(c);
+                }
+            }
+        }
+        all.sort_by(|a, b| a.token.cmp(&b.token));
+        if all != self.answered {
+            if let Err(e) = store::set_pending(&all) {
+                log::error!("ACME: challenge certificate: {e}");
+            }
+            self.answered = all;
+        }
+    }
+}
+
+/// A lock file in `state_dir/<ca>/locks/`, taken with `O_EXCL` (which
+/// NFS honours, unlike `flock`).
+struct Lock {
+    path: PathBuf,
+    me: String,
+}
+
+impl Lock {
+    /// `Ok(None)`: another live server holds it.
+    fn take(dir: &Path, name: &str, me: &str) -> std::io::Result<Option<Lock>> {
+        store::make_dir(dir)?;
+        let path = dir.join(format!("{name}.lock"));
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{me}")?;
+                    return Ok(Some(Lock {
+                        path,
+                        me: me.to_owned(),
+                    }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map(|t| SystemTime::now().duration_since(t).unwrap_or_default());
+                    match age {
+                        Ok(a) if a < LEASE => return Ok(None),
+                        Ok(_) => {
+                            // Expired: moved aside (one server wins the
+                            // rename), then taken anew.
+                            let aside = dir.join(format!(".{name}.stale.{}", std::process::id()));
+                            if std::fs::rename(&path, &aside).is_ok() {
+                                let holder = std::fs::read_to_string(&aside).unwrap_or_default();
+                                log::warn!(
+                                    "ACME: took over the expired lock {} (held by {})",
+                                    path.display(),
+                                    holder.trim()
+                                );
+                                let _ = std::fs::remove_file(&aside);
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Renews the lease.
+    fn refresh(&self) {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&self.path) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    fn release(self) {
+        if std::fs::read_to_string(&self.path).is_ok_and(|s| s.trim() == self.me) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What `meta.json` keeps of a vhost (for `tamada --certs` and a
+/// restart).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub names: Vec<String>,
+    pub serial: Option<String>,
+    pub not_after: Option<u64>,
+    pub renew_at: Option<u64>,
+    pub ari_window: Option<(u64, u64)>,
+    pub last_ok: Option<u64>,
+    pub last_attempt: Option<u64>,
+    pub failures: u32,
+    pub last_error: Option<String>,
+}
+
+fn write_meta(m: &Managed) -> std::io::Result<()> {
+    let meta = Meta {
+        names: m.want.names.clone(),
+        serial: m.info.as_ref().map(|i| i.serial.clone()),
+        not_after: m.info.as_ref().and_then(|i| i.not_after).map(unix),
+        renew_at: m.renew_at.map(unix),
+        ari_window: m.window.map(|(a, b)| (unix(a), unix(b))),
+        last_ok: m.last_ok.map(unix),
+        last_attempt: m.last_attempt.map(unix),
+        failures: m.failures,
+        last_error: m.last_error.clone(),
+    };
+    let text = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+    store::write_atomic(&m.dir.join("meta.json"), &text)
+}
+
+/// Reads a vhost's `meta.json`.
+pub fn read_meta(dir: &Path) -> Result<Meta, String> {
+    let f = dir.join("meta.json");
+    let text = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", f.display()))
+}
+
+/// Two thirds of the way from notBefore to notAfter.
+pub fn default_renewal(i: &CertInfo) -> SystemTime {
+    match (i.not_before, i.not_after) {
+        (Some(a), Some(b)) if b > a => a + b.duration_since(a).unwrap_or_default() * 2 / 3,
+        (_, Some(b)) => b,
+        _ => SystemTime::now(),
+    }
+}
+
+/// A uniformly random time in the CA's window; now if it has passed
+/// (RFC 9773 section 4.2).
+pub fn pick_in_window((start, end): (SystemTime, SystemTime), now: SystemTime) -> SystemTime {
+    if end <= now {
+        return now;
+    }
+    let start = start.max(now);
+    let span = end.duration_since(start).unwrap_or_default();
+    start + span.mul_f64(random_unit())
+}
+
+/// `d` less up to a half, at random.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + 0.5 * random_unit())
+}
+
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn new_key(t: KeyType) -> Result<rcgen::KeyPair, Fail> {
+    use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256};
+    match t {
+        KeyType::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
+        KeyType::EcdsaP384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384),
+        KeyType::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
+        KeyType::Rsa4096 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096),
+    }
+    .map_err(|e| format!("a new key: {e}"))
+}
+
+fn challenge_type(k: ChallengeKind) -> ChallengeType {
+    match k {
+        ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+    }
+}
+
+fn kind_of(t: &ChallengeType) -> Option<ChallengeKind> {
+    match t {
+        ChallengeType::Http01 => Some(ChallengeKind::Http01),
+        ChallengeType::TlsAlpn01 => Some(ChallengeKind::TlsAlpn01),
+        _ => None,
+    }
+}
+
+fn kind_name(k: ChallengeKind) -> &'static str {
+    match k {
+        ChallengeKind::Http01 => "http-01",
+        ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+    }
+}
+
+/// A token as a file name (RFC 8555 tokens are base64url already).
+fn safe_token(t: &str) -> String {
+    t.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A problem document: type, detail, subproblems.
+fn problem(p: &instant_acme::Problem) -> String {
+    let mut s = p.detail.clone().unwrap_or_else(|| "(no detail)".into());
+    if let Some(t) = &p.r#type {
+        s.push_str(&format!(" [{t}]"));
+    }
+    for sp in &p.subproblems {
+        let who = sp
+            .identifier
+            .as_ref()
+            .map(|i| match i {
+                Identifier::Dns(d) => d.clone(),
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "; {who}: {} [{}]",
+            sp.detail.as_deref().unwrap_or(""),
+            sp.r#type.as_deref().unwrap_or("")
+        ));
+    }
+    s
+}
+
+/// An instant-acme error as a log line: the CA's problem document, or
+/// the transport's error with its causes.
+pub fn describe(e: &instant_acme::Error) -> String {
+    match e {
+        instant_acme::Error::Api(p) => problem(p),
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(c) = src {
+                s.push_str(&format!(": {c}"));
+                src = c.source();
+            }
+            s
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn from_unix(s: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+}
+
+fn to_system(t: time::OffsetDateTime) -> SystemTime {
+    let s = t.unix_timestamp();
+    if s <= 0 {
+        SystemTime::UNIX_EPOCH
+    } else {
+        from_unix(s as u64)
+    }
+}
+
+/// A time as an HTTP date, or `-`.
+pub fn fmt_time(t: Option<SystemTime>) -> String {
+    t.map(httpdate::fmt_http_date).unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_at_two_thirds_and_in_the_window() {
+        let a = from_unix(1_000_000);
+        let i = CertInfo {
+            not_before: Some(a),
+            not_after: Some(a + Duration::from_secs(90)),
+            ..CertInfo::default()
+        };
+        assert_eq!(default_renewal(&i), a + Duration::from_secs(60));
+        let now = from_unix(2_000_000);
+        for _ in 0..100 {
+            let w = (now + Duration::from_secs(10), now + Duration::from_secs(20));
+            let t = pick_in_window(w, now);
+            assert!(t >= w.0 && t <= w.1);
+        }
+        // A window in the past: now.
+        let w = (from_unix(10), from_unix(20));
+        assert_eq!(pick_in_window(w, now), now);
+    }
+
+    #[test]
+    fn back_off_jitter_stays_in_bounds() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(100));
+            assert!(j >= Duration::from_secs(50) && j <= Duration::from_secs(100));
+        }
+    }
+
+    #[test]
+    fn a_lock_is_held_until_released_or_expired() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Lock::take(d.path(), "v", "a").unwrap().unwrap();
+        assert!(Lock::take(d.path(), "v", "b").unwrap().is_none());
+        l.release();
+        let l = Lock::take(d.path(), "v", "b").unwrap().unwrap();
+        // Expired: older than the lease.
+        let f = std::fs::File::options().write(true).open(&l.path).unwrap();
+        f.set_modified(SystemTime::now() - LEASE - Duration::from_secs(1))
+            .unwrap();
+        let l2 = Lock::take(d.path(), "v", "c").unwrap().unwrap();
+        // The old holder's release does not remove the new lock.
+        l.release();
+        assert!(l2.path.exists());
+        l2.release();
+        assert!(!d.path().join("v.lock").exists());
+    }
+}
