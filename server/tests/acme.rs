@@ -356,3 +356,402 @@ fn http01_certificate_is_obtained_served_extended_and_kept_over_a_restart() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!s.log.text().contains("ordering"), "{}", s.log.text());
 }
+
+#[test]
+fn tls_alpn01_on_an_https_only_vhost_with_bad_nonces() {
+    let tls = free_port();
+    let pebble = Pebble::start(&PebbleOpts {
+        http_port: free_port(),
+        tls_port: tls,
+        // Nonces refused at random: retried at once (RFC 8555 6.5).
+        nonce_reject: 30,
+        ..PebbleOpts::default()
+    });
+    let acme = pebble.acme_yaml("{dir}/state", "  key_type: ecdsa-p384\n");
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", &acme)
+        .file(
+            "conf.d/a.yaml",
+            &vhost("only.acme.test", &[], None, &tls.to_string()),
+        )
+        .file("www/index.html", "https only\n")
+        .write();
+    let s = TestServer::spawn(dir, &conf, &plugins, vec![tls], &[]);
+    assert!(
+        s.log
+            .wait_for("certificate obtained", Duration::from_secs(90)),
+        "{}",
+        s.log.text()
+    );
+    let root = pebble.issuing_root();
+    let (code, out, err) = https_get("only.acme.test", tls, &root, s.dir.path());
+    assert_eq!(code, 0, "{err}\n{}", s.log.text());
+    assert!(out.starts_with("https only"), "{out}");
+    // A P-384 key, as asked.
+    let pem = std::fs::read_to_string(s.dir.path().join(format!(
+        "state/127.0.0.1_{}_dir/certs/only.acme.test/current.pem",
+        pebble.port
+    )))
+    .expect("current.pem");
+    let out = Command::new("openssl")
+        .args(["pkey", "-noout", "-text"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(pem.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("openssl pkey");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("P-384"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // An acme-tls/1 hello with nothing pending is refused.
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{tls}")])
+        .args(["-servername", "only.acme.test", "-alpn", "acme-tls/1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("no application protocol") || text.contains("alert number 120"),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_the_ca_down_at_start_http_is_served_and_https_follows_once_it_is_back() {
+    let http = free_port();
+    let tls = free_port();
+    let mut pebble = Pebble::start(&PebbleOpts {
+        http_port: http,
+        tls_port: tls,
+        ..PebbleOpts::default()
+    });
+    pebble.stop();
+    let acme = pebble.acme_yaml("{dir}/state", "");
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", &acme)
+        .file(
+            "conf.d/a.yaml",
+            &vhost(
+                "down.acme.test",
+                &[],
+                Some(&http.to_string()),
+                &tls.to_string(),
+            ),
+        )
+        .file("www/index.html", "later\n")
+        .write();
+    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    assert!(
+        s.log
+            .wait_for("no certificate from", Duration::from_secs(20)),
+        "{}",
+        s.log.text()
+    );
+    // The CA's address is in the error line; plain HTTP is served.
+    assert!(s.log.text().contains(&pebble.directory()));
+    assert_eq!(get(http, "/", "down.acme.test").status, 200);
+    // HTTPS: an alert and a log line, no stall.
+    let t = Instant::now();
+    let (code, _, err) = https_get("down.acme.test", tls, "", s.dir.path());
+    assert_ne!(code, 0, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        s.log.wait_for(
+            "no certificate yet for down.acme.test",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        s.log.text()
+    );
+    let (c, out, _) = run_tamada(&["--certs", "-c", s.conf().to_str().expect("utf-8")]);
+    assert_eq!(c, 0);
+    assert!(out.contains("certificate:  none"), "{out}");
+    assert!(
+        out.contains("last error:   the directory") || out.contains("last error:   creating"),
+        "{out}"
+    );
+    pebble.resume();
+    assert!(
+        s.log
+            .wait_for("certificate obtained", Duration::from_secs(60)),
+        "{}",
+        s.log.text()
+    );
+    let root = pebble.issuing_root();
+    let (code, out, err) = https_get("down.acme.test", tls, &root, s.dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("later"), "{out}");
+}
+
+#[test]
+fn two_servers_sharing_state_dir_order_once_and_both_serve_it() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let (a_http, a_tls, b_http, b_tls) = (free_port(), free_port(), free_port(), free_port());
+    // The CA reaches only server A's ports.
+    let pebble = Pebble::start(&PebbleOpts {
+        http_port: a_http,
+        tls_port: a_tls,
+        ..PebbleOpts::default()
+    });
+    let acme = pebble.acme_yaml(
+        &state.path().display().to_string(),
+        "  challenges: [http-01]\n",
+    );
+    let server = |http: u16, tls: u16| {
+        let (dir, conf, plugins, _) = Fixture::new()
+            .ports(0)
+            .file("conf.d/server.yaml", &acme)
+            .file(
+                "conf.d/a.yaml",
+                &vhost(
+                    "fleet.acme.test",
+                    &[],
+                    Some(&http.to_string()),
+                    &tls.to_string(),
+                ),
+            )
+            .file("www/index.html", "fleet\n")
+            .write();
+        TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[])
+    };
+    // B orders (the CA cannot reach it): A answers B's challenge, read
+    // from the shared folder.
+    let b = server(b_http, b_tls);
+    assert!(
+        b.log
+            .wait_for("ordering a certificate", Duration::from_secs(20)),
+        "{}",
+        b.log.text()
+    );
+    let a = server(a_http, a_tls);
+    assert!(
+        b.log
+            .wait_for("certificate obtained", Duration::from_secs(60)),
+        "B:\n{}\nA:\n{}",
+        b.log.text(),
+        a.log.text()
+    );
+    assert!(
+        a.log
+            .wait_for("serves certificate", Duration::from_secs(10)),
+        "{}",
+        a.log.text()
+    );
+    assert!(!a.log.text().contains("ordering"), "{}", a.log.text());
+    assert_eq!(b.log.text().matches("ordering a certificate").count(), 1);
+    let root = pebble.issuing_root();
+    for tls in [a_tls, b_tls] {
+        let (code, out, err) = https_get("fleet.acme.test", tls, &root, a.dir.path());
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with("fleet"), "{out}");
+    }
+    assert_eq!(
+        served_serial("fleet.acme.test", a_tls),
+        served_serial("fleet.acme.test", b_tls)
+    );
+}
+
+#[test]
+fn a_short_lived_certificate_is_renewed_under_load_without_a_failed_request() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        panic!("wrk is needed (apt-get install wrk)");
+    }
+    let http = free_port();
+    let tls = free_port();
+    let pebble = Pebble::start(&PebbleOpts {
+        http_port: http,
+        tls_port: tls,
+        validity: Some(15),
+        ..PebbleOpts::default()
+    });
+    let acme = pebble.acme_yaml("{dir}/state", "");
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", &acme)
+        .file(
+            "conf.d/a.yaml",
+            &vhost(
+                "short.acme.test",
+                &[],
+                Some(&http.to_string()),
+                &tls.to_string(),
+            ),
+        )
+        .file("www/index.html", "short\n")
+        .write();
+    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    assert!(
+        s.log
+            .wait_for("certificate obtained", Duration::from_secs(60)),
+        "{}",
+        s.log.text()
+    );
+    let first = served_serial("short.acme.test", tls);
+    // A new handshake per request, across the renewal (at 10 s of 15).
+    let out = Command::new("wrk")
+        .args(["-t1", "-c4", "-d14s", "-H", "Connection: close"])
+        .arg(format!("https://127.0.0.1:{tls}/"))
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        s.log
+            .wait_for_n("certificate obtained", 2, Duration::from_secs(20)),
+        "{}",
+        s.log.text()
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("requests in"), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    let second = served_serial("short.acme.test", tls);
+    assert_ne!(first, second, "{}", s.log.text());
+    let root = pebble.issuing_root();
+    let (code, out, err) = https_get("short.acme.test", tls, &root, s.dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("short"), "{out}");
+}
+
+#[test]
+fn a_bad_external_account_binding_is_reported_and_a_good_one_works() {
+    let http = free_port();
+    let tls = free_port();
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let pebble = Pebble::start(&PebbleOpts {
+        http_port: http,
+        tls_port: tls,
+        eab: Some(("kid-1".into(), hmac.into())),
+        ..PebbleOpts::default()
+    });
+    let bad = pebble.acme_yaml(
+        "{dir}/state",
+        "  eab: { kid: kid-1, hmac: b10lLJs8l1GPIzsLP0s6pMt8O0XVGnfTaCeROxQM0BIt2XrJMDHJZBM5NuQmQJQH }\n",
+    );
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", &bad)
+        .file(
+            "conf.d/a.yaml",
+            &vhost(
+                "eab.acme.test",
+                &[],
+                Some(&http.to_string()),
+                &tls.to_string(),
+            ),
+        )
+        .file("www/index.html", "eab\n")
+        .write();
+    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    assert!(
+        s.log
+            .wait_for("no certificate from", Duration::from_secs(30)),
+        "{}",
+        s.log.text()
+    );
+    let line = s
+        .log
+        .text()
+        .lines()
+        .find(|l| l.contains("no certificate from"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(line.contains("vhost eab.acme.test"), "{line}");
+    assert!(line.contains("creating the account"), "{line}");
+    assert!(line.contains("urn:ietf:params:acme:error:"), "{line}");
+    let (_, out, _) = run_tamada(&["--certs", "-c", s.conf().to_str().expect("utf-8")]);
+    assert!(out.contains("creating the account"), "{out}");
+    // The right key, and a reload: obtained at once.
+    let good = pebble.acme_yaml(
+        &s.dir.path().join("state").display().to_string(),
+        &format!("  eab: {{ kid: kid-1, hmac: {hmac} }}\n"),
+    );
+    std::fs::write(s.conf().join("server.yaml"), good).expect("write");
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.log
+            .wait_for("certificate obtained", Duration::from_secs(60)),
+        "{}",
+        s.log.text()
+    );
+}
+
+#[test]
+fn the_configuration_check_refuses_what_acme_cannot_do() {
+    let check = |server: &str, vhost: &str| {
+        let (code, out, err) = Fixture::new()
+            .file("conf.d/server.yaml", server)
+            .file("conf.d/a.yaml", vhost)
+            .file("tls/a.pem", "x")
+            .check();
+        (code, out + &err)
+    };
+    let ok_server = "acme:\n  state_dir: {dir}/state\n";
+    let v = "vhost: a.example.com\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\n";
+    let (code, text) = check(ok_server, &format!("{v}tls: {{ acme: true }}\n"));
+    assert_eq!(code, 0, "{text}");
+    // acme and a certificate of one's own.
+    let (code, text) = check(
+        ok_server,
+        &format!("{v}tls: {{ acme: true, cert: ../tls/a.pem, key: ../tls/a.pem }}\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("a.yaml:5:") && text.contains("exclude each other"),
+        "{text}"
+    );
+    // A wildcard alias.
+    let (code, text) = check(
+        ok_server,
+        &format!("{v}aliases: ['*.example.com']\ntls: {{ acme: true }}\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("a.yaml:5:") && text.contains("wildcard"),
+        "{text}"
+    );
+    // An address as the vhost's name.
+    let (code, text) = check(
+        ok_server,
+        "vhost: 127.0.0.1\nip: 127.0.0.1\nport: {port0}\ndocument_root: ../www\ntls: { acme: true }\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("a.yaml:1:") && text.contains("IP address"),
+        "{text}"
+    );
+    // A directory that is not HTTPS; a bad EAB key; an unknown key.
+    for (server, want) in [
+        (
+            "acme:\n  directory: http://ca.example/dir\n  state_dir: /tmp\n",
+            "server.yaml:2:",
+        ),
+        (
+            "acme:\n  state_dir: /tmp\n  eab: { kid: k, hmac: '!!!' }\n",
+            "acme.eab.hmac",
+        ),
+        ("acme:\n  state_dir: /tmp\n  key_type: dsa\n", "key_type"),
+    ] {
+        let (code, text) = check(server, &format!("{v}tls: {{ acme: true }}\n"));
+        assert_eq!(code, 1, "{server}");
+        assert!(text.contains(want), "{server}: {text}");
+    }
+    // state_dir that cannot be a folder.
+    let (code, text) = check(
+        "acme:\n  state_dir: {dir}/tls/a.pem/state\n",
+        &format!("{v}tls: {{ acme: true }}\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("acme.state_dir") && text.contains("not a folder"),
+        "{text}"
+    );
+}

@@ -180,7 +180,9 @@ impl Manager {
             while let Ok(Msg::Update(conf, wants)) = rx.try_recv() {
                 self.update(conf, wants);
             }
-            self.sync_challenges();
+            if let Err(e) = self.sync_challenges() {
+                log::error!("ACME: a challenge from {}: {e}", self.ca_dir.display());
+            }
             let names: Vec<String> = self.vhosts.keys().cloned().collect();
             for v in &names {
                 self.pickup(v);
@@ -764,8 +766,8 @@ impl Manager {
         let text = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
         store::write_atomic(&f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
         self.own.push(p);
-        self.sync_challenges();
-        Ok(())
+        self.sync_challenges()
+            .map_err(|e| format!("the challenge certificate: {e}"))
     }
 
     /// Stops answering this server's challenges.
@@ -777,12 +779,12 @@ impl Manager {
                 .join(format!("{}.json", safe_token(&p.token)));
             let _ = std::fs::remove_file(f);
         }
-        self.sync_challenges();
+        let _ = self.sync_challenges();
     }
 
     /// The loops answer this server's challenges and those other
     /// servers published in `state_dir` (not older than 10 minutes).
-    fn sync_challenges(&mut self) {
+    fn sync_challenges(&mut self) -> Result<(), String> {
         let mut all = self.own.clone();
         if let Ok(rd) = std::fs::read_dir(self.ca_dir.join("challenges")) {
             let now = SystemTime::now();
@@ -807,11 +809,10 @@ impl Manager {
         }
         all.sort_by(|a, b| a.token.cmp(&b.token));
         if all != self.answered {
-            if let Err(e) = store::set_pending(&all) {
-                log::error!("ACME: challenge certificate: {e}");
-            }
+            store::set_pending(&all)?;
             self.answered = all;
         }
+        Ok(())
     }
 }
 

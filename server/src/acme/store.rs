@@ -306,8 +306,14 @@ pub fn tls_alpn_config(name: &str, key_authorization: &str) -> Result<Arc<Server
     let cert = params.self_signed(&kp).map_err(|e| e.to_string())?;
     let shared = crate::config::tls::shared()?;
     let key = PrivateKeyDer::try_from(kp.serialize_der()).map_err(|e| e.to_string())?;
-    let ck = CertifiedKey::from_der(vec![cert.der().clone()], key, &shared.provider)
+    // `new`, not `from_der`: the latter parses the certificate with
+    // webpki, which refuses the critical `acmeIdentifier` extension.
+    let signer = shared
+        .provider
+        .key_provider
+        .load_private_key(key)
         .map_err(|e| e.to_string())?;
+    let ck = CertifiedKey::new(vec![cert.der().clone()], signer);
     let mut cfg = ServerConfig::builder_with_provider(shared.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?

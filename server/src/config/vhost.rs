@@ -325,7 +325,16 @@ pub(super) fn check_vhost(
                     format!("tls_port: {port} is the plain `port` too"),
                 ));
             }
-            v.tls = Some(t.check(base).map_err(|(key, m)| v.error_at(key, 0, m))?);
+            v.tls = Some(t.check(base).map_err(|(key, m)| {
+                // A key inside a flow mapping (`tls: { .. }`): the line
+                // of `tls:`.
+                let key = if locate_key(&v.text, key, 0).is_some() {
+                    key
+                } else {
+                    "tls"
+                };
+                v.error_at(key, 0, m)
+            })?);
             if v.acme() {
                 if let Err(m) = super::acme::check_name(&v.name) {
                     return Err(v.error_at("vhost", 0, format!("vhost: {m} (tls.acme)")));
