@@ -269,7 +269,12 @@ fn http01_certificate_is_obtained_served_extended_and_kept_over_a_restart() {
     let rules = "https_redirect: true\naccess:\n  - path: /.well-known/\n    handler: access\n    \
                  options: { deny: [all] }\n";
     let site = |aliases: &[&str]| {
-        vhost("a.acme.test", aliases, Some(&http.to_string()), &tls.to_string()) + rules
+        vhost(
+            "a.acme.test",
+            aliases,
+            Some(&http.to_string()),
+            &tls.to_string(),
+        ) + rules
     };
     let (dir, conf, plugins, _) = Fixture::new()
         .ports(0)

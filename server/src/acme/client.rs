@@ -79,7 +79,7 @@ impl Ureq {
 }
 
 /// The bytes of a request body (instant-acme gives them whole).
-async fn collect(mut body: BodyWrapper<Bytes>) -> Bytes {
+pub(crate) async fn collect(mut body: BodyWrapper<Bytes>) -> Bytes {
     use http_body::Body;
     let mut out = Vec::new();
     while let Some(Ok(f)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {

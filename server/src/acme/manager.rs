@@ -134,7 +134,15 @@ struct Managed {
     avoid: Option<ChallengeKind>,
 }
 
+/// Makes the HTTP client of the CA's requests (a scripted one in tests).
+type HttpFactory = fn(&AcmeConf) -> Result<Box<dyn instant_acme::HttpClient>, Fail>;
+
+fn ureq_client(conf: &AcmeConf) -> Result<Box<dyn instant_acme::HttpClient>, Fail> {
+    Ok(Box::new(Ureq::new(conf.ca_root.as_deref())?))
+}
+
 struct Manager {
+    http: HttpFactory,
     conf: AcmeConf,
     ca_dir: PathBuf,
     account: Option<Account>,
@@ -166,6 +174,7 @@ impl Manager {
             own: Vec::new(),
             answered: Vec::new(),
             me: format!("{host} pid {}", std::process::id()),
+            http: ureq_client,
         }
     }
 
@@ -509,9 +518,7 @@ impl Manager {
             return Ok(a.clone());
         }
         let file = self.ca_dir.join("account.json");
-        let http = || -> Result<Box<dyn instant_acme::HttpClient>, Fail> {
-            Ok(Box::new(Ureq::new(self.conf.ca_root.as_deref())?))
-        };
+        let http = || (self.http)(&self.conf);
         let deadline = SystemTime::now() + Duration::from_secs(60);
         loop {
             if let Ok(text) = std::fs::read(&file) {
@@ -1114,5 +1121,198 @@ mod tests {
         assert!(l2.path.exists());
         l2.release();
         assert!(!d.path().join("v.lock").exists());
+    }
+
+    /// A scripted CA with renewal information (pebble 2.4 has none): the
+    /// directory, nonces, `renewalInfo/<id>` with a window set by the
+    /// test, and a new-order endpoint that refuses (after recording what
+    /// it was sent).
+    mod scripted {
+        use super::super::super::client::block_on;
+        use bytes::Bytes;
+        use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
+        use std::future::Future;
+        use std::pin::Pin;
+        use std::sync::Mutex;
+
+        pub static SEEN: Mutex<Vec<(String, String, Vec<u8>)>> = Mutex::new(Vec::new());
+        pub static WINDOW: Mutex<(String, String)> = Mutex::new((String::new(), String::new()));
+
+        pub struct Script;
+
+        fn reply(status: u16, headers: &[(&str, &str)], body: String) -> BytesResponse {
+            let mut b = http_crate::Response::builder().status(status);
+            for (n, v) in headers {
+                b = b.header(*n, *v);
+            }
+            let (parts, ()) = b.body(()).expect("response").into_parts();
+            BytesResponse {
+                parts,
+                body: Box::new(Bytes::from(body)),
+            }
+        }
+
+        impl HttpClient for Script {
+            fn request(
+                &self,
+                req: http_crate::Request<BodyWrapper<Bytes>>,
+            ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
+                let (parts, body) = req.into_parts();
+                let body = block_on(super::super::super::client::collect(body));
+                let uri = parts.uri.to_string();
+                SEEN.lock().expect("lock").push((
+                    parts.method.to_string(),
+                    uri.clone(),
+                    body.to_vec(),
+                ));
+                let nonce = [("Replay-Nonce", "n0nce")];
+                let r = match (parts.method.as_str(), uri.as_str()) {
+                    ("GET", "https://ca.test/dir") => reply(
+                        200,
+                        &[],
+                        r#"{"newNonce":"https://ca.test/nonce","newAccount":"https://ca.test/acct",
+                           "newOrder":"https://ca.test/order","renewalInfo":"https://ca.test/ari"}"#
+                            .into(),
+                    ),
+                    ("HEAD", "https://ca.test/nonce") => reply(200, &nonce, String::new()),
+                    ("GET", u) if u.starts_with("https://ca.test/ari/") => {
+                        let w = WINDOW.lock().expect("lock").clone();
+                        reply(
+                            200,
+                            &[("Retry-After", "21600")],
+                            format!(r#"{{"suggestedWindow":{{"start":"{}","end":"{}"}}}}"#, w.0, w.1),
+                        )
+                    }
+                    _ => reply(
+                        403,
+                        &nonce,
+                        r#"{"type":"urn:ietf:params:acme:error:unauthorized","detail":"scripted refusal"}"#
+                            .into(),
+                    ),
+                };
+                Box::pin(std::future::ready(Ok(r)))
+            }
+        }
+    }
+
+    fn script(_: &AcmeConf) -> Result<Box<dyn instant_acme::HttpClient>, Fail> {
+        Ok(Box::new(scripted::Script))
+    }
+
+    fn rfc3339(t: SystemTime) -> String {
+        time::OffsetDateTime::from_unix_timestamp(unix(t) as i64)
+            .expect("time")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format")
+    }
+
+    #[test]
+    fn renewal_follows_the_window_of_the_renewal_information_and_the_order_replaces() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let state = tempfile::tempdir().unwrap();
+        let conf = AcmeConf {
+            directory: "https://ca.test/dir".into(),
+            state_dir: state.path().to_owned(),
+            ..AcmeConf::default()
+        };
+        let mut m = Manager::new(conf.clone());
+        m.http = script;
+        // The account, as stored.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let creds = format!(
+            r#"{{"id":"https://ca.test/acct/1","key_pkcs8":"{}","directory":"https://ca.test/dir"}}"#,
+            B64.encode(key.serialize_der())
+        );
+        store::write_atomic(&m.ca_dir.join("account.json"), creds.as_bytes()).unwrap();
+        // A certificate from a CA with a known key identifier and serial.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut cap = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        cap.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        cap.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![0xc0, 0x93, 0xfe, 0xee]);
+        let ca = cap.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut lp = rcgen::CertificateParams::new(vec!["ari.example.com".to_owned()]).unwrap();
+        lp.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x03, 0x2a, 0xfe]));
+        lp.use_authority_key_identifier_extension = true;
+        let leaf = lp.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let info = store::describe(leaf.der()).unwrap();
+        let (aki, serial) = info.ari_id.clone().expect("an ARI identifier");
+        assert_eq!(aki, vec![0xc0, 0x93, 0xfe, 0xee]);
+        m.update(
+            conf,
+            vec![Want {
+                vhost: "ari.example.com".into(),
+                names: vec!["ari.example.com".into()],
+                http01: true,
+                tls_alpn: false,
+            }],
+        );
+        let v = m.vhosts.get_mut("ari.example.com").unwrap();
+        v.renew_at = Some(default_renewal(&info));
+        v.info = Some(info);
+        // A window in 10 to 20 days.
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let (ws, we) = (now + day * 10, now + day * 20);
+        *scripted::WINDOW.lock().unwrap() = (rfc3339(ws), rfc3339(we));
+        m.check_ari("ari.example.com");
+        assert_eq!(m.ari, Some(true));
+        let v = &m.vhosts["ari.example.com"];
+        let at = v.renew_at.unwrap();
+        assert!(at >= ws - Duration::from_secs(1) && at <= we, "{at:?}");
+        // Asked again after the CA's Retry-After (6 hours).
+        let next = v.ari_next.duration_since(now).unwrap();
+        assert!(
+            next > Duration::from_secs(21_000) && next <= Duration::from_secs(21_601),
+            "{next:?}"
+        );
+        // The identifier is base64url(AKI).base64url(serial) (RFC 9773 4.1).
+        let want = format!(
+            "https://ca.test/ari/{}.{}",
+            B64.encode(&aki),
+            B64.encode(&serial)
+        );
+        assert!(
+            scripted::SEEN
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(meth, u, _)| meth == "GET" && *u == want),
+            "{want}"
+        );
+        // meta.json keeps the window.
+        let meta = read_meta(&m.vhosts["ari.example.com"].dir).unwrap();
+        assert_eq!(meta.ari_window, Some((unix(ws), unix(we))));
+        assert!(!m.due("ari.example.com"));
+        // The CA moves the window into the past: renew now, and the new
+        // order names the certificate it replaces.
+        *scripted::WINDOW.lock().unwrap() = (rfc3339(now - day * 2), rfc3339(now - day));
+        m.vhosts.get_mut("ari.example.com").unwrap().ari_next = now;
+        m.check_ari("ari.example.com");
+        assert!(m.due("ari.example.com"));
+        let lock = Lock::take(&m.ca_dir.join("locks"), "ari.example.com", "test")
+            .unwrap()
+            .unwrap();
+        let mut kind = None;
+        let err = m.order("ari.example.com", &lock, &mut kind).unwrap_err();
+        assert!(err.contains("scripted refusal"), "{err}");
+        assert!(
+            err.contains("urn:ietf:params:acme:error:unauthorized"),
+            "{err}"
+        );
+        let seen = scripted::SEEN.lock().unwrap();
+        let (_, _, body) = seen
+            .iter()
+            .find(|(meth, u, _)| meth == "POST" && u == "https://ca.test/order")
+            .expect("a new order");
+        let jws: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let payload = B64.decode(jws["payload"].as_str().unwrap()).unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(
+            payload["replaces"].as_str().unwrap(),
+            format!("{}.{}", B64.encode(&aki), B64.encode(&serial))
+        );
+        assert_eq!(payload["identifiers"][0]["value"], "ari.example.com");
     }
 }
