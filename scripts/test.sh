@@ -25,6 +25,8 @@ need=(
   "nghttp:nghttp2-client"
   "h2load:nghttp2-client"
   "chromium:chromium"
+  "pebble:pebble"
+  "pebble-challtestsrv:pebble"
 )
 missing=()
 for pair in "${need[@]}"; do
