@@ -500,15 +500,16 @@ impl Manager {
         m.last_attempt = Some(now);
         m.last_error = Some(e.clone());
         m.slot.set_error(Some(e.clone()));
+        // meta.json first: `tamada --certs` says what the log line says.
+        if let Err(e) = write_meta(m) {
+            log::warn!("ACME: vhost {vhost}: meta.json: {e}");
+        }
         log::error!(
             "ACME: vhost {vhost} ({}): no certificate from {directory}: {e}; attempt {} failed, next in {}s",
             m.want.names.join(", "),
             m.failures,
             wait.as_secs()
         );
-        if let Err(e) = write_meta(m) {
-            log::warn!("ACME: vhost {vhost}: meta.json: {e}");
-        }
     }
 
     /// The account, loaded from `account.json` or created (once, under
@@ -853,8 +854,9 @@ impl Lock {
                     let age = std::fs::metadata(&path)
                         .and_then(|m| m.modified())
                         .map(|t| SystemTime::now().duration_since(t).unwrap_or_default());
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
                     match age {
-                        Ok(a) if a < LEASE => return Ok(None),
+                        Ok(a) if a < LEASE && !dead_here(holder.trim(), me) => return Ok(None),
                         Ok(_) => {
                             // Expired: moved aside (one server wins the
                             // rename), then taken anew.
@@ -862,7 +864,7 @@ impl Lock {
                             if std::fs::rename(&path, &aside).is_ok() {
                                 let holder = std::fs::read_to_string(&aside).unwrap_or_default();
                                 log::warn!(
-                                    "ACME: took over the expired lock {} (held by {})",
+                                    "ACME: took over the lock {} of {}, which expired or no longer runs",
                                     path.display(),
                                     holder.trim()
                                 );
@@ -889,6 +891,22 @@ impl Lock {
         if std::fs::read_to_string(&self.path).is_ok_and(|s| s.trim() == self.me) {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Whether a lock's holder (`host pid N`) is a process of this host that
+/// is no longer running (a server that crashed or was killed while
+/// ordering): its lock need not wait for the lease.
+fn dead_here(holder: &str, me: &str) -> bool {
+    let host = |s: &str| s.rsplit_once(" pid ").map(|(h, _)| h.to_owned());
+    let pid = holder
+        .rsplit_once(" pid ")
+        .and_then(|(_, p)| p.parse::<u32>().ok());
+    match (host(holder), host(me), pid) {
+        (Some(h), Some(m), Some(p)) if h == m => {
+            p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+        }
+        _ => false,
     }
 }
 
@@ -1121,6 +1139,11 @@ mod tests {
         assert!(l2.path.exists());
         l2.release();
         assert!(!d.path().join("v.lock").exists());
+        // A holder of this host that no longer runs: taken at once.
+        std::fs::write(d.path().join("v.lock"), "h pid 4000000000\n").unwrap();
+        assert!(Lock::take(d.path(), "v", "h pid 1").unwrap().is_some());
+        std::fs::write(d.path().join("w.lock"), "other pid 4000000000\n").unwrap();
+        assert!(Lock::take(d.path(), "w", "h pid 1").unwrap().is_none());
     }
 
     /// A scripted CA with renewal information (pebble 2.4 has none): the

@@ -69,7 +69,12 @@ pub fn report(conf: &AcmeConf, vhosts: &[crate::config::VhostConf]) -> String {
         let dir = store::cert_dir(&conf.ca_dir(), &w.vhost);
         let _ = writeln!(out, "\nvhost {}", w.vhost);
         let _ = writeln!(out, "  names:        {}", w.names.join(", "));
-        let cert = describe_file(&dir.join(store::CURRENT));
+        let file = dir.join(store::CURRENT);
+        let cert = if file.exists() {
+            describe_file(&file)
+        } else {
+            Err("not obtained yet".to_owned())
+        };
         match &cert {
             Ok(i) => {
                 let _ = writeln!(out, "  certificate:  serial {}", i.serial);
