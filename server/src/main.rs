@@ -415,11 +415,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         let rt = Runtime::build(&c, registry.clone()).map_err(joined)?;
         // As the serving user now: who may read the keys is what matters.
         config::tls::warn_all(&c.vhosts, None);
-        // New names get their certificates ordered.
-        tamada::acme::manager::update(
-            &c.settings.acme,
-            tamada::acme::manager::Want::all(&c.vhosts),
-        );
+        // New names get their certificates ordered (ACME turned on by
+        // this reload: its folder made and checked as the serving user).
+        let wants = tamada::acme::manager::Want::all(&c.vhosts);
+        if !wants.is_empty() {
+            let yaml = reload_dir.join("server.yaml");
+            tamada::acme::prepare_state_dir(&c.settings.acme, None)
+                .map_err(|e| format!("{}: {e}", yaml.display()))?;
+            config::acme::check_writable(&c.settings.acme.state_dir, None)
+                .map_err(|e| format!("{}: acme.state_dir: {e}", yaml.display()))?;
+        }
+        tamada::acme::manager::update(&c.settings.acme, wants);
         current = registry;
         Ok(rt)
     });

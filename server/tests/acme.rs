@@ -37,6 +37,8 @@ pub struct PebbleOpts {
     pub nonce_reject: u32,
     /// Listen on this port (default: a free one).
     pub port: Option<u16>,
+    /// Names the CA refuses (`domainBlocklist`).
+    pub blocklist: Vec<String>,
 }
 
 impl Pebble {
@@ -60,11 +62,23 @@ impl Pebble {
             ),
             None => "\"externalAccountBindingRequired\": false".into(),
         };
+        let blocklist = if o.blocklist.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ",\n\"domainBlocklist\": [{}]",
+                o.blocklist
+                    .iter()
+                    .map(|b| format!("\"{b}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let config = format!(
             "{{\"pebble\": {{\n\"listenAddress\": \"127.0.0.1:{port}\",\n\
              \"managementListenAddress\": \"127.0.0.1:{mgmt}\",\n\
              \"certificate\": \"{d}/cert.pem\",\n\"privateKey\": \"{d}/key.pem\",\n\
-             \"httpPort\": {},\n\"tlsPort\": {},\n\"ocspResponderURL\": \"\",\n{eab}{validity}\n}}}}\n",
+             \"httpPort\": {},\n\"tlsPort\": {},\n\"ocspResponderURL\": \"\",\n{eab}{validity}{blocklist}\n}}}}\n",
             o.http_port,
             o.tls_port,
             d = dir.path().display()
@@ -775,4 +789,226 @@ fn the_configuration_check_refuses_what_acme_cannot_do() {
         text.contains("acme.state_dir") && text.contains("not a folder"),
         "{text}"
     );
+}
+
+#[test]
+fn a_name_the_ca_refuses_is_reported_with_the_vhost_and_the_problem() {
+    let http = free_port();
+    let tls = free_port();
+    let pebble = Pebble::start(&PebbleOpts {
+        http_port: http,
+        tls_port: tls,
+        blocklist: vec!["blocked.acme.test".into()],
+        ..PebbleOpts::default()
+    });
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", &pebble.acme_yaml("{dir}/state", ""))
+        .file(
+            "conf.d/a.yaml",
+            &vhost(
+                "ok.acme.test",
+                &["blocked.acme.test"],
+                Some(&http.to_string()),
+                &tls.to_string(),
+            ),
+        )
+        .file("www/index.html", "plain\n")
+        .write();
+    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    assert!(
+        s.log
+            .wait_for("no certificate from", Duration::from_secs(30)),
+        "{}",
+        s.log.text()
+    );
+    let text = s.log.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("no certificate from"))
+        .unwrap_or_default();
+    assert!(line.contains("vhost ok.acme.test"), "{line}");
+    assert!(line.contains("blocked.acme.test"), "{line}");
+    assert!(
+        line.contains("urn:ietf:params:acme:error:rejectedIdentifier"),
+        "{line}"
+    );
+    // Served in plain HTTP meanwhile.
+    assert_eq!(get(http, "/", "ok.acme.test").status, 200);
+}
+
+#[test]
+fn challenges_published_by_another_server_are_answered_from_memory() {
+    // The CA is never up here: the challenges come from the shared folder
+    // as another server of a fleet writes them.
+    let (http, tls, ca) = (free_port(), free_port(), free_port());
+    let acme =
+        format!("acme:\n  directory: https://127.0.0.1:{ca}/dir\n  state_dir: {{dir}}/state\n");
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", &acme)
+        .file(
+            "conf.d/a.yaml",
+            &vhost(
+                "alpn.acme.test",
+                &[],
+                Some(&http.to_string()),
+                &tls.to_string(),
+            ),
+        )
+        .write();
+    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    let folder = s
+        .dir
+        .path()
+        .join(format!("state/127.0.0.1_{ca}_dir/challenges"));
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(
+        folder.join("other-tok1.json"),
+        r#"{"kind":"tls-alpn-01","name":"alpn.acme.test","token":"tok1","key_authorization":"tok1.thumb"}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        folder.join("other-tok2.json"),
+        r#"{"kind":"http-01","name":"alpn.acme.test","token":"tok2","key_authorization":"tok2.thumb"}"#,
+    )
+    .expect("write");
+    std::thread::sleep(Duration::from_millis(1500));
+    // HTTP-01: for its name only.
+    let r = get(http, "/.well-known/acme-challenge/tok2", "alpn.acme.test");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "tok2.thumb");
+    assert_eq!(
+        get(http, "/.well-known/acme-challenge/tok2", "other.acme.test").status,
+        404
+    );
+    // TLS-ALPN-01: the challenge certificate, acme-tls/1, and the
+    // connection ends with the handshake (no HTTP on it).
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{tls}")])
+        .args([
+            "-servername",
+            "alpn.acme.test",
+            "-alpn",
+            "acme-tls/1",
+            "-showcerts",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"GET / HTTP/1.1\r\nHost: alpn.acme.test\r\n\r\n")?;
+            c.wait_with_output()
+        })
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("ALPN protocol: acme-tls/1"), "{text}");
+    assert!(!text.contains("HTTP/1.1 "), "{text}");
+    let pem_start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(text[pem_start..].as_bytes()).expect("PEM");
+    let cert = pem.parse_x509().expect("certificate");
+    let ext = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+        .expect("the acmeIdentifier extension");
+    assert!(ext.critical);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"tok1.thumb");
+    let mut want = vec![0x04, 0x20];
+    want.extend_from_slice(digest.as_ref());
+    assert_eq!(ext.value, want.as_slice());
+    let san = cert.subject_alternative_name().expect("SAN").expect("SAN");
+    assert_eq!(san.value.general_names.len(), 1);
+    // A name with nothing pending: no_application_protocol.
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{tls}")])
+        .args(["-servername", "other.acme.test", "-alpn", "acme-tls/1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("no application protocol") || text.contains("alert number 120"),
+        "{text}"
+    );
+    // Removed by its server: no longer answered.
+    std::fs::remove_file(folder.join("other-tok2.json")).expect("rm");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        get(http, "/.well-known/acme-challenge/tok2", "alpn.acme.test").status,
+        404
+    );
+}
+
+#[test]
+fn the_acme_thread_writes_as_the_serving_user() {
+    // SAFETY: getuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::getuid() },
+        0,
+        "the integration tests run as root (as CI does): this one drops to `nobody`"
+    );
+    let nobody = Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .expect("id");
+    let nobody: u32 = String::from_utf8_lossy(&nobody.stdout)
+        .trim()
+        .parse()
+        .expect("uid of nobody");
+    let http = free_port();
+    let tls = free_port();
+    let pebble = Pebble::start(&PebbleOpts {
+        http_port: http,
+        tls_port: tls,
+        ..PebbleOpts::default()
+    });
+    let server = format!(
+        "user: nobody\n{}",
+        pebble.acme_yaml("{dir}/lib/tamada/acme", "  challenges: [http-01]\n")
+    );
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", &server)
+        .file(
+            "conf.d/a.yaml",
+            &vhost(
+                "user.acme.test",
+                &[],
+                Some(&http.to_string()),
+                &tls.to_string(),
+            ),
+        )
+        .write();
+    // `nobody` must reach its folder inside the test's (root's 0700) one.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    assert!(
+        s.log
+            .wait_for("certificate obtained", Duration::from_secs(60)),
+        "{}",
+        s.log.text()
+    );
+    use std::os::unix::fs::MetadataExt;
+    let state = s.dir.path().join("lib/tamada/acme");
+    let cur = state.join(format!(
+        "127.0.0.1_{}_dir/certs/user.acme.test/current.pem",
+        pebble.port
+    ));
+    for (p, mode) in [(&state, 0o700), (&cur, 0o600)] {
+        let m = std::fs::metadata(p).expect("stat");
+        assert_eq!(m.uid(), nobody, "{}", p.display());
+        assert_eq!(m.mode() & 0o777, mode, "{}", p.display());
+    }
+    // The parent made on the way is an ordinary folder.
+    let parent = std::fs::metadata(s.dir.path().join("lib/tamada")).expect("stat");
+    assert_eq!(parent.mode() & 0o777, 0o755);
 }

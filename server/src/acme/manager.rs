@@ -58,21 +58,43 @@ pub struct Want {
     pub http01: bool,
     /// It has an HTTPS port (TLS-ALPN-01 can be answered).
     pub tls_alpn: bool,
+    /// Its plain port is 80 / its HTTPS port is 443, where public CAs
+    /// validate: that challenge is tried first.
+    pub on_80: bool,
+    pub on_443: bool,
 }
 
 impl Want {
     /// The wanted certificates of a configuration.
+    /// The files of one vhost name on several addresses make one want
+    /// (one certificate slot): their names and ports together.
     pub fn all(vhosts: &[crate::config::VhostConf]) -> Vec<Want> {
-        vhosts
-            .iter()
-            .filter(|v| v.acme())
-            .map(|v| Want {
+        let mut out: Vec<Want> = Vec::new();
+        for v in vhosts.iter().filter(|v| v.acme()) {
+            let w = Want {
                 vhost: v.name.clone(),
                 names: v.names(),
                 http01: v.listens.iter().any(|l| !l.tls),
                 tls_alpn: v.listens.iter().any(|l| l.tls),
-            })
-            .collect()
+                on_80: v.listens.iter().any(|l| !l.tls && l.addr.port() == 80),
+                on_443: v.listens.iter().any(|l| l.tls && l.addr.port() == 443),
+            };
+            match out.iter_mut().find(|o| o.vhost == w.vhost) {
+                Some(o) => {
+                    for n in w.names {
+                        if !o.names.contains(&n) {
+                            o.names.push(n);
+                        }
+                    }
+                    o.http01 |= w.http01;
+                    o.tls_alpn |= w.tls_alpn;
+                    o.on_80 |= w.on_80;
+                    o.on_443 |= w.on_443;
+                }
+                None => out.push(w),
+            }
+        }
+        out
     }
 }
 
@@ -97,7 +119,20 @@ pub fn update(conf: &AcmeConf, wants: Vec<Want>) {
         let m = Manager::new(conf.clone());
         if let Err(e) = std::thread::Builder::new()
             .name("acme".into())
-            .spawn(move || m.run(rx))
+            .spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.run(rx)));
+                if let Err(p) = r {
+                    let why = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    log::error!(
+                        "ACME: the certificate thread stopped ({why}): no certificate will be \
+                     obtained or renewed until the server restarts"
+                    );
+                }
+            })
         {
             log::error!("ACME: cannot start its thread: {e}");
             return;
@@ -132,6 +167,9 @@ struct Managed {
     /// A challenge type whose validation failed last: the next order
     /// tries another one first.
     avoid: Option<ChallengeKind>,
+    /// The CA refused `replaces` (it says the certificate was already
+    /// replaced, by an order whose result was lost): order without it.
+    no_replaces: bool,
 }
 
 /// Makes the HTTP client of the CA's requests (a scripted one in tests).
@@ -149,12 +187,103 @@ struct Manager {
     /// Whether the CA offers renewal information (unknown until asked).
     ari: Option<bool>,
     vhosts: BTreeMap<String, Managed>,
-    /// The challenges this server published (answered from memory).
-    own: Vec<Pending>,
-    /// The last set the loops were given.
-    answered: Vec<Pending>,
+    /// The challenges answered (this server's and the fleet's), kept in
+    /// step with `state_dir` by a thread of its own.
+    sync: Arc<Syncer>,
     /// Who this server is, in lock files.
     me: String,
+}
+
+/// Keeps the loops' challenge store in step with this server's own
+/// challenges and those other servers of a fleet published in
+/// `state_dir`: once a second on the "acme-sync" thread, whatever the
+/// ACME thread is waiting for (a CA's answer may take 30 s), and at once
+/// when this server publishes or withdraws one.
+struct Syncer {
+    state: Mutex<SyncState>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    challenges_dir: PathBuf,
+    own: Vec<(String, Pending)>,
+    answered: Vec<Pending>,
+}
+
+impl Syncer {
+    fn start(challenges_dir: PathBuf) -> Arc<Syncer> {
+        let s = Arc::new(Syncer {
+            state: Mutex::new(SyncState {
+                challenges_dir,
+                ..SyncState::default()
+            }),
+        });
+        let weak = Arc::downgrade(&s);
+        let spawned = std::thread::Builder::new()
+            .name("acme-sync".into())
+            .spawn(move || {
+                while let Some(s) = weak.upgrade() {
+                    if let Err(e) = s.sync() {
+                        log::error!("ACME: a fleet challenge: {e}");
+                    }
+                    drop(s);
+                    std::thread::sleep(TICK);
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("ACME: cannot start the challenge thread: {e}");
+        }
+        s
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_dir(&self, d: PathBuf) {
+        self.lock().challenges_dir = d;
+    }
+
+    /// This server's challenges first (they win a name both have), then
+    /// the fleet's files not older than 10 minutes.
+    fn sync(&self) -> Result<(), String> {
+        let mut st = self.lock();
+        let mut all: Vec<Pending> = st.own.iter().map(|(_, p)| p.clone()).collect();
+        let mut others = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&st.challenges_dir) {
+            let now = SystemTime::now();
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_none_or(|x| x != "json") {
+                    continue;
+                }
+                let Some(t) = e.metadata().and_then(|m| m.modified()).ok() else {
+                    continue;
+                };
+                if now.duration_since(t).unwrap_or_default() >= Duration::from_secs(600) {
+                    continue;
+                }
+                if let Ok(text) = std::fs::read(&p)
+                    && let Ok(c) = serde_json::from_slice::<Pending>(&text)
+                    && !all.contains(&c)
+                {
+                    others.push((t, c));
+                }
+            }
+        }
+        // The newest first: a stale file loses to a new challenge.
+        others.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.token.cmp(&b.1.token)));
+        for (_, c) in others {
+            if !all.contains(&c) {
+                all.push(c);
+            }
+        }
+        if all != st.answered {
+            store::set_pending(&all)?;
+            st.answered = all;
+        }
+        Ok(())
+    }
 }
 
 /// Why an attempt failed, for the log and `tamada --certs`.
@@ -162,18 +291,15 @@ type Fail = String;
 
 impl Manager {
     fn new(conf: AcmeConf) -> Manager {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "host".into());
+        let conf_challenges = conf.ca_dir().join("challenges");
         Manager {
             ca_dir: conf.ca_dir(),
             conf,
             account: None,
             ari: None,
             vhosts: BTreeMap::new(),
-            own: Vec::new(),
-            answered: Vec::new(),
-            me: format!("{host} pid {}", std::process::id()),
+            sync: Syncer::start(conf_challenges),
+            me: identity(),
             http: ureq_client,
         }
     }
@@ -188,9 +314,6 @@ impl Manager {
             // Every message waiting is applied before any work.
             while let Ok(Msg::Update(conf, wants)) = rx.try_recv() {
                 self.update(conf, wants);
-            }
-            if let Err(e) = self.sync_challenges() {
-                log::error!("ACME: a challenge from {}: {e}", self.ca_dir.display());
             }
             let names: Vec<String> = self.vhosts.keys().cloned().collect();
             for v in &names {
@@ -209,11 +332,21 @@ impl Manager {
         if conf != self.conf {
             log::info!("ACME: the acme: block changed: CA {}", conf.directory);
             self.ca_dir = conf.ca_dir();
+            self.sync.set_dir(self.ca_dir.join("challenges"));
             self.conf = conf;
             self.account = None;
             self.ari = None;
+            // Another CA: its own certificates (ordered anew unless its
+            // folder has one); the old one is served meanwhile.
             for m in self.vhosts.values_mut() {
                 m.seen = None;
+                m.info = None;
+                m.renew_at = None;
+                m.window = None;
+                m.failures = 0;
+                m.avoid = None;
+                m.no_replaces = false;
+                m.next_try = SystemTime::now();
             }
         }
         let now = SystemTime::now();
@@ -246,6 +379,7 @@ impl Manager {
                     last_ok: None,
                     last_attempt: None,
                     avoid: None,
+                    no_replaces: false,
                 },
             };
             next.insert(m.want.vhost.clone(), m);
@@ -296,6 +430,7 @@ impl Manager {
                 m.ari_next = SystemTime::now();
                 m.info = Some(info);
                 m.failures = 0;
+                m.no_replaces = false;
                 m.next_try = SystemTime::now();
                 m.slot.set_error(None);
                 if let Ok(meta) = read_meta(&m.dir) {
@@ -391,6 +526,19 @@ impl Manager {
 
     /// Orders a certificate for the vhost, under its lock.
     fn attempt(&mut self, vhost: &str) {
+        // A fleet shares its back-off: another server's failure counts
+        // (each failed validation counts against the CA's limits).
+        if let Some(m) = self.vhosts.get_mut(vhost)
+            && let Ok(meta) = read_meta(&m.dir)
+            && let Some(t) = meta.next_try.map(from_unix)
+            && t > SystemTime::now()
+            && meta.failures > 0
+        {
+            m.next_try = t;
+            m.failures = m.failures.max(meta.failures);
+            m.last_error = meta.last_error;
+            return;
+        }
         let lock = match Lock::take(&self.ca_dir.join("locks"), vhost, &self.me) {
             Ok(Some(l)) => l,
             Ok(None) => {
@@ -429,6 +577,18 @@ impl Manager {
             result = self.order(vhost, &lock, &mut failed_kind);
             match &result {
                 Err(e) if e.contains("badNonce") => continue,
+                // The certificate named in `replaces` was replaced
+                // already (a result this server lost): at once without.
+                Err(e)
+                    if e.contains("alreadyReplaced")
+                        || (e.contains("replaces") && e.starts_with("new order")) =>
+                {
+                    match self.vhosts.get_mut(vhost) {
+                        Some(m) if !m.no_replaces => m.no_replaces = true,
+                        _ => break,
+                    }
+                    log::warn!("ACME: vhost {vhost}: ordering again without `replaces`: {e}");
+                }
                 _ => break,
             }
         }
@@ -606,6 +766,7 @@ impl Manager {
             .filter(|i| i.not_after.is_some_and(|t| t > SystemTime::now()))
             .and_then(|i| i.ari_id.clone());
         if self.ari == Some(true)
+            && !m.no_replaces
             && let Some((aki, serial)) = &replaced
         {
             new = new.replaces(CertificateIdentifier::new(
@@ -623,7 +784,7 @@ impl Manager {
         }
         let mut order = block_on(account.new_order(&new))
             .map_err(|e| format!("new order: {}", describe(&e)))?;
-        lock.refresh();
+        lock.refresh()?;
         // Publish every challenge first, then tell the CA.
         let mut chosen: Vec<(String, ChallengeType)> = Vec::new();
         {
@@ -655,7 +816,7 @@ impl Manager {
                     token: ch.token.clone(),
                     key_authorization: ch.key_authorization().as_str().to_owned(),
                 };
-                self.publish(p)?;
+                self.publish(vhost, p)?;
                 chosen.push((name, ty));
             }
         }
@@ -676,11 +837,27 @@ impl Manager {
         // Wait for validation.
         let deadline = SystemTime::now() + ORDER_TIMEOUT;
         let mut delay = Duration::from_millis(500);
+        let mut first = true;
+        let url = order.url().to_owned();
         loop {
-            lock.refresh();
+            lock.refresh()?;
             let st = block_on(order.refresh()).map_err(|e| format!("order: {}", describe(&e)))?;
             match st.status {
-                OrderStatus::Ready | OrderStatus::Valid | OrderStatus::Processing => break,
+                OrderStatus::Ready => break,
+                // Finalized by someone else with a key this server does
+                // not have: a new order next time.
+                OrderStatus::Valid | OrderStatus::Processing if first && chosen.is_empty() => {
+                    return Err(format!(
+                        "the CA answered with an order already finalized ({:?}): {}",
+                        st.status, url
+                    ));
+                }
+                OrderStatus::Valid | OrderStatus::Processing => {
+                    return Err(format!(
+                        "the order went {:?} before tamada finalized it: {}",
+                        st.status, url
+                    ));
+                }
                 OrderStatus::Invalid => {
                     let mut why = Vec::new();
                     if let Some(e) = &st.error {
@@ -702,6 +879,7 @@ impl Manager {
                 }
                 OrderStatus::Pending => {}
             }
+            first = false;
             if SystemTime::now() > deadline {
                 return Err("the CA did not validate the challenges in 3 minutes".into());
             }
@@ -715,13 +893,11 @@ impl Manager {
         let csr = params
             .serialize_request(&key)
             .map_err(|e| format!("CSR: {e}"))?;
-        if order.state().status == OrderStatus::Ready {
-            block_on(order.finalize_csr(csr.der()))
-                .map_err(|e| format!("finalize: {}", describe(&e)))?;
-        }
+        block_on(order.finalize_csr(csr.der()))
+            .map_err(|e| format!("finalize: {}", describe(&e)))?;
         let mut delay = Duration::from_millis(500);
         let chain = loop {
-            lock.refresh();
+            lock.refresh()?;
             match block_on(order.certificate()) {
                 Ok(Some(c)) => break c,
                 Ok(None) => {}
@@ -735,10 +911,9 @@ impl Manager {
         };
         let mut pem = key.serialize_pem();
         pem.push_str(&chain);
-        // Check it before it replaces anything.
-        let tmp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        std::fs::write(tmp.path(), &pem).map_err(|e| e.to_string())?;
-        store::read_pem(tmp.path()).map_err(|e| format!("the CA's certificate: {e}"))?;
+        // Check it (it parses, the key matches) before it replaces
+        // anything.
+        store::parse_pem(pem.as_bytes()).map_err(|e| format!("the CA's certificate: {e}"))?;
         Ok(pem)
     }
 
@@ -754,6 +929,13 @@ impl Manager {
                 ChallengeKind::TlsAlpn01 => m.want.tls_alpn,
             })
             .collect();
+        // A public CA validates on 80 and 443 only: a challenge on
+        // another port would be a failed validation.
+        let standard = |k: &ChallengeKind| match k {
+            ChallengeKind::Http01 => m.want.on_80,
+            ChallengeKind::TlsAlpn01 => m.want.on_443,
+        };
+        v.sort_by_key(|k| !standard(k));
         if let Some(a) = m.avoid
             && v.len() > 1
             && let Some(i) = v.iter().position(|k| *k == a)
@@ -766,66 +948,34 @@ impl Manager {
 
     /// Answers a challenge from now on, here and (through `state_dir`)
     /// on every server of a fleet.
-    fn publish(&mut self, p: Pending) -> Result<(), Fail> {
-        let f = self
-            .ca_dir
-            .join("challenges")
-            .join(format!("{}.json", safe_token(&p.token)));
+    fn publish(&mut self, vhost: &str, p: Pending) -> Result<(), Fail> {
+        let f = self.ca_dir.join("challenges").join(format!(
+            "{}-{}.json",
+            safe_token(vhost),
+            safe_token(&p.token)
+        ));
         let text = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
         store::write_atomic(&f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
-        self.own.push(p);
-        self.sync_challenges()
+        self.sync.lock().own.push((f.display().to_string(), p));
+        self.sync
+            .sync()
             .map_err(|e| format!("the challenge certificate: {e}"))
     }
 
-    /// Stops answering this server's challenges.
+    /// Stops answering this server's challenges (and removes their
+    /// files, only theirs).
     fn withdraw(&mut self) {
-        for p in std::mem::take(&mut self.own) {
-            let f = self
-                .ca_dir
-                .join("challenges")
-                .join(format!("{}.json", safe_token(&p.token)));
+        let own = std::mem::take(&mut self.sync.lock().own);
+        for (f, _) in own {
             let _ = std::fs::remove_file(f);
         }
-        let _ = self.sync_challenges();
-    }
-
-    /// The loops answer this server's challenges and those other
-    /// servers published in `state_dir` (not older than 10 minutes).
-    fn sync_challenges(&mut self) -> Result<(), String> {
-        let mut all = self.own.clone();
-        if let Ok(rd) = std::fs::read_dir(self.ca_dir.join("challenges")) {
-            let now = SystemTime::now();
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.extension().is_none_or(|x| x != "json") {
-                    continue;
-                }
-                let fresh = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
-                    now.duration_since(t).unwrap_or_default() < Duration::from_secs(600)
-                });
-                if !fresh {
-                    continue;
-                }
-                if let Ok(text) = std::fs::read(&p)
-                    && let Ok(c) = serde_json::from_slice::<Pending>(&text)
-                    && !all.contains(&c)
-                {
-                    all.push(c);
-                }
-            }
-        }
-        all.sort_by(|a, b| a.token.cmp(&b.token));
-        if all != self.answered {
-            store::set_pending(&all)?;
-            self.answered = all;
-        }
-        Ok(())
+        let _ = self.sync.sync();
     }
 }
 
 /// A lock file in `state_dir/<ca>/locks/`, taken with `O_EXCL` (which
-/// NFS honours, unlike `flock`).
+/// NFS honours, unlike `flock`). It holds the holder's [`identity`]; its
+/// modified time (set by the file server at each write) is the lease.
 struct Lock {
     path: PathBuf,
     me: String,
@@ -844,34 +994,43 @@ impl Lock {
             {
                 Ok(mut f) => {
                     use std::io::Write;
-                    writeln!(f, "{me}")?;
+                    f.write_all(me.as_bytes())?;
                     return Ok(Some(Lock {
                         path,
                         me: me.to_owned(),
                     }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let age = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .map(|t| SystemTime::now().duration_since(t).unwrap_or_default());
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    match age {
-                        Ok(a) if a < LEASE && !dead_here(holder.trim(), me) => return Ok(None),
-                        Ok(_) => {
-                            // Expired: moved aside (one server wins the
-                            // rename), then taken anew.
-                            let aside = dir.join(format!(".{name}.stale.{}", std::process::id()));
-                            if std::fs::rename(&path, &aside).is_ok() {
-                                let holder = std::fs::read_to_string(&aside).unwrap_or_default();
-                                log::warn!(
-                                    "ACME: took over the lock {} of {}, which expired or no longer runs",
-                                    path.display(),
-                                    holder.trim()
-                                );
-                                let _ = std::fs::remove_file(&aside);
-                            }
+                    let Ok(seen) = lock_state(&path) else {
+                        continue; // released meanwhile
+                    };
+                    let age = SystemTime::now().duration_since(seen.1).unwrap_or_default();
+                    if age < LEASE && !dead_here(&seen.0, me) {
+                        return Ok(None);
+                    }
+                    // Expired: moved aside (one server wins the rename),
+                    // and checked to be the lock that was seen expired,
+                    // not one another server has just taken anew.
+                    let aside = dir.join(format!(".{name}.stale.{}", std::process::id()));
+                    if std::fs::rename(&path, &aside).is_err() {
+                        continue;
+                    }
+                    match lock_state(&aside) {
+                        Ok(s) if s == seen => {
+                            log::warn!(
+                                "ACME: took over the lock {} of {}, which expired or no longer runs",
+                                path.display(),
+                                seen.0
+                            );
+                            let _ = std::fs::remove_file(&aside);
                         }
-                        Err(_) => {}
+                        _ => {
+                            // Not ours to break: put back (unless a third
+                            // server took the lock meanwhile).
+                            let _ = std::fs::hard_link(&aside, &path);
+                            let _ = std::fs::remove_file(&aside);
+                            return Ok(None);
+                        }
                     }
                 }
                 Err(e) => return Err(e),
@@ -880,33 +1039,63 @@ impl Lock {
         Ok(None)
     }
 
-    /// Renews the lease.
-    fn refresh(&self) {
-        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&self.path) {
-            let _ = f.set_modified(SystemTime::now());
+    /// Renews the lease; `Err` when the lock is no longer this server's
+    /// (it was taken over as expired): the order stops.
+    fn refresh(&self) -> Result<(), Fail> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(s) if s == self.me => {
+                // A write, so that the file server stamps the time.
+                std::fs::write(&self.path, &self.me)
+                    .map_err(|e| format!("{}: {e}", self.path.display()))
+            }
+            _ => Err(format!(
+                "{}: the lock was taken over by another server (this one was too slow)",
+                self.path.display()
+            )),
         }
     }
 
     fn release(self) {
-        if std::fs::read_to_string(&self.path).is_ok_and(|s| s.trim() == self.me) {
+        if std::fs::read_to_string(&self.path).is_ok_and(|s| s == self.me) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-/// Whether a lock's holder (`host pid N`) is a process of this host that
-/// is no longer running (a server that crashed or was killed while
-/// ordering): its lock need not wait for the lease.
+/// A lock file's holder and modified time.
+fn lock_state(p: &Path) -> std::io::Result<(String, SystemTime)> {
+    let holder = std::fs::read_to_string(p)?;
+    let t = std::fs::metadata(p)?.modified()?;
+    Ok((holder, t))
+}
+
+/// Who this process is in lock files: host name, boot, PID namespace
+/// and PID (`host|boot|pidns|pid`), so that a lock of a process that no
+/// longer runs is known for one without waiting for its lease, and only
+/// by a process that sees the same PIDs.
+fn identity() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned());
+    let host = read("/proc/sys/kernel/hostname").unwrap_or_default();
+    let boot = read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!("{host}|{boot}|{ns}|{}", std::process::id())
+}
+
+/// Whether a lock's holder is a process of this host, boot and PID
+/// namespace that no longer runs (it crashed or was killed while
+/// ordering).
 fn dead_here(holder: &str, me: &str) -> bool {
-    let host = |s: &str| s.rsplit_once(" pid ").map(|(h, _)| h.to_owned());
-    let pid = holder
-        .rsplit_once(" pid ")
-        .and_then(|(_, p)| p.parse::<u32>().ok());
-    match (host(holder), host(me), pid) {
-        (Some(h), Some(m), Some(p)) if h == m => {
-            p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
-        }
-        _ => false,
+    let (Some((h, hp)), Some((m, _))) = (holder.rsplit_once('|'), me.rsplit_once('|')) else {
+        return false;
+    };
+    if h != m || h.split('|').any(str::is_empty) {
+        return false;
+    }
+    match hp.trim().parse::<u32>() {
+        Ok(p) => p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists(),
+        Err(_) => false,
     }
 }
 
@@ -923,6 +1112,9 @@ pub struct Meta {
     pub last_attempt: Option<u64>,
     pub failures: u32,
     pub last_error: Option<String>,
+    /// No attempt before this, by any server of a fleet (back-off).
+    #[serde(default)]
+    pub next_try: Option<u64>,
 }
 
 fn write_meta(m: &Managed) -> std::io::Result<()> {
@@ -936,6 +1128,7 @@ fn write_meta(m: &Managed) -> std::io::Result<()> {
         last_attempt: m.last_attempt.map(unix),
         failures: m.failures,
         last_error: m.last_error.clone(),
+        next_try: (m.failures > 0).then(|| unix(m.next_try)),
     };
     let text = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
     store::write_atomic(&m.dir.join("meta.json"), &text)
@@ -1127,6 +1320,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let l = Lock::take(d.path(), "v", "a").unwrap().unwrap();
         assert!(Lock::take(d.path(), "v", "b").unwrap().is_none());
+        assert!(l.refresh().is_ok());
         l.release();
         let l = Lock::take(d.path(), "v", "b").unwrap().unwrap();
         // Expired: older than the lease.
@@ -1134,16 +1328,21 @@ mod tests {
         f.set_modified(SystemTime::now() - LEASE - Duration::from_secs(1))
             .unwrap();
         let l2 = Lock::take(d.path(), "v", "c").unwrap().unwrap();
-        // The old holder's release does not remove the new lock.
+        // The old holder knows it lost the lock, and its release does not
+        // remove the new one.
+        assert!(l.refresh().is_err());
         l.release();
         assert!(l2.path.exists());
         l2.release();
         assert!(!d.path().join("v.lock").exists());
-        // A holder of this host that no longer runs: taken at once.
-        std::fs::write(d.path().join("v.lock"), "h pid 4000000000\n").unwrap();
-        assert!(Lock::take(d.path(), "v", "h pid 1").unwrap().is_some());
-        std::fs::write(d.path().join("w.lock"), "other pid 4000000000\n").unwrap();
-        assert!(Lock::take(d.path(), "w", "h pid 1").unwrap().is_none());
+        // A holder of this host, boot and PID namespace that no longer
+        // runs: taken at once; one of another host waits for its lease.
+        let me = identity();
+        let (base, _) = me.rsplit_once('|').unwrap();
+        std::fs::write(d.path().join("v.lock"), format!("{base}|4000000000")).unwrap();
+        assert!(Lock::take(d.path(), "v", &me).unwrap().is_some());
+        std::fs::write(d.path().join("w.lock"), "other|b|n|4000000000").unwrap();
+        assert!(Lock::take(d.path(), "w", &me).unwrap().is_none());
     }
 
     /// A scripted CA with renewal information (pebble 2.4 has none): the
@@ -1269,6 +1468,8 @@ mod tests {
                 names: vec!["ari.example.com".into()],
                 http01: true,
                 tls_alpn: false,
+                on_80: true,
+                on_443: false,
             }],
         );
         let v = m.vhosts.get_mut("ari.example.com").unwrap();

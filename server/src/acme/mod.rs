@@ -42,6 +42,12 @@ pub fn resolver(conf: &AcmeConf, vhost: &str) -> Arc<store::AcmeResolver> {
 pub fn prepare_state_dir(conf: &AcmeConf, owner: Option<(u32, u32)>) -> Result<(), String> {
     let d = &conf.state_dir;
     let existed = d.is_dir();
+    // Missing parents as any folder (0755: the serving user must reach
+    // its own), the folder itself 0700.
+    if let Some(parent) = d.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("acme.state_dir: {}: {e}", parent.display()))?;
+    }
     store::make_dir(d).map_err(|e| format!("acme.state_dir: {}: {e}", d.display()))?;
     if let Some((uid, gid)) = owner
         && !existed

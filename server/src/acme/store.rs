@@ -165,18 +165,21 @@ impl ResolvesServerCert for AcmeResolver {
 /// Reads a `current.pem`: the private key and the chain, leaf first.
 pub fn read_pem(f: &Path) -> Result<(CertifiedKey, CertInfo), String> {
     let text = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&text)
+    parse_pem(&text).map_err(|e| format!("{}: {e}", f.display()))
+}
+
+/// A key and its chain (PEM), checked: the key matches the leaf.
+pub fn parse_pem(text: &[u8]) -> Result<(CertifiedKey, CertInfo), String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", f.display()))?;
-    let key = PrivateKeyDer::from_pem_slice(&text)
-        .map_err(|e| format!("{}: no private key: {e}", f.display()))?;
+        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(text).map_err(|e| format!("no private key: {e}"))?;
     let Some(leaf) = chain.first() else {
-        return Err(format!("{}: no certificate in it", f.display()));
+        return Err("no certificate in it".into());
     };
-    let info = describe(leaf.as_ref()).map_err(|e| format!("{}: {e}", f.display()))?;
+    let info = describe(leaf.as_ref())?;
     let provider = &crate::config::tls::shared()?.provider;
-    let ck = CertifiedKey::from_der(chain, key, provider)
-        .map_err(|e| format!("{}: {e}", f.display()))?;
+    let ck = CertifiedKey::from_der(chain, key, provider).map_err(|e| e.to_string())?;
     Ok((ck, info))
 }
 
@@ -221,8 +224,8 @@ type AlpnChallenge = (Arc<str>, Arc<ServerConfig>);
 /// The challenges being answered now.
 #[derive(Default)]
 struct Challenges {
-    /// HTTP-01: token to key authorization.
-    http01: ArcSwap<HashMap<String, Arc<str>>>,
+    /// HTTP-01: token to the name and key authorization.
+    http01: ArcSwap<HashMap<String, (String, Arc<str>)>>,
     /// TLS-ALPN-01: name to the key authorization and the
     /// configuration with its challenge certificate.
     tls_alpn: ArcSwap<HashMap<String, AlpnChallenge>>,
@@ -234,14 +237,18 @@ fn challenges() -> &'static Challenges {
 }
 
 /// The key authorization for a request path under
-/// `/.well-known/acme-challenge/`, if its token is pending (GET and HEAD;
-/// answered by the core ahead of every route, redirect and access rule).
-pub fn http01(method: &str, path: &str) -> Option<Arc<str>> {
+/// `/.well-known/acme-challenge/`, if its token is pending for the
+/// request's host (GET and HEAD; answered by the core ahead of every
+/// route, redirect and access rule).
+pub fn http01(method: &str, path: &str, host: &str) -> Option<Arc<str>> {
     let token = path.strip_prefix(ACME_CHALLENGE)?;
     if method != "GET" && method != "HEAD" {
         return None;
     }
-    challenges().http01.load().get(token).cloned()
+    let m = challenges().http01.load();
+    let (name, ka) = m.get(token)?;
+    // (`host` is the request's, lowercased, without its port.)
+    (name == host.trim_end_matches('.')).then(|| ka.clone())
 }
 
 /// The TLS-ALPN-01 configuration for a server name, if one is pending.
@@ -271,9 +278,14 @@ pub fn set_pending(list: &[Pending]) -> Result<(), String> {
     for p in list {
         match p.kind.as_str() {
             "http-01" => {
-                h.insert(p.token.clone(), Arc::from(p.key_authorization.as_str()));
+                h.entry(p.token.clone()).or_insert_with(|| {
+                    (
+                        p.name.to_ascii_lowercase(),
+                        Arc::from(p.key_authorization.as_str()),
+                    )
+                });
             }
-            "tls-alpn-01" => {
+            "tls-alpn-01" if !t.contains_key(&p.name.to_ascii_lowercase()) => {
                 // Kept when unchanged: a challenge certificate costs a key.
                 let e = match old.get(&p.name) {
                     Some(e) if *e.0 == *p.key_authorization => e.clone(),
@@ -282,7 +294,7 @@ pub fn set_pending(list: &[Pending]) -> Result<(), String> {
                         tls_alpn_config(&p.name, &p.key_authorization)?,
                     ),
                 };
-                t.insert(p.name.clone(), e);
+                t.insert(p.name.to_ascii_lowercase(), e);
             }
             _ => {}
         }
@@ -378,11 +390,14 @@ mod tests {
         }])
         .unwrap();
         let p = "/.well-known/acme-challenge/tok";
-        assert_eq!(http01("GET", p).as_deref(), Some("tok.thumb"));
-        assert!(http01("POST", p).is_none());
-        assert!(http01("GET", "/.well-known/acme-challenge/other").is_none());
+        assert_eq!(http01("GET", p, "a.example").as_deref(), Some("tok.thumb"));
+        assert_eq!(http01("HEAD", p, "a.example").as_deref(), Some("tok.thumb"));
+        assert!(http01("POST", p, "a.example").is_none());
+        // Another vhost's name: not answered.
+        assert!(http01("GET", p, "b.example").is_none());
+        assert!(http01("GET", "/.well-known/acme-challenge/other", "a.example").is_none());
         set_pending(&[]).unwrap();
-        assert!(http01("GET", p).is_none());
+        assert!(http01("GET", p, "a.example").is_none());
     }
 
     #[test]

@@ -222,7 +222,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
             "`{name}` is an IP address: give the vhost a DNS name for ACME"
         ));
     }
-    let n = name.trim_end_matches('.');
+    if name.ends_with('.') {
+        return Err(format!(
+            "`{name}` ends with a dot: write it without (a CA refuses the absolute form)"
+        ));
+    }
+    let n = name;
     if n.len() > 253 || !n.contains('.') {
         return Err(format!(
             "`{name}` is not a public DNS name (a CA issues only for names with a dot, as example.com)"
@@ -272,18 +277,24 @@ pub fn check_writable(dir: &Path, serve_as: Option<(u32, &[u32])>) -> Result<(),
         if me == 0 {
             return Ok(());
         }
-        (me, vec![my_gid])
+        (me, my_groups(my_gid))
     } else {
         match serve_as {
             Some((u, g)) => (u, g.to_vec()),
-            None => (me, vec![my_gid]),
+            None => (me, my_groups(my_gid)),
         }
     };
     let mode = m.mode();
-    let ok = uid == 0
-        || (m.uid() == uid && mode & 0o300 == 0o300)
-        || (m.uid() != uid && gids.contains(&m.gid()) && mode & 0o030 == 0o030)
-        || mode & 0o003 == 0o003;
+    // The owner's bits for the owner, the group's for a member, else the
+    // others' (as the kernel decides).
+    let bits = if m.uid() == uid {
+        mode >> 6
+    } else if gids.contains(&m.gid()) {
+        mode >> 3
+    } else {
+        mode
+    };
+    let ok = uid == 0 || bits & 0o3 == 0o3;
     if ok {
         Ok(())
     } else {
@@ -295,6 +306,21 @@ pub fn check_writable(dir: &Path, serve_as: Option<(u32, &[u32])>) -> Result<(),
             mode & 0o777
         ))
     }
+}
+
+/// The current process's group and supplementary groups.
+fn my_groups(gid: u32) -> Vec<u32> {
+    let mut v = vec![gid];
+    if let Ok(s) = std::fs::read_to_string("/proc/self/status")
+        && let Some(l) = s.lines().find(|l| l.starts_with("Groups:"))
+    {
+        v.extend(
+            l["Groups:".len()..]
+                .split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok()),
+        );
+    }
+    v
 }
 
 #[cfg(test)]
@@ -311,6 +337,7 @@ mod tests {
         assert!(check_name("localhost").is_err());
         assert!(check_name("bad_name.example.com").is_err());
         assert!(check_name("-a.example.com").is_err());
+        assert!(check_name("example.com.").is_err());
     }
 
     #[test]

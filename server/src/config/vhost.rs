@@ -339,6 +339,17 @@ pub(super) fn check_vhost(
                 if let Err(m) = super::acme::check_name(&v.name) {
                     return Err(v.error_at("vhost", 0, format!("vhost: {m} (tls.acme)")));
                 }
+                // Let's Encrypt's limit of names per certificate.
+                if v.aliases.len() >= 100 {
+                    return Err(v.error_at(
+                        "aliases",
+                        0,
+                        format!(
+                            "aliases: {} names with the vhost's; a certificate from a CA holds 100 at most (tls.acme)",
+                            v.aliases.len() + 1
+                        ),
+                    ));
+                }
                 for a in &v.aliases {
                     if let Err(m) = super::acme::check_name(a) {
                         return Err(v.error_at("aliases", 0, format!("aliases: {m} (tls.acme)")));

@@ -87,6 +87,9 @@ pub struct TlsStream {
     held: Vec<u8>,
     /// Bytes read off the socket that rustls has not taken yet.
     unfed: Vec<u8>,
+    /// A TLS-ALPN-01 validation: closed once the handshake is done, no
+    /// byte of plaintext ever reaches HTTP (RFC 8737 section 3).
+    acme: bool,
 }
 
 impl TlsStream {
@@ -100,6 +103,7 @@ impl TlsStream {
             prefix,
             held: Vec::new(),
             unfed: Vec::new(),
+            acme: false,
         }
     }
 
@@ -181,6 +185,7 @@ impl TlsStream {
                             sni,
                             ..TlsInfo::default()
                         }));
+                        self.acme = true;
                         self.state = State::Open(Box::new(conn));
                         Ok(Io::Blocked)
                     }
@@ -249,6 +254,14 @@ impl TlsStream {
         };
         let mut drained = false;
         loop {
+            if self.acme && !c.is_handshaking() {
+                // The validation is the handshake: close_notify, then the
+                // end (what the CA may have sent is never read).
+                c.send_close_notify();
+                let _ = send_records(c, &mut self.sock);
+                self.state = State::Done;
+                return Ok(Io::Ready(total));
+            }
             match c.reader().read(&mut buf[total..]) {
                 // A close_notify: the end of the stream.
                 Ok(0) => return Ok(Io::Ready(total)),

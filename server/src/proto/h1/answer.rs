@@ -101,7 +101,7 @@ impl<T: Transport> Conn<T> {
         }
         // ACME's HTTP-01 challenges, ahead of every route, redirect and
         // access rule (answered from memory).
-        if let Some(ka) = crate::acme::store::http01(&head.method, &head.path) {
+        if let Some(ka) = crate::acme::store::http01(&head.method, &head.path, &head.host) {
             let close = !reply.keep || head.framing != Framing::None;
             self.closing.linger |= close;
             let r = head::plain_text(200, reply.minor, reply.head_only, close, &[], ka.as_bytes());

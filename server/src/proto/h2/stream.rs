@@ -222,7 +222,7 @@ impl<T: Transport> H2Conn<T> {
             return self.bare(key, o);
         }
         // ACME's HTTP-01 challenges (as on HTTP/1.1).
-        if let Some(ka) = crate::acme::store::http01(&head.method, &head.path) {
+        if let Some(ka) = crate::acme::store::http01(&head.method, &head.path, &head.host) {
             let mut o = crate::exchange::filter::core_page(200, &[]);
             o.headers
                 .retain(|h| !h.name.as_str().eq_ignore_ascii_case("content-type"));
