@@ -911,7 +911,7 @@ fn challenges_published_by_another_server_are_answered_from_memory() {
     let pem_start = text
         .find("-----BEGIN CERTIFICATE-----")
         .expect("a certificate");
-    let (_, pem) = x509_parser::pem::parse_x509_pem(text[pem_start..].as_bytes()).expect("PEM");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&text.as_bytes()[pem_start..]).expect("PEM");
     let cert = pem.parse_x509().expect("certificate");
     let ext = cert
         .extensions()
