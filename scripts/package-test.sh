@@ -35,10 +35,14 @@ dpkg --purge tamada >/dev/null 2>&1 || true
 # What an earlier run or a real installation left in the logs stays:
 # the checks below compare with it, and only a folder this run made goes.
 logs_before=$([ -d /var/log/tamada ] && echo yes || true)
+state_before=$([ -d /var/lib/tamada ] && echo yes || true)
 DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >/dev/null
 getent passwd tamada >/dev/null || { echo "package: no tamada user" >&2; exit 1; }
 [ "$(stat -c %U /var/log/tamada)" = tamada ] || { echo "package: /var/log/tamada is not tamada's" >&2; exit 1; }
 [ "$(stat -c %U:%G:%a /etc/tamada/tls)" = root:tamada:750 ] || { echo "package: /etc/tamada/tls is not root:tamada 0750" >&2; exit 1; }
+# ACME's state_dir: the service user's, private.
+[ "$(stat -c %U:%G:%a /var/lib/tamada/acme)" = tamada:tamada:700 ] || { echo "package: /var/lib/tamada/acme is not tamada:tamada 0700" >&2; exit 1; }
+grep -q '^StateDirectory=tamada$' /lib/systemd/system/tamada.service || { echo "package: the unit has no StateDirectory=tamada" >&2; exit 1; }
 if getent group ssl-cert >/dev/null && ! id -nG tamada | grep -qw ssl-cert; then
   echo "package: tamada is not in ssl-cert" >&2; exit 1
 fi
@@ -91,4 +95,7 @@ for f in /usr/sbin/tamada /usr/lib/tamada /etc/tamada /var/www/tamada/index.html
 done
 [ -d /var/log/tamada ] || { echo "package: the logs went with the purge" >&2; exit 1; }
 [ -n "$logs_before" ] || rm -rf /var/log/tamada
+# ACME's account and certificates stay too (a reinstall orders nothing).
+[ -d /var/lib/tamada/acme ] || { echo "package: ACME's folder went with the purge" >&2; exit 1; }
+[ -n "$state_before" ] || rm -rf /var/lib/tamada
 echo "package: $deb installs, serves as tamada, logs, and purges cleanly"
