@@ -5,7 +5,9 @@
 //!   pending challenges) and the files of `state_dir`;
 //! - `client.rs`: the HTTP client under instant-acme (blocking ureq on
 //!   the ACME thread);
-//! - `manager.rs`: the ACME thread (orders, renewals, the fleet lock).
+//! - `manager.rs`: the ACME thread (orders, renewals);
+//! - `fleet.rs`: what a fleet shares in `state_dir` (the order lock, the
+//!   challenges any server may be asked to answer).
 //!
 //! The core answers the challenges: HTTP-01 in `proto/h1/answer.rs` and
 //! `proto/h2/stream.rs` before any route, TLS-ALPN-01 in
@@ -13,6 +15,7 @@
 //! admin's guide.
 
 pub mod client;
+pub mod fleet;
 pub mod manager;
 pub mod store;
 
