@@ -779,6 +779,21 @@ fn the_configuration_check_refuses_what_acme_cannot_do() {
         assert_eq!(code, 1, "{server}");
         assert!(text.contains(want), "{server}: {text}");
     }
+    // A state_dir the serving user cannot write in.
+    let (code, out, err) = Fixture::new()
+        .file(
+            "conf.d/server.yaml",
+            "user: nobody\nacme:\n  state_dir: {dir}/owned\n",
+        )
+        .file("conf.d/a.yaml", &format!("{v}tls: {{ acme: true }}\n"))
+        .file("owned/.keep", "")
+        .check();
+    let text = out + &err;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("server.yaml: acme.state_dir") && text.contains("cannot create files there"),
+        "{text}"
+    );
     // state_dir that cannot be a folder.
     let (code, text) = check(
         "acme:\n  state_dir: {dir}/tls/a.pem/state\n",
