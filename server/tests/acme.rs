@@ -453,6 +453,8 @@ fn with_the_ca_down_at_start_http_is_served_and_https_follows_once_it_is_back() 
     });
     pebble.stop();
     let acme = pebble.acme_yaml("{dir}/state", "");
+    let pki = Pki::new();
+    let own = pki.server(&["own.test"], false);
     let (dir, conf, plugins, _) = Fixture::new()
         .ports(0)
         .file("conf.d/server.yaml", &acme)
@@ -466,6 +468,17 @@ fn with_the_ca_down_at_start_http_is_served_and_https_follows_once_it_is_back() 
             ),
         )
         .file("www/index.html", "later\n")
+        // Another vhost on the same HTTPS port, with its own certificate.
+        .file(
+            "conf.d/b.yaml",
+            &format!(
+                "vhost: own.test\nip: 127.0.0.1\ntls_port: {tls}\n\
+                 tls: {{ cert: ../tls/b.pem, key: ../tls/b.key }}\ndocument_root: ../www\n"
+            ),
+        )
+        .file("tls/ca.pem", &pki.ca_pem())
+        .file("tls/b.pem", &own.cert)
+        .file("tls/b.key", &own.key)
         .write();
     let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
     assert!(
@@ -490,6 +503,11 @@ fn with_the_ca_down_at_start_http_is_served_and_https_follows_once_it_is_back() 
         "{}",
         s.log.text()
     );
+    // The other vhost of the port is served all along.
+    let ca = std::fs::read_to_string(s.dir.path().join("tls/ca.pem")).expect("ca");
+    let (code, out, err) = https_get("own.test", tls, &ca, s.dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("later"), "{out}");
     let (c, out, _) = run_tamada(&["--certs", "-c", s.conf().to_str().expect("utf-8")]);
     assert_eq!(c, 0);
     assert!(out.contains("certificate:  none"), "{out}");
