@@ -1045,3 +1045,69 @@ fn the_acme_thread_writes_as_the_serving_user() {
     let parent = std::fs::metadata(s.dir.path().join("lib/tamada")).expect("stat");
     assert_eq!(parent.mode() & 0o777, 0o755);
 }
+
+#[test]
+fn a_binary_upgrade_orders_nothing_and_serves_on() {
+    let http = free_port();
+    let tls = free_port();
+    let pebble = Pebble::start(&PebbleOpts {
+        http_port: http,
+        tls_port: tls,
+        ..PebbleOpts::default()
+    });
+    let server = format!(
+        "pid_file: {{dir}}/tamada.pid\n{}",
+        pebble.acme_yaml("{dir}/state", "")
+    );
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", &server)
+        .file(
+            "conf.d/a.yaml",
+            &vhost(
+                "up.acme.test",
+                &[],
+                Some(&http.to_string()),
+                &tls.to_string(),
+            ),
+        )
+        .file("www/index.html", "upgraded\n")
+        .write();
+    let mut s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    assert!(
+        s.log
+            .wait_for("certificate obtained", Duration::from_secs(60)),
+        "{}",
+        s.log.text()
+    );
+    let serial = served_serial("up.acme.test", tls);
+    s.signal(libc::SIGUSR2);
+    assert!(
+        s.log
+            .wait_for("binary upgrade: this process (", Duration::from_secs(30)),
+        "{}",
+        s.log.text()
+    );
+    let exited = s.wait_exit(Duration::from_secs(20));
+    let pid: i32 = std::fs::read_to_string(s.dir.path().join("tamada.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    let root = pebble.issuing_root();
+    let (code, out, err) = https_get("up.acme.test", tls, &root, s.dir.path());
+    let new_serial = served_serial("up.acme.test", tls);
+    std::thread::sleep(Duration::from_secs(2));
+    let log = s.log.text();
+    if pid > 0 && pid != s.child.id() as i32 {
+        // SAFETY: kill(2) on the pid the upgraded server wrote.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    assert_eq!(exited, Some(0), "{log}");
+    assert_eq!(code, 0, "{err}\n{log}");
+    assert!(out.starts_with("upgraded"), "{out}");
+    // The new process serves the stored certificate and orders nothing.
+    assert_eq!(new_serial, serial);
+    assert_eq!(log.matches("ordering a certificate").count(), 1, "{log}");
+}
