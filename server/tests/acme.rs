@@ -340,6 +340,11 @@ fn http01_certificate_is_obtained_served_extended_and_kept_over_a_restart() {
     let r = keep.request("GET / HTTP/1.1\r\nHost: a.acme.test\r\n\r\n");
     assert_eq!(r.status, 308);
     std::fs::write(s.conf().join("a.yaml"), site(&["b.acme.test"])).expect("write");
+    // ...and a new contact address: the CA is told.
+    let acme2 = acme
+        .replace("admin@example.com", "ops@example.com")
+        .replace("{dir}", &s.dir.path().display().to_string());
+    std::fs::write(s.conf().join("server.yaml"), acme2).expect("write");
     s.signal(libc::SIGHUP);
     assert!(
         s.log
@@ -350,6 +355,11 @@ fn http01_certificate_is_obtained_served_extended_and_kept_over_a_restart() {
     let (code, out, err) = https_get("b.acme.test", tls, &root, s.dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.ends_with("\n200"), "{out}");
+    assert!(
+        s.log.text().contains("contact at") && s.log.text().contains("is now ops@example.com"),
+        "{}",
+        s.log.text()
+    );
     let r = keep.request("GET / HTTP/1.1\r\nHost: a.acme.test\r\n\r\n");
     assert_eq!(r.status, 308);
     let serial = served_serial("a.acme.test", tls);

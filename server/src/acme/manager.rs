@@ -593,6 +593,7 @@ impl Manager {
                     .map_err(|e| {
                         format!("the directory {}: {}", self.conf.directory, describe(&e))
                     })?;
+                self.sync_contact(&a);
                 self.account = Some(a.clone());
                 return Ok(a);
             }
@@ -606,6 +607,34 @@ impl Manager {
                 Ok(None) => return Err("another server is creating the account".into()),
                 Err(e) => return Err(format!("state_dir: {e}")),
             }
+        }
+    }
+
+    /// The account's contact follows `email` (RFC 8555 section 7.3.2):
+    /// `account-contact.txt` says what the CA was last told.
+    fn sync_contact(&self, a: &Account) {
+        let file = self.ca_dir.join("account-contact.txt");
+        let want = self.conf.email.clone().unwrap_or_default();
+        let told = std::fs::read_to_string(&file).unwrap_or_default();
+        if told.trim() == want {
+            return;
+        }
+        let mail = format!("mailto:{want}");
+        let contact: Vec<&str> = if want.is_empty() { vec![] } else { vec![&mail] };
+        match block_on(a.update_contacts(&contact)) {
+            Ok(()) => {
+                log::info!(
+                    "ACME: the account's contact at {} is now {}",
+                    self.conf.directory,
+                    if want.is_empty() { "none" } else { &want }
+                );
+                let _ = store::write_atomic(&file, want.as_bytes());
+            }
+            Err(e) => log::warn!(
+                "ACME: updating the account's contact at {}: {}",
+                self.conf.directory,
+                describe(&e)
+            ),
         }
     }
 
@@ -642,6 +671,8 @@ impl Manager {
         })?;
         let text = serde_json::to_vec_pretty(&creds).map_err(|e| e.to_string())?;
         store::write_atomic(file, &text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let told = self.conf.email.clone().unwrap_or_default();
+        let _ = store::write_atomic(&self.ca_dir.join("account-contact.txt"), told.as_bytes());
         log::info!(
             "ACME: account {} created at {}",
             a.id(),
