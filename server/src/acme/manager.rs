@@ -709,6 +709,20 @@ impl Manager {
                 serial.as_slice().into(),
             ));
         }
+        if let Some(p) = &self.conf.profile {
+            if !account.profiles().any(|x| x.name == p) {
+                let offered: Vec<String> = account.profiles().map(|x| x.name.to_owned()).collect();
+                return Err(format!(
+                    "acme.profile: the CA offers no profile `{p}` (it offers: {})",
+                    if offered.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        offered.join(", ")
+                    }
+                ));
+            }
+            new = new.profile(p);
+        }
         let kinds = self.kinds(m);
         if kinds.is_empty() {
             return Err(
@@ -1172,7 +1186,8 @@ mod tests {
                         200,
                         &[],
                         r#"{"newNonce":"https://ca.test/nonce","newAccount":"https://ca.test/acct",
-                           "newOrder":"https://ca.test/order","renewalInfo":"https://ca.test/ari"}"#
+                           "newOrder":"https://ca.test/order","renewalInfo":"https://ca.test/ari",
+                           "meta":{"profiles":{"classic":"90 days","shortlived":"6 days"}}}"#
                             .into(),
                     ),
                     ("HEAD", "https://ca.test/nonce") => reply(200, &nonce, String::new()),
@@ -1298,6 +1313,14 @@ mod tests {
             .unwrap()
             .unwrap();
         let mut kind = None;
+        // A profile the CA does not offer: refused before any order.
+        m.conf.profile = Some("nope".into());
+        let err = m.order("ari.example.com", &lock, &mut kind).unwrap_err();
+        assert!(
+            err.contains("offers no profile `nope` (it offers: classic, shortlived)"),
+            "{err}"
+        );
+        m.conf.profile = Some("shortlived".into());
         let err = m.order("ari.example.com", &lock, &mut kind).unwrap_err();
         assert!(err.contains("scripted refusal"), "{err}");
         assert!(
@@ -1317,5 +1340,6 @@ mod tests {
             format!("{}.{}", B64.encode(&aki), B64.encode(&serial))
         );
         assert_eq!(payload["identifiers"][0]["value"], "ari.example.com");
+        assert_eq!(payload["profile"], "shortlived");
     }
 }

@@ -44,6 +44,10 @@ pub struct AcmeConf {
     /// The longest wait between two attempts after failures (default
     /// `1d`); waits double from a few seconds up to it, with jitter.
     pub retry_max: Secs,
+    /// A certificate profile the CA offers (draft-aaron-acme-profiles):
+    /// at Let's Encrypt `classic` (the default, 90 days), `tlsserver`, or
+    /// `shortlived` (6 days). Default: none (the CA's default).
+    pub profile: Option<String>,
 }
 
 /// External account binding (RFC 8555 section 7.3.4).
@@ -89,6 +93,7 @@ impl Default for AcmeConf {
             key_type: KeyType::EcdsaP256,
             challenges: vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01],
             retry_max: Secs(Duration::from_secs(86_400)),
+            profile: None,
         }
     }
 }
@@ -141,6 +146,17 @@ impl AcmeConf {
             return Err((
                 "challenges",
                 "acme.challenges: name at least one of http-01, tls-alpn-01".into(),
+            ));
+        }
+        if let Some(p) = &self.profile
+            && (p.is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
+        {
+            return Err((
+                "profile",
+                format!("acme.profile: `{p}` is not a profile name (as `shortlived`)"),
             ));
         }
         if self.retry_max.0 < Duration::from_secs(10) {
