@@ -711,7 +711,9 @@ impl Manager {
         }
         if let Some(p) = &self.conf.profile {
             if !account.profiles().any(|x| x.name == p) {
-                let offered: Vec<String> = account.profiles().map(|x| x.name.to_owned()).collect();
+                let mut offered: Vec<String> =
+                    account.profiles().map(|x| x.name.to_owned()).collect();
+                offered.sort();
                 return Err(format!(
                     "acme.profile: the CA offers no profile `{p}` (it offers: {})",
                     if offered.is_empty() {
