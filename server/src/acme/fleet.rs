@@ -101,8 +101,11 @@ impl Syncer {
             }
         }
         if all != st.answered {
-            store::set_pending(&all)?;
+            // Stored even when an entry was bad (the others are answered;
+            // the error is reported once per change, not every second).
+            let r = store::set_pending(&all);
             st.answered = all;
+            r?;
         }
         Ok(())
     }
@@ -146,7 +149,7 @@ impl Lock {
                     // Expired: moved aside (one server wins the rename),
                     // and checked to be the lock that was seen expired,
                     // not one another server has just taken anew.
-                    let aside = dir.join(format!(".{name}.stale.{}", std::process::id()));
+                    let aside = dir.join(format!(".{name}.stale.{}", unique()));
                     if std::fs::rename(&path, &aside).is_err() {
                         continue;
                     }
@@ -179,8 +182,14 @@ impl Lock {
     pub fn refresh(&self) -> Result<(), String> {
         match std::fs::read_to_string(&self.path) {
             Ok(s) if s == self.me => {
-                // A write, so that the file server stamps the time.
-                std::fs::write(&self.path, &self.me)
+                // A write, so that the file server stamps the time; never
+                // a create (a lock moved aside meanwhile stays gone).
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&self.path)
+                    .and_then(|mut f| f.write_all(self.me.as_bytes()))
                     .map_err(|e| format!("{}: {e}", self.path.display()))
             }
             _ => Err(format!(
@@ -195,6 +204,16 @@ impl Lock {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// A name no other process of any server uses: this process's identity
+/// hashed, and random bytes.
+fn unique() -> String {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    let h = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, identity().as_bytes());
+    let hex = |x: &[u8]| x.iter().map(|c| format!("{c:02x}")).collect::<String>();
+    format!("{}{}", hex(&h.as_ref()[..8]), hex(&b))
 }
 
 /// A lock file's holder and modified time.

@@ -262,9 +262,11 @@ impl Manager {
                     m.want = w;
                     m.dir = dir;
                     // A reload retries at once what failed (the admin
-                    // may just have opened the firewall).
+                    // may just have opened the firewall): meta.json too,
+                    // where the fleet's back-off is kept.
                     if m.failures > 0 {
                         m.next_try = now;
+                        let _ = write_meta(&m);
                     }
                     m
                 }
@@ -423,7 +425,17 @@ impl Manager {
                 m.ari_next = now + Duration::from_secs(3600);
             }
         }
-        if let Some(m) = self.vhosts.get(vhost) {
+        if let Some(m) = self.vhosts.get_mut(vhost) {
+            // Another server's back-off stays (it is the fleet's).
+            if let Ok(meta) = read_meta(&m.dir)
+                && meta.failures > m.failures
+            {
+                m.failures = meta.failures;
+                m.last_error = meta.last_error;
+                if let Some(t) = meta.next_try {
+                    m.next_try = m.next_try.max(from_unix(t));
+                }
+            }
             let _ = write_meta(m);
         }
     }
@@ -432,9 +444,10 @@ impl Manager {
     fn attempt(&mut self, vhost: &str) {
         // A fleet shares its back-off: another server's failure counts
         // (each failed validation counts against the CA's limits).
+        let cap = SystemTime::now() + self.conf.retry_max.0;
         if let Some(m) = self.vhosts.get_mut(vhost)
             && let Ok(meta) = read_meta(&m.dir)
-            && let Some(t) = meta.next_try.map(from_unix)
+            && let Some(t) = meta.next_try.map(from_unix).map(|t| t.min(cap))
             && t > SystemTime::now()
             && meta.failures > 0
         {
@@ -478,6 +491,8 @@ impl Manager {
         // badNonce is retried at once (RFC 8555 section 6.5): instant-acme
         // retries a request three times; a whole attempt three more.
         for _ in 0..3 {
+            // A retry's order may carry new authorizations.
+            self.withdraw();
             result = self.order(vhost, &lock, &mut failed_kind);
             match &result {
                 Err(e) if e.contains("badNonce") => continue,
@@ -907,10 +922,21 @@ impl Manager {
         ));
         let text = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
         store::write_atomic(&f, &text).map_err(|e| format!("{}: {e}", f.display()))?;
+        let (kind, name, token) = (p.kind.clone(), p.name.to_ascii_lowercase(), p.token.clone());
         self.sync.lock().own.push((f.display().to_string(), p));
-        self.sync
-            .sync()
-            .map_err(|e| format!("the challenge certificate: {e}"))
+        let r = self.sync.sync();
+        // Answered now? (A bad file of another server does not matter.)
+        let answered = match kind.as_str() {
+            "http-01" => {
+                let path = format!("{}{token}", store::ACME_CHALLENGE);
+                store::http01("GET", &path, &name).is_some()
+            }
+            _ => store::tls_alpn(&name).is_some(),
+        };
+        match r {
+            Err(e) if !answered => Err(format!("the challenge certificate: {e}")),
+            _ => Ok(()),
+        }
     }
 
     /// Stops answering this server's challenges (and removes their
@@ -1343,5 +1369,38 @@ mod tests {
         );
         assert_eq!(payload["identifiers"][0]["value"], "ari.example.com");
         assert_eq!(payload["profile"], "shortlived");
+    }
+
+    #[test]
+    fn a_reload_lifts_the_back_off_of_the_whole_fleet() {
+        let state = tempfile::tempdir().unwrap();
+        let conf = AcmeConf {
+            directory: "https://ca.test/dir".into(),
+            state_dir: state.path().to_owned(),
+            ..AcmeConf::default()
+        };
+        let want = Want {
+            vhost: "b.example.com".into(),
+            names: vec!["b.example.com".into()],
+            http01: true,
+            tls_alpn: false,
+            on_80: true,
+            on_443: false,
+        };
+        let mut m = Manager::new(conf.clone());
+        m.http = script;
+        m.update(conf.clone(), vec![want.clone()]);
+        m.failed("b.example.com", "refused".into(), None);
+        m.failed("b.example.com", "refused".into(), None);
+        let dir = m.vhosts["b.example.com"].dir.clone();
+        let meta = read_meta(&dir).unwrap();
+        assert_eq!(meta.failures, 2);
+        assert!(from_unix(meta.next_try.unwrap()) > SystemTime::now());
+        assert!(!m.due("b.example.com"));
+        // SIGHUP: at once, here and in the file every server reads.
+        m.update(conf, vec![want]);
+        assert!(m.due("b.example.com"));
+        let meta = read_meta(&dir).unwrap();
+        assert!(from_unix(meta.next_try.unwrap()) <= SystemTime::now());
     }
 }

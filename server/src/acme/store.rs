@@ -275,6 +275,7 @@ pub fn set_pending(list: &[Pending]) -> Result<(), String> {
     let mut h = HashMap::new();
     let mut t = HashMap::new();
     let old = challenges().tls_alpn.load();
+    let mut first_error = None;
     for p in list {
         match p.kind.as_str() {
             "http-01" => {
@@ -287,21 +288,27 @@ pub fn set_pending(list: &[Pending]) -> Result<(), String> {
             }
             "tls-alpn-01" if !t.contains_key(&p.name.to_ascii_lowercase()) => {
                 // Kept when unchanged: a challenge certificate costs a key.
-                let e = match old.get(&p.name) {
+                let name = p.name.to_ascii_lowercase();
+                let e = match old.get(&name) {
                     Some(e) if *e.0 == *p.key_authorization => e.clone(),
-                    _ => (
-                        Arc::from(p.key_authorization.as_str()),
-                        tls_alpn_config(&p.name, &p.key_authorization)?,
-                    ),
+                    _ => match tls_alpn_config(&p.name, &p.key_authorization) {
+                        Ok(c) => (Arc::from(p.key_authorization.as_str()), c),
+                        // One bad entry (a fleet file) does not keep the
+                        // others from being answered.
+                        Err(e) => {
+                            first_error.get_or_insert(format!("{}: {e}", p.name));
+                            continue;
+                        }
+                    },
                 };
-                t.insert(p.name.to_ascii_lowercase(), e);
+                t.insert(name, e);
             }
             _ => {}
         }
     }
     challenges().http01.store(Arc::new(h));
     challenges().tls_alpn.store(Arc::new(t));
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// A certificate for exactly one name, with the `acmeIdentifier`
