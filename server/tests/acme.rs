@@ -263,6 +263,18 @@ fn vhost(name: &str, aliases: &[&str], plain: Option<&str>, tls: &str) -> String
     s
 }
 
+/// A server whose conf.d is `server` (server.yaml) and one vhost file,
+/// with `index` as `www/index.html`, on `ports`.
+fn acme_server(server: &str, vhost: &str, index: &str, ports: Vec<u16>) -> TestServer {
+    let (dir, conf, plugins, _) = Fixture::new()
+        .ports(0)
+        .file("conf.d/server.yaml", server)
+        .file("conf.d/a.yaml", vhost)
+        .file("www/index.html", index)
+        .write();
+    TestServer::spawn(dir, &conf, &plugins, ports, &[])
+}
+
 fn mode(p: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
@@ -396,16 +408,12 @@ fn tls_alpn01_on_an_https_only_vhost_with_bad_nonces() {
         ..PebbleOpts::default()
     });
     let acme = pebble.acme_yaml("{dir}/state", "  key_type: ecdsa-p384\n");
-    let (dir, conf, plugins, _) = Fixture::new()
-        .ports(0)
-        .file("conf.d/server.yaml", &acme)
-        .file(
-            "conf.d/a.yaml",
-            &vhost("only.acme.test", &[], None, &tls.to_string()),
-        )
-        .file("www/index.html", "https only\n")
-        .write();
-    let s = TestServer::spawn(dir, &conf, &plugins, vec![tls], &[]);
+    let s = acme_server(
+        &acme,
+        &vhost("only.acme.test", &[], None, &tls.to_string()),
+        "https only\n",
+        vec![tls],
+    );
     assert!(
         s.log
             .wait_for("certificate obtained", Duration::from_secs(90)),
@@ -555,21 +563,17 @@ fn two_servers_sharing_state_dir_order_once_and_both_serve_it() {
     let shared = state.path().display().to_string();
     let server = |http: u16, tls: u16, challenge: &str| {
         let acme = pebble.acme_yaml(&shared, &format!("  challenges: [{challenge}]\n"));
-        let (dir, conf, plugins, _) = Fixture::new()
-            .ports(0)
-            .file("conf.d/server.yaml", &acme)
-            .file(
-                "conf.d/a.yaml",
-                &vhost(
-                    "fleet.acme.test",
-                    &[],
-                    Some(&http.to_string()),
-                    &tls.to_string(),
-                ),
-            )
-            .file("www/index.html", "fleet\n")
-            .write();
-        TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[])
+        acme_server(
+            &acme,
+            &vhost(
+                "fleet.acme.test",
+                &[],
+                Some(&http.to_string()),
+                &tls.to_string(),
+            ),
+            "fleet\n",
+            vec![http, tls],
+        )
     };
     // Both run before the CA is up.
     let a = server(a_http, a_tls, "tls-alpn-01");
@@ -637,21 +641,17 @@ fn a_short_lived_certificate_is_renewed_under_load_without_a_failed_request() {
         ..PebbleOpts::default()
     });
     let acme = pebble.acme_yaml("{dir}/state", "");
-    let (dir, conf, plugins, _) = Fixture::new()
-        .ports(0)
-        .file("conf.d/server.yaml", &acme)
-        .file(
-            "conf.d/a.yaml",
-            &vhost(
-                "short.acme.test",
-                &[],
-                Some(&http.to_string()),
-                &tls.to_string(),
-            ),
-        )
-        .file("www/index.html", "short\n")
-        .write();
-    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    let s = acme_server(
+        &acme,
+        &vhost(
+            "short.acme.test",
+            &[],
+            Some(&http.to_string()),
+            &tls.to_string(),
+        ),
+        "short\n",
+        vec![http, tls],
+    );
     assert!(
         s.log
             .wait_for("certificate obtained", Duration::from_secs(60)),
@@ -699,21 +699,17 @@ fn a_bad_external_account_binding_is_reported_and_a_good_one_works() {
         "{dir}/state",
         "  eab: { kid: kid-1, hmac: b10lLJs8l1GPIzsLP0s6pMt8O0XVGnfTaCeROxQM0BIt2XrJMDHJZBM5NuQmQJQH }\n",
     );
-    let (dir, conf, plugins, _) = Fixture::new()
-        .ports(0)
-        .file("conf.d/server.yaml", &bad)
-        .file(
-            "conf.d/a.yaml",
-            &vhost(
-                "eab.acme.test",
-                &[],
-                Some(&http.to_string()),
-                &tls.to_string(),
-            ),
-        )
-        .file("www/index.html", "eab\n")
-        .write();
-    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    let s = acme_server(
+        &bad,
+        &vhost(
+            "eab.acme.test",
+            &[],
+            Some(&http.to_string()),
+            &tls.to_string(),
+        ),
+        "eab\n",
+        vec![http, tls],
+    );
     assert!(
         s.log
             .wait_for("no certificate from", Duration::from_secs(30)),
@@ -844,21 +840,17 @@ fn a_name_the_ca_refuses_is_reported_with_the_vhost_and_the_problem() {
         blocklist: vec!["blocked.acme.test".into()],
         ..PebbleOpts::default()
     });
-    let (dir, conf, plugins, _) = Fixture::new()
-        .ports(0)
-        .file("conf.d/server.yaml", &pebble.acme_yaml("{dir}/state", ""))
-        .file(
-            "conf.d/a.yaml",
-            &vhost(
-                "ok.acme.test",
-                &["blocked.acme.test"],
-                Some(&http.to_string()),
-                &tls.to_string(),
-            ),
-        )
-        .file("www/index.html", "plain\n")
-        .write();
-    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    let s = acme_server(
+        &pebble.acme_yaml("{dir}/state", ""),
+        &vhost(
+            "ok.acme.test",
+            &["blocked.acme.test"],
+            Some(&http.to_string()),
+            &tls.to_string(),
+        ),
+        "plain\n",
+        vec![http, tls],
+    );
     assert!(
         s.log
             .wait_for("no certificate from", Duration::from_secs(30)),
@@ -887,20 +879,17 @@ fn challenges_published_by_another_server_are_answered_from_memory() {
     let (http, tls, ca) = (free_port(), free_port(), free_port());
     let acme =
         format!("acme:\n  directory: https://127.0.0.1:{ca}/dir\n  state_dir: {{dir}}/state\n");
-    let (dir, conf, plugins, _) = Fixture::new()
-        .ports(0)
-        .file("conf.d/server.yaml", &acme)
-        .file(
-            "conf.d/a.yaml",
-            &vhost(
-                "alpn.acme.test",
-                &[],
-                Some(&http.to_string()),
-                &tls.to_string(),
-            ),
-        )
-        .write();
-    let s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    let s = acme_server(
+        &acme,
+        &vhost(
+            "alpn.acme.test",
+            &[],
+            Some(&http.to_string()),
+            &tls.to_string(),
+        ),
+        "",
+        vec![http, tls],
+    );
     let folder = s
         .dir
         .path()
@@ -1077,21 +1066,17 @@ fn a_binary_upgrade_orders_nothing_and_serves_on() {
         "pid_file: {{dir}}/tamada.pid\n{}",
         pebble.acme_yaml("{dir}/state", "")
     );
-    let (dir, conf, plugins, _) = Fixture::new()
-        .ports(0)
-        .file("conf.d/server.yaml", &server)
-        .file(
-            "conf.d/a.yaml",
-            &vhost(
-                "up.acme.test",
-                &[],
-                Some(&http.to_string()),
-                &tls.to_string(),
-            ),
-        )
-        .file("www/index.html", "upgraded\n")
-        .write();
-    let mut s = TestServer::spawn(dir, &conf, &plugins, vec![http, tls], &[]);
+    let mut s = acme_server(
+        &server,
+        &vhost(
+            "up.acme.test",
+            &[],
+            Some(&http.to_string()),
+            &tls.to_string(),
+        ),
+        "upgraded\n",
+        vec![http, tls],
+    );
     assert!(
         s.log
             .wait_for("certificate obtained", Duration::from_secs(60)),

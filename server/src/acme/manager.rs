@@ -1110,7 +1110,8 @@ pub fn describe(e: &instant_acme::Error) -> String {
     }
 }
 
-fn unix(t: SystemTime) -> u64 {
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

@@ -109,7 +109,7 @@ pub fn report(conf: &AcmeConf, vhosts: &[crate::config::VhostConf]) -> String {
         let renew = meta.renew_at.or_else(|| {
             cert.as_ref()
                 .ok()
-                .map(|i| unix(manager::default_renewal(i)))
+                .map(|i| manager::unix(manager::default_renewal(i)))
         });
         let _ = writeln!(out, "  renewal at:   {}", t(renew));
         if let Some((a, b)) = meta.ari_window {
@@ -131,12 +131,6 @@ pub fn report(conf: &AcmeConf, vhosts: &[crate::config::VhostConf]) -> String {
         }
     }
     out
-}
-
-fn unix(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn describe_file(f: &Path) -> Result<store::CertInfo, String> {

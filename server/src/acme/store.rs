@@ -185,16 +185,9 @@ pub fn parse_pem(text: &[u8]) -> Result<(CertifiedKey, CertInfo), String> {
 
 /// A certificate's names, serial, issuer, validity and ARI identifier.
 pub fn describe(der: &[u8]) -> Result<CertInfo, String> {
-    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::extensions::ParsedExtension;
     let (_, c) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = c.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let GeneralName::DNSName(d) = n {
-                names.push(d.to_ascii_lowercase());
-            }
-        }
-    }
+    let names = crate::config::tls::cert_names(&c);
     let at = |t: &x509_parser::time::ASN1Time| {
         let s = t.timestamp();
         (s > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(s as u64))

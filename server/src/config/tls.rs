@@ -407,7 +407,7 @@ pub fn warnings(names: &[&str], t: &TlsConf, serve_as: Option<(u32, &[u32])>) ->
 
 /// The DNS names a certificate is for: its subjectAltName entries, or
 /// its common name when it has none.
-fn cert_names(c: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+pub fn cert_names(c: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let mut v = Vec::new();
     if let Ok(Some(san)) = c.subject_alternative_name() {

@@ -163,64 +163,37 @@ impl TlsStream {
                 .map(|s| s.to_ascii_lowercase());
             // ACME's TLS-ALPN-01 (RFC 8737): a hello offering only
             // `acme-tls/1` for a name with a pending challenge gets the
-            // challenge certificate, whatever the vhost's own state. With
-            // none pending, `no_application_protocol`.
-            if let Some(cfg) = acme_challenge(&accepted, sni.as_deref()) {
-                let Some(cfg) = cfg else {
-                    let _ = self
-                        .sock
-                        .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x78]);
-                    self.state = State::Done;
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "TLS: acme-tls/1 for {} with no challenge pending",
-                            sni.as_deref().unwrap_or("(no name)")
-                        ),
-                    ));
-                };
-                return match accepted.into_connection(cfg) {
-                    Ok(conn) => {
-                        self.info = Some(Arc::new(TlsInfo {
-                            sni,
-                            ..TlsInfo::default()
-                        }));
-                        self.acme = true;
-                        self.state = State::Open(Box::new(conn));
-                        Ok(Io::Blocked)
-                    }
-                    Err((e, mut alert)) => {
-                        let _ = alert.write_all(&mut self.sock);
-                        self.state = State::Done;
-                        Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("TLS: {e}"),
-                        ))
-                    }
-                };
-            }
-            let Some(v) = self.site.select(sni.as_deref()) else {
-                // `reject_unknown_sni`: an `unrecognized_name` alert, as
-                // nginx's `ssl_reject_handshake`.
-                let _ = self
-                    .sock
-                    .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
-                self.state = State::Done;
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "TLS: no certificate for the server name {}",
-                        sni.as_deref().unwrap_or("(none)")
+            // challenge certificate, whatever the vhost's own state; with
+            // none pending, a `no_application_protocol` alert. Otherwise
+            // the SNI picks the vhost; none (`reject_unknown_sni`): an
+            // `unrecognized_name` alert, as nginx's `ssl_reject_handshake`.
+            let name = || sni.as_deref().unwrap_or("(none)").to_owned();
+            let (config, vhost, acme) = match acme_challenge(&accepted, sni.as_deref()) {
+                Some(Some(cfg)) => (cfg, None, true),
+                Some(None) => {
+                    let why = format!("TLS: acme-tls/1 for {} with no challenge pending", name());
+                    return Err(self.refuse(0x78, why));
+                }
+                None => match self.site.select(sni.as_deref()) {
+                    Some(v) => (
+                        v.config.clone(),
+                        sni.as_ref().map(|_| v.vhost.clone()),
+                        false,
                     ),
-                ));
+                    None => {
+                        let why = format!("TLS: no certificate for the server name {}", name());
+                        return Err(self.refuse(0x70, why));
+                    }
+                },
             };
-            return match accepted.into_connection(v.config.clone()) {
+            return match accepted.into_connection(config) {
                 Ok(conn) => {
                     self.info = Some(Arc::new(TlsInfo {
-                        vhost: sni.as_ref().map(|_| v.vhost.clone()),
+                        vhost,
                         sni,
                         ..TlsInfo::default()
                     }));
+                    self.acme = acme;
                     self.state = State::Open(Box::new(conn));
                     // The first flight goes out as the open connection reads.
                     Ok(Io::Blocked)
@@ -235,6 +208,16 @@ impl TlsStream {
                 }
             };
         }
+    }
+
+    /// Sends a fatal alert (`description`, TLS 1.2 record framing, which
+    /// every client reads before a handshake) and ends the connection.
+    fn refuse(&mut self, description: u8, why: String) -> io::Error {
+        let _ = self
+            .sock
+            .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]);
+        self.state = State::Done;
+        io::Error::new(io::ErrorKind::InvalidData, why)
     }
 
     /// Reads plaintext into `buf`, as far as the socket allows.
