@@ -11,9 +11,9 @@ use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The most bytes read of a CA's answer (a certificate chain is a few
 /// KiB).
@@ -100,6 +100,61 @@ impl HttpClient for Ureq {
     }
 }
 
+/// When the CA asked to be left alone until: the `Retry-After` of its
+/// last 429 (`rateLimited`) or 503 answer.
+pub type RetryAfter = Arc<Mutex<Option<SystemTime>>>;
+
+/// Another client (ureq, or a scripted CA in tests) that keeps the
+/// `Retry-After` of the CA's 429 and 503 answers (RFC 8555 section 6.6,
+/// RFC 9110 section 10.2.3) for the back-off: instant-acme's errors carry
+/// the problem document, not the headers.
+pub struct Watched {
+    inner: Box<dyn HttpClient>,
+    retry_after: RetryAfter,
+}
+
+impl Watched {
+    pub fn new(inner: Box<dyn HttpClient>, retry_after: RetryAfter) -> Watched {
+        Watched { inner, retry_after }
+    }
+}
+
+impl HttpClient for Watched {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
+        let answer = self.inner.request(req);
+        let cell = self.retry_after.clone();
+        Box::pin(async move {
+            let r = answer.await;
+            if let Ok(rsp) = &r
+                && matches!(rsp.parts.status.as_u16(), 429 | 503)
+                && let Some(at) = rsp
+                    .parts
+                    .headers
+                    .get(http_crate::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after(v, SystemTime::now()))
+                && let Ok(mut c) = cell.lock()
+            {
+                *c = Some(at);
+            }
+            r
+        })
+    }
+}
+
+/// A `Retry-After` value (delay-seconds or an HTTP-date) as a time.
+pub fn retry_after(v: &str, now: SystemTime) -> Option<SystemTime> {
+    let v = v.trim();
+    match v.parse::<u64>() {
+        // At most a year: a larger number is nonsense, not a wish.
+        Ok(s) => Some(now + Duration::from_secs(s.min(365 * 86_400))),
+        Err(_) => httpdate::parse_http_date(v).ok(),
+    }
+}
+
 /// Runs a future whose every wait is on [`Ureq`] (ready at once) to its
 /// end on this thread.
 pub fn block_on<F: Future>(f: F) -> F::Output {
@@ -111,5 +166,30 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         }
         // Not reached with `Ureq`: nothing else is waited on.
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            retry_after(" 120 ", now),
+            Some(now + Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(
+            retry_after("99999999999", now),
+            Some(now + Duration::from_secs(365 * 86_400))
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
     }
 }

@@ -20,9 +20,10 @@
 //! Renewal: inside the window the CA's renewal information suggests
 //! (RFC 9773), at a random time in it; otherwise at two thirds of the
 //! lifetime. Failures wait from [`BACKOFF_MIN`], doubling up to
-//! `retry_max`, with jitter.
+//! `retry_max`, with jitter, or as long as the CA's `Retry-After` asks
+//! (up to `retry_max`).
 
-use super::client::{Ureq, block_on};
+use super::client::{RetryAfter, Ureq, Watched, block_on};
 use super::fleet::{Lock, Syncer, TICK, identity};
 use super::store::{self, CertInfo, Pending, Slot};
 use crate::config::acme::{AcmeConf, ChallengeKind, KeyType};
@@ -188,6 +189,8 @@ struct Manager {
     sync: Arc<Syncer>,
     /// Who this server is, in lock files.
     me: String,
+    /// The CA's `Retry-After` in this attempt, if it asked for one.
+    retry_after: RetryAfter,
 }
 
 /// Why an attempt failed, for the log and `tamada --certs`.
@@ -205,6 +208,7 @@ impl Manager {
             sync: Syncer::start(conf_challenges),
             me: identity(),
             http: ureq_client,
+            retry_after: RetryAfter::default(),
         }
     }
 
@@ -488,6 +492,9 @@ impl Manager {
         }
         let mut result = Err(String::new());
         let mut failed_kind = None;
+        if let Ok(mut r) = self.retry_after.lock() {
+            *r = None;
+        }
         // badNonce is retried at once (RFC 8555 section 6.5): instant-acme
         // retries a request three times; a whole attempt three more.
         for _ in 0..3 {
@@ -574,7 +581,14 @@ impl Manager {
         {
             wait = wait.min((left / 4).max(BACKOFF_MIN));
         }
-        let wait = jitter(wait);
+        let mut wait = jitter(wait);
+        // The CA's Retry-After (a rate limit, maintenance) is obeyed, up
+        // to retry_max: an earlier attempt would only be refused again.
+        let asked = self.retry_after.lock().ok().and_then(|mut r| r.take());
+        let asked = asked.and_then(|t| t.duration_since(now).ok());
+        if let Some(a) = asked {
+            wait = wait.max(a).min(retry_max);
+        }
         m.next_try = now + wait;
         m.last_attempt = Some(now);
         m.last_error = Some(e.clone());
@@ -584,10 +598,15 @@ impl Manager {
             log::warn!("ACME: vhost {vhost}: meta.json: {e}");
         }
         log::error!(
-            "ACME: vhost {vhost} ({}): no certificate from {directory}: {e}; attempt {} failed, next in {}s",
+            "ACME: vhost {vhost} ({}): no certificate from {directory}: {e}; attempt {} failed, next in {}s{}",
             m.want.names.join(", "),
             m.failures,
-            wait.as_secs()
+            wait.as_secs(),
+            if asked.is_some() {
+                " (the CA's Retry-After)"
+            } else {
+                ""
+            }
         );
     }
 
@@ -598,7 +617,12 @@ impl Manager {
             return Ok(a.clone());
         }
         let file = self.ca_dir.join("account.json");
-        let http = || (self.http)(&self.conf);
+        let http = || {
+            (self.http)(&self.conf).map(|c| {
+                Box::new(Watched::new(c, self.retry_after.clone()))
+                    as Box<dyn instant_acme::HttpClient>
+            })
+        };
         let deadline = SystemTime::now() + Duration::from_secs(60);
         loop {
             if let Ok(text) = std::fs::read(&file) {
@@ -1220,6 +1244,20 @@ mod tests {
                             .into(),
                     ),
                     ("HEAD", "https://ca.test/nonce") => reply(200, &nonce, String::new()),
+                    // A CA whose orders are refused by a rate limit.
+                    ("GET", "https://ca.test/limited/dir") => reply(
+                        200,
+                        &[],
+                        r#"{"newNonce":"https://ca.test/nonce","newAccount":"https://ca.test/acct",
+                           "newOrder":"https://ca.test/limited/order"}"#
+                            .into(),
+                    ),
+                    ("POST", "https://ca.test/limited/order") => reply(
+                        429,
+                        &[("Replay-Nonce", "n0nce"), ("Retry-After", "7200")],
+                        r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s"}"#
+                            .into(),
+                    ),
                     ("GET", u) if u.starts_with("https://ca.test/ari/") => {
                         let w = WINDOW.lock().expect("lock").clone();
                         reply(
@@ -1244,6 +1282,39 @@ mod tests {
         Ok(Box::new(scripted::Script))
     }
 
+    /// A manager on the scripted CA at `directory`, with its account
+    /// stored in `state`.
+    fn scripted_manager(directory: &str, state: &Path) -> (AcmeConf, Manager) {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let conf = AcmeConf {
+            directory: directory.into(),
+            state_dir: state.to_owned(),
+            ..AcmeConf::default()
+        };
+        let mut m = Manager::new(conf.clone());
+        m.http = script;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let creds = format!(
+            r#"{{"id":"https://ca.test/acct/1","key_pkcs8":"{}","directory":"{directory}"}}"#,
+            B64.encode(key.serialize_der())
+        );
+        store::write_atomic(&m.ca_dir.join("account.json"), creds.as_bytes()).unwrap();
+        (conf, m)
+    }
+
+    /// A vhost of one name on port 80.
+    fn http01_want(name: &str) -> Want {
+        Want {
+            vhost: name.into(),
+            names: vec![name.into()],
+            http01: true,
+            tls_alpn: false,
+            on_80: true,
+            on_443: false,
+        }
+    }
+
     fn rfc3339(t: SystemTime) -> String {
         time::OffsetDateTime::from_unix_timestamp(unix(t) as i64)
             .expect("time")
@@ -1256,20 +1327,7 @@ mod tests {
         use base64::Engine;
         use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
         let state = tempfile::tempdir().unwrap();
-        let conf = AcmeConf {
-            directory: "https://ca.test/dir".into(),
-            state_dir: state.path().to_owned(),
-            ..AcmeConf::default()
-        };
-        let mut m = Manager::new(conf.clone());
-        m.http = script;
-        // The account, as stored.
-        let key = rcgen::KeyPair::generate().unwrap();
-        let creds = format!(
-            r#"{{"id":"https://ca.test/acct/1","key_pkcs8":"{}","directory":"https://ca.test/dir"}}"#,
-            B64.encode(key.serialize_der())
-        );
-        store::write_atomic(&m.ca_dir.join("account.json"), creds.as_bytes()).unwrap();
+        let (conf, mut m) = scripted_manager("https://ca.test/dir", state.path());
         // A certificate from a CA with a known key identifier and serial.
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut cap = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -1284,17 +1342,7 @@ mod tests {
         let info = store::describe(leaf.der()).unwrap();
         let (aki, serial) = info.ari_id.clone().expect("an ARI identifier");
         assert_eq!(aki, vec![0xc0, 0x93, 0xfe, 0xee]);
-        m.update(
-            conf,
-            vec![Want {
-                vhost: "ari.example.com".into(),
-                names: vec!["ari.example.com".into()],
-                http01: true,
-                tls_alpn: false,
-                on_80: true,
-                on_443: false,
-            }],
-        );
+        m.update(conf, vec![http01_want("ari.example.com")]);
         let v = m.vhosts.get_mut("ari.example.com").unwrap();
         v.renew_at = Some(default_renewal(&info));
         v.info = Some(info);
@@ -1373,23 +1421,53 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_is_waited_out_as_the_ca_asks_up_to_retry_max() {
+        let state = tempfile::tempdir().unwrap();
+        let (mut conf, mut m) = scripted_manager("https://ca.test/limited/dir", state.path());
+        let want = http01_want("rl.example.com");
+        m.update(conf.clone(), vec![want.clone()]);
+        assert!(m.due("rl.example.com"));
+        let now = SystemTime::now();
+        m.attempt("rl.example.com");
+        let v = &m.vhosts["rl.example.com"];
+        assert_eq!(v.failures, 1);
+        let err = v.last_error.clone().unwrap();
+        assert!(
+            err.contains("urn:ietf:params:acme:error:rateLimited"),
+            "{err}"
+        );
+        assert!(err.contains("too many certificates"), "{err}");
+        // Two hours, as the CA said, not the first back-off's 5 s; the
+        // fleet reads the same wait from meta.json.
+        let wait = v.next_try.duration_since(now).unwrap();
+        assert!(
+            wait >= Duration::from_secs(7_190) && wait <= Duration::from_secs(7_201),
+            "{wait:?}"
+        );
+        let meta = read_meta(&v.dir).unwrap();
+        assert_eq!(meta.next_try, Some(unix(v.next_try)));
+        assert!(!m.due("rl.example.com"));
+        // retry_max is the longest wait even so.
+        conf.retry_max = crate::config::Secs(Duration::from_secs(3_600));
+        m.update(conf, vec![want]);
+        assert!(m.due("rl.example.com"));
+        let now = SystemTime::now();
+        m.attempt("rl.example.com");
+        let wait = m.vhosts["rl.example.com"]
+            .next_try
+            .duration_since(now)
+            .unwrap();
+        assert!(
+            wait >= Duration::from_secs(3_590) && wait <= Duration::from_secs(3_601),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
     fn a_reload_lifts_the_back_off_of_the_whole_fleet() {
         let state = tempfile::tempdir().unwrap();
-        let conf = AcmeConf {
-            directory: "https://ca.test/dir".into(),
-            state_dir: state.path().to_owned(),
-            ..AcmeConf::default()
-        };
-        let want = Want {
-            vhost: "b.example.com".into(),
-            names: vec!["b.example.com".into()],
-            http01: true,
-            tls_alpn: false,
-            on_80: true,
-            on_443: false,
-        };
-        let mut m = Manager::new(conf.clone());
-        m.http = script;
+        let (conf, mut m) = scripted_manager("https://ca.test/dir", state.path());
+        let want = http01_want("b.example.com");
         m.update(conf.clone(), vec![want.clone()]);
         m.failed("b.example.com", "refused".into(), None);
         m.failed("b.example.com", "refused".into(), None);
