@@ -42,8 +42,24 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
 /// How long a challenge is published before the CA is told to validate
 /// it, so that every server of a fleet has read it ([`TICK`] and a half).
 const PUBLISH_WAIT: Duration = Duration::from_millis(1500);
-/// The longest an order may take to be validated or issued.
+/// The longest an order may take to be validated, and then to be
+/// issued.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+/// An order being finalized with a key of tamada's, in the vhost's
+/// folder until its certificate is stored ([`Finalizing`]).
+const FINALIZING: &str = "finalizing.json";
+
+/// An order finalized (or about to be) with this key whose certificate
+/// is not stored yet: the next attempt downloads that certificate instead
+/// of ordering another (a CA counts each certificate it issues against
+/// its limits: at Let's Encrypt, 5 a week for the same names).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Finalizing {
+    order: String,
+    names: Vec<String>,
+    /// The certificate's private key, PEM.
+    key: String,
+}
 
 /// A vhost whose certificates come from the CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -497,12 +513,20 @@ impl Manager {
         }
         // badNonce is retried at once (RFC 8555 section 6.5): instant-acme
         // retries a request three times; a whole attempt three more.
+        let mut new_account = false;
         for _ in 0..3 {
             // A retry's order may carry new authorizations.
             self.withdraw();
             result = self.order(vhost, &lock, &mut failed_kind);
             match &result {
                 Err(e) if e.contains("badNonce") => continue,
+                // The CA no longer knows the account (a staging reset, an
+                // account removed at the CA): a new one, once.
+                Err(e) if e.contains("accountDoesNotExist") && !new_account => {
+                    new_account = true;
+                    log::warn!("ACME: vhost {vhost}: {e}: creating a new account");
+                    self.forget_account();
+                }
                 // The certificate named in `replaces` was replaced
                 // already (a result this server lost): at once without.
                 Err(e)
@@ -527,6 +551,7 @@ impl Manager {
                 };
                 match store::write_atomic(&m.dir.join(store::CURRENT), pem.as_bytes()) {
                     Ok(()) => {
+                        let _ = std::fs::remove_file(m.dir.join(FINALIZING));
                         m.last_ok = Some(SystemTime::now());
                         m.last_error = None;
                         m.failures = 0;
@@ -649,6 +674,27 @@ impl Manager {
         }
     }
 
+    /// Sets aside `account.json` when it still holds the account the CA
+    /// no longer knows (another server of a fleet may have replaced it
+    /// already: then it is only read again).
+    fn forget_account(&mut self) {
+        let Some(a) = self.account.take() else {
+            return;
+        };
+        let file = self.ca_dir.join("account.json");
+        let stored = std::fs::read(&file)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok());
+        if stored.is_some_and(|v| v["id"] == a.id()) {
+            let aside = self
+                .ca_dir
+                .join(format!("account.json.gone-{}", unix(SystemTime::now())));
+            if let Err(e) = std::fs::rename(&file, &aside) {
+                log::warn!("ACME: {}: {e}", file.display());
+            }
+        }
+    }
+
     /// The account's contact follows `email` (RFC 8555 section 7.3.2):
     /// `account-contact.txt` says what the CA was last told.
     fn sync_contact(&self, a: &Account) {
@@ -730,6 +776,9 @@ impl Manager {
         failed_kind: &mut Option<ChallengeKind>,
     ) -> Result<String, Fail> {
         let account = self.account()?;
+        if let Some(pem) = self.resume(vhost, &account, lock)? {
+            return Ok(pem);
+        }
         let m = self.vhosts.get(vhost).ok_or("the vhost is gone")?;
         let names = m.want.names.clone();
         let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
@@ -780,6 +829,7 @@ impl Manager {
         {
             let mut authzs = order.authorizations();
             while let Some(a) = block_on(authzs.next()) {
+                lock.refresh()?;
                 let mut a = a.map_err(|e| format!("authorization: {}", describe(&e)))?;
                 let name = a.identifier().to_string();
                 match a.status {
@@ -814,6 +864,7 @@ impl Manager {
             std::thread::sleep(PUBLISH_WAIT);
             let mut authzs = order.authorizations();
             while let Some(a) = block_on(authzs.next()) {
+                lock.refresh()?;
                 let mut a = a.map_err(|e| format!("authorization: {}", describe(&e)))?;
                 let name = a.identifier().to_string();
                 let Some((_, ty)) = chosen.iter().find(|(n, _)| *n == name) else {
@@ -876,35 +927,70 @@ impl Manager {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
         }
-        // Finalize with a fresh key.
+        // Finalize with a fresh key, kept with the order's URL first: a
+        // certificate issued but lost on the way (a network error, a full
+        // disk, the time limit) is downloaded by the next attempt, not
+        // ordered again.
         let key = new_key(self.conf.key_type)?;
-        let mut params = rcgen::CertificateParams::new(names.clone()).map_err(|e| e.to_string())?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        let csr = params
-            .serialize_request(&key)
-            .map_err(|e| format!("CSR: {e}"))?;
-        block_on(order.finalize_csr(csr.der()))
-            .map_err(|e| format!("finalize: {}", describe(&e)))?;
-        let mut delay = Duration::from_millis(500);
-        let chain = loop {
-            lock.refresh()?;
-            match block_on(order.certificate()) {
-                Ok(Some(c)) => break c,
-                Ok(None) => {}
-                Err(e) => return Err(format!("certificate: {}", describe(&e))),
-            }
-            if SystemTime::now() > deadline {
-                return Err("the CA did not issue the certificate in 3 minutes".into());
-            }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
+        let dir = self
+            .vhosts
+            .get(vhost)
+            .ok_or("the vhost is gone")?
+            .dir
+            .clone();
+        let f = Finalizing {
+            order: url,
+            names,
+            key: key.serialize_pem(),
         };
-        let mut pem = key.serialize_pem();
-        pem.push_str(&chain);
-        // Check it (it parses, the key matches) before it replaces
-        // anything.
-        store::parse_pem(pem.as_bytes()).map_err(|e| format!("the CA's certificate: {e}"))?;
-        Ok(pem)
+        let text = serde_json::to_vec_pretty(&f).map_err(|e| e.to_string())?;
+        let file = dir.join(FINALIZING);
+        store::write_atomic(&file, &text).map_err(|e| format!("{}: {e}", file.display()))?;
+        issue(&mut order, &key, &f.names, lock, &dir)
+    }
+
+    /// The certificate of an order an earlier attempt finalized (or was
+    /// about to) and did not store, if there is one for the vhost's
+    /// names. `Ok(None)`: nothing to resume; a new order is made.
+    fn resume(&self, vhost: &str, account: &Account, lock: &Lock) -> Result<Option<String>, Fail> {
+        let m = self.vhosts.get(vhost).ok_or("the vhost is gone")?;
+        let file = m.dir.join(FINALIZING);
+        let Ok(text) = std::fs::read(&file) else {
+            return Ok(None);
+        };
+        let drop_it = |why: String| {
+            log::warn!(
+                "ACME: vhost {vhost}: not resuming the order in {}: {why}",
+                file.display()
+            );
+            let _ = std::fs::remove_file(&file);
+            Ok(None)
+        };
+        let f: Finalizing = match serde_json::from_slice(&text) {
+            Ok(f) => f,
+            Err(e) => return drop_it(e.to_string()),
+        };
+        if f.names != m.want.names {
+            return drop_it(format!("it is for {}", f.names.join(", ")));
+        }
+        let key = match rcgen::KeyPair::from_pem(&f.key) {
+            Ok(k) => k,
+            Err(e) => return drop_it(format!("its key: {e}")),
+        };
+        let mut order = match block_on(account.order(f.order.clone())) {
+            Ok(o) => o,
+            // The CA no longer knows it (expired, another account's).
+            Err(e @ instant_acme::Error::Api(_)) => {
+                return drop_it(format!("{}: {}", f.order, describe(&e)));
+            }
+            Err(e) => return Err(format!("order {}: {}", f.order, describe(&e))),
+        };
+        match order.state().status {
+            OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => {}
+            s => return drop_it(format!("{}: the order is {s:?}", f.order)),
+        }
+        log::info!("ACME: vhost {vhost}: resuming order {}", f.order);
+        issue(&mut order, &key, &f.names, lock, &m.dir).map(Some)
     }
 
     /// The challenge types to try for a vhost, in order.
@@ -990,6 +1076,56 @@ pub struct Meta {
     /// No attempt before this, by any server of a fleet (back-off).
     #[serde(default)]
     pub next_try: Option<u64>,
+}
+
+/// Finalizes a ready order with `key` and downloads its certificate:
+/// `current.pem`'s text, the key then the chain. A certificate that does
+/// not parse or match the key is refused, and its order forgotten.
+fn issue(
+    order: &mut instant_acme::Order,
+    key: &rcgen::KeyPair,
+    names: &[String],
+    lock: &Lock,
+    dir: &Path,
+) -> Result<String, Fail> {
+    if order.state().status == OrderStatus::Ready {
+        let mut params =
+            rcgen::CertificateParams::new(names.to_vec()).map_err(|e| e.to_string())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params
+            .serialize_request(key)
+            .map_err(|e| format!("CSR: {e}"))?;
+        block_on(order.finalize_csr(csr.der()))
+            .map_err(|e| format!("finalize: {}", describe(&e)))?;
+    }
+    // Issuing has a time limit of its own (some CAs take minutes).
+    let deadline = SystemTime::now() + ORDER_TIMEOUT;
+    let mut delay = Duration::from_millis(500);
+    let chain = loop {
+        lock.refresh()?;
+        match block_on(order.certificate()) {
+            Ok(Some(c)) => break c,
+            Ok(None) => {}
+            Err(e) => return Err(format!("certificate: {}", describe(&e))),
+        }
+        if SystemTime::now() > deadline {
+            return Err(format!(
+                "the CA did not issue the certificate in 3 minutes (order {}; the next attempt \
+                 downloads it)",
+                order.url()
+            ));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
+    };
+    let mut pem = key.serialize_pem();
+    pem.push_str(&chain);
+    // Check it (it parses, the key matches) before it replaces anything.
+    if let Err(e) = store::parse_pem(pem.as_bytes()) {
+        let _ = std::fs::remove_file(dir.join(FINALIZING));
+        return Err(format!("the CA's certificate: {e}"));
+    }
+    Ok(pem)
 }
 
 fn write_meta(m: &Managed) -> std::io::Result<()> {
@@ -1205,6 +1341,23 @@ mod tests {
 
         pub static SEEN: Mutex<Vec<(String, String, Vec<u8>)>> = Mutex::new(Vec::new());
         pub static WINDOW: Mutex<(String, String)> = Mutex::new((String::new(), String::new()));
+        /// The chain of `https://ca.test/resume/order/1`.
+        pub static CHAIN: Mutex<String> = Mutex::new(String::new());
+        /// Its download fails once first (a lost answer).
+        pub static CHAIN_FAILED: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+
+        /// The `kid` of a JWS request body (the account's URL).
+        fn kid(body: &[u8]) -> String {
+            use base64::Engine;
+            use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+            let jws: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let protected = B64
+                .decode(jws["protected"].as_str().unwrap_or_default())
+                .unwrap_or_default();
+            let h: serde_json::Value = serde_json::from_slice(&protected).unwrap_or_default();
+            h["kid"].as_str().unwrap_or_default().to_owned()
+        }
 
         pub struct Script;
 
@@ -1244,14 +1397,54 @@ mod tests {
                             .into(),
                     ),
                     ("HEAD", "https://ca.test/nonce") => reply(200, &nonce, String::new()),
-                    // A CA whose orders are refused by a rate limit.
-                    ("GET", "https://ca.test/limited/dir") => reply(
+                    // The other scripted CAs: https://ca.test/NAME/dir.
+                    ("GET", u) if u.ends_with("/dir") => {
+                        let base = u.trim_end_matches("/dir");
+                        reply(
+                            200,
+                            &[],
+                            format!(
+                                r#"{{"newNonce":"https://ca.test/nonce","newAccount":"{base}/acct",
+                                    "newOrder":"{base}/order"}}"#
+                            ),
+                        )
+                    }
+                    // A CA with an order finalized by an earlier attempt.
+                    ("POST", "https://ca.test/resume/order/1") => reply(
                         200,
-                        &[],
-                        r#"{"newNonce":"https://ca.test/nonce","newAccount":"https://ca.test/acct",
-                           "newOrder":"https://ca.test/limited/order"}"#
+                        &nonce,
+                        r#"{"status":"valid","authorizations":[],"finalize":"https://ca.test/resume/fin",
+                           "certificate":"https://ca.test/resume/cert/1"}"#
                             .into(),
                     ),
+                    ("POST", "https://ca.test/resume/cert/1")
+                        if !CHAIN_FAILED.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+                    {
+                        reply(
+                            500,
+                            &nonce,
+                            r#"{"type":"urn:ietf:params:acme:error:serverInternal","detail":"lost"}"#
+                                .into(),
+                        )
+                    }
+                    ("POST", "https://ca.test/resume/cert/1") => {
+                        reply(200, &nonce, CHAIN.lock().expect("lock").clone())
+                    }
+                    // A CA that forgot account 1.
+                    ("POST", "https://ca.test/gone/acct") => reply(
+                        201,
+                        &[("Replay-Nonce", "n0nce"), ("Location", "https://ca.test/acct/2")],
+                        r#"{"status":"valid"}"#.into(),
+                    ),
+                    ("POST", "https://ca.test/gone/order") if kid(&body) == "https://ca.test/acct/1" => {
+                        reply(
+                            400,
+                            &nonce,
+                            r#"{"type":"urn:ietf:params:acme:error:accountDoesNotExist","detail":"no such account"}"#
+                                .into(),
+                        )
+                    }
+                    // A CA whose orders are refused by a rate limit.
                     ("POST", "https://ca.test/limited/order") => reply(
                         429,
                         &[("Replay-Nonce", "n0nce"), ("Retry-After", "7200")],
@@ -1461,6 +1654,87 @@ mod tests {
             wait >= Duration::from_secs(3_590) && wait <= Duration::from_secs(3_601),
             "{wait:?}"
         );
+    }
+
+    /// The POST requests the scripted CA saw to `url`.
+    fn posts_to(url: &str) -> usize {
+        scripted::SEEN
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(meth, u, _)| meth == "POST" && u == url)
+            .count()
+    }
+
+    #[test]
+    fn a_certificate_issued_but_not_stored_is_downloaded_not_ordered_again() {
+        let state = tempfile::tempdir().unwrap();
+        let (conf, mut m) = scripted_manager("https://ca.test/resume/dir", state.path());
+        let want = http01_want("resume.example.com");
+        m.update(conf.clone(), vec![want.clone()]);
+        // An earlier attempt finalized order 1 with this key, then lost
+        // the answer.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["resume.example.com".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        *scripted::CHAIN.lock().unwrap() = cert.pem();
+        let dir = m.vhosts["resume.example.com"].dir.clone();
+        let f = Finalizing {
+            order: "https://ca.test/resume/order/1".into(),
+            names: want.names.clone(),
+            key: key.serialize_pem(),
+        };
+        store::write_atomic(&dir.join(FINALIZING), &serde_json::to_vec(&f).unwrap()).unwrap();
+        // The download fails: kept for the next attempt, nothing ordered.
+        m.attempt("resume.example.com");
+        let err = m.vhosts["resume.example.com"].last_error.clone().unwrap();
+        assert!(err.contains("serverInternal"), "{err}");
+        assert!(dir.join(FINALIZING).exists());
+        assert!(!dir.join(store::CURRENT).exists());
+        // Next attempt (a reload lifts the back-off): the same certificate.
+        m.update(conf, vec![want]);
+        m.attempt("resume.example.com");
+        let v = &m.vhosts["resume.example.com"];
+        assert_eq!(v.failures, 0, "{:?}", v.last_error);
+        let pem = std::fs::read_to_string(dir.join(store::CURRENT)).unwrap();
+        assert!(pem.starts_with(&key.serialize_pem()), "{pem}");
+        assert!(pem.contains(&cert.pem()));
+        assert!(
+            v.info
+                .as_ref()
+                .unwrap()
+                .names
+                .contains(&"resume.example.com".to_owned())
+        );
+        assert!(!dir.join(FINALIZING).exists());
+        assert_eq!(posts_to("https://ca.test/resume/order"), 0);
+        assert_eq!(posts_to("https://ca.test/resume/cert/1"), 2);
+    }
+
+    #[test]
+    fn an_account_the_ca_forgot_is_made_again() {
+        let state = tempfile::tempdir().unwrap();
+        let (conf, mut m) = scripted_manager("https://ca.test/gone/dir", state.path());
+        m.update(conf, vec![http01_want("gone.example.com")]);
+        m.attempt("gone.example.com");
+        // Account 2 ordered (and was refused by the script's default).
+        let err = m.vhosts["gone.example.com"].last_error.clone().unwrap();
+        assert!(err.contains("scripted refusal"), "{err}");
+        let text = std::fs::read_to_string(m.ca_dir.join("account.json")).unwrap();
+        assert!(text.contains("https://ca.test/acct/2"), "{text}");
+        let aside = std::fs::read_dir(&m.ca_dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("account.json.gone-")
+            })
+            .count();
+        assert_eq!(aside, 1);
+        assert_eq!(posts_to("https://ca.test/gone/acct"), 1);
     }
 
     #[test]
