@@ -868,6 +868,8 @@ fn a_name_the_ca_refuses_is_reported_with_the_vhost_and_the_problem() {
         line.contains("urn:ietf:params:acme:error:rejectedIdentifier"),
         "{line}"
     );
+    // Not retried in seconds: the CA's answer will not change by itself.
+    assert!(line.contains("reload to retry at once"), "{line}");
     // Served in plain HTTP meanwhile.
     assert_eq!(get(http, "/", "ok.acme.test").status, 200);
 }

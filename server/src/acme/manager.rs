@@ -39,6 +39,18 @@ use std::time::{Duration, SystemTime};
 
 /// The first wait after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// Problems (RFC 8555 section 6.7) that only a change of the
+/// configuration, the DNS or the CA's account mends: the next try waits
+/// `retry_max` (as Apache's mod_md goes to daily retries), not seconds.
+const LASTING: [&str; 7] = [
+    "rejectedIdentifier",
+    "unsupportedIdentifier",
+    "caa",
+    "invalidContact",
+    "unsupportedContact",
+    "externalAccountRequired",
+    "userActionRequired",
+];
 /// How long a challenge is published before the CA is told to validate
 /// it, so that every server of a fleet has read it ([`TICK`] and a half).
 const PUBLISH_WAIT: Duration = Duration::from_millis(1500);
@@ -594,9 +606,16 @@ impl Manager {
         m.failures += 1;
         m.avoid = kind.or(m.avoid);
         let now = SystemTime::now();
-        let mut wait = BACKOFF_MIN
-            .saturating_mul(1u32 << m.failures.saturating_sub(1).min(20))
-            .min(retry_max);
+        let lasting = LASTING
+            .iter()
+            .any(|t| e.contains(&format!("urn:ietf:params:acme:error:{t}]")));
+        let mut wait = if lasting {
+            retry_max
+        } else {
+            BACKOFF_MIN
+                .saturating_mul(1u32 << m.failures.saturating_sub(1).min(20))
+                .min(retry_max)
+        };
         // A certificate about to expire is retried more often.
         if let Some(left) = m
             .info
@@ -629,6 +648,9 @@ impl Manager {
             wait.as_secs(),
             if asked.is_some() {
                 " (the CA's Retry-After)"
+            } else if lasting {
+                " (the CA will answer the same until the configuration or the DNS changes: \
+                 fix it and reload to retry at once)"
             } else {
                 ""
             }
@@ -1444,6 +1466,13 @@ mod tests {
                                 .into(),
                         )
                     }
+                    // A CA that will never issue for the name.
+                    ("POST", "https://ca.test/rejected/order") => reply(
+                        400,
+                        &nonce,
+                        r#"{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"Cannot issue for \"x.example.com\": The ACME server refuses to issue a certificate for this domain name, because it is forbidden by policy"}"#
+                            .into(),
+                    ),
                     // A CA whose orders are refused by a rate limit.
                     ("POST", "https://ca.test/limited/order") => reply(
                         429,
@@ -1735,6 +1764,29 @@ mod tests {
             .count();
         assert_eq!(aside, 1);
         assert_eq!(posts_to("https://ca.test/gone/acct"), 1);
+    }
+
+    #[test]
+    fn a_refusal_that_will_not_change_waits_retry_max() {
+        let state = tempfile::tempdir().unwrap();
+        let (conf, mut m) = scripted_manager("https://ca.test/rejected/dir", state.path());
+        m.update(conf, vec![http01_want("x.example.com")]);
+        let now = SystemTime::now();
+        m.attempt("x.example.com");
+        let v = &m.vhosts["x.example.com"];
+        assert_eq!(v.failures, 1);
+        assert!(
+            v.last_error
+                .as_ref()
+                .unwrap()
+                .contains("forbidden by policy")
+        );
+        // A day, less up to half at random: not the 5 s of a first failure.
+        let wait = v.next_try.duration_since(now).unwrap();
+        assert!(
+            wait >= Duration::from_secs(43_199) && wait <= Duration::from_secs(86_401),
+            "{wait:?}"
+        );
     }
 
     #[test]
