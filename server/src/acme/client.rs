@@ -100,14 +100,28 @@ impl HttpClient for Ureq {
     }
 }
 
-/// When the CA asked to be left alone until: the `Retry-After` of its
-/// last 429 (`rateLimited`) or 503 answer.
-pub type RetryAfter = Arc<Mutex<Option<SystemTime>>>;
+/// The `Retry-After` of the CA's last answer, if it had one: its status
+/// and the time it names.
+pub type RetryAfter = Arc<Mutex<Option<(u16, SystemTime)>>>;
+
+/// The time a poll waits at least, after `hint` (the [`RetryAfter`] of
+/// the poll's answer; RFC 8555 section 7.5.1): `delay`, or what the CA
+/// asked, up to a minute.
+pub fn poll_wait(hint: &RetryAfter, delay: Duration) -> Duration {
+    let asked = hint
+        .lock()
+        .ok()
+        .and_then(|h| *h)
+        .and_then(|(_, t)| t.duration_since(SystemTime::now()).ok())
+        .unwrap_or_default();
+    delay.max(asked.min(Duration::from_secs(60)))
+}
 
 /// Another client (ureq, or a scripted CA in tests) that keeps the
-/// `Retry-After` of the CA's 429 and 503 answers (RFC 8555 section 6.6,
-/// RFC 9110 section 10.2.3) for the back-off: instant-acme's errors carry
-/// the problem document, not the headers.
+/// `Retry-After` of the CA's last answer: for the back-off after a 429
+/// (`rateLimited`) or 503 (RFC 8555 section 6.6, RFC 9110 section
+/// 10.2.3), and for the pace of polls. instant-acme's errors carry the
+/// problem document, not the headers.
 pub struct Watched {
     inner: Box<dyn HttpClient>,
     retry_after: RetryAfter,
@@ -128,17 +142,13 @@ impl HttpClient for Watched {
         let cell = self.retry_after.clone();
         Box::pin(async move {
             let r = answer.await;
-            if let Ok(rsp) = &r
-                && matches!(rsp.parts.status.as_u16(), 429 | 503)
-                && let Some(at) = rsp
-                    .parts
-                    .headers
-                    .get(http_crate::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| retry_after(v, SystemTime::now()))
-                && let Ok(mut c) = cell.lock()
-            {
-                *c = Some(at);
+            let at = r.as_ref().ok().and_then(|rsp| {
+                let v = rsp.parts.headers.get(http_crate::header::RETRY_AFTER)?;
+                let t = retry_after(v.to_str().ok()?, SystemTime::now())?;
+                Some((rsp.parts.status.as_u16(), t))
+            });
+            if let Ok(mut c) = cell.lock() {
+                *c = at;
             }
             r
         })
@@ -191,5 +201,24 @@ mod tests {
         );
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn polls_wait_as_asked_up_to_a_minute() {
+        use super::{RetryAfter, poll_wait};
+        let hint = RetryAfter::default();
+        let half = Duration::from_millis(500);
+        assert_eq!(poll_wait(&hint, half), half);
+        *hint.lock().unwrap() = Some((200, SystemTime::now() + Duration::from_secs(3)));
+        let w = poll_wait(&hint, half);
+        assert!(
+            w > Duration::from_secs(2) && w <= Duration::from_secs(3),
+            "{w:?}"
+        );
+        *hint.lock().unwrap() = Some((200, SystemTime::now() + Duration::from_secs(3600)));
+        assert_eq!(poll_wait(&hint, half), Duration::from_secs(60));
+        // A time past is no wait.
+        *hint.lock().unwrap() = Some((200, SystemTime::now() - Duration::from_secs(5)));
+        assert_eq!(poll_wait(&hint, half), half);
     }
 }

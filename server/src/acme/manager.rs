@@ -23,7 +23,7 @@
 //! `retry_max`, with jitter, or as long as the CA's `Retry-After` asks
 //! (up to `retry_max`).
 
-use super::client::{RetryAfter, Ureq, Watched, block_on};
+use super::client::{RetryAfter, Ureq, Watched, block_on, poll_wait};
 use super::fleet::{Lock, Syncer, TICK, identity};
 use super::store::{self, CertInfo, Pending, Slot};
 use crate::config::acme::{AcmeConf, ChallengeKind, KeyType};
@@ -629,7 +629,9 @@ impl Manager {
         // The CA's Retry-After (a rate limit, maintenance) is obeyed, up
         // to retry_max: an earlier attempt would only be refused again.
         let asked = self.retry_after.lock().ok().and_then(|mut r| r.take());
-        let asked = asked.and_then(|t| t.duration_since(now).ok());
+        let asked = asked
+            .filter(|(status, _)| matches!(status, 429 | 503))
+            .and_then(|(_, t)| t.duration_since(now).ok());
         if let Some(a) = asked {
             wait = wait.max(a).min(retry_max);
         }
@@ -946,7 +948,7 @@ impl Manager {
             if SystemTime::now() > deadline {
                 return Err("the CA did not validate the challenges in 3 minutes".into());
             }
-            std::thread::sleep(delay);
+            std::thread::sleep(poll_wait(&self.retry_after, delay));
             delay = (delay * 2).min(Duration::from_secs(5));
         }
         // Finalize with a fresh key, kept with the order's URL first: a
@@ -968,7 +970,7 @@ impl Manager {
         let text = serde_json::to_vec_pretty(&f).map_err(|e| e.to_string())?;
         let file = dir.join(FINALIZING);
         store::write_atomic(&file, &text).map_err(|e| format!("{}: {e}", file.display()))?;
-        issue(&mut order, &key, &f.names, lock, &dir)
+        issue(&mut order, &key, &f.names, lock, &dir, &self.retry_after)
     }
 
     /// The certificate of an order an earlier attempt finalized (or was
@@ -1012,7 +1014,7 @@ impl Manager {
             s => return drop_it(format!("{}: the order is {s:?}", f.order)),
         }
         log::info!("ACME: vhost {vhost}: resuming order {}", f.order);
-        issue(&mut order, &key, &f.names, lock, &m.dir).map(Some)
+        issue(&mut order, &key, &f.names, lock, &m.dir, &self.retry_after).map(Some)
     }
 
     /// The challenge types to try for a vhost, in order.
@@ -1101,7 +1103,8 @@ pub struct Meta {
 }
 
 /// Finalizes a ready order with `key` and downloads its certificate:
-/// `current.pem`'s text, the key then the chain. A certificate that does
+/// `current.pem`'s text, the key then the chain. Polls no faster than
+/// the CA's `Retry-After` (`hint`). A certificate that does
 /// not parse or match the key is refused, and its order forgotten.
 fn issue(
     order: &mut instant_acme::Order,
@@ -1109,6 +1112,7 @@ fn issue(
     names: &[String],
     lock: &Lock,
     dir: &Path,
+    hint: &RetryAfter,
 ) -> Result<String, Fail> {
     if order.state().status == OrderStatus::Ready {
         let mut params =
@@ -1137,7 +1141,7 @@ fn issue(
                 order.url()
             ));
         }
-        std::thread::sleep(delay);
+        std::thread::sleep(poll_wait(hint, delay));
         delay = (delay * 2).min(Duration::from_secs(5));
     };
     let mut pem = key.serialize_pem();
