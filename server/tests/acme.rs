@@ -872,6 +872,32 @@ fn a_name_the_ca_refuses_is_reported_with_the_vhost_and_the_problem() {
     assert!(line.contains("reload to retry at once"), "{line}");
     // Served in plain HTTP meanwhile.
     assert_eq!(get(http, "/", "ok.acme.test").status, 200);
+    // The other name gets a certificate at once, served over HTTPS.
+    assert!(
+        s.log
+            .wait_for("certificate obtained", Duration::from_secs(60)),
+        "{}",
+        s.log.text()
+    );
+    assert!(
+        s.log
+            .text()
+            .contains("ordering a certificate for ok.acme.test only, until blocked.acme.test"),
+        "{}",
+        s.log.text()
+    );
+    let (code, out, err) = https_get("ok.acme.test", tls, &pebble.issuing_root(), s.dir.path());
+    assert_eq!(code, 0, "{err}\n{}", s.log.text());
+    assert!(out.ends_with("\n200"), "{out}");
+    // `tamada --certs` says what is left out, and why.
+    let (c, out, err) = run_tamada(&["--certs", "-c", s.conf().to_str().expect("utf-8")]);
+    assert_eq!(c, 0, "{err}");
+    assert!(out.contains("covers:       ok.acme.test\n"), "{out}");
+    assert!(
+        out.contains("blocked.acme.test left out of the certificate until"),
+        "{out}"
+    );
+    assert!(out.contains("rejectedIdentifier"), "{out}");
 }
 
 #[test]

@@ -195,6 +195,18 @@ struct Managed {
     /// The CA refused `replaces` (it says the certificate was already
     /// replaced, by an order whose result was lost): order without it.
     no_replaces: bool,
+    /// Names the CA refused or could not validate, left out of the
+    /// certificate until then (the others are served meanwhile).
+    without: Option<(Vec<String>, SystemTime)>,
+}
+
+/// What made an order fail, for the next one.
+#[derive(Default)]
+struct Refused {
+    /// The challenge type whose validation failed.
+    kind: Option<ChallengeKind>,
+    /// The names the CA refused or could not validate.
+    names: Vec<String>,
 }
 
 /// Makes the HTTP client of the CA's requests (a scripted one in tests).
@@ -296,8 +308,9 @@ impl Manager {
                     // A reload retries at once what failed (the admin
                     // may just have opened the firewall): meta.json too,
                     // where the fleet's back-off is kept.
-                    if m.failures > 0 {
+                    if m.failures > 0 || m.without.is_some() {
                         m.next_try = now;
+                        m.without = None;
                         let _ = write_meta(&m);
                     }
                     m
@@ -318,6 +331,7 @@ impl Manager {
                     last_attempt: None,
                     avoid: None,
                     no_replaces: false,
+                    without: None,
                 },
             };
             next.insert(m.want.vhost.clone(), m);
@@ -388,10 +402,18 @@ impl Manager {
         if now < m.next_try {
             return false;
         }
+        let left_out = |n: &String| {
+            m.without
+                .as_ref()
+                .is_some_and(|(w, until)| now < *until && w.contains(n))
+        };
         match &m.info {
             None => true,
             Some(i) => {
-                m.want.names.iter().any(|n| !i.names.contains(n))
+                m.want
+                    .names
+                    .iter()
+                    .any(|n| !i.names.contains(n) && !left_out(n))
                     || m.renew_at.is_some_and(|t| t <= now)
             }
         }
@@ -488,6 +510,19 @@ impl Manager {
             m.last_error = meta.last_error;
             return;
         }
+        // Names another server of the fleet left out.
+        if let Some(m) = self.vhosts.get_mut(vhost)
+            && m.without.is_none()
+            && let Ok(meta) = read_meta(&m.dir)
+            && let Some(until) = meta.without_until.map(from_unix)
+            && until > SystemTime::now()
+            && !meta.without.is_empty()
+        {
+            m.without = Some((meta.without, until));
+            if !self.due(vhost) {
+                return;
+            }
+        }
         let lock = match Lock::take(&self.ca_dir.join("locks"), vhost, &self.me) {
             Ok(Some(l)) => l,
             Ok(None) => {
@@ -518,8 +553,89 @@ impl Manager {
                 self.conf.directory
             );
         }
+        let mut refused = Refused::default();
+        let result = self.order_with_retries(vhost, &lock, None, &mut refused);
+        let result = match result {
+            Err(e) => match self.without_refused(vhost, &refused.names) {
+                // Some names failed: the others at once, in a certificate
+                // of their own, served meanwhile.
+                Some(rest) => {
+                    self.failed(vhost, e.clone(), refused.kind);
+                    log::warn!(
+                        "ACME: vhost {vhost}: ordering a certificate for {} only, until {} \
+                         is fixed",
+                        rest.join(", "),
+                        refused.names.join(", ")
+                    );
+                    let mut again = Refused::default();
+                    match self.order_with_retries(vhost, &lock, Some(&rest), &mut again) {
+                        Ok(pem) => Ok((pem, Some(e))),
+                        Err(e2) => Err((e2, again.kind)),
+                    }
+                }
+                None => Err((e, refused.kind)),
+            },
+            Ok(pem) => Ok((pem, None)),
+        };
+        match result {
+            Ok((pem, partial)) => {
+                let Some(m) = self.vhosts.get_mut(vhost) else {
+                    lock.release();
+                    return;
+                };
+                match store::write_atomic(&m.dir.join(store::CURRENT), pem.as_bytes()) {
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(m.dir.join(FINALIZING));
+                        m.last_ok = Some(SystemTime::now());
+                        m.last_error = None;
+                        m.failures = 0;
+                        m.avoid = None;
+                        m.seen = None;
+                        let took = started.elapsed().unwrap_or_default();
+                        log::info!(
+                            "ACME: vhost {vhost}: certificate obtained in {:.1}s",
+                            took.as_secs_f64()
+                        );
+                        self.pickup(vhost);
+                        if let Some(m) = self.vhosts.get_mut(vhost) {
+                            // Said until the left-out names are back.
+                            if let (Some(e), Some((names, until))) = (partial, &m.without) {
+                                m.last_error = Some(format!(
+                                    "{} left out of the certificate until {}: {e}",
+                                    names.join(", "),
+                                    fmt_time(Some(*until))
+                                ));
+                            }
+                            if let Err(e) = write_meta(m) {
+                                log::warn!("ACME: vhost {vhost}: meta.json: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let f = m.dir.join(store::CURRENT);
+                        self.failed(
+                            vhost,
+                            format!("{}: cannot write the new certificate: {e}", f.display()),
+                            None,
+                        );
+                    }
+                }
+            }
+            Err((e, kind)) => self.failed(vhost, e, kind),
+        }
+        lock.release();
+    }
+
+    /// An order (of `only`, or every name of the vhost), retried at once
+    /// where RFC 8555 and the CA's answer say it may succeed.
+    fn order_with_retries(
+        &mut self,
+        vhost: &str,
+        lock: &Lock,
+        only: Option<&[String]>,
+        refused: &mut Refused,
+    ) -> Result<String, Fail> {
         let mut result = Err(String::new());
-        let mut failed_kind = None;
         if let Ok(mut r) = self.retry_after.lock() {
             *r = None;
         }
@@ -529,7 +645,7 @@ impl Manager {
         for _ in 0..3 {
             // A retry's order may carry new authorizations.
             self.withdraw();
-            result = self.order(vhost, &lock, &mut failed_kind);
+            result = self.order(vhost, lock, only, refused);
             match &result {
                 Err(e) if e.contains("badNonce") => continue,
                 // The CA no longer knows the account (a staging reset, an
@@ -555,45 +671,41 @@ impl Manager {
             }
         }
         self.withdraw();
-        match result {
-            Ok(pem) => {
-                let Some(m) = self.vhosts.get_mut(vhost) else {
-                    lock.release();
-                    return;
-                };
-                match store::write_atomic(&m.dir.join(store::CURRENT), pem.as_bytes()) {
-                    Ok(()) => {
-                        let _ = std::fs::remove_file(m.dir.join(FINALIZING));
-                        m.last_ok = Some(SystemTime::now());
-                        m.last_error = None;
-                        m.failures = 0;
-                        m.avoid = None;
-                        m.seen = None;
-                        let took = started.elapsed().unwrap_or_default();
-                        log::info!(
-                            "ACME: vhost {vhost}: certificate obtained in {:.1}s",
-                            took.as_secs_f64()
-                        );
-                        self.pickup(vhost);
-                        if let Some(m) = self.vhosts.get(vhost)
-                            && let Err(e) = write_meta(m)
-                        {
-                            log::warn!("ACME: vhost {vhost}: meta.json: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        let f = m.dir.join(store::CURRENT);
-                        self.failed(
-                            vhost,
-                            format!("{}: cannot write the new certificate: {e}", f.display()),
-                            None,
-                        );
-                    }
-                }
-            }
-            Err(e) => self.failed(vhost, e, failed_kind),
+        result
+    }
+
+    /// After an order failed because of `refused`, some but not all of
+    /// the vhost's names: leaves them out until `retry_max` from now (or
+    /// a reload), and gives the names to order without them, unless the
+    /// certificate served already covers those and is not due.
+    fn without_refused(&mut self, vhost: &str, refused: &[String]) -> Option<Vec<String>> {
+        let retry_max = self.conf.retry_max.0;
+        let m = self.vhosts.get_mut(vhost)?;
+        let refused: Vec<String> = m
+            .want
+            .names
+            .iter()
+            .filter(|n| refused.contains(n))
+            .cloned()
+            .collect();
+        let rest: Vec<String> = m
+            .want
+            .names
+            .iter()
+            .filter(|n| !refused.contains(n))
+            .cloned()
+            .collect();
+        if refused.is_empty() || rest.is_empty() {
+            return None;
         }
-        lock.release();
+        let now = SystemTime::now();
+        m.without = Some((refused, now + jitter(retry_max)));
+        let served = m.info.as_ref().is_some_and(|i| {
+            i.not_after.is_some_and(|t| t > now)
+                && rest.iter().all(|n| i.names.contains(n))
+                && m.renew_at.is_none_or(|t| t > now)
+        });
+        (!served).then_some(rest)
     }
 
     /// Records a failure: the log line, the back-off, `meta.json`.
@@ -797,14 +909,15 @@ impl Manager {
         &mut self,
         vhost: &str,
         lock: &Lock,
-        failed_kind: &mut Option<ChallengeKind>,
+        only: Option<&[String]>,
+        refused: &mut Refused,
     ) -> Result<String, Fail> {
         let account = self.account()?;
         if let Some(pem) = self.resume(vhost, &account, lock)? {
             return Ok(pem);
         }
         let m = self.vhosts.get(vhost).ok_or("the vhost is gone")?;
-        let names = m.want.names.clone();
+        let names = only.map_or_else(|| m.want.names.clone(), <[String]>::to_vec);
         let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
         let mut new = NewOrder::new(&ids);
         let replaced = m
@@ -845,8 +958,37 @@ impl Manager {
                     .into(),
             );
         }
-        let mut order = block_on(account.new_order(&new))
-            .map_err(|e| format!("new order: {}", describe(&e)))?;
+        let mut order = block_on(account.new_order(&new)).map_err(|e| {
+            // The names the CA refuses (rejectedIdentifier, caa): named
+            // by subproblems, or else quoted in the detail (as pebble
+            // and Let's Encrypt do for one name).
+            if let instant_acme::Error::Api(p) = &e {
+                refused.names.extend(p.subproblems.iter().filter_map(|sp| {
+                    match sp.identifier.as_ref()? {
+                        Identifier::Dns(d) => Some(d.to_ascii_lowercase()),
+                        _ => None,
+                    }
+                }));
+                let about_names = ["rejectedIdentifier", "unsupportedIdentifier", "caa"]
+                    .iter()
+                    .any(|t| {
+                        p.r#type.as_deref() == Some(&format!("urn:ietf:params:acme:error:{t}"))
+                    });
+                if refused.names.is_empty()
+                    && about_names
+                    && let Some(detail) = &p.detail
+                {
+                    let detail = detail.to_ascii_lowercase();
+                    refused.names.extend(
+                        names
+                            .iter()
+                            .filter(|n| detail.contains(&format!("\"{n}\"")))
+                            .cloned(),
+                    );
+                }
+            }
+            format!("new order: {}", describe(&e))
+        })?;
         lock.refresh()?;
         // Publish every challenge first, then tell the CA.
         let mut chosen: Vec<(String, ChallengeType)> = Vec::new();
@@ -859,7 +1001,10 @@ impl Manager {
                 match a.status {
                     AuthorizationStatus::Valid => continue,
                     AuthorizationStatus::Pending => {}
-                    s => return Err(format!("the authorization for {name} is {s:?}")),
+                    s => {
+                        refused.names.push(name.clone());
+                        return Err(format!("the authorization for {name} is {s:?}"));
+                    }
                 }
                 let offered: Vec<ChallengeType> =
                     a.challenges.iter().map(|c| c.r#type.clone()).collect();
@@ -935,7 +1080,8 @@ impl Manager {
                             for c in &s.challenges {
                                 if let Some(e) = &c.error {
                                     why.push(format!("{name}: {:?}: {}", c.r#type, problem(e)));
-                                    *failed_kind = kind_of(&c.r#type);
+                                    refused.kind = kind_of(&c.r#type);
+                                    refused.names.push(name.clone());
                                 }
                             }
                         }
@@ -994,7 +1140,7 @@ impl Manager {
             Ok(f) => f,
             Err(e) => return drop_it(e.to_string()),
         };
-        if f.names != m.want.names {
+        if !f.names.iter().all(|n| m.want.names.contains(n)) {
             return drop_it(format!("it is for {}", f.names.join(", ")));
         }
         let key = match rcgen::KeyPair::from_pem(&f.key) {
@@ -1100,6 +1246,12 @@ pub struct Meta {
     /// No attempt before this, by any server of a fleet (back-off).
     #[serde(default)]
     pub next_try: Option<u64>,
+    /// Names left out of the certificate (the CA refused them) until
+    /// `without_until`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without: Vec<String>,
+    #[serde(default)]
+    pub without_until: Option<u64>,
 }
 
 /// Finalizes a ready order with `key` and downloads its certificate:
@@ -1166,6 +1318,8 @@ fn write_meta(m: &Managed) -> std::io::Result<()> {
         failures: m.failures,
         last_error: m.last_error.clone(),
         next_try: (m.failures > 0).then(|| unix(m.next_try)),
+        without: m.without.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
+        without_until: m.without.as_ref().map(|w| unix(w.1)),
     };
     let text = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
     store::write_atomic(&m.dir.join("meta.json"), &text)
@@ -1373,16 +1527,23 @@ mod tests {
         pub static CHAIN_FAILED: std::sync::atomic::AtomicBool =
             std::sync::atomic::AtomicBool::new(false);
 
-        /// The `kid` of a JWS request body (the account's URL).
-        fn kid(body: &[u8]) -> String {
+        /// A part of a JWS request body (`protected`, `payload`), decoded.
+        pub fn jws_part(body: &[u8], part: &str) -> serde_json::Value {
             use base64::Engine;
             use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
             let jws: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-            let protected = B64
-                .decode(jws["protected"].as_str().unwrap_or_default())
+            let bytes = B64
+                .decode(jws[part].as_str().unwrap_or_default())
                 .unwrap_or_default();
-            let h: serde_json::Value = serde_json::from_slice(&protected).unwrap_or_default();
-            h["kid"].as_str().unwrap_or_default().to_owned()
+            serde_json::from_slice(&bytes).unwrap_or_default()
+        }
+
+        /// The `kid` of a JWS request body (the account's URL).
+        fn kid(body: &[u8]) -> String {
+            jws_part(body, "protected")["kid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
         }
 
         pub struct Script;
@@ -1467,6 +1628,19 @@ mod tests {
                             400,
                             &nonce,
                             r#"{"type":"urn:ietf:params:acme:error:accountDoesNotExist","detail":"no such account"}"#
+                                .into(),
+                        )
+                    }
+                    // A CA that refuses one name of an order.
+                    ("POST", "https://ca.test/partial/order")
+                        if jws_part(&body, "payload")["identifiers"]
+                            .to_string()
+                            .contains("bad.example.com") =>
+                    {
+                        reply(
+                            400,
+                            &nonce,
+                            r#"{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"Error creating new order :: Cannot issue for \"bad.example.com\": forbidden by policy","subproblems":[{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"forbidden by policy","identifier":{"type":"dns","value":"bad.example.com"}}]}"#
                                 .into(),
                         )
                     }
@@ -1615,16 +1789,20 @@ mod tests {
         let lock = Lock::take(&m.ca_dir.join("locks"), "ari.example.com", "test")
             .unwrap()
             .unwrap();
-        let mut kind = None;
+        let mut refused = Refused::default();
         // A profile the CA does not offer: refused before any order.
         m.conf.profile = Some("nope".into());
-        let err = m.order("ari.example.com", &lock, &mut kind).unwrap_err();
+        let err = m
+            .order("ari.example.com", &lock, None, &mut refused)
+            .unwrap_err();
         assert!(
             err.contains("offers no profile `nope` (it offers: classic, shortlived)"),
             "{err}"
         );
         m.conf.profile = Some("shortlived".into());
-        let err = m.order("ari.example.com", &lock, &mut kind).unwrap_err();
+        let err = m
+            .order("ari.example.com", &lock, None, &mut refused)
+            .unwrap_err();
         assert!(err.contains("scripted refusal"), "{err}");
         assert!(
             err.contains("urn:ietf:params:acme:error:unauthorized"),
@@ -1791,6 +1969,69 @@ mod tests {
             wait >= Duration::from_secs(43_199) && wait <= Duration::from_secs(86_401),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn a_name_the_ca_refuses_is_left_out_and_the_others_ordered_at_once() {
+        let state = tempfile::tempdir().unwrap();
+        let (conf, mut m) = scripted_manager("https://ca.test/partial/dir", state.path());
+        let mut want = http01_want("good.example.com");
+        want.names.push("bad.example.com".into());
+        m.update(conf.clone(), vec![want.clone()]);
+        let now = SystemTime::now();
+        m.attempt("good.example.com");
+        // Two orders: both names, then the one the CA did not refuse.
+        let orders: Vec<serde_json::Value> = scripted::SEEN
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(meth, u, _)| meth == "POST" && u == "https://ca.test/partial/order")
+            .map(|(_, _, body)| scripted::jws_part(body, "payload")["identifiers"].clone())
+            .collect();
+        assert_eq!(orders.len(), 2, "{orders:?}");
+        assert_eq!(orders[0].as_array().unwrap().len(), 2);
+        assert_eq!(
+            orders[1],
+            serde_json::json!([{"type": "dns", "value": "good.example.com"}])
+        );
+        // Left out for retry_max (less up to half at random), in meta.json
+        // for the fleet.
+        let v = &m.vhosts["good.example.com"];
+        let (names, until) = v.without.clone().unwrap();
+        assert_eq!(names, vec!["bad.example.com".to_owned()]);
+        assert!(until >= now + Duration::from_secs(43_199), "{until:?}");
+        let meta = read_meta(&v.dir).unwrap();
+        assert_eq!(meta.without, names);
+        assert_eq!(meta.without_until, Some(unix(until)));
+        // A certificate for the good name only is not due while the other
+        // is left out; it is once that time is past.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["good.example.com".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let info = store::describe(cert.der()).unwrap();
+        let v = m.vhosts.get_mut("good.example.com").unwrap();
+        v.renew_at = Some(default_renewal(&info));
+        v.info = Some(info);
+        // (As after that certificate was stored: no back-off.)
+        v.next_try = SystemTime::now();
+        v.failures = 0;
+        write_meta(v).unwrap();
+        assert!(!m.due("good.example.com"));
+        m.vhosts.get_mut("good.example.com").unwrap().without =
+            Some((names.clone(), SystemTime::now() - Duration::from_secs(1)));
+        assert!(m.due("good.example.com"));
+        // Then: the full order fails again, and the certificate served
+        // covers the rest: nothing more is ordered.
+        m.attempt("good.example.com");
+        let orders = posts_to("https://ca.test/partial/order");
+        assert_eq!(orders, 3);
+        assert!(!m.due("good.example.com"));
+        // A reload tries every name at once.
+        m.update(conf, vec![want]);
+        assert!(m.vhosts["good.example.com"].without.is_none());
+        assert!(m.due("good.example.com"));
     }
 
     #[test]
