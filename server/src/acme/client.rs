@@ -100,36 +100,54 @@ impl HttpClient for Ureq {
     }
 }
 
-/// The `Retry-After` of the CA's last answer, if it had one: its status
-/// and the time it names.
-pub type RetryAfter = Arc<Mutex<Option<(u16, SystemTime)>>>;
+/// The status and `Retry-After` of an answer of the CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<SystemTime>,
+}
 
-/// The time a poll waits at least, after `hint` (the [`RetryAfter`] of
-/// the poll's answer; RFC 8555 section 7.5.1): `delay`, or what the CA
-/// asked, up to a minute.
-pub fn poll_wait(hint: &RetryAfter, delay: Duration) -> Duration {
-    let asked = hint
-        .lock()
-        .ok()
-        .and_then(|h| *h)
-        .and_then(|(_, t)| t.duration_since(SystemTime::now()).ok())
+impl Answer {
+    /// A refusal that says the thing asked for is not there or never will
+    /// be (a 4xx other than 429): not a passing trouble of the CA's.
+    pub fn is_final_refusal(&self) -> bool {
+        (400..500).contains(&self.status) && self.status != 429
+    }
+}
+
+/// The CA's last answer, as [`Watched`] saw it.
+pub type LastAnswer = Arc<Mutex<Option<Answer>>>;
+
+/// The CA's last answer, if any.
+pub fn last(cell: &LastAnswer) -> Option<Answer> {
+    cell.lock().ok().and_then(|a| *a)
+}
+
+/// The time a poll waits at least, after `hint` (the [`LastAnswer`]
+/// of the poll; RFC 8555 section 7.5.1): `delay`, or what the CA asked
+/// with `Retry-After`, up to a minute.
+pub fn poll_wait(hint: &LastAnswer, delay: Duration) -> Duration {
+    let asked = last(hint)
+        .and_then(|a| a.retry_after)
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
         .unwrap_or_default();
     delay.max(asked.min(Duration::from_secs(60)))
 }
 
 /// Another client (ureq, or a scripted CA in tests) that keeps the
-/// `Retry-After` of the CA's last answer: for the back-off after a 429
-/// (`rateLimited`) or 503 (RFC 8555 section 6.6, RFC 9110 section
-/// 10.2.3), and for the pace of polls. instant-acme's errors carry the
-/// problem document, not the headers.
+/// status and `Retry-After` of the CA's last answer: for the back-off
+/// after a 429 (`rateLimited`) or 503 (RFC 8555 section 6.6, RFC 9110
+/// section 10.2.3), for the pace of polls, and to tell a refusal from a
+/// passing trouble. instant-acme's errors carry the problem document,
+/// not the status line or the headers.
 pub struct Watched {
     inner: Box<dyn HttpClient>,
-    retry_after: RetryAfter,
+    last: LastAnswer,
 }
 
 impl Watched {
-    pub fn new(inner: Box<dyn HttpClient>, retry_after: RetryAfter) -> Watched {
-        Watched { inner, retry_after }
+    pub fn new(inner: Box<dyn HttpClient>, last: LastAnswer) -> Watched {
+        Watched { inner, last }
     }
 }
 
@@ -139,16 +157,20 @@ impl HttpClient for Watched {
         req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
         let answer = self.inner.request(req);
-        let cell = self.retry_after.clone();
+        let cell = self.last.clone();
         Box::pin(async move {
             let r = answer.await;
-            let at = r.as_ref().ok().and_then(|rsp| {
-                let v = rsp.parts.headers.get(http_crate::header::RETRY_AFTER)?;
-                let t = retry_after(v.to_str().ok()?, SystemTime::now())?;
-                Some((rsp.parts.status.as_u16(), t))
+            let a = r.as_ref().ok().map(|rsp| Answer {
+                status: rsp.parts.status.as_u16(),
+                retry_after: rsp
+                    .parts
+                    .headers
+                    .get(http_crate::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after(v, SystemTime::now())),
             });
             if let Ok(mut c) = cell.lock() {
-                *c = at;
+                *c = a;
             }
             r
         })
@@ -205,20 +227,28 @@ mod tests {
 
     #[test]
     fn polls_wait_as_asked_up_to_a_minute() {
-        use super::{RetryAfter, poll_wait};
-        let hint = RetryAfter::default();
+        use super::{Answer, LastAnswer, poll_wait};
+        let hint = LastAnswer::default();
         let half = Duration::from_millis(500);
         assert_eq!(poll_wait(&hint, half), half);
-        *hint.lock().unwrap() = Some((200, SystemTime::now() + Duration::from_secs(3)));
+        let set = |after: Option<SystemTime>| {
+            *hint.lock().unwrap() = Some(Answer {
+                status: 200,
+                retry_after: after,
+            })
+        };
+        set(None);
+        assert_eq!(poll_wait(&hint, half), half);
+        set(Some(SystemTime::now() + Duration::from_secs(3)));
         let w = poll_wait(&hint, half);
         assert!(
             w > Duration::from_secs(2) && w <= Duration::from_secs(3),
             "{w:?}"
         );
-        *hint.lock().unwrap() = Some((200, SystemTime::now() + Duration::from_secs(3600)));
+        set(Some(SystemTime::now() + Duration::from_secs(3600)));
         assert_eq!(poll_wait(&hint, half), Duration::from_secs(60));
         // A time past is no wait.
-        *hint.lock().unwrap() = Some((200, SystemTime::now() - Duration::from_secs(5)));
+        set(Some(SystemTime::now() - Duration::from_secs(5)));
         assert_eq!(poll_wait(&hint, half), half);
     }
 }

@@ -23,7 +23,7 @@
 //! `retry_max`, with jitter, or as long as the CA's `Retry-After` asks
 //! (up to `retry_max`).
 
-use super::client::{RetryAfter, Ureq, Watched, block_on, poll_wait};
+use super::client::{LastAnswer, Ureq, Watched, block_on, last, poll_wait};
 use super::fleet::{Lock, Syncer, TICK, identity};
 use super::store::{self, CertInfo, Pending, Slot};
 use crate::config::acme::{AcmeConf, ChallengeKind, KeyType};
@@ -200,6 +200,43 @@ struct Managed {
     without: Option<(Vec<String>, SystemTime)>,
 }
 
+impl Managed {
+    /// Takes from `meta.json` the names another server of the fleet (or
+    /// an earlier run) left out, while their time is not up.
+    fn adopt_without(&mut self, meta: &Meta) {
+        if self.without.is_some() || meta.without.is_empty() {
+            return;
+        }
+        if let Some(until) = meta.without_until.map(from_unix)
+            && until > SystemTime::now()
+        {
+            self.without = Some((meta.without.clone(), until));
+            if self.last_error.is_none() {
+                self.last_error = meta.last_error.clone();
+            }
+        }
+    }
+}
+
+/// Lifts the fleet's back-off and left-out names in `meta.json` (a
+/// reload: the admin may have fixed what failed), keeping the rest.
+fn lift_meta(dir: &Path) {
+    if let Ok(mut meta) = read_meta(dir) {
+        meta.next_try = None;
+        meta.without.clear();
+        meta.without_until = None;
+        if let Err(e) = store_meta(dir, &meta) {
+            log::warn!("ACME: {}: {e}", dir.join("meta.json").display());
+        }
+    }
+}
+
+/// How the error of a reduced order names the names it was for.
+const PARTIAL: &str = " (ordered for ";
+/// How a certificate of the CA's that does not parse or match its key
+/// begins (ordered again, it would be the same: waits `retry_max`).
+const BAD_CERTIFICATE: &str = "the CA's certificate: ";
+
 /// What made an order fail, for the next one.
 #[derive(Default)]
 struct Refused {
@@ -229,8 +266,8 @@ struct Manager {
     sync: Arc<Syncer>,
     /// Who this server is, in lock files.
     me: String,
-    /// The CA's `Retry-After` in this attempt, if it asked for one.
-    retry_after: RetryAfter,
+    /// The CA's last answer (its status and `Retry-After`).
+    last: LastAnswer,
 }
 
 /// Why an attempt failed, for the log and `tamada --certs`.
@@ -248,7 +285,7 @@ impl Manager {
             sync: Syncer::start(conf_challenges),
             me: identity(),
             http: ureq_client,
-            retry_after: RetryAfter::default(),
+            last: LastAnswer::default(),
         }
     }
 
@@ -277,7 +314,8 @@ impl Manager {
     }
 
     fn update(&mut self, conf: AcmeConf, wants: Vec<Want>) {
-        if conf != self.conf {
+        let changed = conf != self.conf;
+        if changed {
             log::info!("ACME: the acme: block changed: CA {}", conf.directory);
             self.ca_dir = conf.ca_dir();
             self.sync.set_dir(self.ca_dir.join("challenges"));
@@ -308,10 +346,10 @@ impl Manager {
                     // A reload retries at once what failed (the admin
                     // may just have opened the firewall): meta.json too,
                     // where the fleet's back-off is kept.
-                    if m.failures > 0 || m.without.is_some() {
+                    if changed || m.failures > 0 || m.without.is_some() {
                         m.next_try = now;
                         m.without = None;
-                        let _ = write_meta(&m);
+                        lift_meta(&m.dir);
                     }
                     m
                 }
@@ -387,6 +425,7 @@ impl Manager {
                 m.slot.set_error(None);
                 if let Ok(meta) = read_meta(&m.dir) {
                     m.last_ok = meta.last_ok.map(from_unix);
+                    m.adopt_without(&meta);
                 }
             }
             Err(e) => log::warn!("ACME: vhost {vhost}: {e}"),
@@ -480,14 +519,16 @@ impl Manager {
             }
         }
         if let Some(m) = self.vhosts.get_mut(vhost) {
-            // Another server's back-off stays (it is the fleet's).
-            if let Ok(meta) = read_meta(&m.dir)
-                && meta.failures > m.failures
-            {
-                m.failures = meta.failures;
-                m.last_error = meta.last_error;
-                if let Some(t) = meta.next_try {
-                    m.next_try = m.next_try.max(from_unix(t));
+            // Another server's back-off and left-out names stay (they
+            // are the fleet's).
+            if let Ok(meta) = read_meta(&m.dir) {
+                m.adopt_without(&meta);
+                if meta.failures > m.failures {
+                    m.failures = meta.failures;
+                    m.last_error = meta.last_error;
+                    if let Some(t) = meta.next_try {
+                        m.next_try = m.next_try.max(from_unix(t));
+                    }
                 }
             }
             let _ = write_meta(m);
@@ -496,6 +537,9 @@ impl Manager {
 
     /// Orders a certificate for the vhost, under its lock.
     fn attempt(&mut self, vhost: &str) {
+        if let Ok(mut a) = self.last.lock() {
+            *a = None;
+        }
         // A fleet shares its back-off: another server's failure counts
         // (each failed validation counts against the CA's limits).
         let cap = SystemTime::now() + self.conf.retry_max.0;
@@ -514,12 +558,9 @@ impl Manager {
         if let Some(m) = self.vhosts.get_mut(vhost)
             && m.without.is_none()
             && let Ok(meta) = read_meta(&m.dir)
-            && let Some(until) = meta.without_until.map(from_unix)
-            && until > SystemTime::now()
-            && !meta.without.is_empty()
         {
-            m.without = Some((meta.without, until));
-            if !self.due(vhost) {
+            m.adopt_without(&meta);
+            if m.without.is_some() && !self.due(vhost) {
                 return;
             }
         }
@@ -554,23 +595,51 @@ impl Manager {
             );
         }
         let mut refused = Refused::default();
-        let result = self.order_with_retries(vhost, &lock, None, &mut refused);
+        // Names left out (by this server or another of the fleet) stay
+        // out until their time is up.
+        let only = self.vhosts.get(vhost).and_then(|m| {
+            let (out, until) = m.without.as_ref()?;
+            (*until > SystemTime::now()).then(|| {
+                let rest: Vec<String> = m
+                    .want
+                    .names
+                    .iter()
+                    .filter(|n| !out.contains(n))
+                    .cloned()
+                    .collect();
+                rest
+            })
+        });
+        let result = self.order_with_retries(vhost, &lock, only.as_deref(), &mut refused);
         let result = match result {
-            Err(e) => match self.without_refused(vhost, &refused.names) {
+            Err(e) => match self
+                .without_refused(vhost, &refused.names)
+                .filter(|rest| Some(rest) != only.as_ref())
+            {
                 // Some names failed: the others at once, in a certificate
                 // of their own, served meanwhile.
                 Some(rest) => {
                     self.failed(vhost, e.clone(), refused.kind);
+                    let out = self.vhosts.get(vhost).and_then(|m| m.without.clone());
                     log::warn!(
                         "ACME: vhost {vhost}: ordering a certificate for {} only, until {} \
                          is fixed",
                         rest.join(", "),
-                        refused.names.join(", ")
+                        out.map(|o| o.0.join(", ")).unwrap_or_default()
                     );
                     let mut again = Refused::default();
                     match self.order_with_retries(vhost, &lock, Some(&rest), &mut again) {
                         Ok(pem) => Ok((pem, Some(e))),
-                        Err(e2) => Err((e2, again.kind)),
+                        Err(e2) => {
+                            // One failed attempt, not two.
+                            if let Some(m) = self.vhosts.get_mut(vhost) {
+                                m.failures = m.failures.saturating_sub(1);
+                            }
+                            Err((
+                                format!("{e2}{PARTIAL}{}; with every name: {e})", rest.join(", ")),
+                                again.kind,
+                            ))
+                        }
                     }
                 }
                 None => Err((e, refused.kind)),
@@ -598,6 +667,9 @@ impl Manager {
                         );
                         self.pickup(vhost);
                         if let Some(m) = self.vhosts.get_mut(vhost) {
+                            if partial.is_none() && only.is_none() {
+                                m.without = None;
+                            }
                             // Said until the left-out names are back.
                             if let (Some(e), Some((names, until))) = (partial, &m.without) {
                                 m.last_error = Some(format!(
@@ -636,9 +708,6 @@ impl Manager {
         refused: &mut Refused,
     ) -> Result<String, Fail> {
         let mut result = Err(String::new());
-        if let Ok(mut r) = self.retry_after.lock() {
-            *r = None;
-        }
         // badNonce is retried at once (RFC 8555 section 6.5): instant-acme
         // retries a request three times; a whole attempt three more.
         let mut new_account = false;
@@ -681,11 +750,18 @@ impl Manager {
     fn without_refused(&mut self, vhost: &str, refused: &[String]) -> Option<Vec<String>> {
         let retry_max = self.conf.retry_max.0;
         let m = self.vhosts.get_mut(vhost)?;
+        let now = SystemTime::now();
+        let before = m
+            .without
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .map(|w| w.0.clone())
+            .unwrap_or_default();
         let refused: Vec<String> = m
             .want
             .names
             .iter()
-            .filter(|n| refused.contains(n))
+            .filter(|n| refused.contains(n) || before.contains(n))
             .cloned()
             .collect();
         let rest: Vec<String> = m
@@ -698,14 +774,19 @@ impl Manager {
         if refused.is_empty() || rest.is_empty() {
             return None;
         }
-        let now = SystemTime::now();
-        m.without = Some((refused, now + jitter(retry_max)));
-        let served = m.info.as_ref().is_some_and(|i| {
-            i.not_after.is_some_and(|t| t > now)
-                && rest.iter().all(|n| i.names.contains(n))
-                && m.renew_at.is_none_or(|t| t > now)
+        let until = now + jitter(retry_max);
+        // The certificate served is kept while it outlasts the wait with
+        // as much again to spare, if it covers every other name or still
+        // covers a refused one (a passing failure must not cost a name
+        // that is served).
+        let keep = m.info.as_ref().is_some_and(|i| {
+            let spare = until + until.duration_since(now).unwrap_or_default();
+            i.not_after.is_some_and(|t| t > spare)
+                && (rest.iter().all(|n| i.names.contains(n))
+                    || refused.iter().any(|n| i.names.contains(n)))
         });
-        (!served).then_some(rest)
+        m.without = Some((refused, until));
+        (!keep).then_some(rest)
     }
 
     /// Records a failure: the log line, the back-off, `meta.json`.
@@ -718,9 +799,12 @@ impl Manager {
         m.failures += 1;
         m.avoid = kind.or(m.avoid);
         let now = SystemTime::now();
+        // (After a reduced order failed too, its own error decides.)
+        let primary = e.split(PARTIAL).next().unwrap_or(&e);
         let lasting = LASTING
             .iter()
-            .any(|t| e.contains(&format!("urn:ietf:params:acme:error:{t}]")));
+            .any(|t| primary.contains(&format!("urn:ietf:params:acme:error:{t}]")))
+            || primary.starts_with(BAD_CERTIFICATE);
         let mut wait = if lasting {
             retry_max
         } else {
@@ -740,10 +824,10 @@ impl Manager {
         let mut wait = jitter(wait);
         // The CA's Retry-After (a rate limit, maintenance) is obeyed, up
         // to retry_max: an earlier attempt would only be refused again.
-        let asked = self.retry_after.lock().ok().and_then(|mut r| r.take());
+        let asked = self.last.lock().ok().and_then(|mut r| r.take());
         let asked = asked
-            .filter(|(status, _)| matches!(status, 429 | 503))
-            .and_then(|(_, t)| t.duration_since(now).ok());
+            .filter(|a| matches!(a.status, 429 | 503))
+            .and_then(|a| a.retry_after?.duration_since(now).ok());
         if let Some(a) = asked {
             wait = wait.max(a).min(retry_max);
         }
@@ -780,8 +864,7 @@ impl Manager {
         let file = self.ca_dir.join("account.json");
         let http = || {
             (self.http)(&self.conf).map(|c| {
-                Box::new(Watched::new(c, self.retry_after.clone()))
-                    as Box<dyn instant_acme::HttpClient>
+                Box::new(Watched::new(c, self.last.clone())) as Box<dyn instant_acme::HttpClient>
             })
         };
         let deadline = SystemTime::now() + Duration::from_secs(60);
@@ -1094,7 +1177,7 @@ impl Manager {
             if SystemTime::now() > deadline {
                 return Err("the CA did not validate the challenges in 3 minutes".into());
             }
-            std::thread::sleep(poll_wait(&self.retry_after, delay));
+            std::thread::sleep(poll_wait(&self.last, delay));
             delay = (delay * 2).min(Duration::from_secs(5));
         }
         // Finalize with a fresh key, kept with the order's URL first: a
@@ -1116,7 +1199,7 @@ impl Manager {
         let text = serde_json::to_vec_pretty(&f).map_err(|e| e.to_string())?;
         let file = dir.join(FINALIZING);
         store::write_atomic(&file, &text).map_err(|e| format!("{}: {e}", file.display()))?;
-        issue(&mut order, &key, &f.names, lock, &dir, &self.retry_after)
+        issue(&mut order, &key, &f.names, lock, &dir, &self.last)
     }
 
     /// The certificate of an order an earlier attempt finalized (or was
@@ -1149,18 +1232,23 @@ impl Manager {
         };
         let mut order = match block_on(account.order(f.order.clone())) {
             Ok(o) => o,
-            // The CA no longer knows it (expired, another account's).
-            Err(e @ instant_acme::Error::Api(_)) => {
-                return drop_it(format!("{}: {}", f.order, describe(&e)));
+            Err(e) => {
+                let e = describe(&e);
+                // The CA no longer knows it (expired, another account's):
+                // a 4xx. A 5xx, a 429 or the network: later.
+                if last(&self.last).is_some_and(|a| a.is_final_refusal()) && !e.contains("badNonce")
+                {
+                    return drop_it(format!("{}: {e}", f.order));
+                }
+                return Err(format!("order {}: {e}", f.order));
             }
-            Err(e) => return Err(format!("order {}: {}", f.order, describe(&e))),
         };
         match order.state().status {
             OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => {}
             s => return drop_it(format!("{}: the order is {s:?}", f.order)),
         }
         log::info!("ACME: vhost {vhost}: resuming order {}", f.order);
-        issue(&mut order, &key, &f.names, lock, &m.dir, &self.retry_after).map(Some)
+        issue(&mut order, &key, &f.names, lock, &m.dir, &self.last).map(Some)
     }
 
     /// The challenge types to try for a vhost, in order.
@@ -1264,7 +1352,7 @@ fn issue(
     names: &[String],
     lock: &Lock,
     dir: &Path,
-    hint: &RetryAfter,
+    hint: &LastAnswer,
 ) -> Result<String, Fail> {
     if order.state().status == OrderStatus::Ready {
         let mut params =
@@ -1273,8 +1361,15 @@ fn issue(
         let csr = params
             .serialize_request(key)
             .map_err(|e| format!("CSR: {e}"))?;
-        block_on(order.finalize_csr(csr.der()))
-            .map_err(|e| format!("finalize: {}", describe(&e)))?;
+        block_on(order.finalize_csr(csr.der())).map_err(|e| {
+            let e = describe(&e);
+            // Refused (badCSR, orderNotReady): nothing was issued, and
+            // the same request would be refused again.
+            if last(hint).is_some_and(|a| a.is_final_refusal()) && !e.contains("badNonce") {
+                let _ = std::fs::remove_file(dir.join(FINALIZING));
+            }
+            format!("finalize: {e}")
+        })?;
     }
     // Issuing has a time limit of its own (some CAs take minutes).
     let deadline = SystemTime::now() + ORDER_TIMEOUT;
@@ -1301,7 +1396,7 @@ fn issue(
     // Check it (it parses, the key matches) before it replaces anything.
     if let Err(e) = store::parse_pem(pem.as_bytes()) {
         let _ = std::fs::remove_file(dir.join(FINALIZING));
-        return Err(format!("the CA's certificate: {e}"));
+        return Err(format!("{BAD_CERTIFICATE}{e}"));
     }
     Ok(pem)
 }
@@ -1321,8 +1416,12 @@ fn write_meta(m: &Managed) -> std::io::Result<()> {
         without: m.without.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
         without_until: m.without.as_ref().map(|w| unix(w.1)),
     };
-    let text = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
-    store::write_atomic(&m.dir.join("meta.json"), &text)
+    store_meta(&m.dir, &meta)
+}
+
+fn store_meta(dir: &Path, meta: &Meta) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
+    store::write_atomic(&dir.join("meta.json"), &text)
 }
 
 /// Reads a vhost's `meta.json`.
@@ -1617,6 +1716,20 @@ mod tests {
                     ("POST", "https://ca.test/resume/cert/1") => {
                         reply(200, &nonce, CHAIN.lock().expect("lock").clone())
                     }
+                    // The CA in trouble: the order later.
+                    ("POST", "https://ca.test/resume/order/2") => reply(
+                        503,
+                        &nonce,
+                        r#"{"type":"urn:ietf:params:acme:error:serverInternal","detail":"down for maintenance"}"#
+                            .into(),
+                    ),
+                    // An order the CA no longer knows.
+                    ("POST", "https://ca.test/resume/order/3") => reply(
+                        404,
+                        &nonce,
+                        r#"{"type":"urn:ietf:params:acme:error:malformed","detail":"No order for ID 3"}"#
+                            .into(),
+                    ),
                     // A CA that forgot account 1.
                     ("POST", "https://ca.test/gone/acct") => reply(
                         201,
@@ -1925,6 +2038,86 @@ mod tests {
     }
 
     #[test]
+    fn an_order_being_finalized_is_forgotten_only_when_the_ca_says_it_is_gone() {
+        let state = tempfile::tempdir().unwrap();
+        let (conf, mut m) = scripted_manager("https://ca.test/resume/dir", state.path());
+        let want = http01_want("gone.resume.example.com");
+        m.update(conf.clone(), vec![want.clone()]);
+        let dir = m.vhosts["gone.resume.example.com"].dir.clone();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let finalizing = |order: &str| {
+            let f = Finalizing {
+                order: order.into(),
+                names: want.names.clone(),
+                key: key.serialize_pem(),
+            };
+            store::write_atomic(&dir.join(FINALIZING), &serde_json::to_vec(&f).unwrap()).unwrap();
+        };
+        // A 503: kept for later, no new order.
+        finalizing("https://ca.test/resume/order/2");
+        let orders = posts_to("https://ca.test/resume/order");
+        m.attempt("gone.resume.example.com");
+        let err = m.vhosts["gone.resume.example.com"]
+            .last_error
+            .clone()
+            .unwrap();
+        assert!(err.contains("down for maintenance"), "{err}");
+        assert!(dir.join(FINALIZING).exists());
+        assert_eq!(posts_to("https://ca.test/resume/order"), orders);
+        // A 404: forgotten, and a new order made.
+        finalizing("https://ca.test/resume/order/3");
+        m.update(conf, vec![want.clone()]);
+        m.attempt("gone.resume.example.com");
+        assert!(!dir.join(FINALIZING).exists());
+        assert_eq!(posts_to("https://ca.test/resume/order"), orders + 1);
+    }
+
+    #[test]
+    fn names_left_out_by_another_server_stay_out() {
+        let state = tempfile::tempdir().unwrap();
+        let (conf, mut m) = scripted_manager("https://ca.test/dir", state.path());
+        let mut want = http01_want("fleet.example.com");
+        want.names.push("alias.fleet.example.com".into());
+        m.update(conf, vec![want]);
+        // Another server stored a certificate for the first name and left
+        // the alias out for an hour.
+        let dir = m.vhosts["fleet.example.com"].dir.clone();
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["fleet.example.com".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = key.serialize_pem() + &cert.pem();
+        store::write_atomic(&dir.join(store::CURRENT), pem.as_bytes()).unwrap();
+        let until = unix(SystemTime::now() + Duration::from_secs(3600));
+        let meta = Meta {
+            without: vec!["alias.fleet.example.com".into()],
+            without_until: Some(until),
+            last_error: Some("alias.fleet.example.com left out".into()),
+            ..Meta::default()
+        };
+        store_meta(&dir, &meta).unwrap();
+        m.pickup("fleet.example.com");
+        let v = &m.vhosts["fleet.example.com"];
+        assert!(v.info.is_some());
+        assert_eq!(
+            v.without.as_ref().map(|w| w.0.clone()),
+            Some(vec!["alias.fleet.example.com".to_owned()])
+        );
+        assert!(!m.due("fleet.example.com"));
+        // What this server writes keeps them.
+        write_meta(&m.vhosts["fleet.example.com"]).unwrap();
+        let meta = read_meta(&dir).unwrap();
+        assert_eq!(meta.without, vec!["alias.fleet.example.com".to_owned()]);
+        assert_eq!(meta.without_until, Some(until));
+        assert_eq!(
+            meta.last_error.as_deref(),
+            Some("alias.fleet.example.com left out")
+        );
+    }
+
+    #[test]
     fn an_account_the_ca_forgot_is_made_again() {
         let state = tempfile::tempdir().unwrap();
         let (conf, mut m) = scripted_manager("https://ca.test/gone/dir", state.path());
@@ -2051,6 +2244,6 @@ mod tests {
         m.update(conf, vec![want]);
         assert!(m.due("b.example.com"));
         let meta = read_meta(&dir).unwrap();
-        assert!(from_unix(meta.next_try.unwrap()) <= SystemTime::now());
+        assert_eq!(meta.next_try, None);
     }
 }
