@@ -894,6 +894,10 @@ fn a_name_the_ca_refuses_is_reported_with_the_vhost_and_the_problem() {
     assert_eq!(c, 0, "{err}");
     assert!(out.contains("covers:       ok.acme.test\n"), "{out}");
     assert!(
+        out.contains("left out:     blocked.acme.test (until"),
+        "{out}"
+    );
+    assert!(
         out.contains("blocked.acme.test left out of the certificate until"),
         "{out}"
     );

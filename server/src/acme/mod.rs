@@ -116,6 +116,17 @@ pub fn report(conf: &AcmeConf, vhosts: &[crate::config::VhostConf]) -> String {
             let _ = writeln!(out, "  CA's window:  {} to {}", t(Some(a)), t(Some(b)));
         }
         let _ = writeln!(out, "  last renewal: {}", t(meta.last_ok));
+        if !meta.without.is_empty()
+            && let Some(until) = meta.without_until
+            && until > manager::unix(std::time::SystemTime::now())
+        {
+            let _ = writeln!(
+                out,
+                "  left out:     {} (until {}; a reload tries again)",
+                meta.without.join(", "),
+                t(Some(until))
+            );
+        }
         match &meta.last_error {
             Some(e) => {
                 let _ = writeln!(
