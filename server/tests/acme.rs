@@ -122,6 +122,9 @@ impl Pebble {
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))
             .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+            // The changes of the API pebble tests clients against before
+            // CAs make them.
+            .arg("-strict")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
