@@ -201,6 +201,24 @@ struct Managed {
 }
 
 impl Managed {
+    /// The names left out of its certificate at `now` (none once their
+    /// time is up).
+    fn left_out(&self, now: SystemTime) -> &[String] {
+        match &self.without {
+            Some((names, until)) if *until > now => names,
+            _ => &[],
+        }
+    }
+
+    /// Its names in `out`, and the others, in the vhost's order.
+    fn split(&self, out: &[String]) -> (Vec<String>, Vec<String>) {
+        self.want
+            .names
+            .iter()
+            .cloned()
+            .partition(|n| out.contains(n))
+    }
+
     /// Takes from `meta.json` the names another server of the fleet (or
     /// an earlier run) left out, while their time is not up.
     fn adopt_without(&mut self, meta: &Meta) {
@@ -229,6 +247,13 @@ fn lift_meta(dir: &Path) {
             log::warn!("ACME: {}: {e}", dir.join("meta.json").display());
         }
     }
+}
+
+/// Whether the request whose error is `e` was refused for good (a 4xx
+/// other than 429, and not a `badNonce` instant-acme retried in vain),
+/// not for a passing trouble of the CA's or the network's.
+fn refused_for_good(last_answer: &LastAnswer, e: &str) -> bool {
+    last(last_answer).is_some_and(|a| a.is_final_refusal()) && !e.contains("badNonce")
 }
 
 /// How the error of a reduced order names the names it was for.
@@ -441,18 +466,14 @@ impl Manager {
         if now < m.next_try {
             return false;
         }
-        let left_out = |n: &String| {
-            m.without
-                .as_ref()
-                .is_some_and(|(w, until)| now < *until && w.contains(n))
-        };
+        let out = m.left_out(now);
         match &m.info {
             None => true,
             Some(i) => {
                 m.want
                     .names
                     .iter()
-                    .any(|n| !i.names.contains(n) && !left_out(n))
+                    .any(|n| !i.names.contains(n) && !out.contains(n))
                     || m.renew_at.is_some_and(|t| t <= now)
             }
         }
@@ -598,17 +619,8 @@ impl Manager {
         // Names left out (by this server or another of the fleet) stay
         // out until their time is up.
         let only = self.vhosts.get(vhost).and_then(|m| {
-            let (out, until) = m.without.as_ref()?;
-            (*until > SystemTime::now()).then(|| {
-                let rest: Vec<String> = m
-                    .want
-                    .names
-                    .iter()
-                    .filter(|n| !out.contains(n))
-                    .cloned()
-                    .collect();
-                rest
-            })
+            let out = m.left_out(SystemTime::now());
+            (!out.is_empty()).then(|| m.split(out).1)
         });
         let result = self.order_with_retries(vhost, &lock, only.as_deref(), &mut refused);
         let result = match result {
@@ -751,26 +763,9 @@ impl Manager {
         let retry_max = self.conf.retry_max.0;
         let m = self.vhosts.get_mut(vhost)?;
         let now = SystemTime::now();
-        let before = m
-            .without
-            .as_ref()
-            .filter(|(_, until)| *until > now)
-            .map(|w| w.0.clone())
-            .unwrap_or_default();
-        let refused: Vec<String> = m
-            .want
-            .names
-            .iter()
-            .filter(|n| refused.contains(n) || before.contains(n))
-            .cloned()
-            .collect();
-        let rest: Vec<String> = m
-            .want
-            .names
-            .iter()
-            .filter(|n| !refused.contains(n))
-            .cloned()
-            .collect();
+        let mut out = m.left_out(now).to_vec();
+        out.extend_from_slice(refused);
+        let (refused, rest) = m.split(&out);
         if refused.is_empty() || rest.is_empty() {
             return None;
         }
@@ -1236,8 +1231,7 @@ impl Manager {
                 let e = describe(&e);
                 // The CA no longer knows it (expired, another account's):
                 // a 4xx. A 5xx, a 429 or the network: later.
-                if last(&self.last).is_some_and(|a| a.is_final_refusal()) && !e.contains("badNonce")
-                {
+                if refused_for_good(&self.last, &e) {
                     return drop_it(format!("{}: {e}", f.order));
                 }
                 return Err(format!("order {}: {e}", f.order));
@@ -1365,7 +1359,7 @@ fn issue(
             let e = describe(&e);
             // Refused (badCSR, orderNotReady): nothing was issued, and
             // the same request would be refused again.
-            if last(hint).is_some_and(|a| a.is_final_refusal()) && !e.contains("badNonce") {
+            if refused_for_good(hint, &e) {
                 let _ = std::fs::remove_file(dir.join(FINALIZING));
             }
             format!("finalize: {e}")
